@@ -1,0 +1,2 @@
+//! `shoald`, the shoal daemon.
+pub mod state;

@@ -1,0 +1,34 @@
+//! Pure data of shoal: resource kinds and their validation, manifest parsing (YAML and JSON,
+//! multi-document), and the HTTP API's request and response types.
+//!
+//! No I/O and no async runtime live here: the daemon (`shoal-node`), the CLI (`shoal-cli`) and
+//! the test harness (`shoal-testnet`) all depend on this crate and share its types.
+//!
+//! # Layout
+//! - [`kind`]: the registry of resource kinds (API group, plural, aliases, scope).
+//! - [`meta`]: object metadata shared by every kind.
+//! - [`kinds`]: the typed resources (Namespace, ConfigMap, Secret, Service, Pod, Deployment,
+//!   StatefulSet, PersistentVolumeClaim) with their defaults.
+//! - [`resource`]: [`Resource`], one value of any supported kind.
+//! - [`manifest`]: parsing multi-document manifests into validated resources.
+//! - [`quantity`], [`selector`]: Kubernetes quantities (`100m`, `128Mi`) and label selectors.
+//! - [`error`]: field errors that name the path of what is wrong.
+//! - [`api`]: the JSON shapes of the HTTP API.
+
+pub mod api;
+pub mod error;
+pub mod kind;
+pub mod kinds;
+pub mod manifest;
+pub mod meta;
+pub mod quantity;
+pub mod resource;
+pub mod selector;
+
+pub use error::{FieldError, ManifestErrors};
+pub use kind::Kind;
+pub use meta::ObjectMeta;
+pub use resource::Resource;
+
+/// The version of shoal, shared by every binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
