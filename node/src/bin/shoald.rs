@@ -1,1 +1,141 @@
-fn main() {}
+//! `shoald`: parses flags, sets up logging, and runs the node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use shoal_node::config::{Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// shoald: the shoal daemon. Every machine of a cluster runs one.
+#[derive(Parser, Debug)]
+#[command(name = "shoald", version, about)]
+struct Flags {
+    /// A TOML config file; flags and SHOAL_* variables override it.
+    #[arg(long, env = "SHOAL_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    /// Where the node keeps its identity and state
+    /// [default: /var/lib/shoal as root, else ~/.local/share/shoal].
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The node's name in the cluster [default: the host name].
+    #[arg(long, env = "SHOAL_NODE_NAME")]
+    node_name: Option<String>,
+    /// Where the HTTP API listens [default: 127.0.0.1:7070].
+    #[arg(long, env = "SHOAL_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+impl Flags {
+    fn into_config(self) -> Result<Config, shoal_node::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.node_name {
+            config.node_name = v;
+        }
+        if let Some(v) = self.api_listen {
+            config.api_listen = v;
+        }
+        match self.log_format.as_deref() {
+            Some("json") => config.log_format = LogFormat::Json,
+            Some(_) => config.log_format = LogFormat::Text,
+            None => {}
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match Flags::parse().into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoald: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoald: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("shoald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    // Create the identity here, once, so that a new cluster's first start can tell its owner
+    // how to reach it; `run` loads the same files again.
+    let identity = shoal_node::identity::load_or_init(&config.data_dir, &config.node_name)?;
+    if identity.created {
+        let token_path = config.data_dir.join(shoal_node::identity::TOKEN_FILE);
+        let node_url = format!("http://{}", config.api_listen);
+        eprintln!(
+            "\nCreated a new shoal cluster {id} in {dir}; this node is \"{name}\".\n\
+             Point the CLI at it with:\n\n  \
+             export SHOAL_NODE={node_url}\n  \
+             export SHOAL_TOKEN=$(cat {token})\n\n\
+             or save it as a context:\n\n  \
+             shoal config set-context {name} --node {node_url} --token-file {token} --use\n",
+            id = identity.cluster_id,
+            dir = config.data_dir.display(),
+            name = identity.node_name,
+            token = token_path.display(),
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down");
+        signals.cancel();
+    });
+    shoal_node::run(config, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}; only Ctrl-C stops shoald");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

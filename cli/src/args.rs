@@ -1,0 +1,309 @@
+//! The command line, shaped like kubectl's: global flags usable anywhere, one subcommand per
+//! verb.
+//!
+//! `--node` and `--token` read `SHOAL_NODE` and `SHOAL_TOKEN` in [`crate::config`], not through
+//! clap's `env`: `config set-context` reuses the same flags and must store only what was typed,
+//! never a value that leaked in from the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+/// shoal: the command-line client of a shoal cluster.
+///
+/// Talks to any node's HTTP API. The node, token and namespace come from flags or the
+/// environment, else from the current context of the config file, else from defaults
+/// (http://127.0.0.1:7070 and the local node's admin token).
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version = shoal_protocol::VERSION, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after any subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// URL of the node's API [env: SHOAL_NODE] [default: the context's, else
+    /// http://127.0.0.1:7070]
+    #[arg(long, global = true, value_name = "URL")]
+    pub node: Option<String>,
+
+    /// Bearer token for the API [env: SHOAL_TOKEN] [default: the context's, else the local
+    /// node's admin.token]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Context of the config file to use instead of its current-context
+    #[arg(long, global = true, value_name = "NAME", env = "SHOAL_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Namespace [default: the context's, else "default"]
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Config file [default: $XDG_CONFIG_HOME/shoal/config.toml or
+    /// ~/.config/shoal/config.toml]
+    #[arg(long, global = true, value_name = "FILE", env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Show Secret values (base64 in -o yaml/json, decoded in describe) instead of their sizes
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
+
+    /// Seconds to wait for an answer from the node
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 30)]
+    pub request_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from manifests (all-or-nothing)
+    Apply(ApplyArgs),
+    /// List objects, or show named ones
+    Get(GetArgs),
+    /// Show objects in detail
+    Describe(DescribeArgs),
+    /// Delete objects by name, selector or manifest
+    Delete(DeleteArgs),
+    /// Print the client's and the node's versions
+    Version,
+    /// Print a shell completion script
+    Completion {
+        /// bash, zsh, fish, elvish or powershell
+        shell: Shell,
+    },
+    /// Manage the contexts of the config file
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Manifest inputs shared by `apply -f` and `delete -f`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FileArgs {
+    /// Manifest file, directory (its *.yaml, *.yml, *.json) or - for stdin; repeatable
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
+
+    /// Also read the subdirectories of directories given with -f
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub files: FileArgs,
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The table with more columns
+    Wide,
+    /// The objects as YAML
+    Yaml,
+    /// The objects as JSON
+    Json,
+    /// kind/name, one a line
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Kind: deployments, deploy, pods, po, services, svc, configmaps, cm, secrets,
+    /// namespaces, ns, nodes, no, statefulsets, sts, persistentvolumeclaims, pvc
+    pub kind: String,
+
+    /// Names of the objects; all of them when none
+    pub names: Vec<String>,
+
+    /// Output format
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// Label selector: app=web, tier!=db, env in (a,b), !legacy
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// List objects of every namespace
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Kind, as for get
+    pub kind: String,
+
+    /// Names of the objects; all of the namespace (or selector) when none
+    pub names: Vec<String>,
+
+    /// Label selector
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Describe objects of every namespace
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kind, as for get (not with -f)
+    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    pub kind: Option<String>,
+
+    /// Names of the objects to delete
+    pub names: Vec<String>,
+
+    #[command(flatten)]
+    pub files: FileArgs,
+
+    /// Delete the objects that match this label selector
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "files")]
+    pub selector: Option<String>,
+
+    /// Treat objects that do not exist as deleted: no error, exit code 0
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Create or update a context (only the given fields change)
+    SetContext {
+        /// Name of the context
+        name: String,
+        /// Read the token from this file at each use instead of storing it (uses --node,
+        /// --token and -n/--namespace for the other fields)
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// Also make it the current context
+        #[arg(long = "use")]
+        use_it: bool,
+    },
+    /// Make a context the current one
+    UseContext {
+        /// Name of the context
+        name: String,
+    },
+    /// List the contexts
+    GetContexts,
+    /// Print the name of the current context
+    CurrentContext,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn get_with_output_wide() {
+        let cli = parse(&["shoal", "get", "deploy", "-o", "wide"]);
+        match cli.command {
+            Command::Get(g) => {
+                assert_eq!(g.kind, "deploy");
+                assert!(g.names.is_empty());
+                assert_eq!(g.output, Some(OutputFormat::Wide));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn apply_takes_several_files() {
+        let cli = parse(&["shoal", "apply", "-f", "x", "-f", "y"]);
+        match cli.command {
+            Command::Apply(a) => assert_eq!(a.files.files, vec!["x", "y"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse(&[
+            "shoal", "get", "pods", "web", "-n", "prod", "--node", "http://h:1", "-A", "-l",
+            "app=web",
+        ]);
+        assert_eq!(cli.global.namespace.as_deref(), Some("prod"));
+        assert_eq!(cli.global.node.as_deref(), Some("http://h:1"));
+        match cli.command {
+            Command::Get(g) => {
+                assert_eq!(g.names, vec!["web"]);
+                assert!(g.all_namespaces);
+                assert_eq!(g.selector.as_deref(), Some("app=web"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn delete_needs_a_kind_or_files_but_not_both() {
+        assert!(Cli::try_parse_from(["shoal", "delete"]).is_err());
+        assert!(Cli::try_parse_from(["shoal", "delete", "deploy", "web", "-f", "x"]).is_err());
+        let cli = parse(&["shoal", "delete", "-f", "x.yaml", "--ignore-not-found"]);
+        match cli.command {
+            Command::Delete(d) => {
+                assert!(d.kind.is_none());
+                assert_eq!(d.files.files, vec!["x.yaml"]);
+                assert!(d.ignore_not_found);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_context_token_and_token_file_conflict() {
+        assert!(
+            Cli::try_parse_from([
+                "shoal", "config", "set-context", "home", "--token", "t", "--token-file", "f"
+            ])
+            .is_err()
+        );
+        let cli = parse(&[
+            "shoal",
+            "config",
+            "set-context",
+            "home",
+            "--node",
+            "http://h:7070",
+            "--token-file",
+            "/t",
+            "--use",
+        ]);
+        assert_eq!(cli.global.node.as_deref(), Some("http://h:7070"));
+        match cli.command {
+            Command::Config(ConfigCommand::SetContext {
+                name,
+                token_file,
+                use_it,
+            }) => {
+                assert_eq!(name, "home");
+                assert_eq!(token_file, Some(PathBuf::from("/t")));
+                assert!(use_it);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_output_format_is_a_usage_error() {
+        assert!(Cli::try_parse_from(["shoal", "get", "pods", "-o", "xml"]).is_err());
+    }
+}

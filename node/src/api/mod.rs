@@ -1,0 +1,137 @@
+//! The HTTP API (axum): Kubernetes' REST layout for resources, a batch apply endpoint, version
+//! and health. Every route but `/healthz` needs the admin bearer token.
+//!
+//! It owns no state: it holds a [`StateHandle`] (desired state) and an [`ObservedHandle`]
+//! (observed state) and merges both into the objects it returns. Client errors are 4xx with a
+//! Kubernetes `Status` body naming what to fix; internal ones are 5xx and logged.
+
+mod error;
+mod nodes;
+mod resources;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use shoal_protocol::api::{APPLY_PATH, HEALTHZ_PATH, VERSION_PATH, VersionInfo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::observed::ObservedHandle;
+use crate::state::StateHandle;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub state: StateHandle,
+    pub observed: ObservedHandle,
+    pub token: Arc<str>,
+    pub cluster_id: Arc<str>,
+    pub node_name: Arc<str>,
+}
+
+/// Builds the router; tests call it directly.
+pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
+    let protected = Router::new()
+        .route(VERSION_PATH, get(version))
+        .route(APPLY_PATH, post(resources::apply_batch))
+        .route("/api/v1/{plural}", get(resources::list_core))
+        .route(
+            "/api/v1/{plural}/{name}",
+            get(resources::get_core)
+                .put(resources::put_core)
+                .delete(resources::delete_core),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/{plural}",
+            get(resources::list_core_ns).post(resources::post_core_ns),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/{plural}/{name}",
+            get(resources::get_core_ns)
+                .put(resources::put_core_ns)
+                .delete(resources::delete_core_ns),
+        )
+        .route("/apis/{group}/{version}/{plural}", get(resources::list_group))
+        .route(
+            "/apis/{group}/{version}/{plural}/{name}",
+            get(resources::get_group)
+                .put(resources::put_group)
+                .delete(resources::delete_group),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}",
+            get(resources::list_group_ns).post(resources::post_group_ns),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
+            get(resources::get_group_ns)
+                .put(resources::put_group_ns)
+                .delete(resources::delete_group_ns),
+        )
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+    Router::new()
+        .route(HEALTHZ_PATH, get(|| async { "ok" }))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api)
+}
+
+/// Serves the API until `shutdown` fires; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
+
+async fn version(State(api): State<ApiState>) -> axum::Json<VersionInfo> {
+    axum::Json(VersionInfo {
+        version: shoal_protocol::VERSION.to_string(),
+        cluster_id: api.cluster_id.to_string(),
+        node_name: api.node_name.to_string(),
+    })
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::not_found_path(req.uri().path()).into_response()
+}
+
+async fn require_token(State(api): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), api.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("the bearer token is wrong").into_response(),
+        None => ApiError::unauthorized("no bearer token was sent").into_response(),
+    }
+}
+
+/// Compares without leaking, through timing, how long a matching prefix is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,452 @@
+//! Resource routes: batch apply, and get, list, put, post and delete in Kubernetes' REST
+//! layout. Objects leave merged with their observed status.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shoal_protocol::api::{ApplyAction, ApplyResponse};
+use shoal_protocol::selector::LabelSelector;
+use shoal_protocol::{FieldError, Kind, Resource, manifest};
+
+use super::error::ApiError;
+use super::{ApiState, nodes};
+use crate::state::StoredObject;
+
+/// The namespace objects go to when neither the manifest nor the request names one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyQuery {
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    label_selector: Option<String>,
+}
+
+/// `POST /shoal/v1/apply`: a multi-document manifest, applied all-or-nothing.
+pub async fn apply_batch(
+    State(api): State<ApiState>,
+    Query(q): Query<ApplyQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    let text = body_text(body)?;
+    if let Some(ns) = &q.namespace {
+        check_namespace_name(ns)?;
+    }
+    let mut batch = manifest::parse(&text)?;
+    set_namespaces(&mut batch, q.namespace.as_deref())?;
+    let items = api.state.apply(batch).await?;
+    for r in &items {
+        if r.action != ApplyAction::Unchanged {
+            tracing::info!(kind = %r.kind, namespace = ?r.namespace, name = %r.name,
+                action = r.action.as_str(), "applied");
+        }
+    }
+    Ok(Json(ApplyResponse { items }))
+}
+
+fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "RequestEntityTooLarge",
+                "the request body is larger than the node accepts (api-max-body-bytes); \
+                 split the manifest into several files",
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text"))
+}
+
+fn check_namespace_name(ns: &str) -> Result<(), ApiError> {
+    if crate::config::is_dns_label(ns) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "namespace \"{ns}\" is not a valid name: lower-case letters, digits and '-', \
+             at most 63 characters"
+        )))
+    }
+}
+
+/// Gives namespaced objects the request's namespace (or `default`) when they name none, and
+/// refuses a manifest namespace that contradicts the request's, as kubectl does.
+fn set_namespaces(batch: &mut [Resource], request_ns: Option<&str>) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for r in batch.iter_mut() {
+        let kind = r.kind();
+        let display = format!("{}/{}", kind.display(), r.name());
+        let meta = r.meta_mut();
+        if !kind.namespaced() {
+            meta.namespace = None;
+            continue;
+        }
+        match (&meta.namespace, request_ns) {
+            (Some(own), Some(req)) if own != req => errors.push(FieldError::new(
+                "metadata.namespace",
+                format!(
+                    "{display}: the manifest says namespace \"{own}\" but the request says \
+                     \"{req}\"; drop one of them"
+                ),
+            )),
+            (Some(_), _) => {}
+            (None, req) => meta.namespace = Some(req.unwrap_or(DEFAULT_NAMESPACE).to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "namespaces disagree; nothing was applied",
+            errors,
+        ))
+    }
+}
+
+/// What a path names.
+struct Target {
+    kind: Kind,
+    namespace: Option<String>,
+}
+
+fn resolve(group: &str, version: &str, plural: &str, ns: Option<String>) -> Result<Target, ApiError> {
+    let kind = Kind::from_path(group, plural)
+        .filter(|_| version == "v1")
+        .ok_or_else(|| {
+            let prefix = if group.is_empty() {
+                format!("/api/{version}")
+            } else {
+                format!("/apis/{group}/{version}")
+            };
+            ApiError::not_found_path(&format!("{prefix}/{plural}"))
+        })?;
+    if ns.is_some() && !kind.namespaced() {
+        return Err(ApiError::not_found_path(&format!(
+            "{} is not namespaced",
+            kind.plural()
+        )));
+    }
+    if let Some(ns) = &ns {
+        check_namespace_name(ns)?;
+    }
+    Ok(Target { kind, namespace: ns })
+}
+
+/// A named object of a namespaced kind needs a namespace in its path.
+fn resolve_object(
+    group: &str,
+    version: &str,
+    plural: &str,
+    ns: Option<String>,
+) -> Result<Target, ApiError> {
+    let t = resolve(group, version, plural, ns)?;
+    if t.kind.namespaced() && t.namespace.is_none() {
+        return Err(ApiError::not_found_path(&format!(
+            "{} is namespaced: use /namespaces/NS/{}/NAME",
+            t.kind.plural(),
+            t.kind.plural()
+        )));
+    }
+    Ok(t)
+}
+
+async fn list(api: &ApiState, t: Target, q: ListQuery) -> Result<Json<Value>, ApiError> {
+    let selector = match q.label_selector.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("labelSelector {s:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let items = if t.kind == Kind::Node {
+        nodes::list(&api.observed)
+    } else {
+        api.state
+            .list(t.kind, t.namespace.as_deref())
+            .await?
+            .into_iter()
+            .map(|o| with_status(api, o))
+            .collect()
+    };
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(|v| selector.as_ref().is_none_or(|s| s.matches(&labels_of(v))))
+        .collect();
+    Ok(Json(json!({
+        "apiVersion": t.kind.api_version(),
+        "kind": t.kind.list_kind(),
+        "metadata": {},
+        "items": items,
+    })))
+}
+
+fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, ApiError> {
+    if t.kind == Kind::Node {
+        return nodes::get(&api.observed, name)
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found(Kind::Node, None, name));
+    }
+    match api.state.get(t.kind, t.namespace.as_deref(), name).await? {
+        Some(o) => Ok(Json(with_status(api, o))),
+        None => Err(ApiError::not_found(t.kind, t.namespace.as_deref(), name)),
+    }
+}
+
+async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, ApiError> {
+    if t.kind == Kind::Node {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "nodes register themselves; a node is removed by stopping its shoald",
+        ));
+    }
+    match api.state.delete(t.kind, t.namespace.as_deref(), name).await? {
+        Some(o) => {
+            tracing::info!(kind = %t.kind, namespace = ?t.namespace, name, "deleted");
+            Ok(Json(o.value))
+        }
+        None => Err(ApiError::not_found(t.kind, t.namespace.as_deref(), name)),
+    }
+}
+
+/// `PUT` of one object at its path, or `POST` to its collection: an apply of one object that
+/// must agree with the path.
+async fn put_one(
+    api: &ApiState,
+    t: Target,
+    name: Option<&str>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let text = body_text(body)?;
+    let mut batch = manifest::parse(&text)?;
+    if batch.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "expected exactly one object in the body, got {}; use {} for several",
+            batch.len(),
+            shoal_protocol::api::APPLY_PATH
+        )));
+    }
+    let r = &batch[0];
+    if r.kind() != t.kind {
+        return Err(ApiError::bad_request(format!(
+            "the body is a {} but the path is for {}",
+            r.kind(),
+            t.kind.plural()
+        )));
+    }
+    if let Some(name) = name
+        && r.name() != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the body names \"{}\" but the path names \"{name}\"",
+            r.name()
+        )));
+    }
+    set_namespaces(&mut batch, t.namespace.as_deref())?;
+    let (kind, ns, obj_name) = (
+        batch[0].kind(),
+        batch[0].namespace().map(str::to_string),
+        batch[0].name().to_string(),
+    );
+    let results = api.state.apply(batch).await?;
+    let created = results
+        .first()
+        .is_some_and(|r| r.action == ApplyAction::Created);
+    let Json(obj) = get_one(
+        api,
+        Target {
+            kind,
+            namespace: ns,
+        },
+        &obj_name,
+    )
+    .await?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(obj)).into_response())
+}
+
+/// Merges an object of desired state with what is observed of it.
+fn with_status(_api: &ApiState, o: StoredObject) -> Value {
+    let mut v = o.value;
+    if o.kind == Kind::Namespace
+        && let Value::Object(map) = &mut v
+    {
+        map.insert("status".into(), json!({ "phase": "Active" }));
+    }
+    v
+}
+
+// Route adapters: axum needs one function per path shape.
+
+pub async fn list_core(
+    State(api): State<ApiState>,
+    Path(plural): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list(&api, resolve("", "v1", &plural, None)?, q).await
+}
+
+pub async fn list_core_ns(
+    State(api): State<ApiState>,
+    Path((ns, plural)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list(&api, resolve("", "v1", &plural, Some(ns))?, q).await
+}
+
+pub async fn list_group(
+    State(api): State<ApiState>,
+    Path((group, version, plural)): Path<(String, String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list(&api, resolve(&group, &version, &plural, None)?, q).await
+}
+
+pub async fn list_group_ns(
+    State(api): State<ApiState>,
+    Path((group, version, ns, plural)): Path<(String, String, String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list(&api, resolve(&group, &version, &plural, Some(ns))?, q).await
+}
+
+pub async fn get_core(
+    State(api): State<ApiState>,
+    Path((plural, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    get_one(&api, resolve_object("", "v1", &plural, None)?, &name).await
+}
+
+pub async fn get_core_ns(
+    State(api): State<ApiState>,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    get_one(&api, resolve_object("", "v1", &plural, Some(ns))?, &name).await
+}
+
+pub async fn get_group(
+    State(api): State<ApiState>,
+    Path((group, version, plural, name)): Path<(String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    get_one(&api, resolve_object(&group, &version, &plural, None)?, &name).await
+}
+
+pub async fn get_group_ns(
+    State(api): State<ApiState>,
+    Path((group, version, ns, plural, name)): Path<(String, String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let t = resolve_object(&group, &version, &plural, Some(ns))?;
+    get_one(&api, t, &name).await
+}
+
+pub async fn delete_core(
+    State(api): State<ApiState>,
+    Path((plural, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    delete_one(&api, resolve_object("", "v1", &plural, None)?, &name).await
+}
+
+pub async fn delete_core_ns(
+    State(api): State<ApiState>,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    delete_one(&api, resolve_object("", "v1", &plural, Some(ns))?, &name).await
+}
+
+pub async fn delete_group(
+    State(api): State<ApiState>,
+    Path((group, version, plural, name)): Path<(String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    delete_one(&api, resolve_object(&group, &version, &plural, None)?, &name).await
+}
+
+pub async fn delete_group_ns(
+    State(api): State<ApiState>,
+    Path((group, version, ns, plural, name)): Path<(String, String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let t = resolve_object(&group, &version, &plural, Some(ns))?;
+    delete_one(&api, t, &name).await
+}
+
+pub async fn put_core(
+    State(api): State<ApiState>,
+    Path((plural, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    put_one(&api, resolve_object("", "v1", &plural, None)?, Some(&name), body).await
+}
+
+pub async fn put_core_ns(
+    State(api): State<ApiState>,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = resolve_object("", "v1", &plural, Some(ns))?;
+    put_one(&api, t, Some(&name), body).await
+}
+
+pub async fn put_group(
+    State(api): State<ApiState>,
+    Path((group, version, plural, name)): Path<(String, String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = resolve_object(&group, &version, &plural, None)?;
+    put_one(&api, t, Some(&name), body).await
+}
+
+pub async fn put_group_ns(
+    State(api): State<ApiState>,
+    Path((group, version, ns, plural, name)): Path<(String, String, String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = resolve_object(&group, &version, &plural, Some(ns))?;
+    put_one(&api, t, Some(&name), body).await
+}
+
+pub async fn post_core_ns(
+    State(api): State<ApiState>,
+    Path((ns, plural)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    put_one(&api, resolve_object("", "v1", &plural, Some(ns))?, None, body).await
+}
+
+pub async fn post_group_ns(
+    State(api): State<ApiState>,
+    Path((group, version, ns, plural)): Path<(String, String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = resolve_object(&group, &version, &plural, Some(ns))?;
+    put_one(&api, t, None, body).await
+}

@@ -1,0 +1,230 @@
+//! The daemon's configuration: one serde tree with defaults, read from a TOML file, then
+//! overridden by `SHOAL_*` environment variables and flags (the binary does that layering),
+//! then checked by [`Config::validate`] with messages that name the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Every setting of `shoald`. Field names are the TOML keys (kebab-case).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where the node keeps its identity and state.
+    pub data_dir: PathBuf,
+    /// The node's name in the cluster; empty means the host name.
+    pub node_name: String,
+    /// Where the HTTP API listens.
+    pub api_listen: SocketAddr,
+    /// The largest request body the API accepts, in bytes.
+    pub api_max_body_bytes: usize,
+    /// The bounded size of every internal command channel.
+    pub channel_size: usize,
+    /// How long shutdown may take before tasks are abandoned, in seconds.
+    pub shutdown_timeout_secs: u64,
+    /// How often the node refreshes its own observed record, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            node_name: String::new(),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            api_max_body_bytes: 4 * 1024 * 1024,
+            channel_size: 256,
+            shutdown_timeout_secs: 10,
+            heartbeat_interval_ms: 1000,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Errors of configuration: each names the setting or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; settings it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks the settings together, naming the one that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_string(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data-dir", "must not be empty");
+        }
+        if !self.node_name.is_empty() && !is_dns_label(&self.node_name) {
+            return invalid(
+                "node-name",
+                "must be a DNS label: lower-case letters, digits and '-', 1-63 characters, \
+                 starting and ending with a letter or digit",
+            );
+        }
+        if self.api_max_body_bytes < 1024 {
+            return invalid("api-max-body-bytes", "must be at least 1024");
+        }
+        if self.channel_size == 0 {
+            return invalid("channel-size", "must be at least 1");
+        }
+        if self.heartbeat_interval_ms < 10 {
+            return invalid("heartbeat-interval-ms", "must be at least 10");
+        }
+        Ok(())
+    }
+}
+
+/// `/var/lib/shoal` for root, else the XDG data directory (`~/.local/share/shoal`).
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/shoal");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("shoal");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/shoal"),
+        None => PathBuf::from("shoal-data"),
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid from /proc: calling geteuid would need `unsafe`, which the workspace
+    // denies.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A DNS-1123 label: what node names must be, since they become DNS names later.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The host's name turned into a DNS label, for the default node name.
+pub fn host_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let first = raw.trim().split('.').next().unwrap_or("").to_ascii_lowercase();
+    let cleaned: String = first
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let cleaned = cleaned.trim_matches('-').to_string();
+    if cleaned.is_empty() {
+        "node".to_string()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "api-listen = \"127.0.0.9:9000\"\nnode-name = \"pi-1\"\n").unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.api_listen.to_string(), "127.0.0.9:9000");
+        assert_eq!(c.node_name, "pi-1");
+        assert_eq!(c.channel_size, Config::default().channel_size);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_setting_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "api-lisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("shoald.toml"), "{err}");
+        assert!(err.contains("api-lisen"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_setting() {
+        let c = Config {
+            node_name: "Bad_Name".into(),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("setting node-name:"), "{err}");
+        let c = Config {
+            channel_size: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("channel-size"));
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "pi-1", "node0", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Starting, stopping and killing `shoald` processes, and running `shoal` against them.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The path of a binary of this workspace (`shoald`, `shoal`). `SHOAL_BIN_DIR` names the
+/// directory when set; otherwise the binary sits beside the running test's target directory
+/// and is built (once per process) so that it matches the sources.
+pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SHOAL_BIN_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+        bail!("{} does not exist (SHOAL_BIN_DIR)", p.display());
+    }
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    // Tests run from target/<profile>/deps/; binaries live in target/<profile>/.
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    ensure_built(name, &dir)?;
+    if !path.exists() {
+        bail!("{} was not built", path.display());
+    }
+    Ok(path)
+}
+
+/// Builds the workspace's binaries once per process, in the profile of the running tests, so
+/// that a test never runs a stale `shoald`. Cargo finds nothing to do when the test run has
+/// already built them.
+fn ensure_built(name: &str, profile_dir: &Path) -> anyhow::Result<()> {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    // A std Mutex: held across a blocking build on purpose, so that parallel tests in one
+    // process build once; there is no async code here.
+    let mut done = built.lock().unwrap_or_else(|e| e.into_inner());
+    if done.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    let package = match name {
+        "shoald" => "shoal-node",
+        "shoal" => "shoal-cli",
+        "shoal-testnet" => "shoal-testnet",
+        other => bail!("unknown binary {other}"),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if profile_dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = cmd
+        .current_dir(workspace)
+        .status()
+        .with_context(|| format!("cannot run cargo to build {name}"))?;
+    if !status.success() {
+        bail!("cargo build of {name} failed");
+    }
+    done.push(name.to_string());
+    Ok(())
+}
+
+/// A free TCP port on `ip` (bound, then released: good enough for tests on loopback).
+pub fn free_port(ip: &str) -> anyhow::Result<u16> {
+    let l = TcpListener::bind((ip, 0)).with_context(|| format!("cannot bind {ip}:0"))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The loopback address the node uses (127.0.0.x).
+    pub ip: String,
+    /// Extra flags for `shoald`.
+    pub extra_args: Vec<String>,
+}
+
+impl NodeOptions {
+    pub fn new(name: &str, data_dir: &Path) -> Self {
+        NodeOptions {
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            ip: "127.0.0.1".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running (or stopped) `shoald` process.
+pub struct Node {
+    pub opts: NodeOptions,
+    pub api_addr: SocketAddr,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Node {
+    /// Starts a node and waits until its API answers.
+    pub fn start(opts: NodeOptions) -> anyhow::Result<Node> {
+        fs::create_dir_all(&opts.data_dir)?;
+        let port = free_port(&opts.ip)?;
+        let api_addr: SocketAddr = format!("{}:{port}", opts.ip).parse()?;
+        let log_path = opts
+            .data_dir
+            .parent()
+            .unwrap_or(&opts.data_dir)
+            .join(format!("{}.log", opts.name));
+        let mut node = Node {
+            opts,
+            api_addr,
+            child: None,
+            log_path,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("cannot open {}", self.log_path.display()))?;
+        let child = Command::new(bin_path("shoald")?)
+            .arg("--data-dir")
+            .arg(&self.opts.data_dir)
+            .args(["--node-name", &self.opts.name])
+            .args(["--api-listen", &self.api_addr.to_string()])
+            .args(&self.opts.extra_args)
+            .env("SHOAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start shoald")?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Polls `/healthz` until it answers, the process exits, or the deadline passes.
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "shoald exited with {status} before it was ready; log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(r) = http.get(format!("{}/healthz", self.url())).send()
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("shoald was not ready within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The base URL of the node's API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The admin token the node created.
+    pub fn token(&self) -> anyhow::Result<String> {
+        let p = self.opts.data_dir.join("admin.token");
+        Ok(fs::read_to_string(&p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// An HTTP client that sends the admin token.
+    pub fn api(&self) -> anyhow::Result<Api> {
+        Ok(Api {
+            base: self.url(),
+            token: Some(self.token()?),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    /// Runs the `shoal` CLI against this node (SHOAL_NODE and SHOAL_TOKEN set, no config
+    /// file), with `stdin` as its standard input.
+    pub fn cli_with_input(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<CliOutput> {
+        let mut cmd = Command::new(bin_path("shoal")?);
+        cmd.args(args)
+            .env("SHOAL_NODE", self.url())
+            .env("SHOAL_TOKEN", self.token()?)
+            .env("SHOAL_CONFIG", self.opts.data_dir.join("no-such-cli-config.toml"))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("cannot run shoal")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        Ok(CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
+        self.cli_with_input(args, None)
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("node {} is not running", self.opts.name);
+        };
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill -TERM {} failed", child.id());
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("shoald did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the node with SIGKILL, as a crash or power loss would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the node again on the same address and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.spawn()
+    }
+
+    /// Starts the process and returns how it exited, for nodes expected to refuse to start.
+    pub fn run_to_exit(opts: &NodeOptions, timeout: Duration) -> anyhow::Result<CliOutput> {
+        let port = free_port(&opts.ip)?;
+        let mut child = Command::new(bin_path("shoald")?)
+            .arg("--data-dir")
+            .arg(&opts.data_dir)
+            .args(["--node-name", &opts.name])
+            .args(["--api-listen", &format!("{}:{port}", opts.ip)])
+            .args(&opts.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + timeout;
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("shoald kept running for {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output()?;
+        Ok(CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a `shoal` (or `shoald`) run printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Fails with both streams when the command did not exit 0.
+    pub fn success(self) -> anyhow::Result<CliOutput> {
+        if self.code != 0 {
+            bail!(
+                "exit {}\nstdout:\n{}\nstderr:\n{}",
+                self.code,
+                self.stdout,
+                self.stderr
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// A small HTTP client for a node's API.
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    /// The same client with another token (None: no Authorization header).
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: token.map(str::to_string),
+            http: self.http.clone(),
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let b = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => b.bearer_auth(t),
+            None => b,
+        }
+    }
+
+    /// Sends a request; returns the status code and the JSON body (Null when not JSON).
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut b = self.req(method, path);
+        if let Some(body) = body {
+            b = b
+                .header("content-type", "application/yaml")
+                .body(body.to_string());
+        }
+        let r = b.send()?;
+        let code = r.status().as_u16();
+        let text = r.text()?;
+        Ok((code, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(reqwest::Method::GET, path, None)
+    }
+
+    pub fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(reqwest::Method::DELETE, path, None)
+    }
+
+    /// `POST /shoal/v1/apply` of a manifest.
+    pub fn apply(&self, manifest: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(
+            reqwest::Method::POST,
+            shoal_protocol::api::APPLY_PATH,
+            Some(manifest),
+        )
+    }
+}
