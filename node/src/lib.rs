@@ -10,6 +10,7 @@
 //! - [`identity`]: cluster id, cluster secret, node key and admin token in the data directory.
 //! - [`state`]: the desired-state store: one automerge document, persisted, secrets encrypted.
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
+//! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
 //! - [`time`]: timestamps.
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod identity;
 pub mod observed;
+pub mod runtime;
 pub mod state;
 pub mod time;
 
@@ -67,7 +69,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let api_addr = listener.local_addr().map_err(NodeError::Serve)?;
 
     let (cpus, memory_bytes) = observed::host_capacity();
-    let now = observed::unix_now();
+    let now = time::unix_now();
     let (observed, heartbeat) = observed::start(
         observed::NodeRecord {
             name: identity.node_name.clone(),
@@ -112,7 +114,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     };
     stop.cancel();
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
-    if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(?deadline, "some tasks did not stop in time");
     }
     tracing::info!("shoald stopped");

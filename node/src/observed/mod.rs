@@ -8,11 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::time::unix_now;
 
 /// What one node reports about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,13 +103,6 @@ impl Heartbeat {
             });
         }
     }
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// This machine's logical CPUs and total memory, read from the OS.

@@ -126,9 +126,18 @@ mod tests {
         let other = Sealer::derive(&[8; 32]);
         assert_eq!(other.open(&sealed, "default/db"), Err(CryptoError::Decrypt));
         assert_eq!(s.open(&sealed, "default/other"), Err(CryptoError::Decrypt));
-        assert_eq!(s.open("v2:abc", "default/db"), Err(CryptoError::UnknownFormat));
-        assert_eq!(s.open("v1:!!!", "default/db"), Err(CryptoError::BadEncoding));
-        assert_eq!(s.open("v1:AAAA", "default/db"), Err(CryptoError::BadEncoding));
+        assert_eq!(
+            s.open("v2:abc", "default/db"),
+            Err(CryptoError::UnknownFormat)
+        );
+        assert_eq!(
+            s.open("v1:!!!", "default/db"),
+            Err(CryptoError::BadEncoding)
+        );
+        assert_eq!(
+            s.open("v1:AAAA", "default/db"),
+            Err(CryptoError::BadEncoding)
+        );
         let mut damaged = sealed.clone().into_bytes();
         let last = damaged.len() - 3;
         damaged[last] = if damaged[last] == b'A' { b'B' } else { b'A' };

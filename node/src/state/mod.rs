@@ -1,21 +1,47 @@
-//! The desired-state store. INTERFACE STUB: an in-memory map with the final signatures; the
-//! automerge document, persistence and secret encryption replace its insides.
+//! The desired-state store: the cluster's declared resources in one automerge document,
+//! persisted in the node's data directory, with Secret data sealed by the cluster key.
 //!
-//! One task ([`StateTask`]) owns the document; everyone else holds a [`StateHandle`].
+//! One task ([`StateTask`]) owns the document and its files; everyone else (the HTTP API, and
+//! later the scheduler, controllers and the anti-entropy protocol) holds a cheap, cloneable
+//! [`StateHandle`] that sends commands over a bounded channel and awaits the reply.
+//!
+//! Writes are group-committed: the task takes whatever commands are already queued, executes
+//! them in order, appends their changes to the log as ONE record with ONE fsync, and only then
+//! replies. A caller that got `Ok` from a write knows it is on disk.
+//!
+//! Layout of this module:
+//! - [`store`]: the document layout, the apply/get/list/delete rules, merge laws, digest;
+//! - `tree`: JSON ⇄ automerge trees with minimal writes;
+//! - `persist`: the snapshot and the change log on disk;
+//! - `crypto`: sealing of Secret data;
+//! - `ids`: uids and timestamps.
 
-use std::collections::BTreeMap;
+mod crypto;
+mod ids;
+mod persist;
+pub mod store;
+mod tree;
+
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
+use automerge::{AutoCommit, ChangeHash};
 use serde_json::Value;
-use shoal_protocol::api::{ApplyAction, ApplyResult};
+use shoal_protocol::api::ApplyResult;
 use shoal_protocol::{FieldError, Kind, Resource};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crypto::Sealer;
+use persist::Files;
+pub use store::Stats;
+use store::Store;
+
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// The request is wrong (a client error): e.g. the namespace does not exist.
+    /// The request is wrong (a client error): e.g. the namespace does not exist. Each field
+    /// error's `document` is the index of the object in the applied batch.
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
     /// The state file cannot be used; the message names the file and what to do.
@@ -27,9 +53,39 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// A stored Secret's data does not open with this node's cluster secret (a node started
+    /// with the wrong secret, or a damaged value). A server-side error: log it, answer 500.
+    #[error("secret {object}: {detail}")]
+    SecretData { object: String, detail: String },
+    /// A failure that is not the client's: a bug, or the OS failing to give random bytes.
+    #[error("internal error in the state store: {0}")]
+    Internal(String),
     /// The store task has stopped (shutdown).
     #[error("the state store has stopped")]
     Stopped,
+}
+
+impl StateError {
+    /// A copy for every caller of a failed group commit (`io::Error` is not `Clone`).
+    fn duplicate(&self) -> StateError {
+        match self {
+            StateError::Invalid(e) => StateError::Invalid(e.clone()),
+            StateError::Corrupt { path, detail } => StateError::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            StateError::Io { path, source } => StateError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StateError::SecretData { object, detail } => StateError::SecretData {
+                object: object.clone(),
+                detail: detail.clone(),
+            },
+            StateError::Internal(s) => StateError::Internal(s.clone()),
+            StateError::Stopped => StateError::Stopped,
+        }
+    }
 }
 
 /// One stored object as the API shows it: Kubernetes-shaped JSON without `status`, secret
@@ -50,21 +106,34 @@ pub struct StateConfig {
     pub channel_size: usize,
 }
 
-type Key = (Kind, Option<String>, String);
+type Reply<T> = oneshot::Sender<Result<T, StateError>>;
 
 enum Command {
+    Apply(Vec<(Kind, Value)>, Reply<Vec<ApplyResult>>),
+    Get(Kind, Option<String>, String, Reply<Option<StoredObject>>),
+    List(Kind, Option<String>, Reply<Vec<StoredObject>>),
+    Delete(Kind, Option<String>, String, Reply<Option<StoredObject>>),
+    Digest(Reply<String>),
+    Stats(Reply<Stats>),
+}
+
+/// A command executed, whose answer waits for the group's commit.
+enum Pending {
     Apply(
-        Vec<Resource>,
-        oneshot::Sender<Result<Vec<ApplyResult>, StateError>>,
+        Reply<Vec<ApplyResult>>,
+        Result<Vec<ApplyResult>, StateError>,
     ),
-    Get(Key, oneshot::Sender<Result<Option<StoredObject>, StateError>>),
+    Object(
+        Reply<Option<StoredObject>>,
+        Result<Option<StoredObject>, StateError>,
+    ),
     List(
-        Kind,
-        Option<String>,
-        oneshot::Sender<Result<Vec<StoredObject>, StateError>>,
+        Reply<Vec<StoredObject>>,
+        Result<Vec<StoredObject>, StateError>,
     ),
-    Delete(Key, oneshot::Sender<Result<Option<StoredObject>, StateError>>),
-    Digest(oneshot::Sender<Result<String, StateError>>),
+    Digest(Reply<String>, String),
+    /// Answered after the commit, so that the sizes include it.
+    Stats(Reply<Stats>),
 }
 
 /// A cheap, cloneable handle on the store.
@@ -73,28 +142,106 @@ pub struct StateHandle {
     tx: mpsc::Sender<Command>,
 }
 
-/// The task that owns the document.
+/// The task that owns the document and its files.
 pub struct StateTask {
     rx: mpsc::Receiver<Command>,
-    objects: BTreeMap<Key, Value>,
+    store: Store,
+    /// None only after a blocking write panicked (a bug): then every write fails.
+    files: Option<Files>,
+    /// The heads that the files on disk hold.
+    persisted: Vec<ChangeHash>,
+    /// Set after a failed write: the next write is a full snapshot, since the log may end in a
+    /// partial record.
+    must_compact: bool,
+    /// At most this many queued commands go into one group commit.
+    max_group: usize,
 }
 
 /// Opens (or creates) the store in `config.data_dir`. A file that cannot be read or fails its
 /// checksum is an error that names it; nothing is reset silently.
 pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError> {
-    let (tx, rx) = mpsc::channel(config.channel_size);
+    let sealer = Sealer::derive(&config.cluster_secret);
+    let (mut files, loaded) = Files::open(&config.data_dir)?;
+    let mut store = match loaded.snapshot {
+        None => {
+            let mut store = Store::create(sealer)?;
+            files.write_snapshot(&store.doc_mut().save())?;
+            tracing::info!(path = %files.snapshot_path().display(), "created a new state document");
+            store
+        }
+        Some(payload) => {
+            let doc = load_doc(&files, &payload, &loaded.records)?;
+            Store::from_doc(doc, sealer).map_err(|detail| StateError::Corrupt {
+                path: files.snapshot_path().to_path_buf(),
+                detail,
+            })?
+        }
+    };
+    let persisted = store.heads();
+    tracing::info!(
+        path = %files.snapshot_path().display(),
+        objects = store.object_count(),
+        snapshot_bytes = files.snapshot_len(),
+        log_bytes = files.log_len(),
+        log_records = loaded.records.len(),
+        "state loaded"
+    );
+    let channel_size = config.channel_size.max(1);
+    let (tx, rx) = mpsc::channel(channel_size);
     Ok((
         StateHandle { tx },
         StateTask {
             rx,
-            objects: BTreeMap::new(),
+            store,
+            files: Some(files),
+            persisted,
+            must_compact: false,
+            max_group: channel_size,
         },
     ))
 }
 
+/// Loads the snapshot, then replays the log records on top of it.
+fn load_doc(files: &Files, payload: &[u8], records: &[Vec<u8>]) -> Result<AutoCommit, StateError> {
+    let snapshot_error = |detail: String| StateError::Corrupt {
+        path: files.snapshot_path().to_path_buf(),
+        detail: format!(
+            "automerge cannot load the document ({detail}). Restore it from a backup, or move \
+             state.automerge and state.log away to start with an empty state (the node then \
+             receives the cluster's state from its peers)"
+        ),
+    };
+    let log_error = |detail: String| StateError::Corrupt {
+        path: files.log_path().to_path_buf(),
+        detail: format!(
+            "{detail}. Restore it from a backup, or move state.log away to start from the \
+             last snapshot (the changes written since are lost on this node)"
+        ),
+    };
+    // The checksum guards against random damage; catching a panic of the decoder guards
+    // against the rest (a file written by a buggy or hostile tool), so that it is an error.
+    let mut doc = std::panic::catch_unwind(|| AutoCommit::load(payload))
+        .map_err(|_| snapshot_error("the decoder failed".into()))?
+        .map_err(|e| snapshot_error(e.to_string()))?;
+    for (i, record) in records.iter().enumerate() {
+        std::panic::catch_unwind(AssertUnwindSafe(|| doc.load_incremental(record)))
+            .map_err(|_| log_error(format!("record {i}: the decoder failed")))?
+            .map_err(|e| log_error(format!("record {i} cannot be loaded: {e}")))?;
+    }
+    let missing = doc.get_missing_deps(&[]);
+    if !missing.is_empty() {
+        return Err(log_error(format!(
+            "{} change(s) in the log build on changes that no file holds (was the snapshot \
+             replaced by an older one?)",
+            missing.len()
+        )));
+    }
+    Ok(doc)
+}
+
 /// The path of the state file in a data directory (named in error messages).
 pub fn state_file(data_dir: &Path) -> PathBuf {
-    data_dir.join("state.automerge")
+    data_dir.join(persist::SNAPSHOT_FILE)
 }
 
 impl StateHandle {
@@ -113,7 +260,22 @@ impl StateHandle {
     /// Applies a batch atomically: every object is created, updated or left unchanged, or,
     /// on any error, nothing is written. Objects must be validated and have their namespace
     /// set (namespaced kinds). Results are in input order.
+    ///
+    /// A namespace may be created by the same batch, wherever it stands in it. An object named
+    /// twice in a batch is applied twice, in order (the later wins; each gets its result). An
+    /// unchanged object writes nothing; a change of labels or annotations only bumps
+    /// `resourceVersion`, any other change `generation` too.
     pub async fn apply(&self, batch: Vec<Resource>) -> Result<Vec<ApplyResult>, StateError> {
+        let values = batch.iter().map(|r| (r.kind(), r.to_value())).collect();
+        self.apply_values(values).await
+    }
+
+    /// [`StateHandle::apply`] on Kubernetes-shaped JSON (also the way Nodes, which are no
+    /// [`Resource`], get stored).
+    pub async fn apply_values(
+        &self,
+        batch: Vec<(Kind, Value)>,
+    ) -> Result<Vec<ApplyResult>, StateError> {
         self.call(|tx| Command::Apply(batch, tx)).await
     }
 
@@ -123,8 +285,8 @@ impl StateHandle {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<StoredObject>, StateError> {
-        let key = (kind, namespace.map(str::to_string), name.to_string());
-        self.call(|tx| Command::Get(key, tx)).await
+        let (ns, name) = (namespace.map(str::to_string), name.to_string());
+        self.call(|tx| Command::Get(kind, ns, name, tx)).await
     }
 
     /// Objects of `kind`, in one namespace or (None) in all, sorted by namespace and name.
@@ -138,88 +300,178 @@ impl StateHandle {
     }
 
     /// Deletes one object; returns it, or None when it did not exist. Deleting a Namespace
-    /// deletes every object in it.
+    /// deletes every object in it; deleting `default` is refused (Invalid).
     pub async fn delete(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<StoredObject>, StateError> {
-        let key = (kind, namespace.map(str::to_string), name.to_string());
-        self.call(|tx| Command::Delete(key, tx)).await
+        let (ns, name) = (namespace.map(str::to_string), name.to_string());
+        self.call(|tx| Command::Delete(kind, ns, name, tx)).await
     }
 
     /// A digest of the whole desired state: equal on two nodes exactly when they hold the
-    /// same state.
+    /// same state. See [`store`] (`Store::digest`) for what it hashes and why.
     pub async fn digest(&self) -> Result<String, StateError> {
         self.call(Command::Digest).await
+    }
+
+    /// Object count and on-disk sizes.
+    pub async fn stats(&self) -> Result<Stats, StateError> {
+        self.call(Command::Stats).await
     }
 }
 
 impl StateTask {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let cmd = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 cmd = self.rx.recv() => match cmd { Some(c) => c, None => break },
             };
-            self.handle(cmd);
+            // Group commit: everything already queued shares one append and one fsync.
+            let mut group = vec![self.execute(first)];
+            while group.len() < self.max_group {
+                match self.rx.try_recv() {
+                    Ok(cmd) => group.push(self.execute(cmd)),
+                    Err(_) => break,
+                }
+            }
+            let committed = self.persist().await;
+            if let Err(e) = &committed {
+                tracing::error!(error = %e, commands = group.len(), "state write failed");
+            }
+            for pending in group {
+                self.answer(pending, committed.as_ref().err());
+            }
+        }
+        tracing::debug!("state task stopped");
+    }
+
+    fn execute(&mut self, cmd: Command) -> Pending {
+        let store = &mut self.store;
+        match cmd {
+            Command::Apply(batch, reply) => {
+                let result = store.apply_values(batch);
+                if let Ok(results) = &result {
+                    for r in results {
+                        tracing::debug!(kind = %r.kind, namespace = ?r.namespace, name = %r.name,
+                            action = r.action.as_str(), generation = r.generation, "applied");
+                    }
+                }
+                Pending::Apply(reply, result)
+            }
+            Command::Get(kind, ns, name, reply) => {
+                Pending::Object(reply, store.get(kind, ns.as_deref(), &name))
+            }
+            Command::List(kind, ns, reply) => Pending::List(reply, store.list(kind, ns.as_deref())),
+            Command::Delete(kind, ns, name, reply) => {
+                let result = store.delete(kind, ns.as_deref(), &name);
+                if let Ok(Some(_)) = &result {
+                    tracing::debug!(kind = %kind, namespace = ?ns, name = %name, "deleted");
+                }
+                Pending::Object(reply, result)
+            }
+            Command::Digest(reply) => Pending::Digest(reply, store.digest()),
+            Command::Stats(reply) => Pending::Stats(reply),
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
-        match cmd {
-            Command::Apply(batch, reply) => {
-                let mut out = Vec::new();
-                for r in batch {
-                    let key = (
-                        r.kind(),
-                        r.namespace().map(str::to_string),
-                        r.name().to_string(),
-                    );
-                    let action = if self.objects.contains_key(&key) {
-                        ApplyAction::Configured
-                    } else {
-                        ApplyAction::Created
-                    };
-                    out.push(ApplyResult {
-                        api_version: r.kind().api_version().into(),
-                        kind: r.kind().name().into(),
-                        namespace: key.1.clone(),
-                        name: key.2.clone(),
-                        action,
-                        generation: 1,
-                    });
-                    self.objects.insert(key, r.to_value());
-                }
-                let _ = reply.send(Ok(out));
-            }
-            Command::Get(key, reply) => {
-                let kind = key.0;
-                let v = self.objects.get(&key).cloned();
-                let _ = reply.send(Ok(v.map(|value| StoredObject { kind, value })));
-            }
-            Command::List(kind, ns, reply) => {
-                let v = self
-                    .objects
-                    .iter()
-                    .filter(|((k, n, _), _)| *k == kind && (ns.is_none() || *n == ns))
-                    .map(|(_, value)| StoredObject {
-                        kind,
-                        value: value.clone(),
-                    })
-                    .collect();
-                let _ = reply.send(Ok(v));
-            }
-            Command::Delete(key, reply) => {
-                let kind = key.0;
-                let v = self.objects.remove(&key);
-                let _ = reply.send(Ok(v.map(|value| StoredObject { kind, value })));
-            }
-            Command::Digest(reply) => {
-                let _ = reply.send(Ok(format!("{}", self.objects.len())));
+    /// Sends one answer. When the group's commit failed, every command of the group gets the
+    /// error: its effects were reverted (or, for a read, it may have seen reverted effects).
+    fn answer(&mut self, pending: Pending, failure: Option<&StateError>) {
+        fn send<T>(reply: Reply<T>, result: Result<T, StateError>, failure: Option<&StateError>) {
+            let result = match failure {
+                Some(e) => Err(e.duplicate()),
+                None => result,
+            };
+            // The caller may have gone away (a dropped HTTP request): nothing to do then.
+            let _ = reply.send(result);
+        }
+        match pending {
+            Pending::Apply(reply, result) => send(reply, result, failure),
+            Pending::Object(reply, result) => send(reply, result, failure),
+            Pending::List(reply, result) => send(reply, result, failure),
+            Pending::Digest(reply, digest) => send(reply, Ok(digest), failure),
+            Pending::Stats(reply) => {
+                let stats = self.stats();
+                send(reply, Ok(stats), failure)
             }
         }
     }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            objects: self.store.object_count(),
+            doc_bytes: self.files.as_ref().map_or(0, Files::snapshot_len),
+            log_bytes: self.files.as_ref().map_or(0, Files::log_len),
+        }
+    }
+
+    /// Makes every change since the last commit durable: one log record (or a new snapshot
+    /// when the log has grown too large), fsynced, on a blocking thread. On failure the
+    /// in-memory document goes back to what the disk holds.
+    async fn persist(&mut self) -> Result<(), StateError> {
+        let heads = self.store.heads();
+        if heads == self.persisted {
+            return Ok(());
+        }
+        let Some(mut files) = self.files.take() else {
+            self.revert();
+            return Err(StateError::Internal(
+                "the state files are unavailable after an earlier internal failure: restart \
+                 shoald"
+                    .into(),
+            ));
+        };
+        let delta = self.store.doc_mut().save_after(&self.persisted);
+        let snapshot = if self.must_compact || files.should_compact(delta.len()) {
+            Some(self.store.doc_mut().save())
+        } else {
+            None
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let written = match &snapshot {
+                Some(payload) => files.write_snapshot(payload),
+                None => files.append(&delta),
+            };
+            (files, written, snapshot.is_some())
+        })
+        .await;
+        match joined {
+            Ok((files, Ok(()), compacted)) => {
+                if compacted {
+                    tracing::info!(snapshot_bytes = files.snapshot_len(), "state log compacted");
+                }
+                self.files = Some(files);
+                self.persisted = heads;
+                self.must_compact = false;
+                Ok(())
+            }
+            Ok((files, Err(e), _)) => {
+                self.files = Some(files);
+                self.must_compact = true;
+                self.revert();
+                Err(e)
+            }
+            Err(join) => {
+                self.revert();
+                Err(StateError::Internal(format!(
+                    "the state writer failed: {join}"
+                )))
+            }
+        }
+    }
+
+    fn revert(&mut self) {
+        if let Err(e) = self.store.revert_to(&self.persisted) {
+            // The unwritten changes stay in memory; they reach the disk with the next write.
+            tracing::error!(error = %e, "cannot revert the state to what the disk holds");
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -180,10 +180,12 @@ impl Files {
     /// (best effort) and the caller must compact before appending again, since a torn record in
     /// the middle of the log would make it unreadable.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| StateError::Internal(format!(
-            "a change of {} bytes is too large for one log record",
-            bytes.len()
-        )))?;
+        let len = u32::try_from(bytes.len()).map_err(|_| {
+            StateError::Internal(format!(
+                "a change of {} bytes is too large for one log record",
+                bytes.len()
+            ))
+        })?;
         let len_bytes = len.to_le_bytes();
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + bytes.len());
         record.extend_from_slice(&len_bytes);

@@ -23,6 +23,7 @@
 //!
 //! Used only by the state store ([`super::store`]).
 
+use automerge::transaction::Transactable;
 use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, Prop, ReadDoc, ScalarValue};
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
@@ -60,9 +61,10 @@ fn write_prop(
 ) -> Result<(), AutomergeError> {
     let current = doc.get(obj, prop.clone())?;
     match (new, current) {
-        (Value::Object(map), Some((automerge::Value::Object(ObjType::Map | ObjType::Table), id))) => {
-            write_map(doc, &id, map)
-        }
+        (
+            Value::Object(map),
+            Some((automerge::Value::Object(ObjType::Map | ObjType::Table), id)),
+        ) => write_map(doc, &id, map),
         (Value::Array(items), Some((automerge::Value::Object(ObjType::List), id)))
             if doc.length(&id) == items.len() =>
         {
@@ -221,7 +223,9 @@ mod tests {
     }
 
     fn get(doc: &AutoCommit) -> Value {
-        read_prop(doc, &ROOT, Prop::Map("obj".into())).unwrap().unwrap()
+        read_prop(doc, &ROOT, Prop::Map("obj".into()))
+            .unwrap()
+            .unwrap()
     }
 
     fn sample() -> Value {
@@ -272,7 +276,11 @@ mod tests {
         put(&mut doc, &sample());
         let heads = doc.get_heads();
         put(&mut doc, &sample());
-        assert_eq!(doc.get_heads(), heads, "a no-op write must not create a change");
+        assert_eq!(
+            doc.get_heads(),
+            heads,
+            "a no-op write must not create a change"
+        );
     }
 
     #[test]
@@ -285,7 +293,11 @@ mod tests {
         put(&mut doc, &scaled);
         let delta = doc.save_incremental();
         assert!(!delta.is_empty());
-        assert!(delta.len() < 200, "one scalar edit wrote {} bytes", delta.len());
+        assert!(
+            delta.len() < 200,
+            "one scalar edit wrote {} bytes",
+            delta.len()
+        );
         assert_eq!(get(&doc), scaled);
     }
 

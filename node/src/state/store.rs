@@ -1,0 +1,806 @@
+//! The desired-state document and the rules of apply, get, list and delete on it, at the level
+//! of `(Kind, serde_json::Value)`. No I/O and no async: the state task ([`super::StateTask`])
+//! owns one [`Store`], feeds it commands and persists what changed.
+//!
+//! # Document layout (schema 1)
+//!
+//! ```text
+//! ROOT
+//! ├─ schema: 1                     (Int; a newer schema is refused, not misread)
+//! ├─ objects                       (Map)
+//! │   ├─ Deployment                (Map, one per kind, by the kind's `kind` name)
+//! │   │   ├─ "default/web"         (Map: the object, `namespace/name`; `name` when cluster-scoped)
+//! │   │   │   ├─ apiVersion, kind, metadata{...}, spec{...}   (a tree of maps, lists, scalars)
+//! │   ...
+//! │   └─ Secret / "ns/name"        (as above, but `data` replaced by `sealedData: "v1:..."`)
+//! ├─ slots                         (Map, reserved: pod slots and their node assignment)
+//! ├─ leases                        (Map, reserved: leader roles and their epochs)
+//! └─ nodes                         (Map, reserved: node cordons and the like)
+//! ```
+//!
+//! Every map above the objects themselves is created by the **genesis change**: a change with
+//! a fixed actor, time 0 and fixed content, so its hash is the same on every node of every
+//! cluster. Why: a map key created concurrently by two nodes (say `objects/Deployment`) is a
+//! conflict that automerge resolves by keeping ONE of the two maps, which would hide every
+//! object written into the other. With a shared genesis, all nodes write into the same maps
+//! from the start. A later kind needs its map in a new deterministic change of this kind (never
+//! an ad-hoc `put_object`); until then [`Store`] creates a missing kind map on first write,
+//! with a warning.
+//!
+//! # Merge laws (two nodes' documents)
+//!
+//! Merging is automerge's: commutative, associative, idempotent; two nodes that hold the same
+//! changes hold the same state, whatever the order in which the changes arrived. For one
+//! object:
+//! - edits of different fields (a scale on one node, a label on another) both survive;
+//! - concurrent writes of the same scalar field: one value wins, chosen by automerge's total
+//!   order of operations (the same on every node), i.e. field-level last-writer-wins;
+//! - a list whose length changed is replaced whole, so it behaves as one field;
+//! - the same object created concurrently on two nodes, or a nested map created concurrently
+//!   (first label on both sides): one of the two maps wins whole;
+//! - delete against a concurrent edit: the delete of the object's key wins unless the edit
+//!   re-created the key; an edit of a field inside the deleted map is lost with it;
+//! - `metadata.generation`/`resourceVersion` are per-object counters: two concurrent edits
+//!   both write `n+1` and the merge keeps one; they order edits on one node, not across nodes;
+//! - a Namespace deleted on one node while another creates an object in it leaves that object
+//!   in place after the merge (an orphan, listed as usual); cleaning up orphans is a
+//!   controller's job, not the store's.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    ActorId, AutoCommit, AutomergeError, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc,
+};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use shoal_protocol::api::{ApplyAction, ApplyResult};
+use shoal_protocol::meta::SERVER_SET_METADATA;
+use shoal_protocol::{FieldError, Kind};
+
+use super::crypto::Sealer;
+use super::{StateError, StoredObject, ids, tree};
+
+/// The layout version of the document.
+pub(crate) const SCHEMA: i64 = 1;
+
+/// The actor of the genesis change. Never used for anything else.
+const GENESIS_ACTOR: &[u8; 16] = b"shoal genesis v1";
+/// The kind maps of the genesis change. FROZEN: changing this list changes the genesis hash,
+/// and nodes with different geneses would hide each other's objects after a merge.
+const GENESIS_KINDS: [&str; 9] = [
+    "Namespace",
+    "Node",
+    "ConfigMap",
+    "Secret",
+    "PersistentVolumeClaim",
+    "Service",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+];
+/// Top-level maps reserved for the scheduler and the leader roles (also frozen).
+const RESERVED_MAPS: [&str; 3] = ["slots", "leases", "nodes"];
+
+/// The namespace that exists on a fresh node and cannot be deleted.
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+
+/// The field under which a Secret's sealed `data` is stored.
+const SEALED_DATA: &str = "sealedData";
+
+/// The genesis document: schema, `objects` with one map per kind, and the reserved maps.
+/// Byte-identical on every node (fixed actor, time 0), so that all share its maps.
+pub(crate) fn genesis() -> Result<AutoCommit, AutomergeError> {
+    let mut doc = AutoCommit::new().with_actor(ActorId::from(GENESIS_ACTOR));
+    doc.put(ROOT, "schema", SCHEMA)?;
+    let objects = doc.put_object(ROOT, "objects", ObjType::Map)?;
+    for kind in GENESIS_KINDS {
+        doc.put_object(&objects, kind, ObjType::Map)?;
+    }
+    for name in RESERVED_MAPS {
+        doc.put_object(ROOT, name, ObjType::Map)?;
+    }
+    doc.commit_with(CommitOptions::default().with_time(0));
+    Ok(doc)
+}
+
+fn internal(e: impl std::fmt::Display) -> StateError {
+    StateError::Internal(e.to_string())
+}
+
+/// The identity of a stored object: kind, namespace (None for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ObjKey {
+    pub(crate) kind: Kind,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
+}
+
+impl ObjKey {
+    /// Checks a key as a client gives it. The namespace is required for namespaced kinds and
+    /// ignored for cluster-scoped ones (as Kubernetes does).
+    pub(crate) fn new(
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ObjKey, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if name.is_empty() {
+            errors.push(FieldError::new("metadata.name", "must be set"));
+        } else if name.contains('/') {
+            errors.push(FieldError::new(
+                "metadata.name",
+                format!("must not contain '/', got {name:?}"),
+            ));
+        }
+        let namespace = if kind.namespaced() {
+            match namespace {
+                None | Some("") => {
+                    errors.push(FieldError::new(
+                        "metadata.namespace",
+                        format!("must be set: {} is a namespaced kind", kind.name()),
+                    ));
+                    None
+                }
+                Some(ns) if ns.contains('/') => {
+                    errors.push(FieldError::new(
+                        "metadata.namespace",
+                        format!("must not contain '/', got {ns:?}"),
+                    ));
+                    None
+                }
+                Some(ns) => Some(ns.to_string()),
+            }
+        } else {
+            None
+        };
+        if errors.is_empty() {
+            Ok(ObjKey {
+                kind,
+                namespace,
+                name: name.to_string(),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The key of the object in its kind's map: `namespace/name`, or `name`. Also the
+    /// associated data that binds a sealed Secret to its object.
+    pub(crate) fn doc_key(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Object counts and sizes, for `shoal status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Stored objects of every kind.
+    pub objects: usize,
+    /// Size of the snapshot file (the compacted document), in bytes.
+    pub doc_bytes: u64,
+    /// Size of the change log written since the snapshot, in bytes.
+    pub log_bytes: u64,
+}
+
+/// The document, with the key that seals Secret data and a clock.
+pub(crate) struct Store {
+    doc: AutoCommit,
+    sealer: Sealer,
+    /// Seconds since the Unix epoch; replaceable so that tests (and a simulator) control time.
+    pub(crate) now: fn() -> i64,
+}
+
+impl Store {
+    /// A new document for a fresh node: the genesis, then the `default` namespace.
+    pub(crate) fn create(sealer: Sealer) -> Result<Store, StateError> {
+        let mut doc = genesis().map_err(internal)?;
+        // This node's own actor for everything after the genesis.
+        doc.set_actor(ActorId::random());
+        let mut store = Store {
+            doc,
+            sealer,
+            now: crate::time::unix_now,
+        };
+        store.apply_values(vec![(
+            Kind::Namespace,
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": DEFAULT_NAMESPACE},
+            }),
+        )])?;
+        Ok(store)
+    }
+
+    /// Wraps a loaded document, checking that it is a shoal document of a known schema. The
+    /// error is the detail of a `Corrupt` error about the file it came from.
+    pub(crate) fn from_doc(mut doc: AutoCommit, sealer: Sealer) -> Result<Store, String> {
+        match tree::read_prop(&doc, &ROOT, Prop::Map("schema".into())) {
+            Ok(Some(Value::Number(n))) if n.as_i64() == Some(SCHEMA) => {}
+            Ok(Some(Value::Number(n))) => {
+                return Err(format!(
+                    "the document has schema {n}, while this shoald knows schema {SCHEMA}: \
+                     run a newer shoald, or restore a backup"
+                ));
+            }
+            _ => {
+                return Err(
+                    "this is not a shoal state document (no schema). Restore it from \
+                            a backup, or move it away to start with an empty state"
+                        .into(),
+                );
+            }
+        }
+        // A fresh actor per process: never reuse an actor whose last changes may have been
+        // lost in a crash (a reused sequence number would break merges with peers).
+        doc.set_actor(ActorId::random());
+        Ok(Store {
+            doc,
+            sealer,
+            now: crate::time::unix_now,
+        })
+    }
+
+    pub(crate) fn doc_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    pub(crate) fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Forgets every change after `heads` (changes that could not be made durable), and takes
+    /// a new actor so that no sequence number of the forgotten changes is ever reused.
+    pub(crate) fn revert_to(&mut self, heads: &[ChangeHash]) -> Result<(), StateError> {
+        let mut doc = self.doc.fork_at(heads).map_err(internal)?;
+        doc.set_actor(ActorId::random());
+        self.doc = doc;
+        Ok(())
+    }
+
+    /// Merges another document into this one (anti-entropy with a peer).
+    // Used by the tests of the merge laws now, by the anti-entropy protocol next.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn merge(&mut self, other: &mut AutoCommit) -> Result<(), StateError> {
+        self.doc.merge(other).map(|_| ()).map_err(internal)
+    }
+
+    /// A hex SHA-256 over the document's heads, sorted.
+    ///
+    /// Heads rather than content because heads are what replicas converge on: two nodes have
+    /// equal heads exactly when they hold the same set of changes, hence the same state (the
+    /// hashes of changes cover their whole history). It costs no traversal of the objects, so
+    /// peers can compare it often. Two documents that hold equal objects reached through
+    /// different histories have different digests: for anti-entropy that is right, as they
+    /// still have changes to exchange.
+    pub(crate) fn digest(&mut self) -> String {
+        let mut heads = self.doc.get_heads();
+        heads.sort();
+        let mut h = Sha256::new();
+        for head in &heads {
+            h.update(head.as_ref());
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn objects_map(&self) -> Result<ObjId, StateError> {
+        match self.doc.get(ROOT, "objects").map_err(internal)? {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(internal("the document has no `objects` map")),
+        }
+    }
+
+    /// The map of one kind's objects, if it exists.
+    fn kind_map(&self, kind: Kind) -> Result<Option<ObjId>, StateError> {
+        let objects = self.objects_map()?;
+        match self.doc.get(&objects, kind.name()).map_err(internal)? {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Ok(Some(id)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The map of one kind's objects, created if missing (a kind newer than the genesis).
+    fn kind_map_for_write(&mut self, kind: Kind) -> Result<ObjId, StateError> {
+        if let Some(id) = self.kind_map(kind)? {
+            return Ok(id);
+        }
+        tracing::warn!(
+            kind = kind.name(),
+            "creating the map of a kind that the genesis lacks: add it to a deterministic \
+             migration change, or concurrent creation on two nodes will hide objects"
+        );
+        let objects = self.objects_map()?;
+        self.doc
+            .put_object(&objects, kind.name(), ObjType::Map)
+            .map_err(internal)
+    }
+
+    /// The object as stored (Secrets sealed), with the id of its map.
+    fn stored(&self, key: &ObjKey) -> Result<Option<(ObjId, Value)>, StateError> {
+        let Some(map) = self.kind_map(key.kind)? else {
+            return Ok(None);
+        };
+        match self.doc.get(&map, key.doc_key()).map_err(internal)? {
+            Some((automerge::Value::Object(_), id)) => {
+                let v = tree::read_obj(&self.doc, &id).map_err(internal)?;
+                Ok(Some((id, v)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The object as stored, with Secret data opened: the form that apply compares against.
+    fn plain(&self, key: &ObjKey) -> Result<Option<Value>, StateError> {
+        match self.stored(key)? {
+            Some((_, v)) => self.unseal(key.kind, &key.doc_key(), v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces a Secret's `sealedData` by its `data` map; other kinds pass through.
+    fn unseal(&self, kind: Kind, doc_key: &str, mut v: Value) -> Result<Value, StateError> {
+        if kind != Kind::Secret {
+            return Ok(v);
+        }
+        let Some(map) = v.as_object_mut() else {
+            return Ok(v);
+        };
+        let Some(sealed) = map.remove(SEALED_DATA) else {
+            return Ok(v);
+        };
+        let undecryptable = |detail: String| StateError::SecretData {
+            object: doc_key.to_string(),
+            detail,
+        };
+        let sealed = sealed
+            .as_str()
+            .ok_or_else(|| undecryptable("sealed data is not a string".into()))?;
+        let bytes = self
+            .sealer
+            .open(sealed, doc_key)
+            .map_err(|e| undecryptable(e.to_string()))?;
+        let data: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| undecryptable(format!("sealed data is not JSON: {e}")))?;
+        map.insert("data".into(), data);
+        Ok(v)
+    }
+
+    /// The stored form of a Secret: `data` sealed. The previous ciphertext is kept when it
+    /// opens to the same data, so that an unchanged Secret writes nothing.
+    fn seal(
+        &self,
+        key: &ObjKey,
+        plain: &Value,
+        previous: Option<&Value>,
+    ) -> Result<Value, StateError> {
+        let mut v = plain.clone();
+        if key.kind != Kind::Secret {
+            return Ok(v);
+        }
+        let Some(map) = v.as_object_mut() else {
+            return Ok(v);
+        };
+        let Some(data) = map.remove("data") else {
+            return Ok(v);
+        };
+        let doc_key = key.doc_key();
+        let reusable = previous
+            .and_then(|p| p.get(SEALED_DATA))
+            .and_then(Value::as_str)
+            .filter(|old| {
+                self.sealer
+                    .open(old, &doc_key)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|old_data| old_data == data)
+            })
+            .map(str::to_string);
+        let sealed = match reusable {
+            Some(old) => old,
+            None => {
+                let bytes = serde_json::to_vec(&data).map_err(internal)?;
+                self.sealer.seal(&bytes, &doc_key).map_err(internal)?
+            }
+        };
+        map.insert(SEALED_DATA.into(), Value::String(sealed));
+        Ok(v)
+    }
+
+    /// Checks one object of a batch and puts it in its stored shape, server-set fields removed.
+    fn prepare(&self, kind: Kind, mut value: Value) -> Result<(ObjKey, Value), Vec<FieldError>> {
+        let Some(map) = value.as_object_mut() else {
+            return Err(vec![FieldError::new("", "must be a JSON object")]);
+        };
+        // The kind decides these two, whatever the input says.
+        map.insert("apiVersion".into(), kind.api_version().into());
+        map.insert("kind".into(), kind.name().into());
+        // Status is observed state: never stored here.
+        map.remove("status");
+        if kind == Kind::Secret {
+            // The stored form's own field: a client may not set it.
+            map.remove(SEALED_DATA);
+        }
+        let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return Err(vec![FieldError::new("metadata.name", "must be set")]);
+        };
+        for field in SERVER_SET_METADATA {
+            meta.remove(*field);
+        }
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+        let namespace = meta.get("namespace").and_then(Value::as_str);
+        let key = ObjKey::new(kind, namespace, name)?;
+        if key.namespace.is_none() {
+            meta.remove("namespace");
+        }
+        Ok((key, value))
+    }
+
+    /// Applies a batch, all or nothing: see [`super::StateHandle::apply`]. One automerge change
+    /// for the whole batch; none when nothing differs.
+    pub(crate) fn apply_values(
+        &mut self,
+        batch: Vec<(Kind, Value)>,
+    ) -> Result<Vec<ApplyResult>, StateError> {
+        let now = (self.now)();
+        // Namespaces that the batch itself creates, wherever they stand in it.
+        let batch_namespaces: HashSet<String> = batch
+            .iter()
+            .filter(|(k, _)| *k == Kind::Namespace)
+            .filter_map(|(_, v)| v.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+
+        // Phase 1: check and plan, reading only. `planned` holds the final plain value of each
+        // object the batch writes (a later duplicate replaces an earlier one).
+        let mut errors = Vec::new();
+        let mut results = Vec::with_capacity(batch.len());
+        let mut planned: Vec<(ObjKey, Value)> = Vec::new();
+        let mut planned_at: HashMap<ObjKey, usize> = HashMap::new();
+        for (i, (kind, value)) in batch.into_iter().enumerate() {
+            let (key, desired) = match self.prepare(kind, value) {
+                Ok(x) => x,
+                Err(es) => {
+                    errors.extend(es.into_iter().map(|e| e.in_document(i)));
+                    continue;
+                }
+            };
+            if let Some(ns) = &key.namespace
+                && !batch_namespaces.contains(ns)
+                && !self.namespace_exists(ns)?
+            {
+                errors.push(
+                    FieldError::new(
+                        "metadata.namespace",
+                        format!(
+                            "namespace {ns:?} not found: create it first (kind: Namespace) or \
+                             apply it in the same file"
+                        ),
+                    )
+                    .in_document(i),
+                );
+                continue;
+            }
+            let current = match planned_at.get(&key) {
+                Some(&at) => Some(planned[at].1.clone()),
+                None => self.plain(&key)?,
+            };
+            let (action, full, generation) = decide(current.as_ref(), desired, now)?;
+            results.push(ApplyResult {
+                api_version: kind.api_version().into(),
+                kind: kind.name().into(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                action,
+                generation,
+            });
+            if action != ApplyAction::Unchanged {
+                match planned_at.get(&key) {
+                    Some(&at) => planned[at].1 = full,
+                    None => {
+                        planned_at.insert(key.clone(), planned.len());
+                        planned.push((key, full));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(StateError::Invalid(errors));
+        }
+        if planned.is_empty() {
+            return Ok(results);
+        }
+
+        // Phase 2: write, in one transaction that is rolled back on any failure.
+        let written = planned
+            .iter()
+            .try_for_each(|(key, plain)| self.write_object(key, plain));
+        match written {
+            Ok(()) => {
+                self.doc
+                    .commit_with(CommitOptions::default().with_time(now));
+                Ok(results)
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn namespace_exists(&self, ns: &str) -> Result<bool, StateError> {
+        let Some(map) = self.kind_map(Kind::Namespace)? else {
+            return Ok(false);
+        };
+        Ok(self.doc.get(&map, ns).map_err(internal)?.is_some())
+    }
+
+    /// Writes one object (plain form) into the document, touching only what differs.
+    fn write_object(&mut self, key: &ObjKey, plain: &Value) -> Result<(), StateError> {
+        let previous = self.stored(key)?;
+        let stored = self.seal(key, plain, previous.as_ref().map(|(_, v)| v))?;
+        let Some(fields) = stored.as_object() else {
+            return Err(internal("an object to store is not a JSON object"));
+        };
+        let id = match previous {
+            Some((id, _)) if matches!(self.doc.object_type(&id), Ok(ObjType::Map)) => id,
+            _ => {
+                let map = self.kind_map_for_write(key.kind)?;
+                self.doc
+                    .put_object(&map, key.doc_key(), ObjType::Map)
+                    .map_err(internal)?
+            }
+        };
+        tree::write_map(&mut self.doc, &id, fields).map_err(internal)
+    }
+
+    /// One object as the API shows it.
+    pub(crate) fn get(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<StoredObject>, StateError> {
+        let key = ObjKey::new(kind, namespace, name).map_err(StateError::Invalid)?;
+        Ok(self.plain(&key)?.map(|v| StoredObject {
+            kind,
+            value: present(v),
+        }))
+    }
+
+    /// Objects of `kind`, in one namespace or (None) all, sorted by namespace and name. The
+    /// namespace is ignored for cluster-scoped kinds.
+    pub(crate) fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<StoredObject>, StateError> {
+        let Some(map) = self.kind_map(kind)? else {
+            return Ok(Vec::new());
+        };
+        let keys = self.keys_in(&map, namespace.filter(|_| kind.namespaced()));
+        let mut out = Vec::with_capacity(keys.len());
+        for doc_key in keys {
+            if let Some((automerge::Value::Object(_), id)) =
+                self.doc.get(&map, doc_key.as_str()).map_err(internal)?
+            {
+                let v = tree::read_obj(&self.doc, &id).map_err(internal)?;
+                let v = self.unseal(kind, &doc_key, v)?;
+                let (ns, name) = match doc_key.split_once('/') {
+                    Some((ns, name)) => (ns.to_string(), name.to_string()),
+                    None => (String::new(), doc_key.clone()),
+                };
+                out.push(((ns, name), present(v)));
+            }
+        }
+        // Map keys sort as strings, where `a-b/x` comes before `a/x`: sort by the pair.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out
+            .into_iter()
+            .map(|(_, value)| StoredObject { kind, value })
+            .collect())
+    }
+
+    /// The keys of a kind map, all or those of one namespace.
+    fn keys_in(&self, map: &ObjId, namespace: Option<&str>) -> Vec<String> {
+        match namespace {
+            // '0' follows '/' in ASCII: the range holds exactly the keys `ns/...`.
+            Some(ns) => self
+                .doc
+                .map_range(map, format!("{ns}/")..format!("{ns}0"))
+                .map(|item| item.key.into_owned())
+                .collect(),
+            None => self.doc.keys(map).collect(),
+        }
+    }
+
+    /// Deletes one object and returns it (None when absent: nothing is written). Deleting a
+    /// Namespace deletes every object in it; the `default` namespace cannot be deleted.
+    pub(crate) fn delete(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<StoredObject>, StateError> {
+        let key = ObjKey::new(kind, namespace, name).map_err(StateError::Invalid)?;
+        if kind == Kind::Namespace && name == DEFAULT_NAMESPACE {
+            return Err(StateError::Invalid(vec![FieldError::new(
+                "metadata.name",
+                "the \"default\" namespace cannot be deleted",
+            )]));
+        }
+        let Some((_, stored)) = self.stored(&key)? else {
+            return Ok(None);
+        };
+        let doc_key = key.doc_key();
+        // A Secret whose data no longer opens can still be deleted; it is returned without data.
+        let value = match self.unseal(kind, &doc_key, stored.clone()) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting a secret whose data cannot be opened");
+                let mut v = stored;
+                if let Some(m) = v.as_object_mut() {
+                    m.remove(SEALED_DATA);
+                }
+                v
+            }
+        };
+        let deleted = self.delete_keys(kind, &key, &doc_key);
+        match deleted {
+            Ok(()) => {
+                self.doc
+                    .commit_with(CommitOptions::default().with_time((self.now)()));
+                Ok(Some(StoredObject {
+                    kind,
+                    value: present(value),
+                }))
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn delete_keys(&mut self, kind: Kind, key: &ObjKey, doc_key: &str) -> Result<(), StateError> {
+        let map = self
+            .kind_map(kind)?
+            .ok_or_else(|| internal("kind map vanished"))?;
+        self.doc.delete(&map, doc_key).map_err(internal)?;
+        if kind == Kind::Namespace {
+            for inner in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
+                let Some(inner_map) = self.kind_map(inner)? else {
+                    continue;
+                };
+                for k in self.keys_in(&inner_map, Some(&key.name)) {
+                    self.doc.delete(&inner_map, k.as_str()).map_err(internal)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of stored objects of every kind.
+    pub(crate) fn object_count(&self) -> usize {
+        let Ok(objects) = self.objects_map() else {
+            return 0;
+        };
+        self.doc
+            .keys(&objects)
+            .filter_map(|k| match self.doc.get(&objects, k.as_str()) {
+                Ok(Some((automerge::Value::Object(_), id))) => Some(self.doc.length(&id)),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+/// The apply decision for one object: action, the full plain value to store, generation.
+fn decide(
+    current: Option<&Value>,
+    desired: Value,
+    now: i64,
+) -> Result<(ApplyAction, Value, i64), StateError> {
+    let Some(current) = current else {
+        let uid = ids::new_uid().map_err(internal)?;
+        let full = with_server_meta(desired, &uid, 1, 1, &crate::time::rfc3339(now));
+        return Ok((ApplyAction::Created, full, 1));
+    };
+    let meta = |field: &str| current.pointer(&format!("/metadata/{field}")).cloned();
+    let generation = meta("generation").and_then(|v| v.as_i64()).unwrap_or(0);
+    if without_server_meta(current) == desired {
+        return Ok((ApplyAction::Unchanged, current.clone(), generation));
+    }
+    let spec_changed = without_key(current, "metadata") != without_key(&desired, "metadata");
+    let generation = if spec_changed {
+        generation + 1
+    } else {
+        generation.max(1)
+    };
+    let resource_version = meta("resourceVersion")
+        .and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok()))
+        .unwrap_or(0)
+        + 1;
+    let uid = match meta("uid").and_then(|v| v.as_str().map(str::to_string)) {
+        Some(uid) => uid,
+        None => ids::new_uid().map_err(internal)?,
+    };
+    let created = meta("creationTimestamp")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| crate::time::rfc3339(now));
+    let full = with_server_meta(desired, &uid, generation, resource_version, &created);
+    Ok((ApplyAction::Configured, full, generation))
+}
+
+fn with_server_meta(
+    mut v: Value,
+    uid: &str,
+    generation: i64,
+    resource_version: u64,
+    created: &str,
+) -> Value {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("uid".into(), uid.into());
+        meta.insert("generation".into(), generation.into());
+        meta.insert(
+            "resourceVersion".into(),
+            resource_version.to_string().into(),
+        );
+        meta.insert("creationTimestamp".into(), created.into());
+    }
+    v
+}
+
+fn without_server_meta(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in SERVER_SET_METADATA {
+            meta.remove(*field);
+        }
+    }
+    v
+}
+
+fn without_key(v: &Value, key: &str) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove(key);
+    }
+    v
+}
+
+/// Orders an object's keys as Kubernetes shows them: `apiVersion`, `kind`, `metadata` (name,
+/// namespace, labels, annotations, then server-set fields), then the rest in sorted order. The
+/// document itself keeps keys sorted; this is presentation only.
+pub(crate) fn present(v: Value) -> Value {
+    const TOP: [&str; 3] = ["apiVersion", "kind", "metadata"];
+    const META: [&str; 8] = [
+        "name",
+        "namespace",
+        "labels",
+        "annotations",
+        "uid",
+        "generation",
+        "resourceVersion",
+        "creationTimestamp",
+    ];
+    fn ordered(m: Map<String, Value>, first: &[&str]) -> Map<String, Value> {
+        let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+        let rank = |k: &str| first.iter().position(|f| *f == k).unwrap_or(first.len());
+        entries.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+        entries.into_iter().collect()
+    }
+    match v {
+        Value::Object(m) => {
+            let mut out = ordered(m, &TOP);
+            if let Some(Value::Object(meta)) = out.get_mut("metadata") {
+                *meta = ordered(std::mem::take(meta), &META);
+            }
+            Value::Object(out)
+        }
+        other => other,
+    }
+}
