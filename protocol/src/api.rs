@@ -57,7 +57,9 @@ impl Status {
     }
 
     pub fn with_causes(mut self, causes: Vec<FieldError>) -> Self {
-        self.details.get_or_insert_with(StatusDetails::default).causes = causes;
+        self.details
+            .get_or_insert_with(StatusDetails::default)
+            .causes = causes;
         self
     }
 }

@@ -51,9 +51,7 @@ impl IntOrString {
                 None => Err(format!(
                     "must be an integer or a percentage such as \"25%\", got \"{s}\""
                 )),
-                Some(p) if max_100 && p > 100 => {
-                    Err(format!("must be at most 100%, got \"{s}\""))
-                }
+                Some(p) if max_100 && p > 100 => Err(format!("must be at most 100%, got \"{s}\"")),
                 Some(_) => Ok(()),
             },
         }
@@ -83,7 +81,8 @@ impl IntOrString {
     }
 
     pub(crate) fn is_unset(&self) -> bool {
-        matches!(self, IntOrString::Int(0)) || matches!(self, IntOrString::String(s) if s.is_empty())
+        matches!(self, IntOrString::Int(0))
+            || matches!(self, IntOrString::String(s) if s.is_empty())
     }
 }
 
@@ -158,7 +157,10 @@ mod tests {
         assert_eq!(v, IntOrString::String("http".into()));
         assert!(serde_json::from_value::<IntOrString>(serde_json::json!(1.5)).is_err());
         assert!(serde_json::from_value::<IntOrString>(serde_json::json!(1u64 << 40)).is_err());
-        assert_eq!(serde_json::to_value(IntOrString::Int(3)).unwrap(), serde_json::json!(3));
+        assert_eq!(
+            serde_json::to_value(IntOrString::Int(3)).unwrap(),
+            serde_json::json!(3)
+        );
     }
 
     #[test]

@@ -255,9 +255,7 @@ impl Kind {
             .find(|k| {
                 let group_ok = group.as_deref().is_none_or(|g| g == k.group);
                 group_ok
-                    && (base == k.plural
-                        || base == k.singular
-                        || k.short.contains(&base.as_str()))
+                    && (base == k.plural || base == k.singular || k.short.contains(&base.as_str()))
             })
             .map(|k| k.kind)
     }
@@ -323,9 +321,18 @@ mod tests {
             "/api/v1/namespaces/x/configmaps"
         );
         assert_eq!(Kind::ConfigMap.collection_path(None), "/api/v1/configmaps");
-        assert_eq!(Kind::Namespace.collection_path(Some("x")), "/api/v1/namespaces");
-        assert_eq!(Kind::from_path("apps", "statefulsets"), Some(Kind::StatefulSet));
-        assert_eq!(Kind::from_manifest("apps/v1", "Deployment"), Some(Kind::Deployment));
+        assert_eq!(
+            Kind::Namespace.collection_path(Some("x")),
+            "/api/v1/namespaces"
+        );
+        assert_eq!(
+            Kind::from_path("apps", "statefulsets"),
+            Some(Kind::StatefulSet)
+        );
+        assert_eq!(
+            Kind::from_manifest("apps/v1", "Deployment"),
+            Some(Kind::Deployment)
+        );
         assert_eq!(Kind::from_manifest("v1", "Deployment"), None);
         assert_eq!(Kind::Deployment.display(), "deployment.apps");
         assert_eq!(Kind::Service.display(), "service");

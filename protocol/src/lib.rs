@@ -11,12 +11,15 @@
 //!   StatefulSet, PersistentVolumeClaim) with their defaults.
 //! - [`resource`]: [`Resource`], one value of any supported kind.
 //! - [`manifest`]: parsing multi-document manifests into validated resources.
-//! - [`quantity`], [`selector`]: Kubernetes quantities (`100m`, `128Mi`) and label selectors.
+//! - [`quantity`], [`selector`], [`intstr`]: Kubernetes quantities (`100m`, `128Mi`), label
+//!   selectors, and int-or-string fields (`targetPort`, `maxSurge`).
+//! - [`validation`]: the rules of names, labels and every kind's fields.
 //! - [`error`]: field errors that name the path of what is wrong.
 //! - [`api`]: the JSON shapes of the HTTP API.
 
 pub mod api;
 pub mod error;
+pub mod intstr;
 pub mod kind;
 pub mod kinds;
 pub mod manifest;
@@ -24,6 +27,8 @@ pub mod meta;
 pub mod quantity;
 pub mod resource;
 pub mod selector;
+mod serde_util;
+pub mod validation;
 
 pub use error::{FieldError, ManifestErrors};
 pub use kind::Kind;

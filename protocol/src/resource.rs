@@ -67,16 +67,29 @@ impl Resource {
         self.meta().namespace.as_deref()
     }
 
+    /// The `apiVersion` of the object: `v1` or `apps/v1`.
+    pub fn api_version(&self) -> &'static str {
+        self.kind().api_version()
+    }
+
+    /// Fills the defaults that depend on other fields (parsing does it already; call it on
+    /// objects built in code).
+    pub fn default_fields(&mut self) {
+        each_variant!(self, r => r.default_fields())
+    }
+
     /// The object as Kubernetes-shaped JSON (`apiVersion`, `kind`, `metadata`, then the
-    /// kind's own fields), without `status`.
+    /// kind's own fields), without `status`. Secret `data` and ConfigMap `binaryData` are
+    /// base64 strings, as in Kubernetes.
     pub fn to_value(&self) -> Value {
-        let mut v = each_variant!(self, r => serde_json::to_value(r))
-            .unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut v {
-            map.insert("apiVersion".into(), Value::from(self.kind().api_version()));
-            map.insert("kind".into(), Value::from(self.kind().name()));
+        let body = each_variant!(self, r => serde_json::to_value(r)).unwrap_or(Value::Null);
+        let mut out = serde_json::Map::new();
+        out.insert("apiVersion".into(), Value::from(self.kind().api_version()));
+        out.insert("kind".into(), Value::from(self.kind().name()));
+        if let Value::Object(map) = body {
+            out.extend(map);
         }
-        v
+        Value::Object(out)
     }
 
     /// Reads an object of `kind` from JSON, as stored by the node or sent by a client. The

@@ -47,9 +47,23 @@ pub(crate) fn encode_base64(bytes: &[u8]) -> String {
 
 pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    BASE64
-        .decode(compact.as_bytes())
-        .map_err(|e| format!("must be base64 (the standard alphabet, as `base64` encodes), {e}"))
+    // The value is not echoed: it may be a secret written in clear by mistake.
+    BASE64.decode(compact.as_bytes()).map_err(|e| {
+        let why = match e {
+            base64::DecodeError::InvalidByte(at, _) => {
+                format!("a character at position {at} is not in the base64 alphabet")
+            }
+            base64::DecodeError::InvalidLength(_) => "its length is not valid".to_string(),
+            base64::DecodeError::InvalidLastSymbol(at, _) => {
+                format!("the last character (position {at}) is not valid")
+            }
+            base64::DecodeError::InvalidPadding => "its '=' padding is not valid".to_string(),
+        };
+        format!(
+            "must be base64 (as the `base64` command encodes), but {why}; write clear text in \
+             stringData instead"
+        )
+    })
 }
 
 /// One base64 value; its own type so that a decoding error carries the key's path.

@@ -59,7 +59,10 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
                 .put(resources::put_core_ns)
                 .delete(resources::delete_core_ns),
         )
-        .route("/apis/{group}/{version}/{plural}", get(resources::list_group))
+        .route(
+            "/apis/{group}/{version}/{plural}",
+            get(resources::list_group),
+        )
         .route(
             "/apis/{group}/{version}/{plural}/{name}",
             get(resources::get_group)

@@ -125,7 +125,12 @@ struct Target {
     namespace: Option<String>,
 }
 
-fn resolve(group: &str, version: &str, plural: &str, ns: Option<String>) -> Result<Target, ApiError> {
+fn resolve(
+    group: &str,
+    version: &str,
+    plural: &str,
+    ns: Option<String>,
+) -> Result<Target, ApiError> {
     let kind = Kind::from_path(group, plural)
         .filter(|_| version == "v1")
         .ok_or_else(|| {
@@ -145,7 +150,10 @@ fn resolve(group: &str, version: &str, plural: &str, ns: Option<String>) -> Resu
     if let Some(ns) = &ns {
         check_namespace_name(ns)?;
     }
-    Ok(Target { kind, namespace: ns })
+    Ok(Target {
+        kind,
+        namespace: ns,
+    })
 }
 
 /// A named object of a namespaced kind needs a namespace in its path.
@@ -168,10 +176,7 @@ fn resolve_object(
 
 async fn list(api: &ApiState, t: Target, q: ListQuery) -> Result<Json<Value>, ApiError> {
     let selector = match q.label_selector.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(
-            LabelSelector::parse(s)
-                .map_err(|e| ApiError::bad_request(format!("labelSelector {s:?}: {e}")))?,
-        ),
+        Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
         None => None,
     };
     let items = if t.kind == Kind::Node {
@@ -227,7 +232,11 @@ async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>
             "nodes register themselves; a node is removed by stopping its shoald",
         ));
     }
-    match api.state.delete(t.kind, t.namespace.as_deref(), name).await? {
+    match api
+        .state
+        .delete(t.kind, t.namespace.as_deref(), name)
+        .await?
+    {
         Some(o) => {
             tracing::info!(kind = %t.kind, namespace = ?t.namespace, name, "deleted");
             Ok(Json(o.value))
@@ -359,7 +368,12 @@ pub async fn get_group(
     State(api): State<ApiState>,
     Path((group, version, plural, name)): Path<(String, String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    get_one(&api, resolve_object(&group, &version, &plural, None)?, &name).await
+    get_one(
+        &api,
+        resolve_object(&group, &version, &plural, None)?,
+        &name,
+    )
+    .await
 }
 
 pub async fn get_group_ns(
@@ -388,7 +402,12 @@ pub async fn delete_group(
     State(api): State<ApiState>,
     Path((group, version, plural, name)): Path<(String, String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    delete_one(&api, resolve_object(&group, &version, &plural, None)?, &name).await
+    delete_one(
+        &api,
+        resolve_object(&group, &version, &plural, None)?,
+        &name,
+    )
+    .await
 }
 
 pub async fn delete_group_ns(
@@ -404,7 +423,13 @@ pub async fn put_core(
     Path((plural, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    put_one(&api, resolve_object("", "v1", &plural, None)?, Some(&name), body).await
+    put_one(
+        &api,
+        resolve_object("", "v1", &plural, None)?,
+        Some(&name),
+        body,
+    )
+    .await
 }
 
 pub async fn put_core_ns(
@@ -439,7 +464,13 @@ pub async fn post_core_ns(
     Path((ns, plural)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    put_one(&api, resolve_object("", "v1", &plural, Some(ns))?, None, body).await
+    put_one(
+        &api,
+        resolve_object("", "v1", &plural, Some(ns))?,
+        None,
+        body,
+    )
+    .await
 }
 
 pub async fn post_group_ns(

@@ -84,8 +84,13 @@ impl Harness {
             .await
             .unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -117,26 +122,65 @@ async fn apply_then_get_list_delete() {
     assert_eq!(body["items"][0]["action"], "created");
     assert_eq!(body["items"][0]["namespace"], "default");
 
-    let (code, obj) = h.call(Method::GET, "/api/v1/namespaces/default/configmaps/app", "").await;
+    let (code, obj) = h
+        .call(Method::GET, "/api/v1/namespaces/default/configmaps/app", "")
+        .await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(obj["data"]["k"], "v");
     assert_eq!(obj["metadata"]["namespace"], "default");
 
-    let (_, list) = h.call(Method::GET, "/api/v1/configmaps?labelSelector=tier%3Dweb", "").await;
+    let (_, list) = h
+        .call(
+            Method::GET,
+            "/api/v1/configmaps?labelSelector=tier%3Dweb",
+            "",
+        )
+        .await;
     assert_eq!(list["kind"], "ConfigMapList");
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    let (_, list) = h.call(Method::GET, "/api/v1/configmaps?labelSelector=tier%3Ddb", "").await;
+    let (_, list) = h
+        .call(
+            Method::GET,
+            "/api/v1/configmaps?labelSelector=tier%3Ddb",
+            "",
+        )
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
-    let (code, _) = h.call(Method::GET, "/api/v1/configmaps?labelSelector=a%20in%20(", "").await;
+    let (code, _) = h
+        .call(
+            Method::GET,
+            "/api/v1/configmaps?labelSelector=a%20in%20(",
+            "",
+        )
+        .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 
-    let (code, _) = h.call(Method::DELETE, "/api/v1/namespaces/default/configmaps/app", "").await;
+    let (code, _) = h
+        .call(
+            Method::DELETE,
+            "/api/v1/namespaces/default/configmaps/app",
+            "",
+        )
+        .await;
     assert_eq!(code, StatusCode::OK);
-    let (code, body) = h.call(Method::GET, "/api/v1/namespaces/default/configmaps/app", "").await;
+    let (code, body) = h
+        .call(Method::GET, "/api/v1/namespaces/default/configmaps/app", "")
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(body["reason"], "NotFound");
-    assert!(body["message"].as_str().unwrap().contains("\"app\" not found"));
-    let (code, _) = h.call(Method::DELETE, "/api/v1/namespaces/default/configmaps/app", "").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"app\" not found")
+    );
+    let (code, _) = h
+        .call(
+            Method::DELETE,
+            "/api/v1/namespaces/default/configmaps/app",
+            "",
+        )
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 }
 
@@ -145,18 +189,29 @@ async fn request_namespace_fills_in_and_conflicts_are_refused() {
     let h = harness();
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n";
     let (code, body) = h
-        .call(Method::POST, "/shoal/v1/apply?namespace=team", &format!("{ns}---\n{CM}"))
+        .call(
+            Method::POST,
+            "/shoal/v1/apply?namespace=team",
+            &format!("{ns}---\n{CM}"),
+        )
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["items"][1]["namespace"], "team");
-    assert!(body["items"][0]["namespace"].is_null(), "namespaces are cluster-scoped");
+    assert!(
+        body["items"][0]["namespace"].is_null(),
+        "namespaces are cluster-scoped"
+    );
 
     let other = CM.replace("name: app", "name: app\n  namespace: default");
-    let (code, body) = h.call(Method::POST, "/shoal/v1/apply?namespace=team", &other).await;
+    let (code, body) = h
+        .call(Method::POST, "/shoal/v1/apply?namespace=team", &other)
+        .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["details"]["causes"][0]["field"], "metadata.namespace");
 
-    let (code, body) = h.call(Method::POST, "/shoal/v1/apply?namespace=Bad_NS", CM).await;
+    let (code, body) = h
+        .call(Method::POST, "/shoal/v1/apply?namespace=Bad_NS", CM)
+        .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
 }
 
@@ -179,17 +234,31 @@ async fn unknown_paths_and_kinds_are_404_status() {
 #[tokio::test]
 async fn put_and_post_apply_one_object_matching_the_path() {
     let h = harness();
-    let (code, obj) = h.call(Method::PUT, "/api/v1/namespaces/default/configmaps/app", CM).await;
+    let (code, obj) = h
+        .call(Method::PUT, "/api/v1/namespaces/default/configmaps/app", CM)
+        .await;
     assert_eq!(code, StatusCode::CREATED, "{obj}");
     assert_eq!(obj["metadata"]["generation"], 1);
-    let (code, _) = h.call(Method::PUT, "/api/v1/namespaces/default/configmaps/app", CM).await;
+    let (code, _) = h
+        .call(Method::PUT, "/api/v1/namespaces/default/configmaps/app", CM)
+        .await;
     assert_eq!(code, StatusCode::OK);
-    let (code, body) = h.call(Method::PUT, "/api/v1/namespaces/default/configmaps/other", CM).await;
+    let (code, body) = h
+        .call(
+            Method::PUT,
+            "/api/v1/namespaces/default/configmaps/other",
+            CM,
+        )
+        .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-    let (code, body) = h.call(Method::POST, "/api/v1/namespaces/default/secrets", CM).await;
+    let (code, body) = h
+        .call(Method::POST, "/api/v1/namespaces/default/secrets", CM)
+        .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     let two = format!("{CM}---\n{}", CM.replace("name: app", "name: b"));
-    let (code, _) = h.call(Method::POST, "/api/v1/namespaces/default/configmaps", &two).await;
+    let (code, _) = h
+        .call(Method::POST, "/api/v1/namespaces/default/configmaps", &two)
+        .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 }
 
@@ -201,14 +270,19 @@ async fn invalid_manifest_is_422_with_causes() {
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["reason"], "Invalid");
     assert_eq!(body["details"]["causes"][0]["field"], "metadata.name");
-    let (code, body) = h.call(Method::POST, "/shoal/v1/apply", "\u{0}\u{1}: [").await;
+    let (code, body) = h
+        .call(Method::POST, "/shoal/v1/apply", "\u{0}\u{1}: [")
+        .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
 
 #[tokio::test]
 async fn body_limit_is_413() {
     let h = harness();
-    let big = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata: {{k: \"{}\"}}\n", "x".repeat(70 * 1024));
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata: {{k: \"{}\"}}\n",
+        "x".repeat(70 * 1024)
+    );
     let (code, body) = h.call(Method::POST, "/shoal/v1/apply", &big).await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["reason"], "RequestEntityTooLarge");

@@ -1,27 +1,36 @@
-//! The typed resources. PLACEHOLDER: specs are raw JSON until the typed fields land.
+//! The typed resources, in Kubernetes' shape and field names.
+//!
+//! Every struct refuses fields it does not know (`deny_unknown_fields`): a field shoal does
+//! not support is an error naming its path, never silently dropped. None has a `status`:
+//! status is observed state, which the API adds when it answers.
+//!
+//! Defaults are filled when an object is read (serde defaults, then each kind's
+//! `default_fields`), so that the same manifest always gives the same value, and
+//! serializing then reading again gives it back unchanged.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+mod core;
+mod pod;
+mod service;
+mod workloads;
 
-use crate::meta::ObjectMeta;
-
-macro_rules! placeholder_kind {
-    ($name:ident) => {
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        pub struct $name {
-            #[serde(default)]
-            pub metadata: ObjectMeta,
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub spec: Option<Value>,
-        }
-    };
-}
-placeholder_kind!(Namespace);
-placeholder_kind!(ConfigMap);
-placeholder_kind!(Secret);
-placeholder_kind!(PersistentVolumeClaim);
-placeholder_kind!(Service);
-placeholder_kind!(Pod);
-placeholder_kind!(Deployment);
-placeholder_kind!(StatefulSet);
+pub use self::core::{
+    AccessMode, ConfigMap, Namespace, NamespaceSpec, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, SECRET_TYPE_OPAQUE, Secret, VolumeMode,
+};
+pub use self::pod::{
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, EnvVarSource, ExecAction, HostPathType, HostPathVolumeSource, HttpGetAction,
+    HttpHeader, KeySelector, KeyToPath, NameRef, NfsVolumeSource, NodeAffinity, NodeSelector,
+    NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Probe, Protocol, PullPolicy,
+    ResourceRequirements, RestartPolicy, Scheme, SecretVolumeSource, StorageMedium, TaintEffect,
+    TcpSocketAction, Toleration, TolerationOperator, Volume, VolumeMount, VolumeSource,
+};
+pub use self::service::{
+    Service, ServiceAffinity, ServicePort, ServiceSpec, ServiceType, TrafficPolicy,
+};
+pub use self::workloads::{
+    Deployment, DeploymentSpec, DeploymentStrategy, DeploymentStrategyType, PodManagementPolicy,
+    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec,
+    StatefulSetUpdateStrategy, StatefulSetUpdateStrategyType,
+};
