@@ -238,7 +238,16 @@ mod tests {
     #[test]
     fn global_flags_work_after_the_subcommand() {
         let cli = parse(&[
-            "shoal", "get", "pods", "web", "-n", "prod", "--node", "http://h:1", "-A", "-l",
+            "shoal",
+            "get",
+            "pods",
+            "web",
+            "-n",
+            "prod",
+            "--node",
+            "http://h:1",
+            "-A",
+            "-l",
             "app=web",
         ]);
         assert_eq!(cli.global.namespace.as_deref(), Some("prod"));
@@ -272,7 +281,14 @@ mod tests {
     fn set_context_token_and_token_file_conflict() {
         assert!(
             Cli::try_parse_from([
-                "shoal", "config", "set-context", "home", "--token", "t", "--token-file", "f"
+                "shoal",
+                "config",
+                "set-context",
+                "home",
+                "--token",
+                "t",
+                "--token-file",
+                "f"
             ])
             .is_err()
         );

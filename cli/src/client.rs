@@ -27,7 +27,7 @@ pub enum ClientError {
         token_hint: String,
     },
     /// The node answered with a `Status` error.
-    Status(Status),
+    Status(Box<Status>),
     /// The node answered an error without a `Status` body (a proxy, an older node).
     Http {
         url: String,
@@ -174,17 +174,20 @@ impl Client {
         self.send(req)
     }
 
-    /// `POST /shoal/v1/apply?namespace=NS` with a manifest; the batch is all-or-nothing.
+    /// `POST /shoal/v1/apply[?namespace=NS]` with a manifest; the batch is all-or-nothing.
+    /// The node puts objects that name no namespace into `namespace` (else `default`) and
+    /// refuses objects that name another one.
     pub fn apply(
         &self,
-        namespace: &str,
+        namespace: (&str, &str),
         body: String,
         content_type: &str,
     ) -> Result<ApplyResponse, ClientError> {
+        let query = [namespace];
         let req = self
             .http
             .post(self.url(APPLY_PATH))
-            .query(&[("namespace", namespace)])
+            .query(&query)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         self.send(req)
@@ -221,7 +224,7 @@ impl Client {
             });
         }
         match serde_json::from_slice::<Status>(&bytes) {
-            Ok(status) => Err(ClientError::Status(status)),
+            Ok(status) => Err(ClientError::Status(Box::new(status))),
             Err(_) => Err(ClientError::Http {
                 url: self.base.clone(),
                 code: code.as_u16(),
@@ -294,7 +297,10 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') || (b == b'.' && s != "." && s != "..") {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'~')
+            || (b == b'.' && s != "." && s != "..")
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -326,20 +332,20 @@ pub fn resource_ref(kind: Kind) -> String {
 
 /// The error kubectl prints for a named object that does not exist.
 pub fn not_found(kind: Kind, name: &str) -> ClientError {
-    ClientError::Status(Status::failure(
+    ClientError::Status(Box::new(Status::failure(
         404,
         "NotFound",
         format!("{} \"{name}\" not found", resource_ref(kind)),
-    ))
+    )))
 }
 
-/// A path to hint at in the 401 message: the file itself for a local node, a description for
-/// another machine's.
+/// What to name in the 401 message: the local node's token file when the node is on this
+/// machine and the file is where `shoald` puts it by default, else where to look for it.
 pub fn token_hint(node: &str, local_token_file: Option<&PathBuf>) -> String {
     match local_token_file {
-        Some(p) if crate::config::is_loopback_url(node) => p.display().to_string(),
-        _ => "<data-dir>/admin.token on that node (/var/lib/shoal/admin.token when shoald runs \
-              as root)"
+        Some(p) if crate::config::is_loopback_url(node) && p.is_file() => p.display().to_string(),
+        _ => "admin.token in the node's data directory (--data-dir of shoald; by default \
+              /var/lib/shoal as root, else ~/.local/share/shoal)"
             .to_string(),
     }
 }
@@ -381,7 +387,7 @@ mod tests {
             FieldError::new("spec.replicas", "must be >= 0").in_document(1),
         ]);
         assert_eq!(
-            ClientError::Status(s).to_string(),
+            ClientError::Status(Box::new(s)).to_string(),
             "Error from server (Invalid): the manifest is invalid\n  document 1: spec.replicas: must be >= 0"
         );
     }

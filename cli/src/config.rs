@@ -204,10 +204,19 @@ impl Overrides {
     pub fn from_flags_and_env(global: &crate::args::GlobalArgs) -> Overrides {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let home = env("HOME");
-        let data_dir = default_data_dir(is_root(), env("XDG_DATA_HOME").as_deref(), home.as_deref());
+        let data_dir =
+            default_data_dir(is_root(), env("XDG_DATA_HOME").as_deref(), home.as_deref());
         Overrides {
-            node: global.node.clone().or_else(|| env("SHOAL_NODE")),
-            token: global.token.clone().or_else(|| env("SHOAL_TOKEN")),
+            node: global
+                .node
+                .clone()
+                .filter(|v| !v.is_empty())
+                .or_else(|| env("SHOAL_NODE")),
+            token: global
+                .token
+                .clone()
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| env("SHOAL_TOKEN")),
             context: global.context.clone().filter(|c| !c.is_empty()),
             namespace: global.namespace.clone(),
             default_token_file: Some(data_dir.join(ADMIN_TOKEN_FILE)),
@@ -263,11 +272,13 @@ pub fn resolve(file: &ConfigFile, ov: &Overrides) -> Result<Resolved> {
         (Some(t.trim().to_string()), TokenSource::FlagOrEnv)
     } else if let (Some(c), Some(name)) = (context, &context_name) {
         if let Some(t) = &c.token {
-            (Some(t.trim().to_string()), TokenSource::Context(name.clone()))
+            (
+                Some(t.trim().to_string()),
+                TokenSource::Context(name.clone()),
+            )
         } else if let Some(path) = &c.token_file {
-            let t = read_token(path).with_context(|| {
-                format!("cannot read the token-file of context {name:?}")
-            })?;
+            let t = read_token(path)
+                .with_context(|| format!("cannot read the token-file of context {name:?}"))?;
             (Some(t), TokenSource::File(path.clone()))
         } else {
             default_token(ov, &node)
@@ -490,7 +501,10 @@ token = "lab-token"
         )
         .unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("\"nope\"") && msg.contains("known: home"), "{msg}");
+        assert!(
+            msg.contains("\"nope\"") && msg.contains("known: home"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -55,11 +55,11 @@ fn report(err: &anyhow::Error) {
     if err.downcast_ref::<Reported>().is_some() {
         return;
     }
-    if let Some(e) = err.downcast_ref::<client::ClientError>() {
-        if e.is_server_status() {
-            eprintln!("{e}");
-            return;
-        }
+    if let Some(e) = err.downcast_ref::<client::ClientError>()
+        && e.is_server_status()
+    {
+        eprintln!("{e}");
+        return;
     }
     eprintln!("error: {err:#}");
 }

@@ -103,6 +103,13 @@ pub(crate) fn validate(resource: &Resource) -> Vec<FieldError> {
 
 /// The documents of the input, each as a JSON value or the error that stopped it. `Null`
 /// stands for an empty document.
+/// How many documents `text` holds, counted as [`parse`] counts them for the `document` index
+/// of its errors (empty documents included), so that a client that joins several files into
+/// one request can map an error back to its file.
+pub fn document_count(text: &str) -> usize {
+    split_documents(text).len()
+}
+
 fn split_documents(text: &str) -> Vec<Result<Value, FieldError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with(['{', '[']) {

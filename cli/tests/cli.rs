@@ -1,0 +1,425 @@
+//! Runs the built `shoal` binary against a tiny fake node: a std::net listener that records
+//! each request and answers with canned HTTP/1.1 responses. The real node is tested end to end
+//! elsewhere; this checks what the user sees: output, error messages and exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Responder = fn(&Request) -> (u16, String);
+
+struct FakeNode {
+    url: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl FakeNode {
+    fn start(respond: Responder) -> FakeNode {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&requests);
+        // The thread stays blocked in accept when the test ends; the process exit ends it.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if let Some(req) = serve(stream, respond) {
+                    seen.lock().unwrap().push(req);
+                }
+            }
+        });
+        FakeNode { url, requests }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(stream: TcpStream, respond: Responder) -> Option<Request> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    let req = Request {
+        method,
+        target,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let (code, body) = respond(&req);
+    let reason = match code {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        422 => "Unprocessable Entity",
+        _ => "Other",
+    };
+    let mut out = stream;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = out.flush();
+    Some(req)
+}
+
+/// Runs `shoal` with a clean environment: no config file, no token file, no SHOAL_* values
+/// from the machine running the tests.
+fn shoal(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env_remove("SHOAL_NODE")
+        .env_remove("SHOAL_TOKEN")
+        .env_remove("SHOAL_CONTEXT")
+        .env("SHOAL_CONFIG", home.join("config.toml"))
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.25
+";
+
+#[test]
+fn apply_prints_what_the_node_did() {
+    let node = FakeNode::start(|_| {
+        (
+            200,
+            r#"{"items":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default",
+                "name":"web","action":"created","generation":1}]}"#
+                .into(),
+        )
+    });
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("web.yaml");
+    std::fs::write(&file, DEPLOYMENT).unwrap();
+    let out = shoal(
+        home.path(),
+        &[
+            "--node",
+            &node.url,
+            "--token",
+            "t0k",
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "deployment.apps/web created\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.status.success());
+    let reqs = node.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].method, "POST");
+    assert_eq!(reqs[0].target, "/shoal/v1/apply?defaultNamespace=default");
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer t0k"));
+    assert_eq!(reqs[0].header("content-type"), Some("application/yaml"));
+    assert!(reqs[0].body.contains("name: web"), "{}", reqs[0].body);
+}
+
+#[test]
+fn a_refused_token_says_which_token_to_use() {
+    let node = FakeNode::start(|_| {
+        (
+            401,
+            r#"{"apiVersion":"v1","kind":"Status","status":"Failure","message":"bad token",
+                "reason":"Unauthorized","code":401}"#
+                .into(),
+        )
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &["--node", &node.url, "--token", "wrong", "get", "deploy"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: the node at {} refused the token (401): set --token or SHOAL_TOKEN",
+            node.url
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        node.requests()[0].header("authorization"),
+        Some("Bearer wrong")
+    );
+}
+
+#[test]
+fn an_unreachable_node_is_named() {
+    // A port that was free a moment ago and has no listener now.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(home.path(), &["--node", &url, "get", "nodes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: cannot reach the shoal node at {url} (connection refused); is shoald \
+             running there? Set --node or SHOAL_NODE.\n"
+        )
+    );
+}
+
+#[test]
+fn a_local_parse_error_sends_nothing() {
+    let node = FakeNode::start(|_| (200, r#"{"items":[]}"#.into()));
+    let home = tempfile::tempdir().unwrap();
+    let good = home.path().join("a.yaml");
+    let bad = home.path().join("b.yaml");
+    std::fs::write(&good, DEPLOYMENT).unwrap();
+    std::fs::write(&bad, "apiVersion: v1\nkind: Widget\nmetadata:\n  name: w\n").unwrap();
+    let out = shoal(
+        home.path(),
+        &[
+            "--node",
+            &node.url,
+            "apply",
+            "-f",
+            good.to_str().unwrap(),
+            "-f",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    // Only the bad file is blamed, each of its errors on a line of its own.
+    assert!(!err.is_empty());
+    for line in err.lines() {
+        assert!(
+            line.starts_with(&format!("error: {}: ", bad.display())),
+            "{err}"
+        );
+    }
+    assert!(stdout(&out).is_empty());
+    assert!(node.requests().is_empty(), "{:?}", node.requests());
+}
+
+#[test]
+fn get_lists_a_table_and_reports_a_missing_object() {
+    let node = FakeNode::start(|req| {
+        if req.target.ends_with("/deployments/nope") {
+            return (
+                404,
+                r#"{"apiVersion":"v1","kind":"Status","status":"Failure",
+                    "message":"deployments.apps \"nope\" not found","reason":"NotFound","code":404}"#
+                    .into(),
+            );
+        }
+        (
+            200,
+            r#"{"apiVersion":"apps/v1","kind":"DeploymentList","metadata":{},"items":[
+                {"apiVersion":"apps/v1","kind":"Deployment",
+                 "metadata":{"name":"web","namespace":"prod"},
+                 "spec":{"replicas":2},
+                 "status":{"readyReplicas":1,"updatedReplicas":2,"availableReplicas":1}}]}"#
+                .into(),
+        )
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &[
+            "--node", &node.url, "--token", "t", "-n", "prod", "get", "deploy", "-l", "app=web",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    1/2     2            1           <unknown>\n"
+    );
+    assert_eq!(
+        node.requests()[0].target,
+        "/apis/apps/v1/namespaces/prod/deployments?labelSelector=app%3Dweb"
+    );
+
+    let out = shoal(
+        home.path(),
+        &["--node", &node.url, "get", "deployments", "nope"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "Error from server (NotFound): deployments.apps \"nope\" not found\n"
+    );
+}
+
+#[test]
+fn config_contexts_are_written_private_and_used() {
+    let node = FakeNode::start(|_| {
+        (
+            200,
+            r#"{"version":"0.1.0","clusterId":"c1","nodeName":"n1"}"#.into(),
+        )
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &[
+            "config",
+            "set-context",
+            "lab",
+            "--node",
+            &node.url,
+            "--token",
+            "ctx-token",
+            "--use",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Context \"lab\" created.\nSwitched to context \"lab\".\n"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.path().join("config.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = shoal(home.path(), &["config", "current-context"]);
+    assert_eq!(stdout(&out), "lab\n");
+
+    let out = shoal(home.path(), &["version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "Client Version: {}\nServer Version: 0.1.0 (cluster c1, node n1)\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let reqs = node.requests();
+    assert_eq!(reqs[0].target, "/version");
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer ctx-token"));
+}
+
+#[test]
+fn server_errors_of_a_batch_name_the_file_and_document() {
+    let node = FakeNode::start(|_| {
+        (
+            422,
+            r#"{"apiVersion":"v1","kind":"Status","status":"Failure","message":"invalid",
+                "reason":"Invalid","code":422,"details":{"causes":[
+                {"document":2,"field":"metadata.namespace","message":"namespace \"x\" does not exist"}]}}"#
+                .into(),
+        )
+    });
+    let home = tempfile::tempdir().unwrap();
+    let a = home.path().join("a.yaml");
+    let b = home.path().join("b.yaml");
+    // a.yaml holds two documents, so the node's document 2 is b.yaml's document 0.
+    std::fs::write(
+        &a,
+        format!("{DEPLOYMENT}---\n{}", DEPLOYMENT.replace("web", "api")),
+    )
+    .unwrap();
+    std::fs::write(&b, DEPLOYMENT.replace("web", "db")).unwrap();
+    let out = shoal(
+        home.path(),
+        &[
+            "--node",
+            &node.url,
+            "apply",
+            "-f",
+            a.to_str().unwrap(),
+            "-f",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}: document 0: metadata.namespace: namespace \"x\" does not exist\n",
+            b.display()
+        )
+    );
+    let reqs = node.requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].body.contains("name: db") && reqs[0].body.contains("name: api"));
+}
