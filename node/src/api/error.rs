@@ -10,11 +10,11 @@ use crate::state::StateError;
 
 /// An error answered as a Kubernetes `Status` body.
 #[derive(Debug)]
-pub struct ApiError(pub Status);
+pub struct ApiError(pub Box<Status>);
 
 impl ApiError {
     pub fn new(code: StatusCode, reason: &str, message: impl Into<String>) -> Self {
-        ApiError(Status::failure(code.as_u16(), reason, message))
+        ApiError(Box::new(Status::failure(code.as_u16(), reason, message)))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -59,14 +59,14 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<String>, causes: Vec<FieldError>) -> Self {
-        ApiError(
+        ApiError(Box::new(
             Status::failure(
                 StatusCode::UNPROCESSABLE_ENTITY.as_u16(),
                 "Invalid",
                 message,
             )
             .with_causes(causes),
-        )
+        ))
     }
 
     pub fn internal(context: &str, err: &dyn std::error::Error) -> Self {
@@ -114,6 +114,6 @@ impl From<StateError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, Json(self.0)).into_response()
+        (code, Json(*self.0)).into_response()
     }
 }

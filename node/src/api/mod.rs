@@ -80,7 +80,7 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
                 .delete(resources::delete_group_ns),
         )
         .fallback(not_found)
-        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+        .layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route(HEALTHZ_PATH, get(|| async { "ok" }))
         .merge(protected)

@@ -25,7 +25,12 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyQuery {
+    /// Like kubectl's `-n`: objects without a namespace go there, and an object that names
+    /// another one is an error.
     namespace: Option<String>,
+    /// Like a kubectl context's namespace: objects without a namespace go there; objects that
+    /// name one keep it.
+    default_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,11 +46,15 @@ pub async fn apply_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
     let text = body_text(body)?;
-    if let Some(ns) = &q.namespace {
+    for ns in [&q.namespace, &q.default_namespace].into_iter().flatten() {
         check_namespace_name(ns)?;
     }
     let mut batch = manifest::parse(&text)?;
-    set_namespaces(&mut batch, q.namespace.as_deref())?;
+    set_namespaces(
+        &mut batch,
+        q.namespace.as_deref(),
+        q.default_namespace.as_deref(),
+    )?;
     let items = api.state.apply(batch).await?;
     for r in &items {
         if r.action != ApplyAction::Unchanged {
@@ -85,9 +94,15 @@ fn check_namespace_name(ns: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Gives namespaced objects the request's namespace (or `default`) when they name none, and
-/// refuses a manifest namespace that contradicts the request's, as kubectl does.
-fn set_namespaces(batch: &mut [Resource], request_ns: Option<&str>) -> Result<(), ApiError> {
+/// Gives namespaced objects the request's namespace (else its default namespace, else
+/// `default`) when they name none, and refuses a manifest namespace that contradicts an
+/// enforced request namespace, as kubectl does for `-n`.
+fn set_namespaces(
+    batch: &mut [Resource],
+    request_ns: Option<&str>,
+    default_ns: Option<&str>,
+) -> Result<(), ApiError> {
+    let fill = request_ns.or(default_ns).unwrap_or(DEFAULT_NAMESPACE);
     let mut errors = Vec::new();
     for r in batch.iter_mut() {
         let kind = r.kind();
@@ -106,7 +121,7 @@ fn set_namespaces(batch: &mut [Resource], request_ns: Option<&str>) -> Result<()
                 ),
             )),
             (Some(_), _) => {}
-            (None, req) => meta.namespace = Some(req.unwrap_or(DEFAULT_NAMESPACE).to_string()),
+            (None, _) => meta.namespace = Some(fill.to_string()),
         }
     }
     if errors.is_empty() {
@@ -278,7 +293,7 @@ async fn put_one(
             r.name()
         )));
     }
-    set_namespaces(&mut batch, t.namespace.as_deref())?;
+    set_namespaces(&mut batch, t.namespace.as_deref(), None)?;
     let (kind, ns, obj_name) = (
         batch[0].kind(),
         batch[0].namespace().map(str::to_string),
