@@ -12,7 +12,7 @@
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
-//! - [`time`]: timestamps.
+//! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod api;
 pub mod config;

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use shoal_testnet::{Node, NodeOptions};
 
 #[derive(Parser)]
-#[command(name = "shoal-testnet", version, about = "Local shoal nodes for tests and benchmarks")]
+#[command(
+    name = "shoal-testnet",
+    version,
+    about = "Local shoal nodes for tests and benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -25,6 +29,18 @@ enum Cmd {
         #[arg(long, default_value = "node-1")]
         name: String,
     },
+    /// The test container image.
+    Image {
+        #[command(subcommand)]
+        command: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Builds `shoal-test/echo:latest` from this workspace's `shoal-echo`, loads it into the
+    /// local Docker engine and prints its tag.
+    Build,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +59,17 @@ fn main() -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(200));
             }
             node.stop()?;
+            Ok(())
+        }
+        Cmd::Image {
+            command: ImageCmd::Build,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start an async runtime")?;
+            let tag = runtime.block_on(shoal_testnet::image::build_echo_image())?;
+            println!("{tag}");
             Ok(())
         }
     }

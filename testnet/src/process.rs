@@ -51,6 +51,7 @@ fn ensure_built(name: &str, profile_dir: &Path) -> anyhow::Result<()> {
         "shoald" => "shoal-node",
         "shoal" => "shoal-cli",
         "shoal-testnet" => "shoal-testnet",
+        "shoal-echo" => "shoal-testnet",
         other => bail!("unknown binary {other}"),
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -171,7 +172,10 @@ impl Node {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("shoald was not ready within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "shoald was not ready within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -218,7 +222,10 @@ impl Node {
         cmd.args(args)
             .env("SHOAL_NODE", self.url())
             .env("SHOAL_TOKEN", self.token()?)
-            .env("SHOAL_CONFIG", self.opts.data_dir.join("no-such-cli-config.toml"))
+            .env(
+                "SHOAL_CONFIG",
+                self.opts.data_dir.join("no-such-cli-config.toml"),
+            )
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

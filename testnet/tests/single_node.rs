@@ -10,7 +10,9 @@ use serde_json::Value;
 use shoal_testnet::{Node, NodeOptions};
 
 fn repo_file(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel);
     p.to_string_lossy().into_owned()
 }
 
@@ -35,13 +37,25 @@ fn apply_get_restart_reapply() {
     let web = repo_file("examples/web.yaml");
 
     let out = node.cli(&["apply", "-f", &web]).unwrap().success().unwrap();
-    assert!(out.stdout.contains("configmap/web-config created"), "{}", out.stdout);
-    assert!(out.stdout.contains("deployment.apps/web created"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("configmap/web-config created"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("deployment.apps/web created"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("service/web created"), "{}", out.stdout);
 
     let out = node.cli(&["get", "deploy"]).unwrap().success().unwrap();
     assert!(out.stdout.starts_with("NAME"), "{}", out.stdout);
-    assert!(out.stdout.lines().any(|l| l.starts_with("web ")), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("web ")),
+        "{}",
+        out.stdout
+    );
 
     let deploy = "/apis/apps/v1/namespaces/default/deployments/web";
     assert_eq!(generation(&node, deploy), 1);
@@ -49,25 +63,54 @@ fn apply_get_restart_reapply() {
 
     // A graceful restart keeps everything.
     let status = node.stop().unwrap();
-    assert!(status.success(), "SIGTERM should stop shoald cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should stop shoald cleanly: {status}"
+    );
     node.restart().unwrap();
-    let out = node.cli(&["get", "deploy", "web", "-o", "json"]).unwrap().success().unwrap();
+    let out = node
+        .cli(&["get", "deploy", "web", "-o", "json"])
+        .unwrap()
+        .success()
+        .unwrap();
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["spec"]["replicas"], 3);
     assert_eq!(v["metadata"]["uid"], before["metadata"]["uid"]);
 
     // Applying the same file again changes nothing.
     let out = node.cli(&["apply", "-f", &web]).unwrap().success().unwrap();
-    assert_eq!(out.stdout.matches(" unchanged").count(), 3, "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches(" unchanged").count(),
+        3,
+        "{}",
+        out.stdout
+    );
     assert_eq!(generation(&node, deploy), 1);
     let (_, after) = node.api().unwrap().get(deploy).unwrap();
-    assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
+    assert_eq!(
+        before["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
 
     // A crash (kill -9) loses nothing that was acknowledged.
-    let edited = std::fs::read_to_string(&web).unwrap().replace("replicas: 3", "replicas: 5");
-    let out = node.cli_with_input(&["apply", "-f", "-"], Some(&edited)).unwrap().success().unwrap();
-    assert!(out.stdout.contains("deployment.apps/web configured"), "{}", out.stdout);
-    assert!(out.stdout.contains("service/web unchanged"), "{}", out.stdout);
+    let edited = std::fs::read_to_string(&web)
+        .unwrap()
+        .replace("replicas: 3", "replicas: 5");
+    let out = node
+        .cli_with_input(&["apply", "-f", "-"], Some(&edited))
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(
+        out.stdout.contains("deployment.apps/web configured"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("service/web unchanged"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(generation(&node, deploy), 2);
     node.kill().unwrap();
     node.restart().unwrap();
@@ -97,7 +140,11 @@ fn kubernetes_examples_apply_without_edits() {
         "deployment.apps/frontend created",
         "deployment.apps/nginx-deployment created",
     ] {
-        assert!(out.stdout.contains(line), "missing {line:?} in\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(line),
+            "missing {line:?} in\n{}",
+            out.stdout
+        );
     }
     let (code, list) = node
         .api()
@@ -107,7 +154,11 @@ fn kubernetes_examples_apply_without_edits() {
     assert_eq!(code, 200);
     assert_eq!(list["kind"], "DeploymentList");
     assert_eq!(list["items"].as_array().unwrap().len(), 4);
-    let (_, svc) = node.api().unwrap().get("/api/v1/namespaces/default/services/frontend").unwrap();
+    let (_, svc) = node
+        .api()
+        .unwrap()
+        .get("/api/v1/namespaces/default/services/frontend")
+        .unwrap();
     assert_eq!(svc["spec"]["type"], "NodePort");
     // Label selectors filter lists.
     let (_, sel) = node
@@ -115,8 +166,12 @@ fn kubernetes_examples_apply_without_edits() {
         .unwrap()
         .get("/api/v1/namespaces/default/services?labelSelector=app%3Dredis,role!%3Dmaster")
         .unwrap();
-    let names: Vec<&str> =
-        sel["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = sel["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["redis-replica"]);
 }
 
@@ -146,24 +201,39 @@ fn bad_manifests_name_the_path_and_store_nothing() {
         ),
     ];
     for (what, manifest, path) in cases {
-        let out = node.cli_with_input(&["apply", "-f", "-"], Some(manifest)).unwrap();
+        let out = node
+            .cli_with_input(&["apply", "-f", "-"], Some(manifest))
+            .unwrap();
         assert_eq!(out.code, 1, "{what}: {out:?}");
-        assert!(out.stderr.contains(path), "{what}: {path} not in {}", out.stderr);
+        assert!(
+            out.stderr.contains(path),
+            "{what}: {path} not in {}",
+            out.stderr
+        );
         assert!(out.stderr.contains("document 1"), "{what}: {}", out.stderr);
         // The server refuses it the same way, with the path in the causes.
         let (code, status) = node.api().unwrap().apply(manifest).unwrap();
         assert_eq!(code, 422, "{what}: {status}");
         let causes = status["details"]["causes"].as_array().unwrap();
         assert!(
-            causes.iter().any(|c| c["field"].as_str().unwrap_or("").contains(path)
-                && c["document"] == 1),
+            causes
+                .iter()
+                .any(|c| c["field"].as_str().unwrap_or("").contains(path) && c["document"] == 1),
             "{what}: {status}"
         );
     }
     // Nothing of any of those files was stored, not even their valid first documents.
-    let (_, cms) = node.api().unwrap().get("/api/v1/namespaces/default/configmaps").unwrap();
+    let (_, cms) = node
+        .api()
+        .unwrap()
+        .get("/api/v1/namespaces/default/configmaps")
+        .unwrap();
     assert_eq!(cms["items"].as_array().unwrap().len(), 0, "{cms}");
-    let (_, ds) = node.api().unwrap().get("/apis/apps/v1/deployments").unwrap();
+    let (_, ds) = node
+        .api()
+        .unwrap()
+        .get("/apis/apps/v1/deployments")
+        .unwrap();
     assert_eq!(ds["items"].as_array().unwrap().len(), 0, "{ds}");
 }
 
@@ -175,17 +245,29 @@ fn tokens_are_required() {
     let (code, _) = api.with_token(None).get("/healthz").unwrap();
     assert_eq!(code, 200, "healthz needs no token");
     for token in [None, Some("wrong"), Some("")] {
-        for path in ["/version", "/api/v1/namespaces", "/apis/apps/v1/deployments", "/nope"] {
+        for path in [
+            "/version",
+            "/api/v1/namespaces",
+            "/apis/apps/v1/deployments",
+            "/nope",
+        ] {
             let (code, body) = api.with_token(token).get(path).unwrap();
             assert_eq!(code, 401, "{token:?} {path}: {body}");
             assert_eq!(body["reason"], "Unauthorized");
         }
-        let (code, _) = api.with_token(token).apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n").unwrap();
+        let (code, _) = api
+            .with_token(token)
+            .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
+            .unwrap();
         assert_eq!(code, 401);
     }
     let (_, nss) = api.get("/api/v1/namespaces").unwrap();
-    let names: Vec<&str> =
-        nss["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = nss["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["default"], "the rejected apply stored nothing");
     // The CLI says what to do about a wrong token.
     let out = std::process::Command::new(shoal_testnet::bin_path("shoal").unwrap())
@@ -197,7 +279,10 @@ fn tokens_are_required() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("401") && stderr.contains("token"), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("token"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -221,7 +306,10 @@ fn corrupt_state_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("n1");
     let mut node = Node::start(NodeOptions::new("n1", &data)).unwrap();
-    node.cli(&["apply", "-f", &repo_file("examples/web.yaml")]).unwrap().success().unwrap();
+    node.cli(&["apply", "-f", &repo_file("examples/web.yaml")])
+        .unwrap()
+        .success()
+        .unwrap();
     node.stop().unwrap();
     drop(node);
 
@@ -234,8 +322,16 @@ fn corrupt_state_file_is_a_clear_error() {
     let out = Node::run_to_exit(&NodeOptions::new("n1", &data), Duration::from_secs(30)).unwrap();
     assert_ne!(out.code, 0);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    assert!(out.stderr.contains(&state.display().to_string()), "{}", out.stderr);
-    assert!(out.stderr.contains("backup"), "says what to do: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&state.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("backup"),
+        "says what to do: {}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -244,10 +340,21 @@ fn secrets_are_encrypted_on_disk_and_hidden_by_default() {
     let data = dir.path().join("n1");
     let mut node = Node::start(NodeOptions::new("n1", &data)).unwrap();
     let manifest = "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData:\n  password: hunter2-very-secret\n";
-    node.cli_with_input(&["apply", "-f", "-"], Some(manifest)).unwrap().success().unwrap();
+    node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
+        .unwrap()
+        .success()
+        .unwrap();
 
-    let out = node.cli(&["get", "secret", "db", "-o", "yaml"]).unwrap().success().unwrap();
-    assert!(!out.stdout.contains("aHVudGVyMi12ZXJ5LXNlY3JldA"), "{}", out.stdout);
+    let out = node
+        .cli(&["get", "secret", "db", "-o", "yaml"])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(
+        !out.stdout.contains("aHVudGVyMi12ZXJ5LXNlY3JldA"),
+        "{}",
+        out.stdout
+    );
     let out = node
         .cli(&["get", "secret", "db", "-o", "json", "--show-secrets"])
         .unwrap()
@@ -257,7 +364,11 @@ fn secrets_are_encrypted_on_disk_and_hidden_by_default() {
     assert_eq!(v["data"]["password"], "aHVudGVyMi12ZXJ5LXNlY3JldA==");
 
     // Re-applying the same secret is unchanged, even though its ciphertext is random.
-    let out = node.cli_with_input(&["apply", "-f", "-"], Some(manifest)).unwrap().success().unwrap();
+    let out = node
+        .cli_with_input(&["apply", "-f", "-"], Some(manifest))
+        .unwrap()
+        .success()
+        .unwrap();
     assert!(out.stdout.contains("secret/db unchanged"), "{}", out.stdout);
 
     node.stop().unwrap();

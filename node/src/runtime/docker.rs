@@ -1,0 +1,1235 @@
+//! [`DockerRuntime`]: the [`Runtime`] on the local Docker engine, through bollard.
+//!
+//! It owns one bollard client (a cheap handle over the engine's Unix socket) and translates:
+//! a [`ContainerSpec`] into Docker's create body, Docker's inspect into [`ContainerInfo`], and
+//! engine errors into [`RuntimeError`]. The translations are pure functions, tested below
+//! without an engine; the calls themselves are tested against the real engine by
+//! `testnet/tests/docker_runtime.rs`.
+//!
+//! Nothing here pulls images or sets an engine restart policy: the node agent decides restarts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerStatsResponse, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions,
+    MountType, NetworkCreateRequest, PortBinding as DockerPortBinding, RestartPolicy,
+    RestartPolicyNameEnum, Volume, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, KillContainerOptions,
+    ListContainersOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, ResizeExecOptions, StartContainerOptions, StatsOptions,
+    StopContainerOptions,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use tracing::{debug, instrument};
+
+use super::{
+    ByteStream, ContainerInfo, ContainerSpec, ContainerState, EXEC_OUTPUT_CAP, ExecChunk,
+    ExecOutput, ExecSession, ExecSpec, LogOptions, MountSpec, PortBinding, Protocol, Runtime,
+    RuntimeError, Stats, VolumeInfo, VolumeSpec,
+};
+
+/// Where bollard's `connect_with_local_defaults` looks when `DOCKER_HOST` names no socket.
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Label put on the networks shoal creates, so that they can be told apart from the user's.
+const NETWORK_LABEL: &str = "shoal.network";
+
+/// How long an engine call may take before the engine counts as unavailable; `stop` adds the
+/// grace period to it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Inspects in flight at once while listing: enough to hide the round trips, few enough not to
+/// crowd the engine.
+const LIST_CONCURRENCY: usize = 8;
+
+/// The local Docker engine. Cloning shares the connection.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    /// The engine's address, for error messages.
+    address: String,
+    /// Serializes `ensure_network` within this process: Docker (API 1.41) lets two concurrent
+    /// creates make two networks of the same name, after which the name is ambiguous.
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` when it names a `unix://` socket, else
+    /// `/var/run/docker.sock`) and agrees on the API version, so an unreachable engine is
+    /// reported here rather than at the first container call.
+    #[instrument(err)]
+    pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
+        let address = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| h.starts_with("unix://"))
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| map_error(&address, e, Target::Engine))?
+            .with_timeout(CALL_TIMEOUT);
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| map_error(&address, e, Target::Engine))?;
+        let version = docker.client_version();
+        debug!(%address, api = %version, "connected to the Docker engine");
+        Ok(DockerRuntime {
+            docker,
+            address,
+            network_lock: Default::default(),
+        })
+    }
+
+    /// The bollard client, for the few callers (tests, image import) that need more than the
+    /// trait offers.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn err<'a>(&'a self, target: Target<'a>) -> impl Fn(BollardError) -> RuntimeError + 'a {
+        move |e| map_error(&self.address, e, target)
+    }
+}
+
+/// What a failed call was about, to name it in the error.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Engine,
+    Object(&'a str),
+    Create {
+        image: &'a str,
+        network: Option<&'a str>,
+    },
+}
+
+/// Translates a bollard error. 404 names the object (or, at create, the image or network),
+/// 409 and port clashes are conflicts, failures to connect are `Unavailable`.
+fn map_error(address: &str, err: BollardError, target: Target<'_>) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => match (status_code, target) {
+            (404, Target::Create { image, network }) => {
+                let lower = message.to_ascii_lowercase();
+                if lower.contains("image") {
+                    RuntimeError::ImageNotFound {
+                        image: image.to_string(),
+                    }
+                } else if let (Some(net), true) = (network, lower.contains("network")) {
+                    RuntimeError::NotFound {
+                        id: format!("network {net}"),
+                    }
+                } else {
+                    RuntimeError::Other { message }
+                }
+            }
+            // A container whose network is gone fails at start with the network's name.
+            (404, Target::Object(_)) if missing_network(&message).is_some() => {
+                RuntimeError::NotFound {
+                    id: missing_network(&message).unwrap_or_default(),
+                }
+            }
+            (404, Target::Object(id)) => RuntimeError::NotFound { id: id.to_string() },
+            (409, _) => RuntimeError::Conflict { message },
+            (_, _)
+                if message.contains("port is already allocated")
+                    || message.contains("address already in use") =>
+            {
+                RuntimeError::Conflict { message }
+            }
+            (code, _) => RuntimeError::Other {
+                message: format!("{message} (HTTP {code})"),
+            },
+        },
+        BollardError::SocketNotFoundError(_) => unavailable(address, "no such socket"),
+        BollardError::RequestTimeoutError => {
+            unavailable(address, "the engine did not answer in time")
+        }
+        BollardError::HyperLegacyError { err } if err.is_connect() => {
+            unavailable(address, &source_chain(&err))
+        }
+        BollardError::IOError { err }
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            unavailable(address, &err.to_string())
+        }
+        other => RuntimeError::Other {
+            message: source_chain(&other),
+        },
+    }
+}
+
+/// `network X not found` → `network X`.
+fn missing_network(message: &str) -> Option<String> {
+    let name = message
+        .strip_prefix("network ")?
+        .strip_suffix(" not found")?;
+    Some(format!("network {name}"))
+}
+
+fn unavailable(address: &str, why: &str) -> RuntimeError {
+    RuntimeError::Unavailable {
+        message: format!(
+            "cannot reach the Docker engine at {address} ({why}): is dockerd running?"
+        ),
+    }
+}
+
+/// An error with its causes, `a: b: c`, because hyper's top-level messages say little.
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = e.source();
+    }
+    s
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    #[instrument(skip(self), err)]
+    async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let _guard = self.network_lock.lock().await;
+        match self
+            .docker
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(self.err(Target::Object(name))(e)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                NETWORK_LABEL.to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => {
+                debug!(network = name, "created network");
+                Ok(())
+            }
+            // Another process made it meanwhile: that is what we wanted.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(Target::Object(name))(e)),
+        }
+    }
+
+    #[instrument(skip(self), err)]
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .remove_network(name)
+            .await
+            .map_err(self.err(Target::Object(name)))
+    }
+
+    #[instrument(skip(self), err)]
+    async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(self.err(Target::Object(image))(e)),
+        }
+    }
+
+    #[instrument(skip(self, spec), fields(name = %spec.name, image = %spec.image), err)]
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+            .map_err(self.err(Target::Create {
+                image: &spec.image,
+                network: spec.network.as_deref(),
+            }))?;
+        for warning in &created.warnings {
+            tracing::warn!(name = %spec.name, %warning, "docker create");
+        }
+        Ok(created.id)
+    }
+
+    #[instrument(skip(self), err)]
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(self.err(Target::Object(id)))
+    }
+
+    #[instrument(skip(self), err)]
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        // Docker takes whole seconds; round up so that a grace is never cut short.
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(secs).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        // The engine answers once the container has stopped, so the call may take the whole
+        // grace period.
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(CALL_TIMEOUT + Duration::from_secs(secs));
+        docker
+            .stop_container(id, Some(options))
+            .await
+            .map_err(self.err(Target::Object(id)))
+    }
+
+    #[instrument(skip(self), err)]
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = KillContainerOptions {
+            signal: "KILL".into(),
+        };
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // "is not running": already where a kill would leave it.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(Target::Object(id))(e)),
+        }
+    }
+
+    #[instrument(skip(self), err)]
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(self.err(Target::Object(id)))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let resp = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(self.err(Target::Object(id)))?;
+        info_from_inspect(resp)
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: label_filters(labels),
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.err(Target::Engine))?;
+        // The summary lacks exit codes, OOM and start times: inspect each one, a few at a
+        // time, keeping the engine's order.
+        let inspected: Vec<Result<ContainerInfo, RuntimeError>> =
+            futures_util::stream::iter(summaries.into_iter().filter_map(|s| s.id))
+                .map(|id| async move { self.inspect(&id).await })
+                .buffered(LIST_CONCURRENCY)
+                .collect()
+                .await;
+        let mut out = Vec::with_capacity(inspected.len());
+        for r in inspected {
+            match r {
+                Ok(info) => out.push(info),
+                // Removed between the list and the inspect.
+                Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self), err)]
+    async fn logs(&self, id: &str, opts: &LogOptions) -> Result<ByteStream, RuntimeError> {
+        // Fail with NotFound now rather than as the stream's first item.
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(self.err(Target::Object(id)))?;
+        let address = self.address.clone();
+        let target_id = id.to_string();
+        let stream = self
+            .docker
+            .logs(id, Some(logs_options(opts)))
+            .map_ok(|chunk| chunk.into_bytes())
+            .map_err(move |e| map_error(&address, e, Target::Object(&target_id)));
+        Ok(stream.boxed())
+    }
+
+    #[instrument(skip(self), err)]
+    async fn exec_output(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {
+        let session = self
+            .exec(
+                id,
+                &ExecSpec {
+                    cmd: cmd.to_vec(),
+                    tty: false,
+                    stdin: false,
+                },
+            )
+            .await?;
+        let mut out = ExecOutput::default();
+        let mut output = session.output;
+        while let Some(chunk) = output.next().await {
+            let (buf, data) = match chunk? {
+                ExecChunk::Stdout(d) => (&mut out.stdout, d),
+                ExecChunk::Stderr(d) => (&mut out.stderr, d),
+            };
+            let room = EXEC_OUTPUT_CAP.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        // The output ends when the process does, but the engine may record the exit code a
+        // moment later.
+        let mut delay = Duration::from_millis(5);
+        for _ in 0..12 {
+            if let Some(code) = self.exec_exit_code(&session.exec_id).await? {
+                out.exit_code = code;
+                return Ok(out);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+        Err(RuntimeError::Other {
+            message: format!("exec {} ended without an exit code", session.exec_id),
+        })
+    }
+
+    #[instrument(skip(self), err)]
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecSession, RuntimeError> {
+        let config = ExecConfig {
+            attach_stdin: Some(spec.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(spec.tty),
+            cmd: Some(spec.cmd.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(self.err(Target::Object(id)))?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: spec.tty,
+            output_capacity: None,
+        };
+        let started = self
+            .docker
+            .start_exec(&created.id, Some(options))
+            .await
+            .map_err(self.err(Target::Object(&created.id)))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Other {
+                message: "the engine started the exec detached".into(),
+            });
+        };
+        let address = self.address.clone();
+        let exec_id = created.id.clone();
+        let output = output
+            .map_ok(|log| match log {
+                bollard::container::LogOutput::StdErr { message } => ExecChunk::Stderr(message),
+                other => ExecChunk::Stdout(other.into_bytes()),
+            })
+            .map_err(move |e| map_error(&address, e, Target::Object(&exec_id)))
+            .boxed();
+        Ok(ExecSession {
+            exec_id: created.id,
+            output,
+            input: spec.stdin.then_some(input),
+        })
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(self.err(Target::Object(exec_id)))?;
+        if inspect.running == Some(true) {
+            return Ok(None);
+        }
+        Ok(inspect.exit_code)
+    }
+
+    async fn exec_resize(
+        &self,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), RuntimeError> {
+        let options = ResizeExecOptions {
+            w: i32::from(width),
+            h: i32::from(height),
+        };
+        self.docker
+            .resize_exec(exec_id, options)
+            .await
+            .map_err(self.err(Target::Object(exec_id)))
+    }
+
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
+        let options = StatsOptions {
+            stream: false,
+            // One sample now, instead of the engine waiting a second for a CPU delta that we
+            // do not use.
+            one_shot: true,
+        };
+        let mut stream = self.docker.stats(id, Some(options));
+        match stream.next().await {
+            Some(Ok(resp)) => Ok(stats_from(&resp)),
+            Some(Err(e)) => Err(self.err(Target::Object(id))(e)),
+            None => Err(RuntimeError::Other {
+                message: format!("the engine sent no stats for {id}"),
+            }),
+        }
+    }
+
+    #[instrument(skip(self, spec), fields(name = %spec.name), err)]
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, RuntimeError> {
+        let request = VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            driver: Some(spec.driver.clone().unwrap_or_else(|| "local".into())),
+            driver_opts: Some(to_hash_map(&spec.driver_opts)),
+            labels: Some(to_hash_map(&spec.labels)),
+            ..Default::default()
+        };
+        let volume = self
+            .docker
+            .create_volume(request)
+            .await
+            .map_err(self.err(Target::Object(&spec.name)))?;
+        Ok(volume_info(volume))
+    }
+
+    #[instrument(skip(self), err)]
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+            .map_err(self.err(Target::Object(name)))
+    }
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        let options = ListVolumesOptions {
+            filters: label_filters(labels),
+        };
+        let resp = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(self.err(Target::Engine))?;
+        Ok(resp
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(volume_info)
+            .collect())
+    }
+}
+
+/// Docker's `label=k=v` filters; `None` (every object) for no labels.
+fn label_filters(labels: &[(&str, &str)]) -> Option<HashMap<String, Vec<String>>> {
+    if labels.is_empty() {
+        return None;
+    }
+    let values = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Some(HashMap::from([("label".to_string(), values)]))
+}
+
+fn to_hash_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn logs_options(opts: &LogOptions) -> LogsOptions {
+    LogsOptions {
+        follow: opts.follow,
+        stdout: true,
+        stderr: true,
+        since: opts
+            .since
+            .map(|s| i32::try_from(s.max(0)).unwrap_or(i32::MAX))
+            .unwrap_or(0),
+        until: 0,
+        timestamps: opts.timestamps,
+        tail: opts
+            .tail
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "all".into()),
+    }
+}
+
+/// Docker's create body for a spec. Pure.
+pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(DockerPortBinding {
+                host_ip: p.host_ip.clone(),
+                // An empty host port lets the engine choose a free one.
+                host_port: (p.host_port != 0).then(|| p.host_port.to_string()),
+            });
+    }
+    let mounts: Vec<Mount> = spec.mounts.iter().map(mount).collect();
+    let memory = spec
+        .memory_limit
+        .map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+    let host_config = HostConfig {
+        memory,
+        // Swap equal to the limit: no swap, so exceeding the limit is an OOM kill rather than
+        // a slow crawl, as Kubernetes behaves.
+        memory_swap: memory,
+        nano_cpus: spec.nano_cpus.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        network_mode: spec.network.clone(),
+        dns: (!spec.dns_servers.is_empty()).then(|| spec.dns_servers.clone()),
+        dns_search: (!spec.dns_search.is_empty()).then(|| spec.dns_search.clone()),
+        // The agent restarts containers itself (with back-off and counting); an engine policy
+        // would race it.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        // json-file always supports reading logs back (a daemon-wide journald or syslog
+        // driver might not), and rotation bounds the disk a chatty pod can use.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: spec.command.clone(),
+        cmd: spec.args.clone(),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(to_hash_map(&spec.labels)),
+        working_dir: spec.working_dir.clone(),
+        hostname: spec.hostname.clone(),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        stop_signal: spec.stop_signal.clone(),
+        stop_timeout: spec
+            .stop_grace
+            .map(|g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX)),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+fn mount(m: &MountSpec) -> Mount {
+    match m {
+        MountSpec::Bind {
+            host_path,
+            container_path,
+            read_only,
+        } => Mount {
+            typ: Some(MountType::BIND),
+            source: Some(host_path.clone()),
+            target: Some(container_path.clone()),
+            read_only: Some(*read_only),
+            ..Default::default()
+        },
+        MountSpec::Volume {
+            name,
+            container_path,
+            read_only,
+        } => Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(name.clone()),
+            target: Some(container_path.clone()),
+            read_only: Some(*read_only),
+            ..Default::default()
+        },
+        MountSpec::Tmpfs {
+            container_path,
+            size_bytes,
+        } => Mount {
+            typ: Some(MountType::TMPFS),
+            target: Some(container_path.clone()),
+            tmpfs_options: size_bytes.map(|s| MountTmpfsOptions {
+                size_bytes: Some(i64::try_from(s).unwrap_or(i64::MAX)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// Docker reports "never" as the zero time.
+fn engine_time(t: Option<String>) -> Option<String> {
+    t.filter(|s| !s.is_empty() && !s.starts_with("0001-01-01"))
+}
+
+/// `8080/tcp` → (8080, Tcp).
+fn parse_port_key(key: &str) -> Option<(u16, Protocol)> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    Some((port.parse().ok()?, Protocol::parse(proto)?))
+}
+
+/// Our view of Docker's inspect. Pure; fails only without an id.
+pub(crate) fn info_from_inspect(
+    resp: ContainerInspectResponse,
+) -> Result<ContainerInfo, RuntimeError> {
+    let id = resp.id.ok_or_else(|| RuntimeError::Other {
+        message: "the engine described a container without an id".into(),
+    })?;
+    let state = resp.state.unwrap_or_default();
+    let status = match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::STOPPING) => {
+            ContainerState::Running
+        }
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        Some(ContainerStateStatusEnum::EMPTY) | None => {
+            if state.running == Some(true) {
+                ContainerState::Running
+            } else if state.dead == Some(true) {
+                ContainerState::Dead
+            } else {
+                ContainerState::Created
+            }
+        }
+    };
+    let finished_at = engine_time(state.finished_at);
+    let exit_code = match status {
+        ContainerState::Exited | ContainerState::Dead => state.exit_code,
+        _ => None,
+    };
+    let config = resp.config.unwrap_or_default();
+    let network_mode = resp.host_config.and_then(|h| h.network_mode);
+    let settings = resp.network_settings.unwrap_or_default();
+    let networks: BTreeMap<String, String> = settings
+        .networks
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, ep)| Some((name, ep.ip_address.filter(|ip| !ip.is_empty())?)))
+        .collect();
+    // The network the spec asked for, else any (the default bridge).
+    let (network, ip) = network_mode
+        .as_ref()
+        .and_then(|n| networks.get_key_value(n))
+        .or_else(|| networks.iter().next())
+        .map(|(n, ip)| (Some(n.clone()), Some(ip.clone())))
+        .unwrap_or((network_mode.filter(|n| n != "default"), None));
+    let mut ports = Vec::new();
+    for (key, bound) in settings.ports.unwrap_or_default() {
+        let Some((container_port, protocol)) = parse_port_key(&key) else {
+            continue;
+        };
+        for b in bound.unwrap_or_default() {
+            let Some(host_port) = b.host_port.and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            ports.push(PortBinding {
+                container_port,
+                protocol,
+                host_ip: b.host_ip.unwrap_or_default(),
+                host_port,
+            });
+        }
+    }
+    ports.sort();
+    Ok(ContainerInfo {
+        id,
+        name: resp
+            .name
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default(),
+        image: config.image.unwrap_or_default(),
+        image_id: resp.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        state: status,
+        exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        error: state.error.filter(|e| !e.is_empty()),
+        started_at: engine_time(state.started_at),
+        finished_at,
+        network,
+        ip,
+        ports,
+        restart_count: resp
+            .restart_count
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0),
+    })
+}
+
+/// CPU total and memory without reclaimable page cache (the key differs between cgroup v1 and
+/// v2), as `docker stats` computes it. Pure.
+pub(crate) fn stats_from(resp: &ContainerStatsResponse) -> Stats {
+    let cpu_nanos = resp
+        .cpu_stats
+        .as_ref()
+        .and_then(|c| c.cpu_usage.as_ref())
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
+    let memory_bytes = resp
+        .memory_stats
+        .as_ref()
+        .map(|m| {
+            let usage = m.usage.unwrap_or(0);
+            let cache = m
+                .stats
+                .as_ref()
+                .and_then(|s| {
+                    s.get("inactive_file")
+                        .or_else(|| s.get("total_inactive_file"))
+                })
+                .copied()
+                .unwrap_or(0);
+            usage.saturating_sub(cache)
+        })
+        .unwrap_or(0);
+    Stats {
+        cpu_nanos,
+        memory_bytes,
+    }
+}
+
+fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        driver: v.driver,
+        labels: v.labels.into_iter().collect(),
+        options: v.options.into_iter().collect(),
+        mountpoint: v.mountpoint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use bollard::models::{
+        ContainerConfig, ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats,
+        ContainerState as DockerState, EndpointSettings, NetworkSettings,
+    };
+
+    fn full_spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "web-1".into(),
+            image: "shoal-test/echo:latest".into(),
+            command: Some(vec!["/shoal-echo".into()]),
+            args: Some(vec!["--port".into(), "9000".into()]),
+            env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+            labels: [("shoal.pod".to_string(), "web-1".to_string())].into(),
+            working_dir: Some("/tmp".into()),
+            hostname: Some("web-1".into()),
+            ports: vec![
+                super::super::PortSpec {
+                    container_port: 9000,
+                    protocol: Protocol::Tcp,
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: 0,
+                },
+                super::super::PortSpec {
+                    container_port: 53,
+                    protocol: Protocol::Udp,
+                    host_ip: None,
+                    host_port: 5353,
+                },
+            ],
+            mounts: vec![
+                MountSpec::Bind {
+                    host_path: "/srv/cfg".into(),
+                    container_path: "/etc/cfg".into(),
+                    read_only: true,
+                },
+                MountSpec::Volume {
+                    name: "data".into(),
+                    container_path: "/data".into(),
+                    read_only: false,
+                },
+                MountSpec::Tmpfs {
+                    container_path: "/scratch".into(),
+                    size_bytes: Some(1 << 20),
+                },
+            ],
+            memory_limit: Some(64 << 20),
+            nano_cpus: Some(500_000_000),
+            network: Some("shoal-node-1".into()),
+            dns_servers: vec!["10.0.0.1".into()],
+            dns_search: vec!["default.svc.shoal.home.arpa".into()],
+            stop_signal: Some("SIGTERM".into()),
+            stop_grace: Some(Duration::from_secs(30)),
+        }
+    }
+
+    #[test]
+    fn create_body_carries_the_whole_spec() {
+        let body = create_body(&full_spec());
+        assert_eq!(body.image.as_deref(), Some("shoal-test/echo:latest"));
+        assert_eq!(body.entrypoint, Some(vec!["/shoal-echo".to_string()]));
+        assert_eq!(
+            body.cmd,
+            Some(vec!["--port".to_string(), "9000".to_string()])
+        );
+        assert_eq!(body.env, Some(vec!["A=1".to_string(), "B=x=y".to_string()]));
+        assert_eq!(body.labels.unwrap()["shoal.pod"], "web-1");
+        assert_eq!(body.hostname.as_deref(), Some("web-1"));
+        assert_eq!(body.working_dir.as_deref(), Some("/tmp"));
+        assert_eq!(body.stop_signal.as_deref(), Some("SIGTERM"));
+        assert_eq!(body.stop_timeout, Some(30));
+        let mut exposed = body.exposed_ports.unwrap();
+        exposed.sort();
+        assert_eq!(exposed, vec!["53/udp".to_string(), "9000/tcp".to_string()]);
+
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.memory, Some(64 << 20));
+        assert_eq!(hc.memory_swap, Some(64 << 20));
+        assert_eq!(hc.nano_cpus, Some(500_000_000));
+        assert_eq!(hc.network_mode.as_deref(), Some("shoal-node-1"));
+        assert_eq!(hc.dns, Some(vec!["10.0.0.1".to_string()]));
+        assert_eq!(hc.dns_search.unwrap().len(), 1);
+        assert_eq!(
+            hc.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        let pb = hc.port_bindings.unwrap();
+        let tcp = pb["9000/tcp"].as_ref().unwrap();
+        assert_eq!(tcp[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(tcp[0].host_port, None, "0 lets the engine choose");
+        let udp = pb["53/udp"].as_ref().unwrap();
+        assert_eq!(udp[0].host_ip, None);
+        assert_eq!(udp[0].host_port.as_deref(), Some("5353"));
+
+        let mounts = hc.mounts.unwrap();
+        assert_eq!(mounts[0].typ, Some(MountType::BIND));
+        assert_eq!(mounts[0].source.as_deref(), Some("/srv/cfg"));
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[1].typ, Some(MountType::VOLUME));
+        assert_eq!(mounts[1].source.as_deref(), Some("data"));
+        assert_eq!(mounts[2].typ, Some(MountType::TMPFS));
+        assert_eq!(
+            mounts[2].tmpfs_options.as_ref().unwrap().size_bytes,
+            Some(1 << 20)
+        );
+    }
+
+    #[test]
+    fn create_body_of_a_minimal_spec_keeps_image_defaults() {
+        let body = create_body(&ContainerSpec {
+            name: "x".into(),
+            image: "img".into(),
+            ..Default::default()
+        });
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.cmd, None);
+        assert_eq!(body.exposed_ports, None);
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.port_bindings, None);
+        assert_eq!(hc.mounts, None);
+        assert_eq!(hc.memory, None);
+        assert_eq!(hc.network_mode, None);
+    }
+
+    #[test]
+    fn same_port_twice_is_exposed_once_with_two_bindings() {
+        let port = |ip: &str| super::super::PortSpec {
+            container_port: 80,
+            protocol: Protocol::Tcp,
+            host_ip: Some(ip.into()),
+            host_port: 8080,
+        };
+        let body = create_body(&ContainerSpec {
+            ports: vec![port("127.0.0.2"), port("127.0.0.3")],
+            ..Default::default()
+        });
+        assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_string()]));
+        let pb = body.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(pb["80/tcp"].as_ref().unwrap().len(), 2);
+    }
+
+    fn inspect_json() -> ContainerInspectResponse {
+        // Trimmed from a real `GET /containers/{id}/json` of engine 20.10 (API 1.41).
+        serde_json::from_str(
+            r#"{
+              "Id": "abc123",
+              "Name": "/web-1",
+              "Image": "sha256:feed",
+              "RestartCount": 0,
+              "State": {"Status": "exited", "Running": false, "Paused": false,
+                        "Restarting": false, "OOMKilled": true, "Dead": false, "Pid": 0,
+                        "ExitCode": 137, "Error": "",
+                        "StartedAt": "2026-11-25T18:00:00.123456789Z",
+                        "FinishedAt": "2026-11-25T18:00:05.5Z"},
+              "HostConfig": {"NetworkMode": "shoal-node-1"},
+              "Config": {"Image": "shoal-test/echo:latest",
+                         "Labels": {"shoal.pod": "web-1"}},
+              "NetworkSettings": {
+                "Ports": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"},
+                                       {"HostIp": "::", "HostPort": "49153"}],
+                          "9090/tcp": null},
+                "Networks": {"shoal-node-1": {"IPAddress": "172.20.0.2"},
+                             "bridge": {"IPAddress": ""}}
+              }
+            }"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn inspect_maps_to_info() {
+        let info = info_from_inspect(inspect_json()).unwrap();
+        assert_eq!(info.id, "abc123");
+        assert_eq!(info.name, "web-1");
+        assert_eq!(info.image, "shoal-test/echo:latest");
+        assert_eq!(info.image_id, "sha256:feed");
+        assert_eq!(info.labels["shoal.pod"], "web-1");
+        assert_eq!(info.state, ContainerState::Exited);
+        assert_eq!(info.exit_code, Some(137));
+        assert!(info.oom_killed);
+        assert_eq!(info.error, None);
+        assert_eq!(
+            info.started_at.as_deref(),
+            Some("2026-11-25T18:00:00.123456789Z")
+        );
+        assert_eq!(info.network.as_deref(), Some("shoal-node-1"));
+        assert_eq!(info.ip.as_deref(), Some("172.20.0.2"));
+        assert_eq!(info.ports.len(), 2);
+        let p = info.host_port(8080, Protocol::Tcp).unwrap();
+        assert_eq!((p.host_ip.as_str(), p.host_port), ("127.0.0.1", 49153));
+    }
+
+    #[test]
+    fn inspect_of_a_created_container() {
+        let resp = ContainerInspectResponse {
+            id: Some("c1".into()),
+            state: Some(DockerState {
+                status: Some(ContainerStateStatusEnum::CREATED),
+                exit_code: Some(0),
+                started_at: Some("0001-01-01T00:00:00Z".into()),
+                finished_at: Some("0001-01-01T00:00:00Z".into()),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig::default()),
+            network_settings: Some(NetworkSettings {
+                networks: Some(HashMap::from([(
+                    "bridge".to_string(),
+                    EndpointSettings::default(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let info = info_from_inspect(resp).unwrap();
+        assert_eq!(info.state, ContainerState::Created);
+        assert_eq!(info.exit_code, None, "no exit code before it ran");
+        assert_eq!(info.started_at, None);
+        assert_eq!(info.finished_at, None);
+        assert_eq!(info.ip, None);
+        assert!(info.ports.is_empty());
+    }
+
+    #[test]
+    fn inspect_without_id_is_an_error_not_a_panic() {
+        assert!(info_from_inspect(ContainerInspectResponse::default()).is_err());
+    }
+
+    #[test]
+    fn port_keys() {
+        assert_eq!(parse_port_key("8080/tcp"), Some((8080, Protocol::Tcp)));
+        assert_eq!(parse_port_key("53/udp"), Some((53, Protocol::Udp)));
+        assert_eq!(parse_port_key("80"), Some((80, Protocol::Tcp)));
+        assert_eq!(parse_port_key("80/sctp"), None);
+        assert_eq!(parse_port_key("x/tcp"), None);
+    }
+
+    #[test]
+    fn stats_subtract_the_page_cache() {
+        let resp = |key: &str| ContainerStatsResponse {
+            cpu_stats: Some(ContainerCpuStats {
+                cpu_usage: Some(ContainerCpuUsage {
+                    total_usage: Some(1_500),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            memory_stats: Some(ContainerMemoryStats {
+                usage: Some(10_000),
+                stats: Some(HashMap::from([(key.to_string(), 4_000)])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for key in ["inactive_file", "total_inactive_file"] {
+            assert_eq!(
+                stats_from(&resp(key)),
+                Stats {
+                    cpu_nanos: 1_500,
+                    memory_bytes: 6_000
+                }
+            );
+        }
+        assert_eq!(
+            stats_from(&ContainerStatsResponse::default()),
+            Stats::default()
+        );
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let server = |code: u16, msg: &str| BollardError::DockerResponseServerError {
+            status_code: code,
+            message: msg.into(),
+        };
+        let create = Target::Create {
+            image: "shoal-test/nope:1",
+            network: Some("net-a"),
+        };
+        assert_eq!(
+            map_error(
+                "sock",
+                server(404, "No such image: shoal-test/nope:1"),
+                create
+            ),
+            RuntimeError::ImageNotFound {
+                image: "shoal-test/nope:1".into()
+            }
+        );
+        assert_eq!(
+            map_error("sock", server(404, "network net-a not found"), create),
+            RuntimeError::NotFound {
+                id: "network net-a".into()
+            }
+        );
+        assert_eq!(
+            map_error(
+                "sock",
+                server(404, "No such container: c1"),
+                Target::Object("c1")
+            ),
+            RuntimeError::NotFound { id: "c1".into() }
+        );
+        assert_eq!(
+            map_error(
+                "sock",
+                server(404, "network net-b not found"),
+                Target::Object("c1")
+            ),
+            RuntimeError::NotFound {
+                id: "network net-b".into()
+            }
+        );
+        assert!(matches!(
+            map_error("sock", server(409, "name in use"), create),
+            RuntimeError::Conflict { .. }
+        ));
+        assert!(matches!(
+            map_error(
+                "sock",
+                server(
+                    500,
+                    "Bind for 127.0.0.1:80 failed: port is already allocated"
+                ),
+                Target::Object("c1")
+            ),
+            RuntimeError::Conflict { .. }
+        ));
+        assert!(matches!(
+            map_error("sock", server(500, "boom"), Target::Object("c1")),
+            RuntimeError::Other { .. }
+        ));
+        let e = map_error(
+            "unix:///nowhere.sock",
+            BollardError::SocketNotFoundError("/nowhere.sock".into()),
+            Target::Engine,
+        );
+        assert!(matches!(e, RuntimeError::Unavailable { .. }));
+        assert!(
+            e.to_string()
+                .contains("cannot reach the Docker engine at unix:///nowhere.sock")
+        );
+        assert!(e.to_string().contains("is dockerd running?"));
+        let refused = BollardError::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(matches!(
+            map_error("s", refused, Target::Engine),
+            RuntimeError::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn log_options() {
+        let o = logs_options(&LogOptions {
+            tail: Some(10),
+            since: Some(1_700_000_000),
+            follow: true,
+            timestamps: true,
+        });
+        assert_eq!(o.tail, "10");
+        assert_eq!(o.since, 1_700_000_000);
+        assert!(o.follow && o.timestamps && o.stdout && o.stderr);
+        assert_eq!(logs_options(&LogOptions::default()).tail, "all");
+    }
+
+    #[test]
+    fn label_filter_query() {
+        assert_eq!(label_filters(&[]), None);
+        let f = label_filters(&[("a", "1"), ("b", "2")]).unwrap();
+        assert_eq!(f["label"], vec!["a=1".to_string(), "b=2".to_string()]);
+    }
+}
