@@ -156,7 +156,12 @@ pub fn host_node_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
-    let first = raw.trim().split('.').next().unwrap_or("").to_ascii_lowercase();
+    let first = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let cleaned: String = first
         .chars()
         .map(|c| {
@@ -185,7 +190,11 @@ mod tests {
     fn file_overrides_only_what_it_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shoald.toml");
-        std::fs::write(&path, "api-listen = \"127.0.0.9:9000\"\nnode-name = \"pi-1\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "api-listen = \"127.0.0.9:9000\"\nnode-name = \"pi-1\"\n",
+        )
+        .unwrap();
         let c = Config::from_file(&path).unwrap();
         assert_eq!(c.api_listen.to_string(), "127.0.0.9:9000");
         assert_eq!(c.node_name, "pi-1");
@@ -215,7 +224,12 @@ mod tests {
             channel_size: 0,
             ..Config::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("channel-size"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("channel-size")
+        );
     }
 
     #[test]
