@@ -171,6 +171,7 @@ type Body = fn(&mut Doc, &Value, Options);
 fn body(kind: Kind) -> Body {
     match kind {
         Kind::Deployment => deployment,
+        Kind::ReplicaSet => statefulset,
         Kind::StatefulSet => statefulset,
         Kind::Pod => pod,
         Kind::Service => service,

@@ -346,6 +346,23 @@ const DEPLOYMENT: &[Column] = &[
     }),
 ];
 
+const REPLICASET: &[Column] = &[
+    col("NAME", name),
+    col("DESIRED", |v, _| count(v, "/spec/replicas")),
+    col("CURRENT", |v, _| count(v, "/status/replicas")),
+    col("READY", |v, _| count(v, "/status/readyReplicas")),
+    col("AGE", age),
+    wide("CONTAINERS", |v, _| {
+        containers_of(v, "/spec/template/spec/containers", "/name")
+    }),
+    wide("IMAGES", |v, _| {
+        containers_of(v, "/spec/template/spec/containers", "/image")
+    }),
+    wide("SELECTOR", |v, _| {
+        or_none(at(v, "/spec/selector").and_then(selector_text))
+    }),
+];
+
 const STATEFULSET: &[Column] = &[
     col("NAME", name),
     col("READY", |v, _| replicas_ready(v)),
@@ -581,6 +598,7 @@ const PVC: &[Column] = &[
 pub fn columns(kind: Kind) -> &'static [Column] {
     match kind {
         Kind::Deployment => DEPLOYMENT,
+        Kind::ReplicaSet => REPLICASET,
         Kind::StatefulSet => STATEFULSET,
         Kind::Pod => POD,
         Kind::Service => SERVICE,

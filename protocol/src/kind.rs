@@ -14,6 +14,7 @@ pub enum Kind {
     Service,
     Pod,
     Deployment,
+    ReplicaSet,
     StatefulSet,
 }
 
@@ -120,6 +121,18 @@ const KINDS: &[KindInfo] = &[
         appliable: true,
     },
     KindInfo {
+        kind: Kind::ReplicaSet,
+        name: "ReplicaSet",
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        singular: "replicaset",
+        short: &["rs"],
+        namespaced: true,
+        // Deployments own their ReplicaSets: one per template revision.
+        appliable: false,
+    },
+    KindInfo {
         kind: Kind::StatefulSet,
         name: "StatefulSet",
         group: "apps",
@@ -135,7 +148,7 @@ const KINDS: &[KindInfo] = &[
 impl Kind {
     /// Every kind, in the order in which a batch is applied (namespaces first, so that objects
     /// in the same file can live in a namespace the file creates).
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Node,
         Kind::ConfigMap,
@@ -144,6 +157,7 @@ impl Kind {
         Kind::Service,
         Kind::Pod,
         Kind::Deployment,
+        Kind::ReplicaSet,
         Kind::StatefulSet,
     ];
 
@@ -302,6 +316,7 @@ mod tests {
             ("po", Some(Kind::Pod)),
             ("pvc", Some(Kind::PersistentVolumeClaim)),
             ("no", Some(Kind::Node)),
+            ("rs", Some(Kind::ReplicaSet)),
             ("secret", Some(Kind::Secret)),
             ("widgets", None),
         ];

@@ -15,9 +15,12 @@
 //!   selectors, and int-or-string fields (`targetPort`, `maxSurge`).
 //! - [`validation`]: the rules of names, labels and every kind's fields.
 //! - [`error`]: field errors that name the path of what is wrong.
+//! - [`status`]: observed pod status, in Kubernetes' shape.
+//! - [`cluster`]: the cluster-state schema beyond user objects (pod slots).
 //! - [`api`]: the JSON shapes of the HTTP API.
 
 pub mod api;
+pub mod cluster;
 pub mod error;
 pub mod intstr;
 pub mod kind;
@@ -28,6 +31,7 @@ pub mod quantity;
 pub mod resource;
 pub mod selector;
 mod serde_util;
+pub mod status;
 pub mod validation;
 
 pub use error::{FieldError, ManifestErrors};

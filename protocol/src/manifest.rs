@@ -500,6 +500,7 @@ fn typed(kind: Kind, value: Value) -> Result<Resource, FieldError> {
         Kind::Service => Resource::Service(de(value)?),
         Kind::Pod => Resource::Pod(de(value)?),
         Kind::Deployment => Resource::Deployment(de(value)?),
+        Kind::ReplicaSet => Resource::ReplicaSet(de(value)?),
         Kind::StatefulSet => Resource::StatefulSet(de(value)?),
         Kind::Node => {
             return Err(FieldError::new(

@@ -25,6 +25,22 @@ pub struct ObjectMeta {
     pub resource_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+    /// The objects this one belongs to (a ReplicaSet's Deployment). Set by shoal's
+    /// controllers; ignored in manifests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// A link from an object to the object that owns it, as in Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OwnerReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller: bool,
 }
 
 /// Metadata fields that only the server sets: removed from manifests before they are read.
@@ -36,5 +52,6 @@ pub const SERVER_SET_METADATA: &[&str] = &[
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
     "managedFields",
+    "ownerReferences",
     "selfLink",
 ];

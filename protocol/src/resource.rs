@@ -5,7 +5,8 @@ use serde_json::Value;
 use crate::error::{FieldError, ManifestErrors};
 use crate::kind::Kind;
 use crate::kinds::{
-    ConfigMap, Deployment, Namespace, PersistentVolumeClaim, Pod, Secret, Service, StatefulSet,
+    ConfigMap, Deployment, Namespace, PersistentVolumeClaim, Pod, ReplicaSet, Secret, Service,
+    StatefulSet,
 };
 use crate::meta::ObjectMeta;
 
@@ -19,6 +20,7 @@ pub enum Resource {
     Service(Service),
     Pod(Pod),
     Deployment(Deployment),
+    ReplicaSet(ReplicaSet),
     StatefulSet(StatefulSet),
 }
 
@@ -32,6 +34,7 @@ macro_rules! each_variant {
             Resource::Service($r) => $body,
             Resource::Pod($r) => $body,
             Resource::Deployment($r) => $body,
+            Resource::ReplicaSet($r) => $body,
             Resource::StatefulSet($r) => $body,
         }
     };
@@ -47,6 +50,7 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::Pod(_) => Kind::Pod,
             Resource::Deployment(_) => Kind::Deployment,
+            Resource::ReplicaSet(_) => Kind::ReplicaSet,
             Resource::StatefulSet(_) => Kind::StatefulSet,
         }
     }

@@ -269,6 +269,14 @@ pub(crate) fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::Service(s) => validate_service(&mut e, s),
         Resource::Pod(p) => validate_pod(&mut e, p),
         Resource::Deployment(d) => validate_deployment(&mut e, d),
+        Resource::ReplicaSet(rs) => validate_workload(
+            &mut e,
+            Kind::ReplicaSet,
+            rs.spec.replicas,
+            &rs.spec.selector,
+            &rs.spec.template,
+            &[],
+        ),
         Resource::StatefulSet(s) => validate_stateful_set(&mut e, s),
     }
     e.0

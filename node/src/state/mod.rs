@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use automerge::{AutoCommit, ChangeHash};
 use serde_json::Value;
 use shoal_protocol::api::ApplyResult;
+use shoal_protocol::cluster::Slot;
 use shoal_protocol::{FieldError, Kind, Resource};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crypto::Sealer;
@@ -115,6 +116,8 @@ enum Command {
     Delete(Kind, Option<String>, String, Reply<Option<StoredObject>>),
     Digest(Reply<String>),
     Stats(Reply<Stats>),
+    Slots(Reply<Vec<Slot>>),
+    WriteSlots(Vec<Slot>, Vec<String>, Reply<()>),
 }
 
 /// A command executed, whose answer waits for the group's commit.
@@ -132,6 +135,8 @@ enum Pending {
         Result<Vec<StoredObject>, StateError>,
     ),
     Digest(Reply<String>, String),
+    Slots(Reply<Vec<Slot>>, Result<Vec<Slot>, StateError>),
+    Done(Reply<()>, Result<(), StateError>),
     /// Answered after the commit, so that the sizes include it.
     Stats(Reply<Stats>),
 }
@@ -140,6 +145,7 @@ enum Pending {
 #[derive(Clone)]
 pub struct StateHandle {
     tx: mpsc::Sender<Command>,
+    changes: watch::Receiver<u64>,
 }
 
 /// The task that owns the document and its files.
@@ -155,6 +161,9 @@ pub struct StateTask {
     must_compact: bool,
     /// At most this many queued commands go into one group commit.
     max_group: usize,
+    /// Counts committed changes, so that controllers and agents wake up on a write instead of
+    /// polling the document.
+    changes: watch::Sender<u64>,
 }
 
 /// Opens (or creates) the store in `config.data_dir`. A file that cannot be read or fails its
@@ -188,8 +197,12 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
     );
     let channel_size = config.channel_size.max(1);
     let (tx, rx) = mpsc::channel(channel_size);
+    let (changes, changes_rx) = watch::channel(0);
     Ok((
-        StateHandle { tx },
+        StateHandle {
+            tx,
+            changes: changes_rx,
+        },
         StateTask {
             rx,
             store,
@@ -197,6 +210,7 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
             persisted,
             must_compact: false,
             max_group: channel_size,
+            changes,
         },
     ))
 }
@@ -318,6 +332,27 @@ impl StateHandle {
     }
 
     /// Object count and on-disk sizes.
+    /// Every pod slot, sorted by namespace and pod.
+    pub async fn slots(&self) -> Result<Vec<Slot>, StateError> {
+        self.call(Command::Slots).await
+    }
+
+    /// Writes `puts` (whole slots; only differing fields are written) and removes the slots
+    /// with the keys `deletes` (`namespace/pod`), in one change.
+    pub async fn write_slots(
+        &self,
+        puts: Vec<Slot>,
+        deletes: Vec<String>,
+    ) -> Result<(), StateError> {
+        self.call(|reply| Command::WriteSlots(puts, deletes, reply))
+            .await
+    }
+
+    /// A receiver that changes after every committed write: wait on it with `changed()`.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
     pub async fn stats(&self) -> Result<Stats, StateError> {
         self.call(Command::Stats).await
     }
@@ -376,6 +411,10 @@ impl StateTask {
             }
             Command::Digest(reply) => Pending::Digest(reply, store.digest()),
             Command::Stats(reply) => Pending::Stats(reply),
+            Command::Slots(reply) => Pending::Slots(reply, store.slots()),
+            Command::WriteSlots(puts, deletes, reply) => {
+                Pending::Done(reply, store.write_slots(&puts, &deletes))
+            }
         }
     }
 
@@ -395,6 +434,8 @@ impl StateTask {
             Pending::Object(reply, result) => send(reply, result, failure),
             Pending::List(reply, result) => send(reply, result, failure),
             Pending::Digest(reply, digest) => send(reply, Ok(digest), failure),
+            Pending::Slots(reply, result) => send(reply, result, failure),
+            Pending::Done(reply, result) => send(reply, result, failure),
             Pending::Stats(reply) => {
                 let stats = self.stats();
                 send(reply, Ok(stats), failure)
@@ -448,6 +489,7 @@ impl StateTask {
                 self.files = Some(files);
                 self.persisted = heads;
                 self.must_compact = false;
+                self.changes.send_modify(|n| *n += 1);
                 Ok(())
             }
             Ok((files, Err(e), _)) => {

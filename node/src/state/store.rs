@@ -58,6 +58,8 @@ use shoal_protocol::api::{ApplyAction, ApplyResult};
 use shoal_protocol::meta::SERVER_SET_METADATA;
 use shoal_protocol::{FieldError, Kind};
 
+use shoal_protocol::cluster::Slot;
+
 use super::crypto::Sealer;
 use super::{StateError, StoredObject, ids, tree};
 
@@ -68,7 +70,7 @@ pub(crate) const SCHEMA: i64 = 1;
 const GENESIS_ACTOR: &[u8; 16] = b"shoal genesis v1";
 /// The kind maps of the genesis change. FROZEN: changing this list changes the genesis hash,
 /// and nodes with different geneses would hide each other's objects after a merge.
-const GENESIS_KINDS: [&str; 9] = [
+const GENESIS_KINDS: [&str; 11] = [
     "Namespace",
     "Node",
     "ConfigMap",
@@ -78,6 +80,8 @@ const GENESIS_KINDS: [&str; 9] = [
     "Pod",
     "Deployment",
     "StatefulSet",
+    "ReplicaSet",
+    "ControllerRevision",
 ];
 /// Top-level maps reserved for the scheduler and the leader roles (also frozen).
 const RESERVED_MAPS: [&str; 3] = ["slots", "leases", "nodes"];
@@ -285,6 +289,68 @@ impl Store {
             h.update(head.as_ref());
         }
         hex::encode(h.finalize())
+    }
+
+    fn slots_map(&self) -> Result<ObjId, StateError> {
+        match self.doc.get(ROOT, "slots").map_err(internal)? {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(internal("the document has no `slots` map")),
+        }
+    }
+
+    /// Every pod slot, sorted by key. A slot the document holds in a shape this version cannot
+    /// read (written by a newer node) is skipped with a warning rather than failing every read.
+    pub(crate) fn slots(&self) -> Result<Vec<Slot>, StateError> {
+        let map = self.slots_map()?;
+        let mut out = Vec::new();
+        for key in self.doc.keys(&map) {
+            let Some(v) =
+                tree::read_prop(&self.doc, &map, key.as_str().into()).map_err(internal)?
+            else {
+                continue;
+            };
+            match serde_json::from_value::<Slot>(v) {
+                Ok(slot) => out.push(slot),
+                Err(e) => tracing::warn!(slot = %key, error = %e, "unreadable slot skipped"),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes and removes slots in one change (none when nothing differs). Only the fields
+    /// that differ are written, so that two writers of different fields both keep theirs.
+    pub(crate) fn write_slots(
+        &mut self,
+        puts: &[Slot],
+        deletes: &[String],
+    ) -> Result<(), StateError> {
+        let map = self.slots_map()?;
+        for key in deletes {
+            if self
+                .doc
+                .get(&map, key.as_str())
+                .map_err(internal)?
+                .is_some()
+            {
+                self.doc.delete(&map, key.as_str()).map_err(internal)?;
+            }
+        }
+        for slot in puts {
+            let Value::Object(fields) = serde_json::to_value(slot).map_err(internal)? else {
+                return Err(internal("a slot is not a JSON object"));
+            };
+            let key = slot.key();
+            let obj = match self.doc.get(&map, key.as_str()).map_err(internal)? {
+                Some((automerge::Value::Object(ObjType::Map), id)) => id,
+                _ => self
+                    .doc
+                    .put_object(&map, key.as_str(), ObjType::Map)
+                    .map_err(internal)?,
+            };
+            tree::write_map(&mut self.doc, &obj, &fields).map_err(internal)?;
+        }
+        Ok(())
     }
 
     fn objects_map(&self) -> Result<ObjId, StateError> {

@@ -88,7 +88,7 @@ fn the_genesis_is_the_same_everywhere() {
     // Pinned: a change here splits clusters between versions (see `store` docs).
     assert_eq!(
         a.get_heads()[0].to_string(),
-        "110d6c621fd33b81c748fed245a75dadd26edebcd819a168f48233234ee2f5b3",
+        "4442f4423ecab1ca2e8b0441e9261d828e81b82515ebfbb4d04dc5582620f9aa",
         "the genesis change changed"
     );
 }
@@ -941,4 +941,50 @@ async fn group_commit_answers_every_queued_command() {
     shutdown.cancel();
     join.await.unwrap();
     assert!(matches!(handle.digest().await, Err(StateError::Stopped)));
+}
+
+fn slot(pod: &str, index: u32, node: &str) -> shoal_protocol::cluster::Slot {
+    shoal_protocol::cluster::Slot {
+        namespace: "default".into(),
+        pod: pod.into(),
+        owner_kind: "ReplicaSet".into(),
+        owner_name: "web-abc".into(),
+        index,
+        revision: "abc".into(),
+        node: node.into(),
+    }
+}
+
+#[tokio::test]
+async fn slots_are_written_read_removed_and_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Running::start(dir.path());
+    let h = &node.handle;
+    let mut changes = h.subscribe();
+    let before = *changes.borrow_and_update();
+
+    let a = slot("web-abc-0", 0, "n1");
+    let b = slot("web-abc-1", 1, "n2");
+    h.write_slots(vec![b.clone(), a.clone()], vec![]).await.unwrap();
+    assert_eq!(h.slots().await.unwrap(), vec![a.clone(), b.clone()]);
+    assert!(changes.has_changed().unwrap(), "a write wakes subscribers");
+    assert!(*changes.borrow_and_update() > before);
+
+    // Writing the same slots again changes nothing: no new heads, nobody woken.
+    let digest = h.digest().await.unwrap();
+    h.write_slots(vec![a.clone(), b.clone()], vec![]).await.unwrap();
+    assert_eq!(h.digest().await.unwrap(), digest);
+    assert!(!changes.has_changed().unwrap());
+
+    // Moving a slot rewrites only its node; removing one by key.
+    let moved = slot("web-abc-0", 0, "n3");
+    h.write_slots(vec![moved.clone()], vec![b.key(), "default/absent".into()])
+        .await
+        .unwrap();
+    assert_eq!(h.slots().await.unwrap(), vec![moved.clone()]);
+    node.stop().await;
+
+    let node = Running::start(dir.path());
+    assert_eq!(node.handle.slots().await.unwrap(), vec![moved]);
+    node.stop().await;
 }

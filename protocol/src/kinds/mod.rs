@@ -31,6 +31,6 @@ pub use self::service::{
 };
 pub use self::workloads::{
     Deployment, DeploymentSpec, DeploymentStrategy, DeploymentStrategyType, PodManagementPolicy,
-    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec,
-    StatefulSetUpdateStrategy, StatefulSetUpdateStrategyType,
+    ReplicaSet, ReplicaSetSpec, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy,
+    StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy, StatefulSetUpdateStrategyType,
 };

@@ -110,6 +110,36 @@ impl Deployment {
     }
 }
 
+/// A ReplicaSet (`apps/v1`): the pods of one template revision of a Deployment. shoal's
+/// Deployment controller creates and scales them; users do not apply them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaSet {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ReplicaSetSpec,
+}
+
+/// How many pods of which template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaSetSpec {
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_ready_seconds: i32,
+}
+
+impl ReplicaSet {
+    /// Nothing depends on other fields beyond the pod template's defaults.
+    pub fn default_fields(&mut self) {
+        self.spec.template.spec.default_fields();
+    }
+}
+
 /// A StatefulSet (`apps/v1`): replicas with stable names (`<name>-0`, `<name>-1`...) and
 /// their own volumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
