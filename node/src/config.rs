@@ -2,7 +2,7 @@
 //! overridden by `SHOAL_*` environment variables and flags (the binary does that layering),
 //! then checked by [`Config::validate`] with messages that name the setting.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,9 @@ pub struct Config {
     pub node_name: String,
     /// Where the HTTP API listens.
     pub api_listen: SocketAddr,
+    /// The address other nodes and LAN clients use for this node, and where container ports
+    /// are published. Unset: the address of the interface of the default route.
+    pub advertise: Option<IpAddr>,
     /// The largest request body the API accepts, in bytes.
     pub api_max_body_bytes: usize,
     /// The bounded size of every internal command channel.
@@ -43,6 +46,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             node_name: String::new(),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            advertise: None,
             api_max_body_bytes: 4 * 1024 * 1024,
             channel_size: 256,
             shutdown_timeout_secs: 10,
@@ -139,6 +143,25 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+impl Config {
+    /// The advertise address in force: the setting, else the address of the interface that
+    /// the default route leaves from, else loopback (a machine with no network).
+    pub fn advertise_addr(&self) -> IpAddr {
+        self.advertise
+            .or_else(default_route_addr)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+}
+
+/// The local address the kernel picks for a route to a TEST-NET address: connecting a UDP
+/// socket only looks up the route; it sends no packet.
+fn default_route_addr() -> Option<IpAddr> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// A DNS-1123 label: what node names must be, since they become DNS names later.

@@ -11,6 +11,7 @@
 //! - [`state`]: the desired-state store: one automerge document, persisted, secrets encrypted.
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
+//! - [`pods`]: pods as users see them: slots joined with their owner's template and status.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod identity;
 pub mod observed;
+pub mod pods;
 pub mod runtime;
 pub mod state;
 pub mod time;
@@ -67,21 +69,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             source,
         })?;
     let api_addr = listener.local_addr().map_err(NodeError::Serve)?;
+    // The container engine, connected in the background: without one the node still serves
+    // its API and state, and its agent reports the engine as unreachable.
+    let engine = runtime::Engine::pending();
 
     let (cpus, memory_bytes) = observed::host_capacity();
     let now = time::unix_now();
-    let (observed, heartbeat) = observed::start(
+    let (observed, _pod_reporter, heartbeat) = observed::start(
         observed::NodeRecord {
             name: identity.node_name.clone(),
             version: 0,
-            address: api_addr.ip().to_string(),
+            address: config.advertise_addr().to_string(),
             shoal_version: shoal_protocol::VERSION.to_string(),
             cpus,
             memory_bytes,
             started_at: now,
             heartbeat_at: now,
+            pods: Default::default(),
         },
         Duration::from_millis(config.heartbeat_interval_ms),
+        config.channel_size,
     );
 
     // Tasks stop on `stop`, which follows the caller's token; a failing part cancels it too.
@@ -89,6 +96,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let tracker = TaskTracker::new();
     tracker.spawn(state_task.run(stop.clone()));
     tracker.spawn(heartbeat.run(stop.clone()));
+    tracker.spawn(
+        engine
+            .clone()
+            .connect_docker(Duration::from_secs(5), stop.clone()),
+    );
     let router = api::router(
         api::ApiState {
             state,
@@ -96,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             token: Arc::from(identity.admin_token.as_str()),
             cluster_id: Arc::from(identity.cluster_id.as_str()),
             node_name: Arc::from(identity.node_name.as_str()),
+            engine: engine.clone(),
         },
         config.api_max_body_bytes,
     );

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub token: Arc<str>,
     pub cluster_id: Arc<str>,
     pub node_name: Arc<str>,
+    /// The container engine of this node, for logs and exec.
+    pub engine: crate::runtime::Engine,
 }
 
 /// Builds the router; tests call it directly.

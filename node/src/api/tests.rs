@@ -31,7 +31,7 @@ fn harness() -> Harness {
     .unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(task.run(stop.clone()));
-    let (observed, _hb) = observed::start(
+    let (observed, _reporter, _hb) = observed::start(
         NodeRecord {
             name: "n1".into(),
             version: 1,
@@ -41,8 +41,10 @@ fn harness() -> Harness {
             memory_bytes: 2 << 30,
             started_at: 0,
             heartbeat_at: 0,
+            pods: Default::default(),
         },
         Duration::from_secs(1),
+        4,
     );
     let router = router(
         ApiState {
@@ -51,6 +53,9 @@ fn harness() -> Harness {
             token: Arc::from(TOKEN),
             cluster_id: Arc::from("c1"),
             node_name: Arc::from("n1"),
+            engine: crate::runtime::Engine::ready(Arc::new(crate::runtime::SimRuntime::new([
+                "shoal-test/echo:latest",
+            ]))),
         },
         64 * 1024,
     );

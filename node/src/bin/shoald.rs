@@ -25,6 +25,10 @@ struct Flags {
     /// Where the HTTP API listens [default: 127.0.0.1:7070].
     #[arg(long, env = "SHOAL_API_LISTEN")]
     api_listen: Option<SocketAddr>,
+    /// The address other nodes and clients use for this node, where container ports are
+    /// published [default: the address of the default route's interface].
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    advertise: Option<std::net::IpAddr>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -44,6 +48,9 @@ impl Flags {
         }
         if let Some(v) = self.api_listen {
             config.api_listen = v;
+        }
+        if let Some(v) = self.advertise {
+            config.advertise = Some(v);
         }
         match self.log_format.as_deref() {
             Some("json") => config.log_format = LogFormat::Json,

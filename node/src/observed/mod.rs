@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use shoal_protocol::status::PodStatus;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::time::unix_now;
@@ -33,6 +34,9 @@ pub struct NodeRecord {
     pub started_at: i64,
     /// The owner's wall clock at its last heartbeat (seconds since the Unix epoch).
     pub heartbeat_at: i64,
+    /// The status of every pod the node runs, by `namespace/pod`.
+    #[serde(default)]
+    pub pods: BTreeMap<String, PodStatus>,
 }
 
 impl NodeRecord {
@@ -63,22 +67,64 @@ impl ObservedHandle {
     }
 }
 
+impl ObservedHandle {
+    /// The status of one pod, wherever it runs, with the node that reported it.
+    pub fn pod(&self, key: &str) -> Option<(String, PodStatus)> {
+        self.snapshot()
+            .values()
+            .find_map(|r| r.pods.get(key).map(|p| (r.name.clone(), p.clone())))
+    }
+
+    /// A receiver that changes whenever a record does.
+    pub fn subscribe(&self) -> watch::Receiver<Observed> {
+        self.rx.clone()
+    }
+}
+
+/// Where the node agent reports the pods of this node: the whole set each time, so a pod
+/// that is gone simply leaves it.
+#[derive(Clone)]
+pub struct PodReporter {
+    tx: mpsc::Sender<BTreeMap<String, PodStatus>>,
+}
+
+impl PodReporter {
+    /// Replaces this node's pod statuses. Waits when the heartbeat task is busy; fails only
+    /// when it has stopped (shutdown).
+    pub async fn report(&self, pods: BTreeMap<String, PodStatus>) -> Result<(), Stopped> {
+        self.tx.send(pods).await.map_err(|_| Stopped)
+    }
+}
+
+/// The observed-state task has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the observed-state task has stopped")]
+pub struct Stopped;
+
 /// The task that keeps this node's own record fresh.
 pub struct Heartbeat {
     tx: watch::Sender<Observed>,
+    pods: mpsc::Receiver<BTreeMap<String, PodStatus>>,
     record: NodeRecord,
     interval: Duration,
 }
 
 /// Creates the store with this node's first record.
-pub fn start(record: NodeRecord, interval: Duration) -> (ObservedHandle, Heartbeat) {
+pub fn start(
+    record: NodeRecord,
+    interval: Duration,
+    channel_size: usize,
+) -> (ObservedHandle, PodReporter, Heartbeat) {
     let mut map = BTreeMap::new();
     map.insert(record.name.clone(), record.clone());
     let (tx, rx) = watch::channel(Arc::new(map));
+    let (pods_tx, pods) = mpsc::channel(channel_size.max(1));
     (
         ObservedHandle { rx },
+        PodReporter { tx: pods_tx },
         Heartbeat {
             tx,
+            pods,
             record,
             interval,
         },
@@ -93,6 +139,11 @@ impl Heartbeat {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                pods = self.pods.recv() => match pods {
+                    Some(pods) if pods != self.record.pods => self.record.pods = pods,
+                    Some(_) => continue,
+                    None => break,
+                },
                 _ = tick.tick() => {}
             }
             self.record.version += 1;
@@ -138,6 +189,7 @@ mod tests {
             memory_bytes: 1,
             started_at: 0,
             heartbeat_at: 0,
+            pods: BTreeMap::new(),
         }
     }
 
@@ -164,12 +216,28 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn heartbeat_bumps_version() {
-        let (h, hb) = start(rec(0, "a"), Duration::from_secs(1));
+        let (h, reporter, hb) = start(rec(0, "a"), Duration::from_secs(1), 4);
         let stop = CancellationToken::new();
         let task = tokio::spawn(hb.run(stop.clone()));
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let v = h.snapshot().get("n1").unwrap().version;
         assert!(v >= 2, "version {v}");
+        let mut pods = BTreeMap::new();
+        pods.insert(
+            "default/web-0".to_string(),
+            PodStatus {
+                phase: "Running".into(),
+                ..PodStatus::default()
+            },
+        );
+        reporter.report(pods).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (node, pod) = h.pod("default/web-0").unwrap();
+        assert_eq!((node.as_str(), pod.phase.as_str()), ("n1", "Running"));
+        assert!(
+            h.snapshot().get("n1").unwrap().version > v,
+            "a report bumps the version"
+        );
         stop.cancel();
         task.await.unwrap();
     }

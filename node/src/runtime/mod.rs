@@ -14,6 +14,7 @@
 //! stats), each through an `Arc<dyn Runtime>`.
 
 mod docker;
+mod engine;
 mod sim;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
 pub use docker::DockerRuntime;
+pub use engine::Engine;
 pub use sim::{ExecHandler, SimRuntime};
 
 /// Why a runtime call failed. Cheap to clone so that the simulated runtime can replay an

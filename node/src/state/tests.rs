@@ -965,14 +965,18 @@ async fn slots_are_written_read_removed_and_persisted() {
 
     let a = slot("web-abc-0", 0, "n1");
     let b = slot("web-abc-1", 1, "n2");
-    h.write_slots(vec![b.clone(), a.clone()], vec![]).await.unwrap();
+    h.write_slots(vec![b.clone(), a.clone()], vec![])
+        .await
+        .unwrap();
     assert_eq!(h.slots().await.unwrap(), vec![a.clone(), b.clone()]);
     assert!(changes.has_changed().unwrap(), "a write wakes subscribers");
     assert!(*changes.borrow_and_update() > before);
 
     // Writing the same slots again changes nothing: no new heads, nobody woken.
     let digest = h.digest().await.unwrap();
-    h.write_slots(vec![a.clone(), b.clone()], vec![]).await.unwrap();
+    h.write_slots(vec![a.clone(), b.clone()], vec![])
+        .await
+        .unwrap();
     assert_eq!(h.digest().await.unwrap(), digest);
     assert!(!changes.has_changed().unwrap());
 
