@@ -12,11 +12,13 @@
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`pods`]: pods as users see them: slots joined with their owner's template and status.
+//! - [`controllers`]: Deployments into ReplicaSets, ReplicaSets and Pods into slots.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod api;
 pub mod config;
+pub mod controllers;
 pub mod identity;
 pub mod observed;
 pub mod pods;

@@ -75,6 +75,21 @@ impl ObservedHandle {
             .find_map(|r| r.pods.get(key).map(|p| (r.name.clone(), p.clone())))
     }
 
+    /// Every reported pod status, by `namespace/pod`. A pod two nodes report (one still
+    /// stopping it) keeps the report of the node whose heartbeat is newer.
+    pub fn pods(&self) -> BTreeMap<String, PodStatus> {
+        let snapshot = self.snapshot();
+        let mut records: Vec<&NodeRecord> = snapshot.values().collect();
+        records.sort_by_key(|r| r.heartbeat_at);
+        let mut out = BTreeMap::new();
+        for r in records {
+            for (k, p) in &r.pods {
+                out.insert(k.clone(), p.clone());
+            }
+        }
+        out
+    }
+
     /// A receiver that changes whenever a record does.
     pub fn subscribe(&self) -> watch::Receiver<Observed> {
         self.rx.clone()
