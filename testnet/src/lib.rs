@@ -5,7 +5,37 @@
 //! and through the `shoal` binary ([`Node::cli`]). Every address used is on loopback.
 //! [`image`] builds the test container image `shoal-test/echo:latest` that tests run.
 
+pub mod bench;
+pub mod cleanup;
 pub mod image;
 mod process;
 
+pub use cleanup::DockerCleanup;
 pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with the last
+/// thing `describe` says about the state (tests never sleep a fixed time).
+pub fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            let detail = last_err
+                .map(|e| format!(": last error: {e:#}"))
+                .unwrap_or_default();
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}{detail}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

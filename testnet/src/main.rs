@@ -29,10 +29,27 @@ enum Cmd {
         #[arg(long, default_value = "node-1")]
         name: String,
     },
+    /// Benchmarks with real processes and the real engine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
     /// The test container image.
     Image {
         #[command(subcommand)]
         command: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Apply of a Deployment until every replica serves HTTP, against raw engine
+    /// create + start of the same image until each serves.
+    ApplyToServing {
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
     },
 }
 
@@ -61,6 +78,9 @@ fn main() -> anyhow::Result<()> {
             node.stop()?;
             Ok(())
         }
+        Cmd::Bench {
+            command: BenchCmd::ApplyToServing { replicas, runs },
+        } => shoal_testnet::bench::apply_to_serving(replicas, runs),
         Cmd::Image {
             command: ImageCmd::Build,
         } => {

@@ -140,6 +140,7 @@ impl Node {
             .arg(&self.opts.data_dir)
             .args(["--node-name", &self.opts.name])
             .args(["--api-listen", &self.api_addr.to_string()])
+            .args(["--advertise", &self.opts.ip])
             .args(&self.opts.extra_args)
             .env("SHOAL_LOG", "info")
             .stdin(Stdio::null())
@@ -193,6 +194,18 @@ impl Node {
             .with_context(|| format!("cannot read {}", p.display()))?
             .trim()
             .to_string())
+    }
+
+    /// The id of the node's cluster (from its data directory).
+    pub fn cluster_id(&self) -> anyhow::Result<String> {
+        let p = self.opts.data_dir.join("cluster.json");
+        let v: Value = serde_json::from_slice(
+            &fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?;
+        v["clusterId"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{} has no clusterId", p.display()))
     }
 
     /// Everything the node logged so far.

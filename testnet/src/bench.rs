@@ -1,0 +1,144 @@
+//! Benchmarks that need real processes and the real engine. Each prints shoal's figure next
+//! to its anchor measured in the same run on the same machine.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use shoal_node::runtime::{ContainerSpec, DockerRuntime, PortSpec, Protocol, Runtime};
+
+use crate::{DockerCleanup, Node, NodeOptions, wait_until};
+
+const IMAGE: &str = "shoal-test/echo:latest";
+
+/// Whether an HTTP GET of `/` on 127.0.0.1:`port` answers 200.
+fn serves(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read(&mut buf)
+        .is_ok_and(|n| n >= 12 && &buf[9..12] == b"200")
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Apply → every replica serving HTTP, through one `shoald`, against raw engine
+/// `create` + `start` of the same image until each container serves, alternating runs so that
+/// both see the same machine load. Prints a table row per figure.
+pub fn apply_to_serving(replicas: u32, runs: u32) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::image::ensure_echo_image())?;
+    let docker = Arc::new(rt.block_on(DockerRuntime::connect())?);
+    let dir = tempfile::tempdir()?;
+    let node = Node::start(NodeOptions::new("bench", &dir.path().join("bench")))?;
+    let _cleanup = DockerCleanup::new(&node.cluster_id()?);
+
+    let (mut shoal, mut raw) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        shoal.push(shoal_run(&node, replicas, run)?);
+        raw.push(rt.block_on(raw_run(&docker, replicas, run))?);
+    }
+    let (s, r) = (median(shoal.clone()), median(raw.clone()));
+    println!("replicas: {replicas}, runs: {runs}");
+    println!("shoal apply -> all serving, median: {s:?} (all: {shoal:?})");
+    println!("raw create+start -> all serving, median: {r:?} (all: {raw:?})");
+    println!(
+        "ratio shoal / raw: {:.2}",
+        s.as_secs_f64() / r.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+fn shoal_run(node: &Node, replicas: u32, run: u32) -> anyhow::Result<Duration> {
+    let name = format!("bench{run}");
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers: [{{name: echo, image: \"{IMAGE}\", ports: [{{containerPort: 8080}}]}}]\n"
+    );
+    let api = node.api()?;
+    let start = Instant::now();
+    let (code, body) = api.apply(&manifest)?;
+    if code != 200 {
+        bail!("apply failed: {body}");
+    }
+    wait_until(Duration::from_secs(120), "all replicas serving", || {
+        let (_, list) = api.get(&format!(
+            "/api/v1/namespaces/default/pods?labelSelector=app%3D{name}"
+        ))?;
+        let ports: Vec<u16> = list["items"]
+            .as_array()
+            .map(|items| items.iter().filter_map(port_of).collect())
+            .unwrap_or_default();
+        Ok((ports.len() == replicas as usize && ports.iter().all(|p| serves(*p))).then_some(()))
+    })?;
+    let took = start.elapsed();
+    api.delete(&format!(
+        "/apis/apps/v1/namespaces/default/deployments/{name}"
+    ))?;
+    Ok(took)
+}
+
+fn port_of(pod: &Value) -> Option<u16> {
+    pod["status"]["hostPorts"]
+        .as_array()?
+        .first()?
+        .get("hostPort")?
+        .as_u64()
+        .map(|p| p as u16)
+}
+
+async fn raw_run(docker: &DockerRuntime, replicas: u32, run: u32) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..replicas {
+        let spec = ContainerSpec {
+            name: format!("shoal-bench-raw-{}-{run}-{i}", std::process::id()),
+            image: IMAGE.into(),
+            labels: BTreeMap::from([("shoal.bench".to_string(), "raw".to_string())]),
+            ports: vec![PortSpec {
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+                host_ip: Some("127.0.0.1".into()),
+                host_port: 0,
+            }],
+            ..ContainerSpec::default()
+        };
+        let id = docker.create(&spec).await.context("create")?;
+        docker.start(&id).await.context("start")?;
+        ids.push(id);
+    }
+    let mut ports = Vec::new();
+    for id in &ids {
+        let info = docker.inspect(id).await?;
+        let port = info
+            .host_port(8080, Protocol::Tcp)
+            .map(|b| b.host_port)
+            .context("no published port")?;
+        ports.push(port);
+    }
+    while !ports.iter().all(|p| serves(*p)) {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("raw containers did not serve within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    for id in ids {
+        let _ = docker.remove(&id).await;
+    }
+    Ok(took)
+}

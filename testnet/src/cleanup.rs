@@ -1,0 +1,71 @@
+//! Removing what a test's nodes left in the Docker engine, even when the test fails.
+
+use std::process::{Command, Stdio};
+
+/// Removes, when dropped, every container labelled with the cluster id, and the named volumes
+/// given. Uses the `docker` CLI so that it works from `Drop` without an async runtime.
+pub struct DockerCleanup {
+    cluster_id: String,
+    volumes: Vec<String>,
+}
+
+impl DockerCleanup {
+    pub fn new(cluster_id: &str) -> DockerCleanup {
+        DockerCleanup {
+            cluster_id: cluster_id.to_string(),
+            volumes: Vec::new(),
+        }
+    }
+
+    /// Also removes this named volume.
+    pub fn volume(&mut self, name: &str) {
+        self.volumes.push(name.to_string());
+    }
+
+    /// Ids of the cluster's containers, running or not.
+    pub fn containers(&self) -> Vec<String> {
+        containers_with_label(&format!("shoal.cluster={}", self.cluster_id))
+    }
+}
+
+/// Ids of the containers carrying `label` (`key=value`), running or not.
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let ids = self.containers();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for v in &self.volumes {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", v])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
