@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{FieldError, ManifestErrors};
 use crate::kind::Kind;
-use crate::meta::SERVER_SET_METADATA;
+use crate::meta::{CONTROLLER_SET_METADATA, SERVER_SET_METADATA};
 use crate::resource::Resource;
 use crate::serde_util::encode_base64;
 use crate::validation::key_path;
@@ -417,7 +417,7 @@ fn remove_nulls_in(v: &mut Value) {
 
 fn strip_metadata(v: Option<&mut Value>) {
     if let Some(Value::Object(meta)) = v {
-        for f in SERVER_SET_METADATA {
+        for f in SERVER_SET_METADATA.iter().chain(CONTROLLER_SET_METADATA) {
             meta.remove(*f);
         }
     }

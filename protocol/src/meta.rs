@@ -43,7 +43,8 @@ pub struct OwnerReference {
     pub controller: bool,
 }
 
-/// Metadata fields that only the server sets: removed from manifests before they are read.
+/// Metadata fields that only the server sets: removed from manifests before they are read,
+/// and replaced by the store on every write.
 pub const SERVER_SET_METADATA: &[&str] = &[
     "uid",
     "generation",
@@ -52,6 +53,9 @@ pub const SERVER_SET_METADATA: &[&str] = &[
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
     "managedFields",
-    "ownerReferences",
     "selfLink",
 ];
+
+/// Metadata a manifest may carry (as `kubectl get -o yaml` prints it) but that only shoal's
+/// controllers set: ignored in manifests, kept when a controller writes it.
+pub const CONTROLLER_SET_METADATA: &[&str] = &["ownerReferences"];

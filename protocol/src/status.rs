@@ -17,10 +17,10 @@ pub struct PodStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The advertise address of the node that runs the pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<String>,
     /// The pod's address on its node's pod network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
@@ -153,5 +153,25 @@ impl PodStatus {
             .iter()
             .map(|c| c.restart_count)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn addresses_are_spelled_as_kubernetes() {
+        let s = PodStatus {
+            phase: "Running".into(),
+            host_ip: Some("10.0.0.1".into()),
+            pod_ip: Some("172.18.0.2".into()),
+            ..PodStatus::default()
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["hostIP"], "10.0.0.1");
+        assert_eq!(v["podIP"], "172.18.0.2");
+        assert_eq!(serde_json::from_value::<PodStatus>(v).unwrap(), s);
     }
 }

@@ -1,0 +1,170 @@
+//! The ReplicaSet (and bare Pod) controller's decisions: the slots each one owns.
+//!
+//! A ReplicaSet with `replicas: N` owns N slots `<rs>-<index>` (owner_kind `ReplicaSet`,
+//! revision = its pod-template-hash). Scaling up fills the lowest free indexes, so a steady
+//! ReplicaSet owns `0..N`. Scaling down removes, as Kubernetes' ReplicaSet controller picks
+//! pods to delete, the least useful first: unassigned, then not reported by any node, then
+//! not ready, then ready but not yet available; ties go to the highest index. This keeps a
+//! rollout's arithmetic honest: the rollout scales an old ReplicaSet down by its unavailable
+//! pods first, and exactly those go. A bare Pod owns one slot named as the Pod.
+//!
+//! Slots whose ReplicaSet or Pod is gone are removed. Slots of other owner kinds (later:
+//! StatefulSets) are left alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_protocol::cluster::{POD_TEMPLATE_HASH_LABEL, Slot, slot_key};
+use shoal_protocol::kinds::{Pod, ReplicaSet};
+
+use super::placement::{Load, Nodes, place};
+use super::status::{Ctx, is_available};
+
+const OWNER_REPLICASET: &str = "ReplicaSet";
+const OWNER_POD: &str = "Pod";
+
+/// The slots to write and the keys of slots to remove, so that `replicasets` and `pods` own
+/// exactly their slots, each on a node.
+pub(crate) fn plan_slots(
+    replicasets: &[ReplicaSet],
+    pods: &[Pod],
+    slots: &[Slot],
+    ctx: &Ctx<'_>,
+    nodes: &Nodes,
+) -> (Vec<Slot>, Vec<String>) {
+    let existing: BTreeMap<String, &Slot> = slots.iter().map(|s| (s.key(), s)).collect();
+    // Every slot that should exist, by key, its node possibly still to choose.
+    let mut wanted: BTreeMap<String, Slot> = BTreeMap::new();
+
+    for rs in replicasets {
+        for slot in replicaset_slots(rs, ctx) {
+            wanted.insert(slot.key(), slot);
+        }
+    }
+    for pod in pods {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let key = slot_key(&namespace, &pod.metadata.name);
+        // A ReplicaSet's slot of the same name keeps it: a Pod cannot take over another
+        // owner's pod.
+        if wanted.contains_key(&key) {
+            tracing::warn!(pod = %key, "a bare Pod has the name of a ReplicaSet's pod; not run");
+            continue;
+        }
+        let node = existing
+            .get(&key)
+            .filter(|s| s.owner_kind == OWNER_POD)
+            .map(|s| s.node.clone())
+            .unwrap_or_default();
+        wanted.insert(
+            key,
+            Slot {
+                namespace,
+                pod: pod.metadata.name.clone(),
+                owner_kind: OWNER_POD.into(),
+                owner_name: pod.metadata.name.clone(),
+                index: 0,
+                revision: String::new(),
+                node,
+            },
+        );
+    }
+
+    // Placement: slots that keep their node count first, then the others are placed in key
+    // order, each seeing the load of those placed before it.
+    let mut load = Load::default();
+    let mut to_place = Vec::new();
+    for (key, slot) in &wanted {
+        if !slot.node.is_empty() && nodes.known.contains(&slot.node) {
+            load.assign(slot, &slot.node);
+        } else {
+            to_place.push(key.clone());
+        }
+    }
+    for key in to_place {
+        if let Some(slot) = wanted.get_mut(&key) {
+            let node = place(slot, nodes, &load).unwrap_or_default();
+            if !node.is_empty() {
+                load.assign(slot, &node);
+            }
+            slot.node = node;
+        }
+    }
+
+    let puts: Vec<Slot> = wanted
+        .values()
+        .filter(|s| existing.get(&s.key()).is_none_or(|e| *e != *s))
+        .cloned()
+        .collect();
+    let deletes: Vec<String> = existing
+        .iter()
+        .filter(|(k, s)| {
+            (s.owner_kind == OWNER_REPLICASET || s.owner_kind == OWNER_POD)
+                && !wanted.contains_key(*k)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    (puts, deletes)
+}
+
+/// The slots one ReplicaSet should own, with the nodes they already have.
+fn replicaset_slots(rs: &ReplicaSet, ctx: &Ctx<'_>) -> Vec<Slot> {
+    let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+    let name = &rs.metadata.name;
+    let revision = rs
+        .spec
+        .template
+        .metadata
+        .labels
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    let want = usize::try_from(rs.spec.replicas.max(0)).unwrap_or(0);
+    let mut have: Vec<&Slot> = ctx.slots_of(rs).to_vec();
+    if have.len() > want {
+        // Most removable first; keep the rest.
+        have.sort_by_key(|s| (removal_rank(s, rs, ctx), std::cmp::Reverse(s.index)));
+        have.drain(..have.len() - want);
+    }
+    let used: BTreeSet<u32> = have.iter().map(|s| s.index).collect();
+    let mut out: Vec<Slot> = have
+        .iter()
+        .map(|s| Slot {
+            namespace: namespace.clone(),
+            pod: format!("{name}-{}", s.index),
+            owner_kind: OWNER_REPLICASET.into(),
+            owner_name: name.clone(),
+            index: s.index,
+            revision: revision.clone(),
+            node: s.node.clone(),
+        })
+        .collect();
+    let mut index = 0u32;
+    while out.len() < want {
+        if !used.contains(&index) {
+            out.push(Slot {
+                namespace: namespace.clone(),
+                pod: format!("{name}-{index}"),
+                owner_kind: OWNER_REPLICASET.into(),
+                owner_name: name.clone(),
+                index,
+                revision: revision.clone(),
+                node: String::new(),
+            });
+        }
+        index += 1;
+    }
+    out
+}
+
+/// How useful a pod is, lowest first: unassigned, unreported, not ready, not yet available,
+/// available.
+fn removal_rank(slot: &Slot, rs: &ReplicaSet, ctx: &Ctx<'_>) -> u8 {
+    if slot.node.is_empty() {
+        return 0;
+    }
+    match ctx.status_of(slot) {
+        None => 1,
+        Some(st) if !st.is_ready() => 2,
+        Some(st) if !is_available(st, rs.spec.min_ready_seconds, ctx.now) => 3,
+        Some(_) => 4,
+    }
+}

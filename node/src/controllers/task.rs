@@ -1,0 +1,216 @@
+//! The controllers' task: reads a snapshot of the store and of observed state, runs
+//! [`plan`](super::plan), and executes its actions. It wakes on store commits, on observed
+//! changes (pod readiness drives rollouts) and on a tick, after a short debounce so a burst of
+//! changes makes one round. A failed round is logged and retried on the next wake-up; the
+//! plan is recomputed from scratch each time, so a missed event never matters.
+//!
+//! Writes happen only for actions, and the planner emits none on a converged cluster: every
+//! write stays in the automerge history forever.
+
+use std::time::Duration;
+
+use shoal_protocol::kinds::{Deployment, Pod, ReplicaSet};
+use shoal_protocol::{Kind, Resource};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::{Action, Inputs, Nodes, plan};
+use crate::observed::ObservedHandle;
+use crate::pods::typed;
+use crate::state::{StateError, StateHandle};
+
+/// Errors of one controller round.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("reading the desired state: {0}")]
+    Read(#[source] StateError),
+    #[error("writing ReplicaSet {namespace}/{name}: {source}")]
+    WriteReplicaSet {
+        namespace: String,
+        name: String,
+        #[source]
+        source: StateError,
+    },
+    #[error("deleting ReplicaSet {namespace}/{name}: {source}")]
+    DeleteReplicaSet {
+        namespace: String,
+        name: String,
+        #[source]
+        source: StateError,
+    },
+    #[error("writing {puts} slots and removing {deletes}: {source}")]
+    WriteSlots {
+        puts: usize,
+        deletes: usize,
+        #[source]
+        source: StateError,
+    },
+}
+
+/// What the controllers' task needs.
+#[derive(Clone)]
+pub struct Controllers {
+    pub state: StateHandle,
+    pub observed: ObservedHandle,
+    /// This node: always a placement candidate.
+    pub node_name: String,
+    /// A round at least this often, even without changes (time alone moves
+    /// `minReadySeconds` and progress deadlines).
+    pub tick: Duration,
+    /// Wait this long after a wake-up before a round, so that a burst makes one round.
+    pub debounce: Duration,
+    /// A node whose heartbeat is older than this many seconds takes no new slots.
+    pub alive_within_secs: i64,
+}
+
+impl Controllers {
+    /// The controllers with default timings (tick 1 s, debounce 100 ms, alive within 5 s).
+    pub fn new(state: StateHandle, observed: ObservedHandle, node_name: String) -> Controllers {
+        Controllers {
+            state,
+            observed,
+            node_name,
+            tick: Duration::from_secs(1),
+            debounce: Duration::from_millis(100),
+            alive_within_secs: 5,
+        }
+    }
+}
+
+/// Whether this node runs the controllers now. Always, until a leader role gates them: then
+/// only the holder acts.
+pub fn should_act() -> bool {
+    true
+}
+
+/// Runs the controllers until `shutdown`.
+pub async fn run(c: Controllers, shutdown: CancellationToken) {
+    let mut state_rx = c.state.subscribe();
+    let mut observed_rx = c.observed.subscribe();
+    let (mut state_open, mut observed_open) = (true, true);
+    let mut tick = tokio::time::interval(c.tick);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tracing::info!(node = %c.node_name, "controllers started");
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = state_rx.changed(), if state_open => state_open = r.is_ok(),
+            r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(c.debounce) => {}
+        }
+        // What arrived during the debounce is seen by this round.
+        state_rx.borrow_and_update();
+        observed_rx.borrow_and_update();
+        if !should_act() {
+            continue;
+        }
+        match round(&c).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(actions = n, "controllers round done"),
+            Err(e) => tracing::warn!(error = %e, "controllers round failed; retrying"),
+        }
+    }
+    tracing::info!("controllers stopped");
+}
+
+/// One round: read, plan, execute. Returns the number of actions executed.
+pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
+    let now = crate::time::unix_now();
+    let deployments = typed::<Deployment>(&c.state, Kind::Deployment, |r| match r {
+        Resource::Deployment(d) => Some(d),
+        _ => None,
+    })
+    .await
+    .map_err(ControllerError::Read)?;
+    let replicasets = typed::<ReplicaSet>(&c.state, Kind::ReplicaSet, |r| match r {
+        Resource::ReplicaSet(rs) => Some(rs),
+        _ => None,
+    })
+    .await
+    .map_err(ControllerError::Read)?;
+    let pods = typed::<Pod>(&c.state, Kind::Pod, |r| match r {
+        Resource::Pod(p) => Some(p),
+        _ => None,
+    })
+    .await
+    .map_err(ControllerError::Read)?;
+    let slots = c.state.slots().await.map_err(ControllerError::Read)?;
+    let observed = c.observed.pods();
+    let records = c.observed.snapshot();
+    let nodes = Nodes::from_records(records.values(), &c.node_name, now, c.alive_within_secs);
+
+    let actions = plan(&Inputs {
+        deployments: &deployments,
+        replicasets: &replicasets,
+        pods: &pods,
+        slots: &slots,
+        observed: &observed,
+        nodes: &nodes,
+        now,
+    });
+    let n = actions.len();
+    if n > 0 {
+        execute(c, actions).await?;
+    }
+    Ok(n)
+}
+
+/// Executes actions: ReplicaSet writes first (so that slots never name a ReplicaSet that
+/// does not exist yet), then slots in one change, then ReplicaSet deletions.
+async fn execute(c: &Controllers, actions: Vec<Action>) -> Result<(), ControllerError> {
+    let (mut rs_puts, mut rs_deletes, mut slot_puts, mut slot_deletes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for a in actions {
+        match a {
+            Action::PutReplicaSet(rs) => rs_puts.push(*rs),
+            Action::DeleteReplicaSet { namespace, name } => rs_deletes.push((namespace, name)),
+            Action::PutSlot(s) => slot_puts.push(s),
+            Action::DeleteSlot(k) => slot_deletes.push(k),
+        }
+    }
+    for rs in rs_puts {
+        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+        let name = rs.metadata.name.clone();
+        tracing::info!(replicaset = %format!("{namespace}/{name}"), replicas = rs.spec.replicas,
+            revision = %super::revision(&rs), "writing ReplicaSet");
+        let value = Resource::ReplicaSet(rs).to_value();
+        c.state
+            .apply_values(vec![(Kind::ReplicaSet, value)])
+            .await
+            .map_err(|source| ControllerError::WriteReplicaSet {
+                namespace,
+                name,
+                source,
+            })?;
+    }
+    if !slot_puts.is_empty() || !slot_deletes.is_empty() {
+        let (puts, deletes) = (slot_puts.len(), slot_deletes.len());
+        tracing::debug!(puts, deletes, "writing slots");
+        c.state
+            .write_slots(slot_puts, slot_deletes)
+            .await
+            .map_err(|source| ControllerError::WriteSlots {
+                puts,
+                deletes,
+                source,
+            })?;
+    }
+    for (namespace, name) in rs_deletes {
+        tracing::info!(replicaset = %format!("{namespace}/{name}"), "deleting ReplicaSet");
+        c.state
+            .delete(Kind::ReplicaSet, Some(&namespace), &name)
+            .await
+            .map_err(|source| ControllerError::DeleteReplicaSet {
+                namespace,
+                name,
+                source,
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1075 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use shoal_protocol::cluster::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Slot};
+use shoal_protocol::kinds::{Deployment, Pod, ReplicaSet};
+use shoal_protocol::status::{PodCondition, PodStatus};
+use shoal_protocol::{Kind, Resource};
+
+use super::deployment::{Scale, fenceposts, new_rs_replicas, scale_down_old};
+use super::placement::{Load, Nodes, place};
+use super::status::{PROGRESS_AT_ANNOTATION, ProgressMark, parse_rfc3339};
+use super::*;
+
+const T0: i64 = 1_795_631_220;
+
+// ------------------------------------------------------------------------------ fixtures
+
+fn deployment_json(name: &str, replicas: i32, image: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                     "generation": 1},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": image}]}
+            }
+        }
+    })
+}
+
+fn typed_deployment(v: Value) -> Deployment {
+    match Resource::from_value(Kind::Deployment, v).unwrap() {
+        Resource::Deployment(d) => d,
+        _ => unreachable!(),
+    }
+}
+
+fn rolling(name: &str, replicas: i32, surge: Value, unavailable: Value) -> Deployment {
+    let mut v = deployment_json(name, replicas, "img:1");
+    v["spec"]["strategy"] = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}});
+    typed_deployment(v)
+}
+
+fn recreate(name: &str, replicas: i32) -> Deployment {
+    let mut v = deployment_json(name, replicas, "img:1");
+    v["spec"]["strategy"] = json!({"type": "Recreate"});
+    typed_deployment(v)
+}
+
+fn set_image(d: &mut Deployment, image: &str) {
+    d.spec.template.spec.containers[0].image = image.into();
+}
+
+fn ready_status(since: i64) -> PodStatus {
+    PodStatus {
+        phase: "Running".into(),
+        conditions: vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            last_transition_time: Some(crate::time::rfc3339(since)),
+            reason: None,
+            message: None,
+        }],
+        ..PodStatus::default()
+    }
+}
+
+fn running_unready() -> PodStatus {
+    PodStatus {
+        phase: "Running".into(),
+        ..PodStatus::default()
+    }
+}
+
+/// An in-memory cluster: the planner's inputs, and its actions applied as the store would
+/// (the store keeps no owner references and sets the creation time).
+struct Sim {
+    deployments: Vec<Deployment>,
+    replicasets: Vec<ReplicaSet>,
+    pods: Vec<Pod>,
+    slots: Vec<Slot>,
+    observed: PodStatuses,
+    nodes: Nodes,
+    now: i64,
+    writes: usize,
+}
+
+impl Sim {
+    fn new(deployments: Vec<Deployment>) -> Sim {
+        Sim {
+            deployments,
+            replicasets: Vec::new(),
+            pods: Vec::new(),
+            slots: Vec::new(),
+            observed: PodStatuses::new(),
+            nodes: Nodes::single("n1"),
+            now: T0,
+            writes: 0,
+        }
+    }
+
+    fn plan(&self) -> Vec<Action> {
+        plan(&Inputs {
+            deployments: &self.deployments,
+            replicasets: &self.replicasets,
+            pods: &self.pods,
+            slots: &self.slots,
+            observed: &self.observed,
+            nodes: &self.nodes,
+            now: self.now,
+        })
+    }
+
+    fn apply(&mut self, actions: &[Action]) {
+        for a in actions {
+            self.writes += 1;
+            match a {
+                Action::PutReplicaSet(rs) => {
+                    let mut rs = (**rs).clone();
+                    rs.metadata.owner_references.clear();
+                    match self
+                        .replicasets
+                        .iter_mut()
+                        .find(|r| r.metadata.name == rs.metadata.name)
+                    {
+                        Some(r) => {
+                            rs.metadata.creation_timestamp = r.metadata.creation_timestamp.clone();
+                            rs.metadata.generation = Some(r.metadata.generation.unwrap_or(1) + 1);
+                            *r = rs;
+                        }
+                        None => {
+                            rs.metadata.creation_timestamp = Some(crate::time::rfc3339(self.now));
+                            rs.metadata.generation = Some(1);
+                            self.replicasets.push(rs);
+                        }
+                    }
+                }
+                Action::DeleteReplicaSet { name, .. } => {
+                    self.replicasets.retain(|r| &r.metadata.name != name)
+                }
+                Action::PutSlot(s) => {
+                    self.slots.retain(|x| x.key() != s.key());
+                    self.slots.push(s.clone());
+                }
+                Action::DeleteSlot(k) => {
+                    self.slots.retain(|x| &x.key() != k);
+                    // The node stops the pod at once in this model.
+                    self.observed.remove(k);
+                }
+            }
+        }
+    }
+
+    /// plan + apply; returns the actions.
+    fn step(&mut self) -> Vec<Action> {
+        let actions = self.plan();
+        self.apply(&actions);
+        actions
+    }
+
+    /// Steps until no action (at most `n` rounds).
+    fn settle(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.step().is_empty() {
+                return;
+            }
+        }
+        panic!("did not settle in {n} rounds");
+    }
+
+    /// Every slot's pod becomes ready now.
+    fn all_ready(&mut self) {
+        for s in &self.slots {
+            self.observed
+                .entry(s.key())
+                .or_insert_with(|| ready_status(self.now));
+        }
+    }
+
+    /// At most `n` pods that are not ready yet become ready.
+    fn some_ready(&mut self, n: usize) {
+        let keys: Vec<String> = self
+            .slots
+            .iter()
+            .map(Slot::key)
+            .filter(|k| !self.observed.get(k).is_some_and(PodStatus::is_ready))
+            .take(n)
+            .collect();
+        for k in keys {
+            self.observed.insert(k, ready_status(self.now));
+        }
+    }
+
+    fn rs(&self, d: &Deployment) -> Vec<&ReplicaSet> {
+        self.replicasets.iter().filter(|rs| owns(d, rs)).collect()
+    }
+
+    fn current(&self, d: &Deployment) -> Option<&ReplicaSet> {
+        self.rs(d)
+            .into_iter()
+            .find(|rs| deployment::is_current(d, rs))
+    }
+
+    fn available(&self, d: &Deployment) -> i32 {
+        let ctx = status::Ctx::new(&self.slots, &self.observed, self.now);
+        self.rs(d).iter().map(|rs| ctx.counts(rs).available).sum()
+    }
+
+    fn total_spec(&self, d: &Deployment) -> i32 {
+        self.rs(d).iter().map(|rs| rs.spec.replicas).sum()
+    }
+
+    fn status(&self, d: &Deployment) -> Value {
+        deployment_status(d, &self.replicasets, &self.slots, &self.observed, self.now)
+    }
+
+    /// Creates the Deployment's first revision, all pods ready.
+    fn converge(&mut self) {
+        for _ in 0..50 {
+            let a = self.step();
+            self.all_ready();
+            if a.is_empty() {
+                return;
+            }
+        }
+        panic!("did not converge");
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+// ------------------------------------------------------------------------------ hashing
+
+#[test]
+fn template_hash_is_deterministic_and_short() {
+    let a = rolling("web", 3, json!(1), json!(0));
+    let mut b = a.clone();
+    let h = template_hash(&a.spec.template);
+    assert_eq!(h.len(), 10);
+    assert!(h.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(h, template_hash(&b.spec.template));
+    // Label order in a map never matters; the content does.
+    b.spec
+        .template
+        .metadata
+        .labels
+        .insert("z".into(), "1".into());
+    b.spec
+        .template
+        .metadata
+        .labels
+        .insert("a".into(), "1".into());
+    let mut c = a.clone();
+    c.spec
+        .template
+        .metadata
+        .labels
+        .insert("a".into(), "1".into());
+    c.spec
+        .template
+        .metadata
+        .labels
+        .insert("z".into(), "1".into());
+    assert_eq!(
+        template_hash(&b.spec.template),
+        template_hash(&c.spec.template)
+    );
+    set_image(&mut b, "img:2");
+    assert_ne!(h, template_hash(&b.spec.template));
+}
+
+#[test]
+fn rfc3339_parses_what_time_formats() {
+    for t in [0, T0, 951_782_400, 4_102_444_799] {
+        assert_eq!(parse_rfc3339(&crate::time::rfc3339(t)), Some(t));
+    }
+    assert_eq!(parse_rfc3339("2026-11-25T18:27:00.123Z"), Some(T0));
+    assert_eq!(parse_rfc3339("2026-11-25T19:27:00+01:00"), Some(T0));
+    assert_eq!(parse_rfc3339("yesterday"), None);
+    assert_eq!(parse_rfc3339("2026-13-25T18:27:00Z"), None);
+}
+
+// ------------------------------------------------------------------------------ rollout math
+
+#[test]
+fn fenceposts_round_as_kubernetes() {
+    let cases: &[(i32, Value, Value, (i32, i32))] = &[
+        (3, json!(1), json!(0), (1, 0)),
+        (4, json!("25%"), json!("25%"), (1, 1)),
+        (3, json!("25%"), json!("25%"), (1, 0)),
+        (10, json!(2), json!(1), (2, 1)),
+        (10, json!("25%"), json!("25%"), (3, 2)),
+        // Both round to 0: maxUnavailable becomes 1 so the rollout can move.
+        (1, json!("10%"), json!("10%"), (1, 0)),
+        (3, json!(0), json!("10%"), (0, 1)),
+    ];
+    for (replicas, surge, unavailable, want) in cases {
+        let d = rolling("web", *replicas, surge.clone(), unavailable.clone());
+        assert_eq!(fenceposts(&d), *want, "{replicas} {surge} {unavailable}");
+    }
+    assert_eq!(fenceposts(&recreate("web", 3)), (0, 0));
+}
+
+#[test]
+fn new_replicaset_grows_within_surge() {
+    // (replicas, surge, new, all) -> new target
+    let cases = [
+        (3, 1, 0, 3, 1), // 3 old: one surge pod
+        (3, 1, 1, 4, 1), // at the cap: wait
+        (3, 1, 1, 3, 2), // an old one went: one more
+        (4, 1, 0, 4, 1), // 25%/25% of 4
+        (10, 2, 0, 10, 2),
+        (10, 2, 2, 11, 3),
+        (3, 1, 5, 5, 3), // above replicas: back to replicas
+        (5, 0, 3, 3, 5), // a scale-up with no old pods
+    ];
+    for (replicas, surge, new, all, want) in cases {
+        assert_eq!(
+            new_rs_replicas(replicas, surge, new, all),
+            want,
+            "{replicas} {surge} {new} {all}"
+        );
+    }
+}
+
+#[test]
+fn old_replicasets_shrink_within_unavailability() {
+    let s = |replicas, available| Scale {
+        replicas,
+        available,
+    };
+    // (replicas, maxUnavailable, new, old before, old after)
+    type Case = (i32, i32, Scale, Vec<Scale>, Vec<i32>);
+    let cases: Vec<Case> = vec![
+        // 3/1/0: the surge pod is not available yet: nothing goes.
+        (3, 0, s(1, 0), vec![s(3, 3)], vec![3]),
+        // It is: one old goes.
+        (3, 0, s(1, 1), vec![s(3, 3)], vec![2]),
+        // 25%/25% of 4: one may be unavailable at once.
+        (4, 1, s(1, 0), vec![s(4, 4)], vec![3]),
+        // 10 with 2/1: new 2 unavailable, 10 old available: 12 - 9 - 2 = 1 may go.
+        (10, 1, s(2, 0), vec![s(10, 10)], vec![9]),
+        // An unready old pod goes first, once the surge pod is available...
+        (3, 0, s(1, 1), vec![s(3, 2)], vec![2]),
+        // ...but not while the new pod is unavailable too (Kubernetes' maxScaledDown is 0).
+        (3, 0, s(1, 0), vec![s(3, 2)], vec![3]),
+        // Unready ones go even when availability alone allows nothing: 2 available < 3.
+        (4, 1, s(1, 0), vec![s(4, 2)], vec![3]),
+        // Oldest first across several old ReplicaSets.
+        (4, 1, s(2, 2), vec![s(1, 1), s(2, 2)], vec![0, 1]),
+        // No old pods: nothing to do.
+        (3, 0, s(3, 3), vec![s(0, 0)], vec![0]),
+    ];
+    for (replicas, unavailable, new, mut old, want) in cases {
+        scale_down_old(replicas, unavailable, new, &mut old);
+        let got: Vec<i32> = old.iter().map(|o| o.replicas).collect();
+        assert_eq!(got, want, "{replicas} {unavailable} {new:?}");
+    }
+}
+
+// ------------------------------------------------------------------------------ rollouts
+
+/// A rolling update from img:1 to img:2, pods becoming ready `per_step` at a time after each
+/// round: the bounds hold at every step, and it ends with only the new ReplicaSet.
+fn simulate_rollout(replicas: i32, surge: Value, unavailable: Value, per_step: usize) {
+    let mut d = rolling("web", replicas, surge, unavailable);
+    let (max_surge, max_unavailable) = fenceposts(&d);
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let first = sim.current(&d).unwrap().metadata.name.clone();
+    assert_eq!(sim.slots.len(), replicas as usize);
+
+    set_image(&mut d, "img:2");
+    sim.deployments = vec![d.clone()];
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 200, "rollout did not finish");
+        let actions = sim.step();
+        let total = sim.total_spec(&d);
+        let available = sim.available(&d);
+        assert!(
+            total <= replicas + max_surge,
+            "round {rounds}: {total} pods > {replicas} + {max_surge}"
+        );
+        assert!(
+            available >= replicas - max_unavailable,
+            "round {rounds}: {available} available < {replicas} - {max_unavailable}"
+        );
+        sim.now += 1;
+        sim.some_ready(per_step);
+        if actions.is_empty() && sim.plan().is_empty() {
+            break;
+        }
+    }
+    let rss = sim.rs(&d);
+    let current = sim.current(&d).unwrap();
+    assert_ne!(current.metadata.name, first);
+    assert_eq!(current.spec.replicas, replicas);
+    for rs in rss {
+        if rs.metadata.name != current.metadata.name {
+            assert_eq!(rs.spec.replicas, 0, "{}", rs.metadata.name);
+        }
+    }
+    assert_eq!(sim.slots.len(), replicas as usize);
+    assert!(
+        sim.slots
+            .iter()
+            .all(|s| s.owner_name == current.metadata.name)
+    );
+    assert_eq!(revision(current), 2);
+    let st = sim.status(&d);
+    assert_eq!(st["updatedReplicas"], replicas);
+    assert_eq!(st["availableReplicas"], replicas);
+    assert_eq!(
+        condition(&st, "Progressing")["reason"],
+        "NewReplicaSetAvailable"
+    );
+    assert_eq!(condition(&st, "Available")["status"], "True");
+}
+
+#[test]
+fn rolling_update_keeps_its_bounds() {
+    let cases: &[(i32, Value, Value)] = &[
+        (3, json!(1), json!(0)),
+        (4, json!("25%"), json!("25%")),
+        (10, json!(2), json!(1)),
+        (3, json!(0), json!(1)),
+        (5, json!("100%"), json!(0)),
+        (1, json!(1), json!(0)),
+        (7, json!("30%"), json!("50%")),
+    ];
+    for (replicas, surge, unavailable) in cases {
+        for per_step in [1, 3, 100] {
+            simulate_rollout(*replicas, surge.clone(), unavailable.clone(), per_step);
+        }
+    }
+}
+
+#[test]
+fn rolling_update_steps_of_3_with_surge_1() {
+    // Kubernetes' documented sequence for replicas 3, maxSurge 1, maxUnavailable 0.
+    let mut d = rolling("web", 3, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    set_image(&mut d, "img:2");
+    sim.deployments = vec![d.clone()];
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let a = sim.step();
+        let cur = sim.current(&d).unwrap().spec.replicas;
+        seen.push((cur, sim.total_spec(&d) - cur));
+        sim.all_ready();
+        if a.is_empty() {
+            break;
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen, vec![(1, 3), (1, 2), (2, 2), (2, 1), (3, 1), (3, 0)]);
+}
+
+#[test]
+fn min_ready_seconds_delays_scale_down() {
+    let mut v = deployment_json("web", 1, "img:1");
+    v["spec"]["minReadySeconds"] = json!(10);
+    v["spec"]["strategy"] =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    let mut d = typed_deployment(v);
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.step();
+    sim.observed.insert(
+        sim.slots[0].key(),
+        ready_status(T0 - 100), // long ready: available
+    );
+    sim.settle(5);
+    set_image(&mut d, "img:2");
+    sim.deployments = vec![d.clone()];
+    sim.settle(5);
+    let new = sim.current(&d).unwrap().metadata.name.clone();
+    assert_eq!(sim.slots.len(), 2, "surge pod created, old one kept");
+    let new_key = format!("default/{new}-0");
+    sim.observed.insert(new_key, ready_status(sim.now));
+    for t in 0..10 {
+        sim.now = T0 + t;
+        assert!(
+            sim.step().is_empty() || sim.slots.len() == 2,
+            "old pod must stay until the new one is available"
+        );
+        assert_eq!(sim.slots.len(), 2);
+    }
+    sim.now = T0 + 10;
+    sim.settle(5);
+    assert_eq!(sim.slots.len(), 1);
+    assert_eq!(sim.slots[0].owner_name, new);
+}
+
+#[test]
+fn recreate_stops_old_pods_before_starting_new_ones() {
+    let mut d = recreate("db", 2);
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let old = sim.current(&d).unwrap().metadata.name.clone();
+    set_image(&mut d, "img:2");
+    sim.deployments = vec![d.clone()];
+    // The old pods keep running a while after their slots are gone.
+    let lingering: Vec<(String, PodStatus)> = sim
+        .observed
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let a = sim.step();
+    sim.observed.extend(lingering.clone());
+    assert!(a.iter().any(|a| matches!(a,
+        Action::PutReplicaSet(rs) if rs.metadata.name == old && rs.spec.replicas == 0)));
+    assert!(sim.slots.is_empty());
+    for _ in 0..3 {
+        assert!(sim.step().is_empty(), "waits while old pods are observed");
+        assert!(sim.current(&d).is_none());
+    }
+    sim.observed.clear();
+    sim.settle(5);
+    let new = sim.current(&d).unwrap();
+    assert_eq!(new.spec.replicas, 2);
+    assert_eq!(revision(new), 2);
+    assert_eq!(sim.slots.len(), 2);
+    assert!(sim.slots.iter().all(|s| s.owner_name == new.metadata.name));
+}
+
+#[test]
+fn undo_reuses_the_old_replicaset_with_a_new_revision() {
+    let mut d = rolling("web", 2, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let first = sim.current(&d).unwrap().metadata.name.clone();
+    set_image(&mut d, "img:2");
+    sim.deployments = vec![d.clone()];
+    sim.converge();
+    assert_eq!(sim.replicasets.len(), 2);
+
+    let template = rollback_template(&d, &sim.replicasets, None).unwrap();
+    assert!(
+        !template
+            .metadata
+            .labels
+            .contains_key(POD_TEMPLATE_HASH_LABEL)
+    );
+    assert_eq!(template.spec.containers[0].image, "img:1");
+    assert_eq!(
+        rollback_template(&d, &sim.replicasets, Some(1))
+            .unwrap()
+            .spec
+            .containers[0]
+            .image,
+        "img:1"
+    );
+    assert_eq!(
+        rollback_template(&d, &sim.replicasets, Some(7)).unwrap_err(),
+        "revision 7 not found; known revisions: 1, 2"
+    );
+
+    d.spec.template = template;
+    sim.deployments = vec![d.clone()];
+    sim.converge();
+    assert_eq!(sim.replicasets.len(), 2, "no new ReplicaSet");
+    let current = sim.current(&d).unwrap();
+    assert_eq!(current.metadata.name, first);
+    assert_eq!(revision(current), 3);
+    assert_eq!(current.spec.replicas, 2);
+    assert!(sim.slots.iter().all(|s| s.owner_name == first));
+}
+
+#[test]
+fn rollback_errors_name_the_problem() {
+    let d = rolling("web", 1, json!(1), json!(0));
+    assert_eq!(
+        rollback_template(&d, &[], None).unwrap_err(),
+        "no rollout history found for deployment \"web\""
+    );
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let err = rollback_template(&d, &sim.replicasets, None).unwrap_err();
+    assert!(err.contains("known revisions: 1"), "{err}");
+}
+
+#[test]
+fn history_beyond_the_limit_is_deleted() {
+    let mut v = deployment_json("web", 1, "img:0");
+    v["spec"]["revisionHistoryLimit"] = json!(2);
+    let mut d = typed_deployment(v);
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    for i in 1..=5 {
+        set_image(&mut d, &format!("img:{i}"));
+        sim.deployments = vec![d.clone()];
+        sim.converge();
+        let old = sim.rs(&d).len() - 1;
+        assert!(old <= 2, "after revision {}: {old} old ReplicaSets", i + 1);
+    }
+    let mut revisions: Vec<i64> = sim.rs(&d).iter().map(|rs| revision(rs)).collect();
+    revisions.sort();
+    assert_eq!(revisions, vec![4, 5, 6], "the newest old ones are kept");
+}
+
+#[test]
+fn paused_deployment_only_scales() {
+    let mut d = rolling("web", 2, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    d.spec.paused = true;
+    set_image(&mut d, "img:2");
+    sim.deployments = vec![d.clone()];
+    assert!(
+        sim.plan().is_empty(),
+        "a paused template change does nothing"
+    );
+    d.spec.replicas = 4;
+    sim.deployments = vec![d.clone()];
+    sim.converge();
+    assert_eq!(sim.replicasets.len(), 1);
+    assert_eq!(sim.replicasets[0].spec.replicas, 4);
+    assert_eq!(
+        condition(&sim.status(&d), "Progressing")["reason"],
+        "DeploymentPaused"
+    );
+}
+
+#[test]
+fn scaling_without_template_change_scales_the_current_replicaset() {
+    let mut d = rolling("web", 2, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let name = sim.replicasets[0].metadata.name.clone();
+    for replicas in [5, 1, 3] {
+        d.spec.replicas = replicas;
+        sim.deployments = vec![d.clone()];
+        sim.converge();
+        assert_eq!(sim.replicasets.len(), 1);
+        assert_eq!(sim.replicasets[0].metadata.name, name);
+        assert_eq!(sim.slots.len(), replicas as usize);
+    }
+}
+
+// ------------------------------------------------------------------------------ slots
+
+#[test]
+fn replicaset_slots_follow_replicas() {
+    let d = rolling("web", 3, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let rs = sim.current(&d).unwrap().clone();
+    let hash = rs.metadata.labels[POD_TEMPLATE_HASH_LABEL].clone();
+    assert_eq!(rs.metadata.name, format!("web-{hash}"));
+    assert_eq!(rs.spec.selector.match_labels[POD_TEMPLATE_HASH_LABEL], hash);
+    assert_eq!(
+        rs.spec.template.metadata.labels[POD_TEMPLATE_HASH_LABEL],
+        hash
+    );
+    assert_eq!(rs.metadata.annotations[REVISION_ANNOTATION], "1");
+    let mut pods: Vec<(String, u32)> = sim.slots.iter().map(|s| (s.pod.clone(), s.index)).collect();
+    pods.sort();
+    assert_eq!(
+        pods,
+        (0..3)
+            .map(|i| (format!("web-{hash}-{i}"), i))
+            .collect::<Vec<_>>()
+    );
+    for s in &sim.slots {
+        assert_eq!(s.owner_kind, "ReplicaSet");
+        assert_eq!(s.revision, hash);
+        assert_eq!(s.node, "n1");
+    }
+
+    // Scaling down removes the highest index when all are alike...
+    let mut d2 = d.clone();
+    d2.spec.replicas = 2;
+    sim.deployments = vec![d2.clone()];
+    sim.converge();
+    let mut idx: Vec<u32> = sim.slots.iter().map(|s| s.index).collect();
+    idx.sort();
+    assert_eq!(idx, vec![0, 1]);
+
+    // ...and an unready pod before a ready one.
+    sim.observed.insert(
+        sim.slots.iter().find(|s| s.index == 0).unwrap().key(),
+        running_unready(),
+    );
+    d2.spec.replicas = 1;
+    sim.deployments = vec![d2.clone()];
+    sim.step();
+    let idx: Vec<u32> = sim.slots.iter().map(|s| s.index).collect();
+    assert_eq!(idx, vec![1]);
+    // Scaling up again fills the lowest free index.
+    d2.spec.replicas = 2;
+    sim.deployments = vec![d2.clone()];
+    sim.step();
+    let mut idx: Vec<u32> = sim.slots.iter().map(|s| s.index).collect();
+    idx.sort();
+    assert_eq!(idx, vec![0, 1]);
+}
+
+#[test]
+fn orphans_are_removed_and_bare_pods_get_a_slot() {
+    let d = rolling("web", 2, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let pod: Pod = match Resource::from_value(
+        Kind::Pod,
+        json!({"metadata": {"name": "solo", "namespace": "default"},
+               "spec": {"containers": [{"name": "c", "image": "img:1"}]}}),
+    )
+    .unwrap()
+    {
+        Resource::Pod(p) => p,
+        _ => unreachable!(),
+    };
+    sim.pods = vec![pod];
+    // A slot of a StatefulSet (another controller's) and an orphan ReplicaSet slot.
+    let foreign = Slot {
+        namespace: "default".into(),
+        pod: "db-0".into(),
+        owner_kind: "StatefulSet".into(),
+        owner_name: "db".into(),
+        index: 0,
+        revision: "x".into(),
+        node: "n1".into(),
+    };
+    let orphan = Slot {
+        pod: "gone-abc-0".into(),
+        owner_kind: "ReplicaSet".into(),
+        owner_name: "gone-abc".into(),
+        ..foreign.clone()
+    };
+    sim.slots.push(foreign.clone());
+    sim.slots.push(orphan.clone());
+    sim.settle(5);
+    let solo = sim.slots.iter().find(|s| s.pod == "solo").unwrap();
+    assert_eq!(
+        (
+            solo.owner_kind.as_str(),
+            solo.index,
+            solo.revision.as_str(),
+            solo.node.as_str()
+        ),
+        ("Pod", 0, "", "n1")
+    );
+    assert!(sim.slots.contains(&foreign));
+    assert!(!sim.slots.iter().any(|s| s.pod == orphan.pod));
+
+    // Deleting the Deployment removes its ReplicaSets and their slots; the Pod's stays.
+    sim.deployments.clear();
+    sim.settle(5);
+    assert!(sim.replicasets.is_empty());
+    let mut left: Vec<&str> = sim.slots.iter().map(|s| s.pod.as_str()).collect();
+    left.sort();
+    assert_eq!(left, vec!["db-0", "solo"]);
+    sim.pods.clear();
+    sim.settle(5);
+    assert_eq!(sim.slots, vec![foreign]);
+}
+
+#[test]
+fn a_recreated_deployment_does_not_inherit_by_uid() {
+    let d = rolling("web", 1, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let mut rs = sim.replicasets[0].clone();
+    rs.metadata.owner_references = vec![shoal_protocol::meta::OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        uid: "uid-web".into(),
+        controller: true,
+    }];
+    assert!(owns(&d, &rs));
+    let mut d2 = d.clone();
+    d2.metadata.uid = Some("another".into());
+    assert!(!owns(&d2, &rs));
+    let mut other = d.clone();
+    other.metadata.name = "web-api".into();
+    assert!(!owns(&other, &sim.replicasets[0]));
+}
+
+// ------------------------------------------------------------------------------ placement
+
+fn slot(owner: &str, index: u32, node: &str) -> Slot {
+    Slot {
+        namespace: "default".into(),
+        pod: format!("{owner}-{index}"),
+        owner_kind: "ReplicaSet".into(),
+        owner_name: owner.into(),
+        index,
+        revision: "h".into(),
+        node: node.into(),
+    }
+}
+
+#[test]
+fn placement_spreads_and_sticks() {
+    let nodes = Nodes {
+        alive: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
+        known: ["a", "b", "c", "dead"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let mut load = Load::default();
+    // Another owner already loads `a`.
+    load.assign(&slot("other", 0, "a"), "a");
+    let mut got = Vec::new();
+    for i in 0..6 {
+        let s = slot("web", i, "");
+        let n = place(&s, &nodes, &load).unwrap();
+        load.assign(&s, &n);
+        got.push(n);
+    }
+    assert_eq!(got, vec!["b", "c", "a", "b", "c", "a"]);
+    // A slot keeps a known node, even one that stopped heartbeating; an unknown one moves.
+    assert_eq!(
+        place(&slot("web", 9, "dead"), &nodes, &load).unwrap(),
+        "dead"
+    );
+    assert!(place(&slot("web", 9, "vanished"), &nodes, &load).is_some_and(|n| n != "vanished"));
+    assert_eq!(place(&slot("x", 0, ""), &Nodes::default(), &load), None);
+}
+
+#[test]
+fn slots_spread_over_nodes_in_a_round() {
+    let d = rolling("web", 4, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d]);
+    sim.nodes = Nodes {
+        alive: ["a", "b"].iter().map(|s| s.to_string()).collect(),
+        known: ["a", "b"].iter().map(|s| s.to_string()).collect(),
+    };
+    sim.converge();
+    let on_a = sim.slots.iter().filter(|s| s.node == "a").count();
+    assert_eq!(on_a, 2);
+}
+
+#[test]
+fn alive_nodes_come_from_heartbeats() {
+    let rec = |name: &str, hb: i64| crate::observed::NodeRecord {
+        name: name.into(),
+        version: 1,
+        address: "127.0.0.1".into(),
+        shoal_version: "0".into(),
+        cpus: 1,
+        memory_bytes: 1,
+        started_at: 0,
+        heartbeat_at: hb,
+        pods: BTreeMap::new(),
+    };
+    let records = [rec("me", 0), rec("fresh", T0 - 2), rec("stale", T0 - 60)];
+    let nodes = Nodes::from_records(records.iter(), "me", T0, 5);
+    let alive: Vec<&str> = nodes.alive.iter().map(String::as_str).collect();
+    assert_eq!(alive, vec!["fresh", "me"]);
+    assert_eq!(nodes.known.len(), 3);
+}
+
+// ------------------------------------------------------------------------------ status
+
+#[test]
+fn status_counts_and_conditions() {
+    let mut d = rolling("web", 3, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let st = sim.status(&d);
+    assert_eq!(st["replicas"], 3);
+    assert_eq!(st["readyReplicas"], 3);
+    assert_eq!(st["availableReplicas"], 3);
+    assert_eq!(st["unavailableReplicas"], 0);
+    assert_eq!(st["observedGeneration"], 1);
+    let p = condition(&st, "Progressing");
+    let rs_name = sim.replicasets[0].metadata.name.clone();
+    assert_eq!(
+        p["message"],
+        format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
+    );
+    let rs_st = replicaset_status(&sim.replicasets[0], &sim.slots, &sim.observed, sim.now);
+    assert_eq!(rs_st["availableReplicas"], 3);
+    assert_eq!(rs_st["replicas"], 3);
+
+    // A rollout whose new pods never get ready.
+    set_image(&mut d, "img:broken");
+    d.spec.progress_deadline_seconds = 60;
+    sim.deployments = vec![d.clone()];
+    sim.settle(5);
+    let st = sim.status(&d);
+    assert_eq!(st["updatedReplicas"], 1);
+    assert_eq!(st["replicas"], 4);
+    assert_eq!(condition(&st, "Progressing")["reason"], "ReplicaSetUpdated");
+    assert_eq!(condition(&st, "Available")["status"], "True");
+    sim.now += 61;
+    assert!(sim.step().is_empty(), "no progress, no write");
+    let st = sim.status(&d);
+    let p = condition(&st, "Progressing");
+    assert_eq!(p["status"], "False");
+    assert_eq!(p["reason"], "ProgressDeadlineExceeded");
+    // Progress resets the clock.
+    sim.all_ready();
+    sim.step();
+    let st = sim.status(&d);
+    assert_eq!(condition(&st, "Progressing")["reason"], "ReplicaSetUpdated");
+}
+
+#[test]
+fn availability_below_the_minimum_is_reported() {
+    let d = rolling("web", 4, json!(1), json!(1));
+    let mut sim = Sim::new(vec![d.clone()]);
+    sim.converge();
+    let keys: Vec<String> = sim.slots.iter().take(2).map(Slot::key).collect();
+    for k in keys {
+        sim.observed.insert(k, running_unready());
+    }
+    let st = sim.status(&d);
+    assert_eq!(st["availableReplicas"], 2);
+    let a = condition(&st, "Available");
+    assert_eq!(a["status"], "False");
+    assert_eq!(a["reason"], "MinimumReplicasUnavailable");
+}
+
+#[test]
+fn progress_marks_advance_only_on_progress() {
+    let m = |new, available, old, complete| ProgressMark {
+        new,
+        available,
+        old,
+        complete,
+    };
+    assert_eq!(
+        ProgressMark::parse(&m(1, 2, 3, true).render()),
+        Some(m(1, 2, 3, true))
+    );
+    assert_eq!(ProgressMark::parse("1/2"), None);
+    // (previous, now) -> written
+    let cases = [
+        (m(1, 0, 3, false), m(1, 0, 3, false), None),
+        (
+            m(1, 0, 3, false),
+            m(1, 1, 3, false),
+            Some(m(1, 1, 3, false)),
+        ),
+        // A pod flapping back to ready does not beat the high-water mark.
+        (m(2, 2, 1, false), m(2, 1, 1, false), None),
+        (
+            m(2, 2, 1, false),
+            m(2, 2, 0, false),
+            Some(m(2, 2, 0, false)),
+        ),
+        (m(3, 3, 0, false), m(3, 3, 0, true), Some(m(3, 3, 0, true))),
+        (m(3, 3, 0, true), m(3, 3, 0, true), None),
+        // A complete rollout that loses a pod stays complete (no write)...
+        (m(3, 3, 0, true), m(3, 2, 0, false), None),
+        // ...until a scale-up starts new progress.
+        (m(3, 3, 0, true), m(5, 3, 0, false), Some(m(5, 3, 0, false))),
+    ];
+    for (prev, now, want) in cases {
+        assert_eq!(
+            ProgressMark::advance(Some(prev), now),
+            want,
+            "{prev:?} {now:?}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ convergence
+
+#[test]
+fn a_converged_cluster_plans_nothing() {
+    let mut d = rolling("web", 3, json!(1), json!(0));
+    let mut sim = Sim::new(vec![d.clone(), recreate("db", 1)]);
+    sim.converge();
+    set_image(&mut d, "img:2");
+    sim.deployments[0] = d;
+    sim.converge();
+    let writes = sim.writes;
+    for _ in 0..3 {
+        sim.now += 1000;
+        assert_eq!(sim.plan(), vec![], "converged: no action");
+    }
+    assert_eq!(sim.writes, writes);
+    // The progress annotation was written when progress happened, not since.
+    let at = sim
+        .replicasets
+        .iter()
+        .filter_map(|rs| rs.metadata.annotations.get(PROGRESS_AT_ANNOTATION))
+        .count();
+    assert!(at >= 2);
+}
+
+// ------------------------------------------------------------------------------ the task
+
+#[tokio::test]
+async fn the_task_creates_a_replicaset_and_slots_on_this_node() {
+    use crate::observed::{self, NodeRecord};
+    use crate::state::{self, StateConfig};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (state, task) = state::open(&StateConfig {
+        data_dir: dir.path().to_path_buf(),
+        cluster_secret: [7; 32],
+        channel_size: 16,
+    })
+    .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(task.run(stop.clone()));
+    let now = crate::time::unix_now();
+    let (observed, _reporter, _heartbeat) = observed::start(
+        NodeRecord {
+            name: "n1".into(),
+            version: 0,
+            address: "127.0.0.1".into(),
+            shoal_version: "0".into(),
+            cpus: 1,
+            memory_bytes: 1,
+            started_at: now,
+            heartbeat_at: now,
+            pods: BTreeMap::new(),
+        },
+        std::time::Duration::from_secs(1),
+        4,
+    );
+    let mut v = deployment_json("web", 3, "img:1");
+    v["metadata"].as_object_mut().unwrap().remove("uid");
+    v["metadata"].as_object_mut().unwrap().remove("generation");
+    let mut v2 = v.clone();
+    v2["apiVersion"] = json!("apps/v1");
+    v2["kind"] = json!("Deployment");
+    state
+        .apply_values(vec![(Kind::Deployment, v2)])
+        .await
+        .unwrap();
+
+    let mut c = Controllers::new(state.clone(), observed, "n1".into());
+    c.tick = std::time::Duration::from_millis(50);
+    c.debounce = std::time::Duration::from_millis(10);
+    tokio::spawn(run(c.clone(), stop.clone()));
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let slots = state.slots().await.unwrap();
+        if slots.len() == 3 {
+            assert!(
+                slots
+                    .iter()
+                    .all(|s| s.node == "n1" && s.owner_kind == "ReplicaSet")
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slots: {slots:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rss = state.list(Kind::ReplicaSet, Some("default")).await.unwrap();
+    assert_eq!(rss.len(), 1);
+    // Converged: another round writes nothing.
+    let before = state.stats().await.unwrap();
+    assert_eq!(task::round(&c).await.unwrap(), 0);
+    assert_eq!(
+        format!("{:?}", state.stats().await.unwrap()),
+        format!("{before:?}")
+    );
+    stop.cancel();
+}
