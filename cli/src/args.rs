@@ -69,6 +69,15 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Delete objects by name, selector or manifest
     Delete(DeleteArgs),
+    /// Print the logs of a pod's container
+    Logs(LogsArgs),
+    /// Run a command in a pod's container
+    Exec(ExecArgs),
+    /// Set the number of replicas of a deployment or statefulset
+    Scale(ScaleArgs),
+    /// Manage the rollout of a deployment
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Print the client's and the node's versions
     Version,
     /// Print a shell completion script
@@ -170,6 +179,107 @@ pub struct DeleteArgs {
     /// Treat objects that do not exist as deleted: no error, exit code 0
     #[arg(long)]
     pub ignore_not_found: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Name of the pod
+    pub pod: String,
+
+    /// Container name; may be left out when the pod has one container
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Keep streaming new output
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Only the last N lines (-1: all)
+    #[arg(long, value_name = "N", default_value_t = -1, allow_negative_numbers = true)]
+    pub tail: i64,
+
+    /// Only output newer than this duration: 30s, 5m, 1h30m
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+
+    /// Prefix each line with its RFC 3339 timestamp
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Name of the pod
+    pub pod: String,
+
+    /// Container name; may be left out when the pod has one container
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Pass standard input to the command
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+
+    /// Allocate a terminal for the command
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// The command and its arguments, after --
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// deploy/NAME, sts/NAME, or the kind and the name as two words
+    #[arg(required = true, num_args = 1..=2, value_name = "KIND/NAME")]
+    pub target: Vec<String>,
+
+    /// The new number of replicas
+    #[arg(long, value_name = "N")]
+    pub replicas: u32,
+}
+
+/// A deployment named on the command line: deploy/NAME or deploy NAME.
+#[derive(Debug, Args)]
+pub struct RolloutTarget {
+    /// deploy/NAME, or the kind and the name as two words
+    #[arg(required = true, num_args = 1..=2, value_name = "deploy/NAME")]
+    pub target: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Watch a rollout until it is done, exiting non-zero when it fails
+    Status {
+        #[command(flatten)]
+        target: RolloutTarget,
+        /// Give up after this long: 30s, 5m (0: wait forever)
+        #[arg(long, value_name = "DURATION", default_value = "0")]
+        timeout: String,
+        /// Print the state once and exit instead of waiting
+        #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set,
+              value_name = "BOOL")]
+        watch: bool,
+    },
+    /// List the revisions of a deployment
+    History {
+        #[command(flatten)]
+        target: RolloutTarget,
+    },
+    /// Go back to the previous revision, or to --to-revision
+    Undo {
+        #[command(flatten)]
+        target: RolloutTarget,
+        /// The revision to go back to (0: the previous one)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        to_revision: i64,
+    },
+    /// Replace every pod of a deployment, one rollout step at a time
+    Restart {
+        #[command(flatten)]
+        target: RolloutTarget,
+    },
 }
 
 #[derive(Debug, Subcommand)]

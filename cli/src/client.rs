@@ -193,6 +193,88 @@ impl Client {
         self.send(req)
     }
 
+    /// `PUT path` with a JSON body.
+    pub fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let req = self.http.put(self.url(path)).json(body);
+        self.send(req)
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let req = self.http.post(self.url(path)).json(body);
+        self.send(req)
+    }
+
+    /// `GET path?query` whose body is a stream (logs): no time limit once the node has
+    /// answered, since a followed log never ends. The response is checked for errors.
+    pub fn get_stream(&self, path: &str, query: &[(&str, &str)]) -> Result<Response, ClientError> {
+        let streaming = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
+            .user_agent(format!("shoal/{}", shoal_protocol::VERSION))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: self.base.clone(),
+                cause: e.to_string(),
+            })?;
+        let req = self.authorize(streaming.get(self.url(path)).query(query));
+        let resp = req.send().map_err(|e| self.transport_error(&e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status().as_u16();
+        let bytes = resp.bytes().map_err(|e| self.transport_error(&e))?;
+        Err(self.error_from(code, &bytes))
+    }
+
+    /// The bearer token, for requests made outside reqwest (an exec's upgraded connection).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// How long a request may take, in seconds.
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout_secs
+    }
+
+    /// The error of a non-success answer with status `code` and body `bytes`.
+    pub fn error_from(&self, code: u16, bytes: &[u8]) -> ClientError {
+        if code == StatusCode::UNAUTHORIZED.as_u16() {
+            return ClientError::Unauthorized {
+                url: self.base.clone(),
+                had_token: self.token.is_some(),
+                token_hint: self.token_hint.clone(),
+            };
+        }
+        match serde_json::from_slice::<Status>(bytes) {
+            Ok(status) => ClientError::Status(Box::new(status)),
+            Err(_) => ClientError::Http {
+                url: self.base.clone(),
+                code,
+                body: String::from_utf8_lossy(bytes).into_owned(),
+            },
+        }
+    }
+
+    /// A connection error of a request made outside reqwest.
+    pub fn io_error(&self, e: &std::io::Error) -> ClientError {
+        let url = self.base.clone();
+        match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout {
+                url,
+                secs: self.timeout_secs,
+            },
+            std::io::ErrorKind::ConnectionRefused => ClientError::Unreachable {
+                url,
+                cause: root_cause(e),
+            },
+            _ => ClientError::Transport {
+                url,
+                cause: root_cause(e),
+            },
+        }
+    }
+
     /// `GET /version`.
     pub fn version(&self) -> Result<VersionInfo, ClientError> {
         let req = self.http.get(self.url(VERSION_PATH));
@@ -216,21 +298,7 @@ impl Client {
                 detail: e.to_string(),
             });
         }
-        if code == StatusCode::UNAUTHORIZED {
-            return Err(ClientError::Unauthorized {
-                url: self.base.clone(),
-                had_token: self.token.is_some(),
-                token_hint: self.token_hint.clone(),
-            });
-        }
-        match serde_json::from_slice::<Status>(&bytes) {
-            Ok(status) => Err(ClientError::Status(Box::new(status))),
-            Err(_) => Err(ClientError::Http {
-                url: self.base.clone(),
-                code: code.as_u16(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-        }
+        Err(self.error_from(code.as_u16(), &bytes))
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ClientError {

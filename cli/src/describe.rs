@@ -349,7 +349,10 @@ fn containers(d: &mut Doc, base: usize, spec: &Value, pod: Option<&Value>) {
                 .iter()
                 .find(|cs| text(cs, "/name").as_deref() == Some(name.as_str()))
         }) {
-            d.field(field_at, "State", container_state(st));
+            state_fields(d, field_at, "State", at(st, "/state"));
+            if at(st, "/lastState").is_some_and(|l| l.as_object().is_some_and(|m| !m.is_empty())) {
+                state_fields(d, field_at, "Last State", at(st, "/lastState"));
+            }
             d.field(
                 field_at,
                 "Ready",
@@ -424,24 +427,42 @@ fn env_value(e: &Value) -> String {
     String::new()
 }
 
-fn container_state(st: &Value) -> String {
-    if let Some(w) = at(st, "/state/waiting") {
-        return format!("Waiting ({})", text(w, "/reason").unwrap_or_default());
+/// A container state as kubectl prints it: the state, then its reason, message, exit code
+/// and times on their own lines.
+fn state_fields(d: &mut Doc, indent: usize, label: &str, state: Option<&Value>) {
+    let Some(state) = state else {
+        d.field(indent, label, "Unknown");
+        return;
+    };
+    let sub = indent + 1;
+    if let Some(w) = at(state, "/waiting") {
+        d.field(indent, label, "Waiting");
+        d.field(sub, "Reason", text(w, "/reason").unwrap_or_default());
+        if let Some(m) = text(w, "/message") {
+            d.field(sub, "Message", m);
+        }
+    } else if let Some(r) = at(state, "/running") {
+        d.field(indent, label, "Running");
+        if let Some(t) = text(r, "/startedAt") {
+            d.field(sub, "Started", t);
+        }
+    } else if let Some(t) = at(state, "/terminated") {
+        d.field(indent, label, "Terminated");
+        if let Some(r) = text(t, "/reason") {
+            d.field(sub, "Reason", r);
+        }
+        if let Some(m) = text(t, "/message") {
+            d.field(sub, "Message", m);
+        }
+        d.field(sub, "Exit Code", n(t, "/exitCode").to_string());
+        for (key, pointer) in [("Started", "/startedAt"), ("Finished", "/finishedAt")] {
+            if let Some(v) = text(t, pointer) {
+                d.field(sub, key, v);
+            }
+        }
+    } else {
+        d.field(indent, label, "Unknown");
     }
-    if let Some(t) = at(st, "/state/terminated") {
-        return format!(
-            "Terminated ({}, exit code {})",
-            text(t, "/reason").unwrap_or_default(),
-            n(t, "/exitCode")
-        );
-    }
-    if let Some(r) = at(st, "/state/running") {
-        return match text(r, "/startedAt") {
-            Some(t) => format!("Running (since {t})"),
-            None => "Running".into(),
-        };
-    }
-    "Unknown".into()
 }
 
 fn volumes(d: &mut Doc, base: usize, spec: &Value) {
@@ -518,12 +539,52 @@ fn pod(d: &mut Doc, v: &Value, _: Options) {
         _ => "<none>".into(),
     };
     d.field(0, "Node", node);
+    d.field(0, "Start Time", or_none(text(v, "/status/startTime")));
     d.field(0, "Status", pod_status(v));
-    d.field(0, "IP", or_none(text(v, "/status/podIP")));
+    if let Some(reason) = text(v, "/status/reason") {
+        d.field(0, "Reason", reason);
+    }
+    if let Some(message) = text(v, "/status/message") {
+        d.field(0, "Message", message);
+    }
+    // `podIp`/`hostIp` are read too: older nodes spelled them so.
+    let ip = text(v, "/status/podIP").or_else(|| text(v, "/status/podIp"));
+    d.field(0, "IP", or_none(ip));
+    let host_ports: Vec<String> = list(v, "/status/hostPorts")
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}/{} -> {}:{}",
+                text(p, "/hostIp").unwrap_or_default(),
+                text(p, "/hostPort").unwrap_or_default(),
+                text(p, "/protocol").unwrap_or_else(|| "TCP".into()),
+                text(p, "/container").unwrap_or_default(),
+                text(p, "/containerPort").unwrap_or_default(),
+            )
+        })
+        .collect();
+    d.fields(0, "Host Ports", host_ports);
+    if let Some(owner) = list(v, "/metadata/ownerReferences").first() {
+        d.field(
+            0,
+            "Controlled By",
+            format!(
+                "{}/{}",
+                text(owner, "/kind").unwrap_or_default(),
+                text(owner, "/name").unwrap_or_default()
+            ),
+        );
+    }
     let spec = at(v, "/spec").cloned().unwrap_or(Value::Null);
     containers(d, 0, &spec, Some(v));
     volumes(d, 0, &spec);
-    conditions(d, v, &["Type", "Status"]);
+    // The conditions with their transition times are the pod's recent history until events
+    // exist.
+    conditions(
+        d,
+        v,
+        &["Type", "Status", "LastTransitionTime", "Reason", "Message"],
+    );
 }
 
 fn service(d: &mut Doc, v: &Value, _: Options) {
@@ -803,10 +864,48 @@ Conditions:
                                      "state": {"running": {"startedAt": "2024-05-01T09:59:00Z"}}}]}});
         let out = describe(Kind::Pod, &pod, opts(false));
         assert!(out.contains("Node:               n1/192.168.1.5"), "{out}");
-        assert!(
-            out.contains("State:          Running (since 2024-05-01T09:59:00Z)"),
-            "{out}"
-        );
+        assert!(out.contains("State:          Running\n"), "{out}");
+        assert!(out.contains("Started:  2024-05-01T09:59:00Z"), "{out}");
         assert!(out.contains("Restart Count:  1"), "{out}");
+    }
+
+    #[test]
+    fn pod_description_has_history() {
+        let pod = json!({"metadata": {"name": "web-0", "namespace": "default",
+              "ownerReferences": [{"kind": "ReplicaSet", "name": "web-abc"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "echo",
+              "ports": [{"containerPort": 8080}]}]},
+            "status": {"phase": "Running", "startTime": "2024-05-01T09:58:00Z",
+              "hostPorts": [{"container": "web", "containerPort": 8080, "protocol": "TCP",
+                             "hostIp": "127.0.0.1", "hostPort": 32768}],
+              "conditions": [{"type": "Ready", "status": "False",
+                              "lastTransitionTime": "2024-05-01T09:59:30Z",
+                              "reason": "ContainersNotReady"}],
+              "containerStatuses": [{"name": "web", "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": "back-off 20s restarting"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                             "finishedAt": "2024-05-01T09:59:29Z"}}}]}});
+        let out = describe(Kind::Pod, &pod, opts(false));
+        for want in [
+            "Start Time:",
+            "2024-05-01T09:58:00Z",
+            "Status:",
+            "CrashLoopBackOff",
+            "127.0.0.1:32768/TCP -> web:8080",
+            "Controlled By:",
+            "ReplicaSet/web-abc",
+            "State:          Waiting",
+            "Reason:   CrashLoopBackOff",
+            "Message:  back-off 20s restarting",
+            "Last State:     Terminated",
+            "Exit Code:  1",
+            "Finished:   2024-05-01T09:59:29Z",
+            "LastTransitionTime",
+            "2024-05-01T09:59:30Z",
+            "ContainersNotReady",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
     }
 }

@@ -36,6 +36,19 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The command ran and asks for this exit code without printing anything more (`exec` passes
+/// on the remote command's exit code).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 /// Runs the client with the process's arguments and returns its exit code: 0 on success, 1 on
 /// any error (printed on stderr), 2 on a usage error (printed by clap).
 pub fn main() -> ExitCode {
@@ -43,6 +56,9 @@ pub fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(ExitWith(code)) = err.downcast_ref::<ExitWith>() {
+                return ExitCode::from(*code);
+            }
             report(&err);
             ExitCode::from(1)
         }

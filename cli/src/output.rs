@@ -395,7 +395,9 @@ pub fn pod_status(v: &Value) -> String {
     let mut reason = text(v, "/status/reason")
         .or_else(|| text(v, "/status/phase"))
         .unwrap_or_else(|| "Pending".into());
-    for c in list(v, "/status/containerStatuses") {
+    // Backwards, as kubectl does, so that the first container's reason wins.
+    let mut has_running = false;
+    for c in list(v, "/status/containerStatuses").iter().rev() {
         if let Some(r) = text(c, "/state/waiting/reason").filter(|r| !r.is_empty()) {
             reason = r;
         } else if let Some(r) = text(c, "/state/terminated/reason").filter(|r| !r.is_empty()) {
@@ -408,7 +410,19 @@ pub fn pod_status(v: &Value) -> String {
                     int(c, "/state/terminated/exitCode").unwrap_or(0)
                 ),
             };
+        } else if at(c, "/ready").and_then(Value::as_bool) == Some(true)
+            && at(c, "/state/running").is_some()
+        {
+            has_running = true;
         }
+    }
+    // A finished sidecar does not make a serving pod look finished.
+    if reason == "Completed" && has_running {
+        let ready = list(v, "/status/conditions").iter().any(|c| {
+            text(c, "/type").as_deref() == Some("Ready")
+                && text(c, "/status").as_deref() == Some("True")
+        });
+        reason = if ready { "Running" } else { "NotReady" }.into();
     }
     reason
 }
@@ -427,7 +441,10 @@ const POD: &[Column] = &[
     col("STATUS", |v, _| pod_status(v)),
     col("RESTARTS", |v, _| pod_restarts(v)),
     col("AGE", age),
-    wide("IP", |v, _| or_none(text(v, "/status/podIP"))),
+    // `podIp`: what nodes whose protocol crate spells it so send.
+    wide("IP", |v, _| {
+        or_none(text(v, "/status/podIP").or_else(|| text(v, "/status/podIp")))
+    }),
     wide("NODE", |v, _| or_none(text(v, "/spec/nodeName"))),
 ];
 
@@ -831,6 +848,67 @@ mod tests {
         let exited = json!({"status": {"phase": "Failed", "containerStatuses": [
             {"state": {"terminated": {"exitCode": 3}}}]}});
         assert_eq!(pod_status(&exited), "ExitCode:3");
+    }
+
+    #[test]
+    fn pod_status_reads_like_kubectl() {
+        let one = |phase: &str, state: Value| {
+            json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": phase,
+                "containerStatuses": [{"name": "a", "ready": false, "state": state}]}})
+        };
+        let waiting = |r: &str| json!({"waiting": {"reason": r, "message": "m"}});
+        let done = |r: &str, code: i64| json!({"terminated": {"reason": r, "exitCode": code}});
+        let cases = [
+            (
+                one("Running", json!({"running": {"startedAt": "x"}})),
+                "Running",
+            ),
+            (
+                one("Pending", waiting("ContainerCreating")),
+                "ContainerCreating",
+            ),
+            (
+                one("Running", waiting("CrashLoopBackOff")),
+                "CrashLoopBackOff",
+            ),
+            (one("Pending", waiting("ErrImagePull")), "ErrImagePull"),
+            (
+                one("Pending", waiting("ImagePullBackOff")),
+                "ImagePullBackOff",
+            ),
+            (
+                one("Pending", waiting("CreateContainerConfigError")),
+                "CreateContainerConfigError",
+            ),
+            (one("Running", done("OOMKilled", 137)), "OOMKilled"),
+            (one("Succeeded", done("Completed", 0)), "Completed"),
+            (one("Failed", done("Error", 1)), "Error"),
+            (json!({"status": {"phase": "Pending"}}), "Pending"),
+            (
+                json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"},
+                       "status": {"phase": "Running"}}),
+                "Terminating",
+            ),
+        ];
+        for (pod, want) in cases {
+            assert_eq!(pod_status(&pod), want, "{pod}");
+        }
+        let sidecar_done = json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [
+                {"name": "a", "ready": true, "state": {"running": {}}},
+                {"name": "b", "ready": false, "state": {"terminated": {"reason": "Completed"}}}]}});
+        assert_eq!(pod_status(&sidecar_done), "Running");
+        let ready = json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "a", "ready": true, "restartCount": 4,
+                                   "state": {"running": {}}}]}});
+        let row = table(Kind::Pod, &[ready], false, false, NOW);
+        let cells: Vec<&str> = row.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            cells[..3],
+            ["1/1", "Running", "4"],
+            "no name: the first cell is empty"
+        );
     }
 
     #[test]

@@ -6,8 +6,12 @@ mod apply;
 mod config;
 mod delete;
 mod describe;
+mod exec;
 mod get;
+mod logs;
 mod manifests;
+mod rollout;
+mod scale;
 mod version;
 
 use std::path::PathBuf;
@@ -38,6 +42,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Get(a) => get::run(&connect(g)?, &a),
         Command::Describe(a) => describe::run(&connect(g)?, &a),
         Command::Delete(a) => delete::run(&connect(g)?, &a),
+        Command::Logs(a) => logs::run(&connect(g)?, &a),
+        Command::Exec(a) => exec::run(&connect(g)?, &a),
+        Command::Scale(a) => scale::run(&connect(g)?, &a),
+        Command::Rollout(c) => rollout::run(&connect(g)?, c),
         Command::Version => version::run(g),
         Command::Config(c) => config::run(&config_path(g), g, c),
         Command::Completion { shell } => {
@@ -86,6 +94,68 @@ pub fn parse_kind(name: &str) -> Result<Kind> {
             known.join(", ")
         )
     })
+}
+
+/// A workload named on the command line: `deploy/web`, or `deploy web` as two words. Only
+/// the kinds in `allowed` are accepted.
+pub fn parse_target(words: &[String], allowed: &[Kind]) -> Result<(Kind, String)> {
+    let (kind, name) = match words {
+        [one] => match one.split_once('/') {
+            Some((k, n)) => (k, n),
+            None => {
+                anyhow::bail!("name the object as KIND/NAME (e.g. deploy/{one}) or as KIND NAME")
+            }
+        },
+        [k, n] => (k.as_str(), n.as_str()),
+        _ => anyhow::bail!("expected KIND/NAME or KIND NAME"),
+    };
+    if name.is_empty() {
+        anyhow::bail!("the name is empty in {:?}", words.join(" "));
+    }
+    let kind = parse_kind(kind)?;
+    if !allowed.contains(&kind) {
+        let names: Vec<&str> = allowed.iter().map(|k| k.plural()).collect();
+        anyhow::bail!(
+            "{} cannot be used here: expected {}",
+            kind.plural(),
+            names.join(" or ")
+        );
+    }
+    Ok((kind, name.to_string()))
+}
+
+/// A duration typed by a user, in seconds: `30s`, `5m`, `1h30m`, `2h`, `1d`; `0` alone is 0.
+pub fn parse_duration(text: &str) -> Result<u64> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => anyhow::bail!("{text:?} is not a duration: use e.g. 30s, 5m, 1h30m"),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| anyhow!("{text:?} is not a duration: use e.g. 30s, 5m, 1h30m"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        digits.clear();
+        any = true;
+    }
+    if !digits.is_empty() || !any {
+        anyhow::bail!("{text:?} is not a duration: give a unit, e.g. 30s, 5m, 1h30m");
+    }
+    Ok(total)
 }
 
 /// The `items` of a list answer, sorted by namespace and name so that output is stable
@@ -191,5 +261,48 @@ mod tests {
             "{msg}"
         );
         assert_eq!(parse_kind("deploy").unwrap(), Kind::Deployment);
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn targets_parse_like_kubectl() {
+        let both = [Kind::Deployment, Kind::StatefulSet];
+        for ok in [
+            "deploy/web",
+            "deployment/web",
+            "deployments web",
+            "deploy web",
+        ] {
+            assert_eq!(
+                parse_target(&words(ok), &both).unwrap(),
+                (Kind::Deployment, "web".to_string()),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            parse_target(&words("sts/db"), &both).unwrap(),
+            (Kind::StatefulSet, "db".to_string())
+        );
+        for bad in ["web", "deploy/", "svc/web", "widgets/x"] {
+            assert!(parse_target(&words(bad), &both).is_err(), "{bad}");
+        }
+        let msg = parse_target(&words("sts/db"), &[Kind::Deployment])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("expected deployments"), "{msg}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), 30);
+        assert_eq!(parse_duration("5m").unwrap(), 300);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration("0").unwrap(), 0);
+        for bad in ["", "5", "m", "5x", "-5m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,8 +6,11 @@
 //! Kubernetes `Status` body naming what to fix; internal ones are 5xx and logged.
 
 mod error;
+mod exec;
 mod nodes;
+mod pods;
 mod resources;
+mod workloads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +83,18 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
             get(resources::get_group_ns)
                 .put(resources::put_group_ns)
                 .delete(resources::delete_group_ns),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/{plural}/{name}/{sub}",
+            get(resources::core_sub_ns).post(resources::core_sub_ns),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}",
+            get(resources::group_sub_ns).put(resources::group_sub_ns),
+        )
+        .route(
+            "/shoal/v1/namespaces/{ns}/deployments/{name}/rollback",
+            post(workloads::rollback),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), require_token));

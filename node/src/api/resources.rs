@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +16,8 @@ use shoal_protocol::selector::LabelSelector;
 use shoal_protocol::{FieldError, Kind, Resource, manifest};
 
 use super::error::ApiError;
-use super::{ApiState, nodes};
+use super::workloads::{self, StatusInputs};
+use super::{ApiState, exec, nodes, pods};
 use crate::state::StoredObject;
 
 /// The namespace objects go to when neither the manifest nor the request names one.
@@ -196,12 +197,15 @@ async fn list(api: &ApiState, t: Target, q: ListQuery) -> Result<Json<Value>, Ap
     };
     let items = if t.kind == Kind::Node {
         nodes::list(&api.observed)
+    } else if t.kind == Kind::Pod {
+        pods::list(api, t.namespace.as_deref()).await?
     } else {
+        let inputs = StatusInputs::load_for(api, t.kind).await?;
         api.state
             .list(t.kind, t.namespace.as_deref())
             .await?
             .into_iter()
-            .map(|o| with_status(api, o))
+            .map(|o| with_status(inputs.as_ref(), o))
             .collect()
     };
     let items: Vec<Value> = items
@@ -233,8 +237,13 @@ async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, A
             .map(Json)
             .ok_or_else(|| ApiError::not_found(Kind::Node, None, name));
     }
+    if t.kind == Kind::Pod {
+        let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        return pods::get(api, ns, name).await.map(Json);
+    }
+    let inputs = StatusInputs::load_for(api, t.kind).await?;
     match api.state.get(t.kind, t.namespace.as_deref(), name).await? {
-        Some(o) => Ok(Json(with_status(api, o))),
+        Some(o) => Ok(Json(with_status(inputs.as_ref(), o))),
         None => Err(ApiError::not_found(t.kind, t.namespace.as_deref(), name)),
     }
 }
@@ -246,6 +255,17 @@ async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>
             "MethodNotAllowed",
             "nodes register themselves; a node is removed by stopping its shoald",
         ));
+    }
+    if t.kind == Kind::ReplicaSet {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "replicasets belong to their Deployment: scale, change or delete the deployment",
+        ));
+    }
+    if t.kind == Kind::Pod {
+        let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        pods::check_delete(api, ns, name).await?;
     }
     match api
         .state
@@ -320,13 +340,16 @@ async fn put_one(
     Ok((code, Json(obj)).into_response())
 }
 
-/// Merges an object of desired state with what is observed of it.
-fn with_status(_api: &ApiState, o: StoredObject) -> Value {
+/// Merges an object of desired state with what is observed of it. `inputs` are loaded for
+/// the kinds whose status the controllers compute.
+fn with_status(inputs: Option<&StatusInputs>, o: StoredObject) -> Value {
+    let status = match o.kind {
+        Kind::Namespace => Some(json!({ "phase": "Active" })),
+        _ => inputs.and_then(|i| i.status_of(&o)),
+    };
     let mut v = o.value;
-    if o.kind == Kind::Namespace
-        && let Value::Object(map) = &mut v
-    {
-        map.insert("status".into(), json!({ "phase": "Active" }));
+    if let (Some(status), Value::Object(map)) = (status, &mut v) {
+        map.insert("status".into(), status);
     }
     v
 }
@@ -495,4 +518,64 @@ pub async fn post_group_ns(
 ) -> Result<Response, ApiError> {
     let t = resolve_object(&group, &version, &plural, Some(ns))?;
     put_one(&api, t, None, body).await
+}
+
+/// `/api/v1/namespaces/{ns}/{plural}/{name}/{sub}`: a pod's `log` and `exec`.
+pub async fn core_sub_ns(
+    State(api): State<ApiState>,
+    Path((ns, plural, name, sub)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let t = resolve_object("", "v1", &plural, Some(ns.clone()))?;
+    match (t.kind, sub.as_str(), req.method()) {
+        (Kind::Pod, "log", &Method::GET) => {
+            let Query(q) = Query::<pods::LogQuery>::try_from_uri(req.uri())
+                .map_err(|e| ApiError::bad_request(format!("bad log parameters: {e}")))?;
+            pods::logs(&api, &ns, &name, q).await
+        }
+        (Kind::Pod, "exec", &Method::GET | &Method::POST) => {
+            exec::exec(&api, &ns, &name, req).await
+        }
+        (Kind::Pod, "log" | "exec", _) => Err(method_not_allowed(req.method(), &sub)),
+        _ => Err(ApiError::not_found_path(req.uri().path())),
+    }
+}
+
+/// `/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}`: the `scale` subresource.
+pub async fn group_sub_ns(
+    State(api): State<ApiState>,
+    method: Method,
+    Path((group, version, ns, plural, name, sub)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let t = resolve_object(&group, &version, &plural, Some(ns.clone()))?;
+    if sub != "scale" || !workloads::scalable(t.kind) {
+        return Err(ApiError::not_found_path(&format!(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}"
+        )));
+    }
+    match method {
+        Method::GET => workloads::get_scale(&api, t.kind, &ns, &name)
+            .await
+            .map(Json),
+        Method::PUT => workloads::put_scale(&api, t.kind, &ns, &name, body)
+            .await
+            .map(Json),
+        other => Err(method_not_allowed(&other, &sub)),
+    }
+}
+
+fn method_not_allowed(method: &Method, sub: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{method} is not allowed on {sub}: see docs/api.md"),
+    )
 }

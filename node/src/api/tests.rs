@@ -17,6 +17,10 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
 struct Harness {
     router: Router,
+    state: crate::state::StateHandle,
+    observed: crate::observed::ObservedHandle,
+    reporter: crate::observed::PodReporter,
+    sim: Arc<crate::runtime::SimRuntime>,
     _stop: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
@@ -31,7 +35,7 @@ fn harness() -> Harness {
     .unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(task.run(stop.clone()));
-    let (observed, _reporter, _hb) = observed::start(
+    let (observed, reporter, hb) = observed::start(
         NodeRecord {
             name: "n1".into(),
             version: 1,
@@ -46,21 +50,25 @@ fn harness() -> Harness {
         Duration::from_secs(1),
         4,
     );
+    tokio::spawn(hb.run(stop.clone()));
+    let sim = Arc::new(crate::runtime::SimRuntime::new(["shoal-test/echo:latest"]));
     let router = router(
         ApiState {
-            state,
-            observed,
+            state: state.clone(),
+            observed: observed.clone(),
             token: Arc::from(TOKEN),
             cluster_id: Arc::from("c1"),
             node_name: Arc::from("n1"),
-            engine: crate::runtime::Engine::ready(Arc::new(crate::runtime::SimRuntime::new([
-                "shoal-test/echo:latest",
-            ]))),
+            engine: crate::runtime::Engine::ready(sim.clone()),
         },
         64 * 1024,
     );
     Harness {
         router,
+        state,
+        observed,
+        reporter,
+        sim,
         _stop: stop.drop_guard(),
         _dir: dir,
     }
@@ -306,3 +314,5 @@ async fn nodes_come_from_observed_state() {
     let (code, _) = h.call(Method::DELETE, "/api/v1/nodes/n1", "").await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+mod workloads;
