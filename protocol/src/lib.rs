@@ -18,10 +18,12 @@
 //! - [`status`]: observed pod status, in Kubernetes' shape.
 //! - [`cluster`]: the cluster-state schema beyond user objects (pod slots).
 //! - [`api`]: the JSON shapes of the HTTP API.
+//! - [`exec`]: the framing of interactive exec streams.
 
 pub mod api;
 pub mod cluster;
 pub mod error;
+pub mod exec;
 pub mod intstr;
 pub mod kind;
 pub mod kinds;

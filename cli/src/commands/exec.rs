@@ -16,57 +16,26 @@ use crate::ExitWith;
 use crate::args::ExecArgs;
 use crate::client::{ClientError, segment};
 
-pub const STDIN: u8 = 0;
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-pub const EXIT: u8 = 3;
-pub const RESIZE: u8 = 4;
-pub const ERROR: u8 = 5;
-/// The largest payload a frame may carry.
-pub const MAX_FRAME: usize = 1 << 20;
-
-/// One frame: stream id, length, payload.
-pub fn encode(stream: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 5);
-    out.push(stream);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
+pub use shoal_protocol::exec::{
+    ERROR, EXIT, MAX_FRAME, RESIZE, STDERR, STDIN, STDOUT, UPGRADE_PROTOCOL, encode, exit_code,
+    resize_payload,
+};
+use shoal_protocol::exec::{HEADER_LEN, parse_header};
 
 /// Reads one frame; `None` when the connection ends before a frame starts.
 pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let mut header = [0u8; 5];
+    let mut header = [0u8; HEADER_LEN];
     match r.read_exact(&mut header[..1]) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
     r.read_exact(&mut header[1..])?;
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("exec frame of {len} bytes is larger than {MAX_FRAME}"),
-        ));
-    }
+    let (stream, len) = parse_header(header)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
-    Ok(Some((header[0], payload)))
-}
-
-/// A resize frame's payload.
-pub fn resize_payload(width: u16, height: u16) -> Vec<u8> {
-    let mut p = width.to_be_bytes().to_vec();
-    p.extend_from_slice(&height.to_be_bytes());
-    p
-}
-
-/// The exit code of an exit frame, as a process exit code (0-255).
-pub fn exit_code(payload: &[u8]) -> Option<u8> {
-    let bytes: [u8; 8] = payload.try_into().ok()?;
-    let code = i64::from_be_bytes(bytes);
-    Some(u8::try_from(code).unwrap_or(if code == 0 { 0 } else { 1 }))
+    Ok(Some((stream, payload)))
 }
 
 /// Percent-encodes a query value.
@@ -196,7 +165,7 @@ pub fn run(s: &Session, a: &ExecArgs) -> Result<()> {
         .map_err(|e| s.client.io_error(&e))?;
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: shoal/{}\r\n\
-         Connection: Upgrade\r\nUpgrade: shoal-exec\r\nContent-Length: 0\r\n",
+         Connection: Upgrade\r\nUpgrade: {UPGRADE_PROTOCOL}\r\nContent-Length: 0\r\n",
         exec_target(&s.namespace, a),
         shoal_protocol::VERSION
     );

@@ -35,64 +35,25 @@ use super::error::ApiError;
 use super::pods::{self, ExecQuery};
 use crate::runtime::{ExecChunk, ExecSession, ExecSpec, Runtime};
 
-/// The `Upgrade` protocol name of an interactive exec.
-pub const UPGRADE_PROTOCOL: &str = "shoal-exec";
-
-pub const STDIN: u8 = 0;
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-pub const EXIT: u8 = 3;
-pub const RESIZE: u8 = 4;
-pub const ERROR: u8 = 5;
-
-/// The largest payload a frame may carry; a peer that announces more is broken or hostile.
-pub const MAX_FRAME: usize = 1 << 20;
-
-/// Encodes one frame; a payload larger than [`MAX_FRAME`] becomes several frames.
-pub fn encode(stream: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 5);
-    let mut push = |chunk: &[u8]| {
-        out.push(stream);
-        out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-        out.extend_from_slice(chunk);
-    };
-    if payload.is_empty() {
-        push(payload);
-    } else {
-        for chunk in payload.chunks(MAX_FRAME) {
-            push(chunk);
-        }
-    }
-    out
-}
+pub use shoal_protocol::exec::{
+    ERROR, EXIT, RESIZE, STDERR, STDIN, STDOUT, UPGRADE_PROTOCOL, decode_resize, encode,
+};
+use shoal_protocol::exec::{HEADER_LEN, parse_header};
 
 /// Reads one frame; `None` at a clean end of the connection (before a frame starts).
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let mut header = [0u8; 5];
+    let mut header = [0u8; HEADER_LEN];
     match r.read_exact(&mut header[..1]).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
     r.read_exact(&mut header[1..]).await?;
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("exec frame of {len} bytes is larger than {MAX_FRAME}"),
-        ));
-    }
+    let (stream, len) = parse_header(header)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
-    Ok(Some((header[0], payload)))
-}
-
-/// Width and height of a resize frame.
-pub fn decode_resize(payload: &[u8]) -> Option<(u16, u16)> {
-    match payload {
-        [a, b, c, d] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
-        _ => None,
-    }
+    Ok(Some((stream, payload)))
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -221,7 +182,7 @@ where
     let last = match failed {
         Some(message) => encode(ERROR, message.as_bytes()),
         None => match exit_code(runtime.as_ref(), &exec_id).await {
-            Some(code) => encode(EXIT, &code.to_be_bytes()),
+            Some(code) => encode(EXIT, &shoal_protocol::exec::exit_payload(code)),
             None => encode(ERROR, b"the command's exit code is unknown"),
         },
     };
