@@ -26,7 +26,7 @@ pub const DEFAULT_NODE: &str = "http://127.0.0.1:7070";
 /// The namespace of objects that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The file in a node's data directory that holds its admin token.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub use shoal_protocol::paths::ADMIN_TOKEN_FILE;
 
 /// The config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,34 +158,10 @@ pub fn default_config_path(xdg_config_home: Option<&str>, home: Option<&str>) ->
     base.join("shoal").join("config.toml")
 }
 
-/// The data directory `shoald` uses by default, mirrored here because the CLI does not link
-/// the node: `/var/lib/shoal` for root, else `$XDG_DATA_HOME/shoal` or
-/// `~/.local/share/shoal`.
-pub fn default_data_dir(is_root: bool, xdg_data_home: Option<&str>, home: Option<&str>) -> PathBuf {
-    if is_root {
-        return PathBuf::from("/var/lib/shoal");
-    }
-    match (
-        xdg_data_home.filter(|s| !s.is_empty()),
-        home.filter(|s| !s.is_empty()),
-    ) {
-        (Some(xdg), _) => Path::new(xdg).join("shoal"),
-        (None, Some(home)) => Path::new(home).join(".local/share/shoal"),
-        (None, None) => PathBuf::from("shoal-data"),
-    }
-}
-
-/// Whether this process runs as root, from /proc: `geteuid` would need `unsafe`, which the
-/// workspace denies.
+/// Whether this process runs as root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+        .is_ok_and(|s| shoal_protocol::paths::status_says_root(&s))
 }
 
 /// What the process's flags and environment say, before the config file is consulted.
@@ -204,8 +180,11 @@ impl Overrides {
     pub fn from_flags_and_env(global: &crate::args::GlobalArgs) -> Overrides {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let home = env("HOME");
-        let data_dir =
-            default_data_dir(is_root(), env("XDG_DATA_HOME").as_deref(), home.as_deref());
+        let data_dir = shoal_protocol::paths::default_data_dir(
+            is_root(),
+            env("XDG_DATA_HOME").as_deref(),
+            home.as_deref(),
+        );
         Overrides {
             node: global
                 .node
@@ -579,18 +558,6 @@ token = "lab-token"
         assert_eq!(
             default_config_path(None, Some("/home/u")),
             PathBuf::from("/home/u/.config/shoal/config.toml")
-        );
-        assert_eq!(
-            default_data_dir(true, Some("/x"), Some("/home/u")),
-            PathBuf::from("/var/lib/shoal")
-        );
-        assert_eq!(
-            default_data_dir(false, Some("/x"), Some("/home/u")),
-            PathBuf::from("/x/shoal")
-        );
-        assert_eq!(
-            default_data_dir(false, Some(""), Some("/home/u")),
-            PathBuf::from("/home/u/.local/share/shoal")
         );
     }
 

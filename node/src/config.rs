@@ -120,29 +120,14 @@ impl Config {
 
 /// `/var/lib/shoal` for root, else the XDG data directory (`~/.local/share/shoal`).
 pub fn default_data_dir() -> PathBuf {
-    if is_root() {
-        return PathBuf::from("/var/lib/shoal");
-    }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("shoal");
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/shoal"),
-        None => PathBuf::from("shoal-data"),
-    }
-}
-
-fn is_root() -> bool {
-    // The effective uid from /proc: calling geteuid would need `unsafe`, which the workspace
-    // denies.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| shoal_protocol::paths::status_says_root(&s));
+    let var = |name| std::env::var(name).ok();
+    shoal_protocol::paths::default_data_dir(
+        root,
+        var("XDG_DATA_HOME").as_deref(),
+        var("HOME").as_deref(),
+    )
 }
 
 impl Config {

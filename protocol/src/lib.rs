@@ -19,6 +19,7 @@
 //! - [`cluster`]: the cluster-state schema beyond user objects (pod slots).
 //! - [`api`]: the JSON shapes of the HTTP API.
 //! - [`exec`]: the framing of interactive exec streams.
+//! - [`paths`]: the default data directory, which the node and the CLI must agree on.
 
 pub mod api;
 pub mod cluster;
@@ -29,6 +30,7 @@ pub mod kind;
 pub mod kinds;
 pub mod manifest;
 pub mod meta;
+pub mod paths;
 pub mod quantity;
 pub mod resource;
 pub mod selector;
