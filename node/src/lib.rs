@@ -12,10 +12,12 @@
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`pods`]: pods as users see them: slots joined with their owner's template and status.
+//! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
 //! - [`controllers`]: Deployments into ReplicaSets, ReplicaSets and Pods into slots.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod controllers;
@@ -77,7 +79,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
 
     let (cpus, memory_bytes) = observed::host_capacity();
     let now = time::unix_now();
-    let (observed, _pod_reporter, heartbeat) = observed::start(
+    let (observed, pod_reporter, heartbeat) = observed::start(
         observed::NodeRecord {
             name: identity.node_name.clone(),
             version: 0,
@@ -98,6 +100,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let tracker = TaskTracker::new();
     tracker.spawn(state_task.run(stop.clone()));
     tracker.spawn(heartbeat.run(stop.clone()));
+    tracker.spawn(
+        agent::Agent::new(
+            agent::AgentConfig {
+                node_name: identity.node_name.clone(),
+                cluster_id: identity.cluster_id.clone(),
+                data_dir: config.data_dir.clone(),
+                advertise: config.advertise_addr(),
+                channel_size: config.channel_size,
+            },
+            state.clone(),
+            engine.clone(),
+            Some(pod_reporter),
+        )
+        .run(stop.clone()),
+    );
+    tracker.spawn(controllers::run(
+        controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone()),
+        stop.clone(),
+    ));
     tracker.spawn(
         engine
             .clone()

@@ -60,7 +60,11 @@ pub struct ContainerStatus {
     pub restart_count: u32,
     pub image: String,
     /// `docker://<id>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<bool>,
@@ -173,5 +177,13 @@ mod tests {
         assert_eq!(v["hostIP"], "10.0.0.1");
         assert_eq!(v["podIP"], "172.18.0.2");
         assert_eq!(serde_json::from_value::<PodStatus>(v).unwrap(), s);
+        let c = ContainerStatus {
+            container_id: Some("docker://abc".into()),
+            ..ContainerStatus::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["containerID"],
+            "docker://abc"
+        );
     }
 }

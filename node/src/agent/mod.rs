@@ -1,0 +1,731 @@
+//! The node agent: runs the pod slots assigned to this node as containers and reports their
+//! status.
+//!
+//! Role: one task ([`Agent::run`]) reconciles, every second and whenever desired state changes,
+//! the slots whose `node` is this node with the containers the engine reports under this
+//! node's labels (`shoal.cluster`, `shoal.node`). The decisions are pure functions
+//! ([`plan::select`], [`plan::plan`], [`status::pod_status`], [`spec::container_spec`]); the task
+//! executes their actions idempotently, so a missed event or a failed call is repaired on the
+//! next round. Containers are never restarted just because `shoald` restarted: every round
+//! adopts what it finds by labels.
+//!
+//! Owns: the per-pod memory (restart counts, back-off, probe verdicts, condition times), the
+//! pod directories `<data_dir>/pods/<ns>_<pod>/` (volumes, `agent.json`), the probe workers,
+//! and the background stops/removals.
+//!
+//! Talks to: the state store (slots, templates, ConfigMaps, Secrets; its change
+//! notifications), the runtime through [`Engine`], and observed state through
+//! [`PodReporter`] (the whole set of this node's pods after each round).
+
+pub mod plan;
+pub mod probe;
+pub mod spec;
+pub mod status;
+pub mod volumes;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::Kind;
+use shoal_protocol::Resource;
+use shoal_protocol::kinds::Probe;
+use shoal_protocol::status::PodStatus;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::plan::{Action, Persisted, PodInput, PodMemory, Retry, Selection};
+use self::probe::{ProbeEvent, ProbeKind, ProbeTarget};
+use self::spec::{ConfigSources, NodeContext, SourceKind, labels};
+use crate::observed::PodReporter;
+use crate::pods::{DesiredPod, desired_pods};
+use crate::runtime::{ContainerState, Engine, Runtime, RuntimeError};
+use crate::state::StateHandle;
+
+/// How often the agent reconciles without being woken.
+pub const RESYNC: Duration = Duration::from_secs(1);
+/// An unchanged status set is still sent this often.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// The name of the file in a pod directory that keeps what outlives `shoald`.
+pub const MEMORY_FILE: &str = "agent.json";
+
+/// What the agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub cluster_id: String,
+    pub data_dir: PathBuf,
+    /// Where ports are published; the pods' `hostIP`.
+    pub advertise: IpAddr,
+    /// Size of the probe results channel.
+    pub channel_size: usize,
+}
+
+/// The node agent task. Build with [`Agent::new`], run with [`Agent::run`].
+pub struct Agent {
+    ctx: NodeContext,
+    state: StateHandle,
+    engine: Engine,
+    reporter: Option<PodReporter>,
+    pods: BTreeMap<String, PodMemory>,
+    probes: HashMap<(String, String, ProbeKind), Worker>,
+    probe_tx: mpsc::Sender<ProbeEvent>,
+    probe_rx: mpsc::Receiver<ProbeEvent>,
+    probe_root: CancellationToken,
+    /// Stops and removals, which may take a whole grace period: never awaited in a round.
+    background: JoinSet<String>,
+    /// Container ids a background task works on.
+    busy: HashSet<String>,
+    network_ready: bool,
+    last_report: Option<(BTreeMap<String, PodStatus>, Instant)>,
+    last_statuses: BTreeMap<String, PodStatus>,
+}
+
+struct Worker {
+    instance: String,
+    probe: Probe,
+    cancel: CancellationToken,
+}
+
+/// What woke the loop.
+enum Wake {
+    Stop,
+    Reconcile,
+    Probe(ProbeEvent),
+    Done(Result<String, tokio::task::JoinError>),
+}
+
+impl Agent {
+    pub fn new(
+        config: AgentConfig,
+        state: StateHandle,
+        engine: Engine,
+        reporter: Option<PodReporter>,
+    ) -> Agent {
+        let (probe_tx, probe_rx) = mpsc::channel(config.channel_size.max(1));
+        Agent {
+            ctx: NodeContext {
+                network: spec::network_name(&config.cluster_id, &config.node_name),
+                cluster_id: config.cluster_id,
+                node_name: config.node_name,
+                advertise: config.advertise,
+                pods_dir: config.data_dir.join("pods"),
+            },
+            state,
+            engine,
+            reporter,
+            pods: BTreeMap::new(),
+            probes: HashMap::new(),
+            probe_tx,
+            probe_rx,
+            probe_root: CancellationToken::new(),
+            background: JoinSet::new(),
+            busy: HashSet::new(),
+            network_ready: false,
+            last_report: None,
+            last_statuses: BTreeMap::new(),
+        }
+    }
+
+    /// Reconciles until `shutdown`. Containers keep running when it stops: the next `shoald`
+    /// adopts them.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut changes = self.state.subscribe();
+        let mut watching = true;
+        let mut tick = tokio::time::interval(RESYNC);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(node = %self.ctx.node_name, network = %self.ctx.network, "node agent started");
+        loop {
+            let wake = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Wake::Stop,
+                r = changes.changed(), if watching => {
+                    if r.is_err() {
+                        // The store stopped (shutdown): keep the timer only.
+                        watching = false;
+                    }
+                    Wake::Reconcile
+                }
+                Some(ev) = self.probe_rx.recv() => Wake::Probe(ev),
+                Some(done) = self.background.join_next(), if !self.background.is_empty() => Wake::Done(done),
+                _ = tick.tick() => Wake::Reconcile,
+            };
+            match wake {
+                Wake::Stop => break,
+                Wake::Reconcile => {}
+                Wake::Probe(ev) => {
+                    if !self.on_probe(ev) {
+                        continue;
+                    }
+                }
+                Wake::Done(done) => match done {
+                    Ok(id) => {
+                        self.busy.remove(&id);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a background container task failed"),
+                },
+            }
+            let statuses = self.reconcile().await;
+            self.report(statuses).await;
+        }
+        self.probe_root.cancel();
+        self.background.abort_all();
+        tracing::info!("node agent stopped");
+    }
+
+    async fn report(&mut self, statuses: BTreeMap<String, PodStatus>) {
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        let due = match &self.last_report {
+            None => true,
+            Some((last, at)) => *last != statuses || at.elapsed() >= REPORT_EVERY,
+        };
+        if due {
+            if reporter.report(statuses.clone()).await.is_err() {
+                tracing::debug!("observed state stopped; pod status not reported");
+            }
+            self.last_report = Some((statuses, Instant::now()));
+        }
+    }
+
+    fn filter(&self) -> [(&str, &str); 2] {
+        [
+            (labels::CLUSTER, self.ctx.cluster_id.as_str()),
+            (labels::NODE, self.ctx.node_name.as_str()),
+        ]
+    }
+
+    /// One reconcile round; returns the status of every pod of this node.
+    pub async fn reconcile(&mut self) -> BTreeMap<String, PodStatus> {
+        let now = Instant::now();
+        let wall = crate::time::rfc3339_now();
+        let desired = match desired_pods(&self.state).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read desired pods; retrying");
+                return self.last_statuses.clone();
+            }
+        };
+        let desired: Vec<DesiredPod> = desired
+            .into_iter()
+            .filter(|p| p.slot.node == self.ctx.node_name)
+            .collect();
+        let sources = self.fetch_sources(&desired).await;
+        let mut inputs: Vec<PodInput> = desired
+            .iter()
+            .map(|p| PodInput::build(&self.ctx, p, &sources))
+            .collect();
+        self.load_memory(&inputs);
+
+        let rt = match self.engine.get() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let message = e.to_string();
+                return inputs
+                    .iter()
+                    .map(|i| {
+                        (
+                            i.key.clone(),
+                            status::engine_unavailable(i, self.ctx.advertise, &message),
+                        )
+                    })
+                    .collect();
+            }
+        };
+        if !self.network_ready {
+            match rt.ensure_network(&self.ctx.network).await {
+                Ok(()) => self.network_ready = true,
+                Err(e) => {
+                    tracing::warn!(network = %self.ctx.network, error = %e,
+                        "cannot create the pod network; retrying");
+                }
+            }
+        }
+        // Every round: a changed ConfigMap or Secret reaches mounted files within a second.
+        for input in &mut inputs {
+            sync_files(input);
+        }
+
+        let observed = match rt.list(&self.filter()).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list containers; retrying");
+                return self.last_statuses.clone();
+            }
+        };
+        let actions = {
+            let sel = plan::select(&inputs, &observed);
+            plan::observe(&mut self.pods, &inputs, &sel, now, &wall);
+            plan::plan(&inputs, &sel, &self.pods, &self.busy, now)
+        };
+        let acted = !actions.is_empty();
+        for action in actions {
+            self.execute(&rt, &inputs, action, now).await;
+        }
+        let observed = if acted {
+            match rt.list(&self.filter()).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list containers; retrying");
+                    observed
+                }
+            }
+        } else {
+            observed
+        };
+        let sel = plan::select(&inputs, &observed);
+        plan::observe(&mut self.pods, &inputs, &sel, now, &wall);
+        self.sync_probes(&rt, &inputs, &sel);
+        let mut statuses = BTreeMap::new();
+        for input in &inputs {
+            let mem = self.pods.entry(input.key.clone()).or_default();
+            let st = status::pod_status(input, &sel, mem, self.ctx.advertise, now, &wall);
+            statuses.insert(input.key.clone(), st);
+        }
+        self.save_memory(&inputs);
+        self.cleanup(&inputs, &sel);
+        self.last_statuses = statuses.clone();
+        statuses
+    }
+
+    /// Every ConfigMap and Secret the pods refer to, fetched once per round.
+    async fn fetch_sources(&self, pods: &[DesiredPod]) -> ConfigSources {
+        let mut wanted = BTreeSet::new();
+        for p in pods {
+            for (kind, name) in spec::referenced_sources(p) {
+                wanted.insert((kind.lower(), p.slot.namespace.clone(), name));
+            }
+        }
+        let mut out = ConfigSources::default();
+        for (kind_name, ns, name) in wanted {
+            let kind = if kind_name == SourceKind::Secret.lower() {
+                Kind::Secret
+            } else {
+                Kind::ConfigMap
+            };
+            let stored = match self.state.get(kind, Some(&ns), &name).await {
+                Ok(Some(o)) => o,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, name = %name, error = %e,
+                        "cannot read a referenced object");
+                    continue;
+                }
+            };
+            match Resource::from_value(kind, stored.value) {
+                Ok(Resource::ConfigMap(cm)) => {
+                    let mut data: BTreeMap<String, Vec<u8>> = cm
+                        .data
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    data.extend(cm.binary_data);
+                    out.config_maps.insert((ns, name), data);
+                }
+                Ok(Resource::Secret(s)) => {
+                    out.secrets.insert((ns, name), s.data);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, name = %name, error = %e,
+                        "stored object unreadable; treated as missing");
+                }
+            }
+        }
+        out
+    }
+
+    fn load_memory(&mut self, inputs: &[PodInput]) {
+        for input in inputs {
+            if self.pods.contains_key(&input.key) {
+                continue;
+            }
+            let path = input.pod_dir.join(MEMORY_FILE);
+            let persisted = match std::fs::read(&path) {
+                Ok(bytes) => match serde_json::from_slice::<Persisted>(&bytes) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(pod = %input.key, path = %path.display(), error = %e,
+                            "unreadable agent memory; starting afresh");
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            self.pods.insert(
+                input.key.clone(),
+                PodMemory {
+                    saved: persisted.clone(),
+                    persisted: persisted.unwrap_or_default(),
+                    containers: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    fn save_memory(&mut self, inputs: &[PodInput]) {
+        for input in inputs {
+            let Some(mem) = self.pods.get_mut(&input.key) else {
+                continue;
+            };
+            if mem.saved.as_ref() == Some(&mem.persisted) {
+                continue;
+            }
+            match write_memory(&input.pod_dir, &mem.persisted) {
+                Ok(()) => mem.saved = Some(mem.persisted.clone()),
+                Err(e) => tracing::warn!(pod = %input.key, error = %e,
+                    "cannot save agent memory; retrying"),
+            }
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        rt: &Arc<dyn Runtime>,
+        inputs: &[PodInput],
+        action: Action,
+        now: Instant,
+    ) {
+        match action {
+            Action::Remove {
+                id,
+                name,
+                grace,
+                reason,
+            } => {
+                tracing::info!(container = %name, id = %short(&id), reason, "removing container");
+                self.busy.insert(id.clone());
+                let rt = rt.clone();
+                self.background.spawn(async move {
+                    if !grace.is_zero()
+                        && let Err(e) = rt.stop(&id, grace).await
+                        && !e.is_not_found()
+                    {
+                        tracing::warn!(container = %name, error = %e, "stop failed; removing anyway");
+                    }
+                    match rt.remove(&id).await {
+                        Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                        Err(e) => {
+                            tracing::warn!(container = %name, error = %e, "remove failed; retrying");
+                        }
+                    }
+                    id
+                });
+            }
+            Action::Kill {
+                pod,
+                container,
+                id,
+                grace,
+                reason,
+            } => {
+                tracing::info!(pod = %pod, container = %container, reason = %reason,
+                    "stopping container for a restart");
+                self.busy.insert(id.clone());
+                let rt = rt.clone();
+                self.background.spawn(async move {
+                    if let Err(e) = rt.stop(&id, grace).await {
+                        tracing::warn!(pod = %pod, container = %container, error = %e,
+                            "stop failed; retrying");
+                    }
+                    id
+                });
+            }
+            Action::Restart {
+                pod,
+                container,
+                id,
+                exited,
+            } => match rt.start(&id).await {
+                Ok(()) => {
+                    let mem = self.pods.entry(pod.clone()).or_default();
+                    let pc = mem.persisted_container(&container);
+                    pc.restart_count = pc.restart_count.saturating_add(1);
+                    pc.crash_streak = pc.crash_streak.saturating_add(1);
+                    pc.last_terminated = Some(exited);
+                    let count = pc.restart_count;
+                    let v = mem.container(&container);
+                    v.exit = None;
+                    v.kill = None;
+                    tracing::info!(pod = %pod, container = %container, restarts = count,
+                        "container restarted");
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %pod, container = %container, error = %e,
+                        "restart failed; retrying");
+                }
+            },
+            Action::Create { pod, container } => {
+                if let Some(input) = inputs.iter().find(|i| i.key == pod) {
+                    self.create(rt, input, &container, now).await;
+                }
+            }
+        }
+    }
+
+    async fn create(&mut self, rt: &Arc<dyn Runtime>, input: &PodInput, name: &str, now: Instant) {
+        let pod = input.key.as_str();
+        let Some(spec) = input
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.spec.as_ref().ok())
+        else {
+            return;
+        };
+        let image_missing = |mem: &mut PodMemory| {
+            let message = format!(
+                "image \"{}\" is not present on this node and no registry can be pulled from",
+                spec.image
+            );
+            let v = mem.container(name);
+            let retry = Retry::next(v.image.as_ref(), now, message);
+            tracing::warn!(pod = %pod, container = %name, image = %spec.image,
+                failures = retry.failures, "image not present; will check again");
+            v.image = Some(retry);
+        };
+        match rt.image_present(&spec.image).await {
+            Ok(true) => {}
+            Ok(false) => {
+                image_missing(self.pods.entry(pod.to_string()).or_default());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod, container = %name, error = %e,
+                    "cannot check the image; retrying");
+                return;
+            }
+        }
+        let fail_start = |mem: &mut PodMemory, message: String| {
+            let v = mem.container(name);
+            v.start = Some(Retry::next(v.start.as_ref(), now, message));
+        };
+        if let Err(e) = volumes::prepare(rt.as_ref(), &input.pod, &input.layout).await {
+            tracing::warn!(pod = %pod, container = %name, error = %e, "cannot prepare volumes");
+            fail_start(self.pods.entry(pod.to_string()).or_default(), e.to_string());
+            return;
+        }
+        let id = match rt.create(spec).await {
+            Ok(id) => id,
+            Err(RuntimeError::ImageNotFound { .. }) => {
+                image_missing(self.pods.entry(pod.to_string()).or_default());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod, container = %name, error = %e, "create failed");
+                fail_start(self.pods.entry(pod.to_string()).or_default(), e.to_string());
+                return;
+            }
+        };
+        let mem = self.pods.entry(pod.to_string()).or_default();
+        match rt.start(&id).await {
+            Ok(()) => {
+                let v = mem.container(name);
+                v.image = None;
+                v.start = None;
+                tracing::info!(pod = %pod, container = %name, id = %short(&id), "container started");
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod, container = %name, error = %e,
+                    "start failed; removing the container, will retry");
+                fail_start(mem, e.to_string());
+                if let Err(e) = rt.remove(&id).await
+                    && !e.is_not_found()
+                {
+                    tracing::warn!(pod = %pod, container = %name, error = %e, "remove failed");
+                }
+            }
+        }
+    }
+
+    /// Starts the probe workers running containers need and stops the others. Liveness and
+    /// readiness wait for the startup probe.
+    fn sync_probes(&mut self, rt: &Arc<dyn Runtime>, inputs: &[PodInput], sel: &Selection<'_>) {
+        let mut want: HashMap<(String, String, ProbeKind), (String, Probe, ProbeTarget)> =
+            HashMap::new();
+        for input in inputs {
+            for c in &input.pod.spec.containers {
+                let Some(info) = sel.chosen.get(&(input.key.clone(), c.name.clone())) else {
+                    continue;
+                };
+                if info.state != ContainerState::Running {
+                    continue;
+                }
+                let inst = probe::instance(&info.id, info.started_at.as_deref());
+                let mem = self.pods.entry(input.key.clone()).or_default();
+                let v = mem.container(&c.name);
+                v.probes.follow(&inst);
+                let kinds: &[ProbeKind] = if v.probes.started(c) {
+                    &[ProbeKind::Liveness, ProbeKind::Readiness]
+                } else {
+                    &[ProbeKind::Startup]
+                };
+                let target = ProbeTarget {
+                    id: info.id.clone(),
+                    ip: info.ip.clone().filter(|ip| !ip.is_empty()),
+                    named_ports: c
+                        .ports
+                        .iter()
+                        .filter_map(|p| {
+                            Some((p.name.clone()?, u16::try_from(p.container_port).ok()?))
+                        })
+                        .collect(),
+                };
+                for kind in kinds {
+                    if let Some(p) = kind.of(c) {
+                        want.insert(
+                            (input.key.clone(), c.name.clone(), *kind),
+                            (inst.clone(), p.clone(), target.clone()),
+                        );
+                    }
+                }
+            }
+        }
+        self.probes.retain(|k, w| {
+            let keep = want
+                .get(k)
+                .is_some_and(|(inst, p, _)| *inst == w.instance && *p == w.probe);
+            if !keep {
+                w.cancel.cancel();
+            }
+            keep
+        });
+        for (k, (inst, p, target)) in want {
+            if self.probes.contains_key(&k) {
+                continue;
+            }
+            let cancel = self.probe_root.child_token();
+            tokio::spawn(probe::worker(
+                rt.clone(),
+                k.0.clone(),
+                k.1.clone(),
+                inst.clone(),
+                k.2,
+                p.clone(),
+                target,
+                self.probe_tx.clone(),
+                cancel.clone(),
+            ));
+            self.probes.insert(
+                k,
+                Worker {
+                    instance: inst,
+                    probe: p,
+                    cancel,
+                },
+            );
+        }
+    }
+
+    /// Records a probe result; returns whether a verdict changed (worth a round now).
+    fn on_probe(&mut self, ev: ProbeEvent) -> bool {
+        let Some(worker) = self
+            .probes
+            .get(&(ev.pod.clone(), ev.container.clone(), ev.kind))
+        else {
+            return false;
+        };
+        if worker.instance != ev.instance {
+            return false;
+        }
+        let probe = worker.probe.clone();
+        let Some(mem) = self.pods.get_mut(&ev.pod) else {
+            return false;
+        };
+        let v = mem.container(&ev.container);
+        if v.probes.instance.as_deref() != Some(ev.instance.as_str()) {
+            return false;
+        }
+        let machine = v.probes.machines.entry(ev.kind).or_default();
+        let Some(verdict) = machine.record(&probe, ev.ok, &ev.message) else {
+            return false;
+        };
+        tracing::info!(pod = %ev.pod, container = %ev.container, probe = ev.kind.as_str(),
+            success = verdict, message = %ev.message, "probe verdict changed");
+        if !verdict && matches!(ev.kind, ProbeKind::Liveness | ProbeKind::Startup) {
+            let what = if ev.kind == ProbeKind::Liveness {
+                "Liveness"
+            } else {
+                "Startup"
+            };
+            v.kill = Some((ev.id, format!("{what} probe failed: {}", ev.message)));
+        }
+        true
+    }
+
+    /// Forgets pods that are gone, and removes their directories once no container of theirs
+    /// is left.
+    fn cleanup(&mut self, inputs: &[PodInput], sel: &Selection<'_>) {
+        let keys: HashSet<&str> = inputs.iter().map(|i| i.key.as_str()).collect();
+        self.pods.retain(|k, _| keys.contains(k.as_str()));
+        let mut keep: HashSet<PathBuf> = inputs.iter().map(|i| i.pod_dir.clone()).collect();
+        for (c, _) in &sel.extra {
+            let ns = c
+                .labels
+                .get(labels::NAMESPACE)
+                .map(String::as_str)
+                .unwrap_or_default();
+            let pod = c
+                .labels
+                .get(labels::POD)
+                .map(String::as_str)
+                .unwrap_or_default();
+            keep.insert(spec::pod_dir(&self.ctx.pods_dir, ns, pod));
+        }
+        let Ok(entries) = std::fs::read_dir(&self.ctx.pods_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if keep.contains(&path) || !path.is_dir() {
+                continue;
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(dir = %path.display(), "removed the directory of a gone pod")
+                }
+                Err(e) => tracing::warn!(dir = %path.display(), error = %e,
+                    "cannot remove the directory of a gone pod"),
+            }
+        }
+    }
+}
+
+/// Writes the projected (configMap, secret) files of a pod; a failure becomes the pod's volume
+/// error, so no container is created without its files.
+fn sync_files(input: &mut PodInput) {
+    let base = volumes::volumes_dir(&input.pod_dir);
+    for (volume, files) in &input.projected {
+        match volumes::sync_projected(&base.join(volume), files) {
+            Ok(true) => tracing::debug!(pod = %input.key, volume = %volume, "volume files updated"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(pod = %input.key, volume = %volume, error = %e,
+                    "cannot write volume files");
+                input
+                    .volume_error
+                    .get_or_insert_with(|| format!("volume \"{volume}\": {e}"));
+            }
+        }
+    }
+}
+
+fn write_memory(pod_dir: &Path, persisted: &Persisted) -> std::io::Result<()> {
+    std::fs::create_dir_all(pod_dir)?;
+    let bytes = serde_json::to_vec_pretty(persisted).map_err(std::io::Error::other)?;
+    let tmp = pod_dir.join(format!("{MEMORY_FILE}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, pod_dir.join(MEMORY_FILE))
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

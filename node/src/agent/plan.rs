@@ -1,0 +1,496 @@
+//! The agent's decisions, as pure functions: which observed container belongs to which desired
+//! container ([`select`]), what the agent remembers about each ([`PodMemory`], updated by
+//! [`observe`]), and what to do about the difference ([`plan`] → [`Action`]s). Back-off math
+//! lives here too. The task in `mod.rs` executes the actions; nothing here does I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_protocol::kinds::RestartPolicy;
+use shoal_protocol::status::StateTerminated;
+use tokio::time::Instant;
+
+use super::probe::ProbeMemory;
+use super::spec::{self, ConfigError, ConfigSources, NodeContext, labels};
+use super::volumes::{self, Projected, VolumeLayout};
+use crate::pods::DesiredPod;
+use crate::runtime::{ContainerInfo, ContainerSpec, ContainerState};
+
+/// First restart delay after the first one (which is immediate), as Kubernetes.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long before exiting starts a fresh back-off.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+
+/// The delay before the next attempt after `streak` consecutive ones: 0, 10 s, 20 s, 40 s, ...
+/// up to 5 min.
+pub fn backoff(streak: u32) -> Duration {
+    if streak == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u64 << (streak - 1).min(16);
+    BACKOFF_BASE
+        .checked_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+        .unwrap_or(BACKOFF_MAX)
+        .min(BACKOFF_MAX)
+}
+
+/// Whether a container that exited with `exit_code` is started again under `policy`.
+pub fn should_restart(policy: RestartPolicy, exit_code: i64, oom_killed: bool) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => exit_code != 0 || oom_killed,
+        RestartPolicy::Never => false,
+    }
+}
+
+/// What a pod needs, ready for planning: its specs built against this round's ConfigMaps and
+/// Secrets.
+#[derive(Debug, Clone)]
+pub struct PodInput {
+    /// `namespace/pod`.
+    pub key: String,
+    pub pod: DesiredPod,
+    pub hash: String,
+    pub pod_dir: PathBuf,
+    pub layout: VolumeLayout,
+    /// configMap and secret volume files, by volume.
+    pub projected: BTreeMap<String, BTreeMap<String, Projected>>,
+    /// Why the pod's volumes cannot be set up; no container is created meanwhile.
+    pub volume_error: Option<String>,
+    pub containers: Vec<ContainerInput>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerInput {
+    pub name: String,
+    pub image: String,
+    pub spec: Result<ContainerSpec, ConfigError>,
+}
+
+impl PodInput {
+    /// Builds everything a pod needs from its desired state. Pure.
+    pub fn build(ctx: &NodeContext, pod: &DesiredPod, sources: &ConfigSources) -> PodInput {
+        let ns = pod.slot.namespace.as_str();
+        let pod_dir = spec::pod_dir(&ctx.pods_dir, ns, &pod.slot.pod);
+        let hash = spec::template_hash(&pod.spec);
+        let (layout, mut volume_error) = match volumes::layout(pod, &pod_dir, &ctx.cluster_id) {
+            Ok(l) => (l, None),
+            Err(e) => (VolumeLayout::default(), Some(e)),
+        };
+        let projected = match volumes::projected_files(pod, sources) {
+            Ok(p) => p,
+            Err(e) => {
+                volume_error.get_or_insert(e);
+                BTreeMap::new()
+            }
+        };
+        let containers = pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| ContainerInput {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                spec: spec::container_spec(ctx, pod, c, &hash, sources, &layout),
+            })
+            .collect();
+        PodInput {
+            key: pod.key(),
+            pod: pod.clone(),
+            hash,
+            pod_dir,
+            layout,
+            projected,
+            volume_error,
+            containers,
+        }
+    }
+
+    pub fn policy(&self) -> RestartPolicy {
+        self.pod.spec.restart_policy
+    }
+}
+
+/// What outlives a restart of `shoald`, in `<pod dir>/agent.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub containers: BTreeMap<String, PersistedContainer>,
+    /// Condition type → (status, lastTransitionTime).
+    #[serde(default)]
+    pub conditions: BTreeMap<String, (String, String)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistedContainer {
+    pub restart_count: u32,
+    /// Restarts since the container last ran long enough to reset the back-off.
+    pub crash_streak: u32,
+    #[serde(default)]
+    pub last_terminated: Option<StateTerminated>,
+}
+
+/// An exit the agent has seen and is waiting out before the restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitSeen {
+    pub id: String,
+    pub finished_at: Option<String>,
+    pub at: Instant,
+    pub delay: Duration,
+}
+
+/// Failed attempts at something retried with back-off (image checks, starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    pub failures: u32,
+    pub retry_at: Instant,
+    pub message: String,
+}
+
+impl Retry {
+    pub fn next(prev: Option<&Retry>, now: Instant, message: String) -> Retry {
+        let failures = prev.map_or(0, |r| r.failures).saturating_add(1);
+        Retry {
+            failures,
+            retry_at: now + backoff(failures),
+            message,
+        }
+    }
+
+    pub fn pending(&self, now: Instant) -> bool {
+        now < self.retry_at
+    }
+}
+
+/// What the agent knows about one container beyond what the engine reports; lost on restart
+/// of `shoald` except for [`PersistedContainer`].
+#[derive(Debug, Clone, Default)]
+pub struct Volatile {
+    pub exit: Option<ExitSeen>,
+    pub image: Option<Retry>,
+    pub start: Option<Retry>,
+    /// A failed liveness or startup probe asks for this container id to be stopped.
+    pub kill: Option<(String, String)>,
+    pub probes: ProbeMemory,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PodMemory {
+    pub persisted: Persisted,
+    /// What `agent.json` holds, to write it only on change.
+    pub saved: Option<Persisted>,
+    pub containers: BTreeMap<String, Volatile>,
+}
+
+impl PodMemory {
+    pub fn container(&mut self, name: &str) -> &mut Volatile {
+        self.containers.entry(name.to_string()).or_default()
+    }
+
+    pub fn persisted_container(&mut self, name: &str) -> &mut PersistedContainer {
+        self.persisted
+            .containers
+            .entry(name.to_string())
+            .or_default()
+    }
+}
+
+/// Which observed container is a desired container's, and which are not anybody's.
+#[derive(Debug, Default)]
+pub struct Selection<'a> {
+    /// `(pod key, container name)` → its container.
+    pub chosen: BTreeMap<(String, String), &'a ContainerInfo>,
+    /// Containers to stop and remove, with why.
+    pub extra: Vec<(&'a ContainerInfo, &'static str)>,
+    /// `(pod key, container name)` that still has an old container: no new one until it is
+    /// gone (the name is taken).
+    pub blocked: BTreeSet<(String, String)>,
+}
+
+fn label<'a>(c: &'a ContainerInfo, key: &str) -> &'a str {
+    c.labels.get(key).map(String::as_str).unwrap_or_default()
+}
+
+/// Matches observed containers to desired ones. A container of a slot that is gone or moved,
+/// of another template, of an unknown container name, or a twin, is extra.
+pub fn select<'a>(inputs: &[PodInput], observed: &'a [ContainerInfo]) -> Selection<'a> {
+    let by_key: BTreeMap<&str, &PodInput> = inputs.iter().map(|i| (i.key.as_str(), i)).collect();
+    let mut candidates: BTreeMap<(String, String), Vec<&ContainerInfo>> = BTreeMap::new();
+    let mut sel = Selection::default();
+    for c in observed {
+        let key = label(c, labels::SLOT);
+        let name = label(c, labels::CONTAINER);
+        let Some(input) = by_key.get(key) else {
+            sel.extra.push((c, "its slot is no longer on this node"));
+            continue;
+        };
+        if !input.containers.iter().any(|d| d.name == name) {
+            sel.extra.push((c, "the pod has no such container"));
+            sel.blocked.insert((key.to_string(), name.to_string()));
+            continue;
+        }
+        if label(c, labels::TEMPLATE_HASH) != input.hash {
+            sel.extra.push((c, "the pod spec changed"));
+            sel.blocked.insert((key.to_string(), name.to_string()));
+            continue;
+        }
+        candidates
+            .entry((key.to_string(), name.to_string()))
+            .or_default()
+            .push(c);
+    }
+    for (k, mut cs) in candidates {
+        // Running first, then the most recently started; the rest are twins.
+        cs.sort_by(|a, b| {
+            let rank = |c: &ContainerInfo| match c.state {
+                ContainerState::Running | ContainerState::Restarting | ContainerState::Paused => 0,
+                ContainerState::Exited | ContainerState::Dead => 1,
+                _ => 2,
+            };
+            rank(a)
+                .cmp(&rank(b))
+                .then_with(|| b.started_at.cmp(&a.started_at))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut it = cs.into_iter();
+        if let Some(first) = it.next() {
+            sel.chosen.insert(k.clone(), first);
+        }
+        for twin in it {
+            sel.extra.push((twin, "a twin of the pod's container"));
+            sel.blocked.insert(k.clone());
+        }
+    }
+    sel
+}
+
+/// Records what is new in `observed` into memory: exits (with their back-off) and the pod's
+/// start time. Pure apart from mutating `memory`.
+pub fn observe(
+    memory: &mut BTreeMap<String, PodMemory>,
+    inputs: &[PodInput],
+    sel: &Selection<'_>,
+    now: Instant,
+    wall_now: &str,
+) {
+    for input in inputs {
+        let mem = memory.entry(input.key.clone()).or_default();
+        for c in &input.containers {
+            let Some(info) = sel.chosen.get(&(input.key.clone(), c.name.clone())) else {
+                continue;
+            };
+            if mem.persisted.start_time.is_none() {
+                mem.persisted.start_time = Some(wall_now.to_string());
+            }
+            if !matches!(info.state, ContainerState::Exited | ContainerState::Dead) {
+                continue;
+            }
+            let known = mem.containers.get(&c.name).and_then(|v| v.exit.as_ref());
+            if known.is_some_and(|e| e.id == info.id && e.finished_at == info.finished_at) {
+                continue;
+            }
+            let ran = run_time(info);
+            let pc = mem.persisted_container(&c.name);
+            if ran.is_some_and(|r| r >= BACKOFF_RESET_AFTER) {
+                pc.crash_streak = 0;
+            }
+            let delay = backoff(pc.crash_streak);
+            mem.container(&c.name).exit = Some(ExitSeen {
+                id: info.id.clone(),
+                finished_at: info.finished_at.clone(),
+                at: now,
+                delay,
+            });
+        }
+    }
+}
+
+/// How long the container's last run lasted, when the engine's timestamps say.
+pub fn run_time(info: &ContainerInfo) -> Option<Duration> {
+    let start = parse_rfc3339(info.started_at.as_deref()?)?;
+    let end = parse_rfc3339(info.finished_at.as_deref()?)?;
+    u64::try_from(end - start).ok().map(Duration::from_secs)
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-01-01T00:00:00.123Z`);
+/// fractions are dropped, offsets other than `Z` are not accepted.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let time = time.strip_suffix('Z')?;
+    let time = time.split('.').next()?;
+    let mut t = time.splitn(3, ':');
+    let hh: i64 = t.next()?.parse().ok()?;
+    let mm: i64 = t.next()?.parse().ok()?;
+    let ss: i64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || y < 1970 {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// One thing to do to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Stop (with grace, then kill) and remove a container that is nobody's.
+    Remove {
+        id: String,
+        name: String,
+        grace: Duration,
+        reason: &'static str,
+    },
+    /// Create and start the container `container` of pod `pod`.
+    Create { pod: String, container: String },
+    /// Start an exited container again (same id): a restart.
+    Restart {
+        pod: String,
+        container: String,
+        id: String,
+        /// How its last run ended (its `lastState` once restarted).
+        exited: StateTerminated,
+    },
+    /// Stop a running container whose liveness (or startup) probe failed; the restart policy
+    /// then applies to its exit.
+    Kill {
+        pod: String,
+        container: String,
+        id: String,
+        grace: Duration,
+        reason: String,
+    },
+}
+
+/// The grace of a container, from its label (its pod may be gone).
+fn label_grace(c: &ContainerInfo) -> Duration {
+    Duration::from_secs(label(c, labels::GRACE).parse().unwrap_or(30))
+}
+
+/// The difference between desired and observed, as actions. `busy`: containers a background
+/// stop or removal is working on; they are left alone.
+pub fn plan(
+    inputs: &[PodInput],
+    sel: &Selection<'_>,
+    memory: &BTreeMap<String, PodMemory>,
+    busy: &HashSet<String>,
+    now: Instant,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (c, reason) in &sel.extra {
+        if busy.contains(&c.id) {
+            continue;
+        }
+        actions.push(Action::Remove {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            grace: label_grace(c),
+            reason,
+        });
+    }
+    for input in inputs {
+        let mem = memory.get(&input.key);
+        for c in &input.containers {
+            let k = (input.key.clone(), c.name.clone());
+            let vol = mem.and_then(|m| m.containers.get(&c.name));
+            match sel.chosen.get(&k) {
+                None => {
+                    let waiting = sel.blocked.contains(&k)
+                        || input.volume_error.is_some()
+                        || c.spec.is_err()
+                        || vol
+                            .and_then(|v| v.image.as_ref())
+                            .is_some_and(|r| r.pending(now))
+                        || vol
+                            .and_then(|v| v.start.as_ref())
+                            .is_some_and(|r| r.pending(now));
+                    if !waiting {
+                        actions.push(Action::Create {
+                            pod: input.key.clone(),
+                            container: c.name.clone(),
+                        });
+                    }
+                }
+                Some(info) if busy.contains(&info.id) => {}
+                Some(info) => match info.state {
+                    // Created but never started: a leftover of a crash between create and
+                    // start, or of a failed start. A fresh one is made next round.
+                    ContainerState::Created => actions.push(Action::Remove {
+                        id: info.id.clone(),
+                        name: info.name.clone(),
+                        grace: Duration::ZERO,
+                        reason: "created but never started",
+                    }),
+                    ContainerState::Running => {
+                        if let Some((id, why)) = vol.and_then(|v| v.kill.as_ref())
+                            && *id == info.id
+                        {
+                            actions.push(Action::Kill {
+                                pod: input.key.clone(),
+                                container: c.name.clone(),
+                                id: info.id.clone(),
+                                grace: spec::grace(&input.pod.spec),
+                                reason: why.clone(),
+                            });
+                        }
+                    }
+                    ContainerState::Exited | ContainerState::Dead => {
+                        let code = info.exit_code.unwrap_or(0);
+                        if !should_restart(input.policy(), code, info.oom_killed) {
+                            continue;
+                        }
+                        let due = vol
+                            .and_then(|v| v.exit.as_ref())
+                            .filter(|e| e.id == info.id)
+                            .is_some_and(|e| now >= e.at + e.delay);
+                        if due {
+                            actions.push(Action::Restart {
+                                pod: input.key.clone(),
+                                container: c.name.clone(),
+                                id: info.id.clone(),
+                                exited: terminated(info),
+                            });
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    actions
+}
+
+/// The terminated state of an exited container, as the pod status shows it.
+pub fn terminated(info: &ContainerInfo) -> StateTerminated {
+    let code = info.exit_code.unwrap_or(0);
+    let reason = if info.oom_killed {
+        "OOMKilled"
+    } else if code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    StateTerminated {
+        exit_code: code,
+        reason: Some(reason.into()),
+        message: info.error.clone().filter(|e| !e.is_empty()),
+        started_at: info.started_at.clone(),
+        finished_at: info.finished_at.clone(),
+    }
+}

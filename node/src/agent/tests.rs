@@ -1,0 +1,1300 @@
+//! Tests of the node agent: the pure pieces with tables, the whole round against
+//! [`SimRuntime`] and a real store in a temporary directory, with tokio's paused time for
+//! back-off and probes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_protocol::Kind;
+use shoal_protocol::cluster::Slot;
+use shoal_protocol::kinds::{PodSpec, Probe};
+use shoal_protocol::status::PodStatus;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{self, backoff, parse_rfc3339};
+use super::probe::{ProbeMachine, parse_status};
+use super::spec::{self, ConfigSources, NodeContext, labels};
+use super::volumes::{self, Backing, Projected};
+use super::*;
+use crate::runtime::{ContainerInfo, ExecOutput, MountSpec, PortSpec, Protocol, SimRuntime};
+use crate::state::{self, StateConfig};
+
+const IMAGE: &str = "shoal-test/echo:latest";
+const NODE: &str = "n1";
+const CLUSTER: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
+
+fn ctx() -> NodeContext {
+    NodeContext {
+        cluster_id: CLUSTER.into(),
+        node_name: NODE.into(),
+        advertise: "127.0.0.7".parse().unwrap(),
+        network: spec::network_name(CLUSTER, NODE),
+        pods_dir: "/data/pods".into(),
+    }
+}
+
+fn pod_spec(v: Value) -> PodSpec {
+    let mut s: PodSpec = serde_json::from_value(v).unwrap();
+    s.default_fields();
+    s
+}
+
+fn desired(name: &str, spec: Value) -> DesiredPod {
+    DesiredPod {
+        slot: slot(name),
+        metadata: shoal_protocol::ObjectMeta {
+            name: name.into(),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: pod_spec(spec),
+    }
+}
+
+fn slot(name: &str) -> Slot {
+    Slot {
+        namespace: "default".into(),
+        pod: name.into(),
+        owner_kind: "Pod".into(),
+        owner_name: name.into(),
+        index: 0,
+        revision: String::new(),
+        node: NODE.into(),
+    }
+}
+
+fn bytes_map(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn sources() -> ConfigSources {
+    let mut s = ConfigSources::default();
+    s.config_maps.insert(
+        ("default".into(), "cfg".into()),
+        bytes_map(&[("greeting", "hello"), ("color", "blue")]),
+    );
+    s.secrets.insert(
+        ("default".into(), "db".into()),
+        bytes_map(&[("password", "s3cret")]),
+    );
+    s
+}
+
+fn web(extra: Value) -> Value {
+    let mut c = json!({"name": "web", "image": IMAGE});
+    if let (Value::Object(c), Value::Object(e)) = (&mut c, extra) {
+        c.extend(e);
+    }
+    json!({"containers": [c]})
+}
+
+fn build(name: &str, spec: Value) -> plan::PodInput {
+    plan::PodInput::build(&ctx(), &desired(name, spec), &sources())
+}
+
+fn env_of(input: &plan::PodInput) -> BTreeMap<String, String> {
+    input.containers[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .env
+        .iter()
+        .cloned()
+        .collect()
+}
+
+// ---- spec building ----
+
+#[test]
+fn env_resolves_values_references_and_env_from_in_kubernetes_order() {
+    let input = build(
+        "p",
+        web(json!({
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"},
+                        {"secretRef": {"name": "db"}}],
+            "env": [
+                {"name": "PLAIN", "value": "v"},
+                {"name": "G", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k", "optional": true}}},
+                {"name": "CFG_color", "value": "red"},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+            ]
+        })),
+    );
+    let env = env_of(&input);
+    assert_eq!(env["PLAIN"], "v");
+    assert_eq!(env["G"], "hello");
+    assert_eq!(env["PW"], "s3cret");
+    assert_eq!(env["CFG_greeting"], "hello");
+    assert_eq!(env["CFG_color"], "red", "env overrides envFrom");
+    assert_eq!(env["password"], "s3cret");
+    assert_eq!(env["NS"], "default");
+    assert!(
+        !env.contains_key("OPT"),
+        "a missing optional reference is left out"
+    );
+    assert_eq!(env["HOSTNAME"], "p");
+    assert_eq!(env["POD_NAME"], "p");
+    assert_eq!(env["SHOAL_NODE_NAME"], NODE);
+}
+
+#[test]
+fn missing_required_references_are_config_errors_naming_them() {
+    let cases = [
+        (
+            json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}]}),
+            "configmap \"gone\" not found",
+        ),
+        (
+            json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "absent"}}}]}),
+            "couldn't find key absent in ConfigMap default/cfg",
+        ),
+        (
+            json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}]}),
+            "secret \"nope\" not found",
+        ),
+        (
+            json!({"envFrom": [{"secretRef": {"name": "nope"}}]}),
+            "secret \"nope\" not found",
+        ),
+        (
+            json!({"volumeMounts": [{"name": "v", "mountPath": "/v"}]}),
+            "no volume named \"v\"",
+        ),
+    ];
+    for (extra, want) in cases {
+        let input = build("p", web(extra));
+        let err = input.containers[0].spec.clone().unwrap_err();
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
+    // An optional envFrom that is missing is no error.
+    let input = build(
+        "p",
+        web(json!({"envFrom": [{"secretRef": {"name": "nope", "optional": true}}]})),
+    );
+    assert!(input.containers[0].spec.is_ok());
+}
+
+#[test]
+fn ports_limits_labels_and_names() {
+    let input = build(
+        "p",
+        web(json!({
+            "command": ["/echo"], "args": ["--crash-after", "5"], "workingDir": "/tmp",
+            "ports": [{"containerPort": 8080, "hostPort": 18080},
+                      {"containerPort": 9090, "protocol": "UDP"},
+                      {"containerPort": 7000, "protocol": "SCTP"}],
+            "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}}
+        })),
+    );
+    let s = input.containers[0].spec.as_ref().unwrap();
+    assert_eq!(
+        s.ports,
+        vec![
+            PortSpec {
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+                host_ip: Some("127.0.0.7".into()),
+                host_port: 18080
+            },
+            PortSpec {
+                container_port: 9090,
+                protocol: Protocol::Udp,
+                host_ip: Some("127.0.0.7".into()),
+                host_port: 0
+            },
+        ]
+    );
+    assert_eq!(s.memory_limit, Some(128 * 1024 * 1024));
+    assert_eq!(s.nano_cpus, Some(500_000_000));
+    assert_eq!(s.command, Some(vec!["/echo".to_string()]));
+    assert_eq!(s.args.as_ref().unwrap()[0], "--crash-after");
+    assert_eq!(s.working_dir.as_deref(), Some("/tmp"));
+    assert_eq!(s.hostname.as_deref(), Some("p"));
+    assert_eq!(s.network.as_deref(), Some("shoal-n1-c0ffee00"));
+    assert_eq!(s.stop_grace, Some(Duration::from_secs(30)));
+    assert_eq!(s.name, "shoal_c0ffee00_n1_default_p_web");
+    for (k, v) in [
+        (labels::CLUSTER, CLUSTER),
+        (labels::NODE, NODE),
+        (labels::NAMESPACE, "default"),
+        (labels::POD, "p"),
+        (labels::SLOT, "default/p"),
+        (labels::CONTAINER, "web"),
+        (labels::GRACE, "30"),
+    ] {
+        assert_eq!(s.labels[k], v, "label {k}");
+    }
+    assert_eq!(s.labels[labels::TEMPLATE_HASH], input.hash);
+    // The hash follows the spec.
+    let other = build("p", web(json!({"args": ["x"]})));
+    assert_ne!(other.hash, input.hash);
+    assert_eq!(build("p", web(json!({"args": ["x"]}))).hash, other.hash);
+}
+
+#[test]
+fn volumes_are_laid_out_by_source() {
+    let input = build(
+        "p",
+        json!({
+            "containers": [{"name": "web", "image": IMAGE, "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/cfg"},
+                {"name": "cfg", "mountPath": "/etc/one", "subPath": "greeting"},
+                {"name": "scratch", "mountPath": "/scratch"},
+                {"name": "mem", "mountPath": "/mem"},
+                {"name": "host", "mountPath": "/host", "readOnly": true},
+                {"name": "data", "mountPath": "/data"},
+                {"name": "share", "mountPath": "/share"}
+            ]}],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                {"name": "host", "hostPath": {"path": "/srv/x", "type": "DirectoryOrCreate"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "db"}},
+                {"name": "share", "nfs": {"server": "10.0.0.5", "path": "/export", "readOnly": true}}
+            ]
+        }),
+    );
+    assert_eq!(input.volume_error, None);
+    let mounts = &input.containers[0].spec.as_ref().unwrap().mounts;
+    let dir = "/data/pods/default_p/volumes";
+    assert_eq!(
+        mounts[0],
+        MountSpec::Bind {
+            host_path: format!("{dir}/cfg"),
+            container_path: "/etc/cfg".into(),
+            read_only: true
+        }
+    );
+    assert_eq!(
+        mounts[1],
+        MountSpec::Bind {
+            host_path: format!("{dir}/cfg/greeting"),
+            container_path: "/etc/one".into(),
+            read_only: true
+        }
+    );
+    assert_eq!(
+        mounts[2],
+        MountSpec::Bind {
+            host_path: format!("{dir}/scratch"),
+            container_path: "/scratch".into(),
+            read_only: false
+        }
+    );
+    assert_eq!(
+        mounts[3],
+        MountSpec::Tmpfs {
+            container_path: "/mem".into(),
+            size_bytes: Some(64 << 20)
+        }
+    );
+    assert_eq!(
+        mounts[4],
+        MountSpec::Bind {
+            host_path: "/srv/x".into(),
+            container_path: "/host".into(),
+            read_only: true
+        }
+    );
+    assert_eq!(
+        mounts[5],
+        MountSpec::Volume {
+            name: "shoal-pvc-default-db".into(),
+            container_path: "/data".into(),
+            read_only: false
+        }
+    );
+    let MountSpec::Volume {
+        name, read_only, ..
+    } = &mounts[6]
+    else {
+        panic!("nfs is a named volume: {:?}", mounts[6]);
+    };
+    assert!(name.starts_with("shoal-nfs-") && *read_only);
+    let Backing::Named(nfs) = &input.layout.volumes["share"].backing else {
+        panic!("nfs backing");
+    };
+    assert_eq!(nfs.driver_opts["type"], "nfs");
+    assert_eq!(nfs.driver_opts["o"], "addr=10.0.0.5,ro");
+    assert_eq!(nfs.driver_opts["device"], ":/export");
+    let Backing::Named(pvc) = &input.layout.volumes["data"].backing else {
+        panic!("pvc backing");
+    };
+    assert_eq!(pvc.labels[labels::PVC], "default/db");
+}
+
+#[test]
+fn projected_files_honour_items_and_modes() {
+    let input = build(
+        "p",
+        json!({
+            "containers": [{"name": "web", "image": IMAGE}],
+            "volumes": [
+                {"name": "all", "configMap": {"name": "cfg"}},
+                {"name": "some", "configMap": {"name": "cfg", "items": [{"key": "color", "path": "sub/c.txt", "mode": 0o600}]}},
+                {"name": "sec", "secret": {"secretName": "db"}},
+                {"name": "sec2", "secret": {"secretName": "db", "defaultMode": 0o440}},
+                {"name": "opt", "secret": {"secretName": "absent", "optional": true}}
+            ]
+        }),
+    );
+    assert_eq!(input.volume_error, None);
+    let p = &input.projected;
+    assert_eq!(
+        p["all"]["greeting"],
+        Projected {
+            data: b"hello".to_vec(),
+            mode: 0o644
+        }
+    );
+    assert_eq!(p["all"].len(), 2);
+    assert_eq!(p["some"].keys().collect::<Vec<_>>(), vec!["sub/c.txt"]);
+    assert_eq!(p["some"]["sub/c.txt"].mode, 0o600);
+    assert_eq!(
+        p["sec"]["password"].mode, 0o400,
+        "secret files are 0400 by default"
+    );
+    assert_eq!(p["sec2"]["password"].mode, 0o440);
+    assert!(p["opt"].is_empty());
+
+    let missing = build(
+        "p",
+        json!({"containers": [{"name": "web", "image": IMAGE}],
+               "volumes": [{"name": "v", "configMap": {"name": "gone"}}]}),
+    );
+    assert!(
+        missing
+            .volume_error
+            .unwrap()
+            .contains("configmap \"gone\" not found")
+    );
+    let bad_key = build(
+        "p",
+        json!({"containers": [{"name": "web", "image": IMAGE}],
+               "volumes": [{"name": "v", "configMap": {"name": "cfg", "items": [{"key": "x", "path": "x"}]}}]}),
+    );
+    assert!(
+        bad_key
+            .volume_error
+            .unwrap()
+            .contains("couldn't find key x")
+    );
+}
+
+#[test]
+fn sync_projected_writes_replaces_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("v");
+    let file = |data: &str, mode| Projected {
+        data: data.as_bytes().to_vec(),
+        mode,
+    };
+    let mut files = BTreeMap::from([
+        ("a".to_string(), file("1", 0o644)),
+        ("sub/b".to_string(), file("2", 0o400)),
+    ]);
+    assert!(volumes::sync_projected(&d, &files).unwrap());
+    assert!(!volumes::sync_projected(&d, &files).unwrap(), "idempotent");
+    assert_eq!(std::fs::read_to_string(d.join("sub/b")).unwrap(), "2");
+    let mode = std::fs::metadata(d.join("sub/b"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o400);
+    files.insert("a".into(), file("changed", 0o644));
+    files.remove("sub/b");
+    assert!(volumes::sync_projected(&d, &files).unwrap());
+    assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "changed");
+    assert!(!d.join("sub/b").exists());
+}
+
+// ---- pure decisions ----
+
+#[test]
+fn backoff_doubles_from_ten_seconds_to_five_minutes() {
+    let got: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(got, vec![0, 10, 20, 40, 80, 160, 300, 300, 300]);
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+}
+
+#[test]
+fn restart_policies() {
+    use shoal_protocol::kinds::RestartPolicy::*;
+    for (policy, code, oom, want) in [
+        (Always, 0, false, true),
+        (Always, 1, false, true),
+        (OnFailure, 0, false, false),
+        (OnFailure, 2, false, true),
+        (OnFailure, 0, true, true),
+        (Never, 1, false, false),
+        (Never, 0, false, false),
+    ] {
+        assert_eq!(
+            plan::should_restart(policy, code, oom),
+            want,
+            "{policy:?} {code} {oom}"
+        );
+    }
+}
+
+#[test]
+fn rfc3339_parses_what_time_writes_and_docker_fractions() {
+    for secs in [0, 1_767_225_600, 1_795_631_220, 951_782_400] {
+        assert_eq!(parse_rfc3339(&crate::time::rfc3339(secs)), Some(secs));
+    }
+    assert_eq!(
+        parse_rfc3339("2026-01-01T00:00:10.123456789Z"),
+        Some(1_767_225_610)
+    );
+    assert_eq!(parse_rfc3339("garbage"), None);
+    assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
+}
+
+fn probe(v: Value) -> Probe {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn probe_machine_needs_consecutive_results() {
+    let p =
+        probe(json!({"exec": {"command": ["x"]}, "successThreshold": 2, "failureThreshold": 3}));
+    let mut m = ProbeMachine::default();
+    assert_eq!(m.record(&p, true, ""), None);
+    assert_eq!(m.record(&p, true, ""), Some(true));
+    assert_eq!(m.record(&p, true, ""), None, "no change, no verdict");
+    assert_eq!(m.record(&p, false, "x"), None);
+    assert_eq!(m.record(&p, false, "x"), None);
+    assert_eq!(
+        m.record(&p, true, ""),
+        None,
+        "a success resets the failures"
+    );
+    for _ in 0..2 {
+        assert_eq!(m.record(&p, false, "x"), None);
+    }
+    assert_eq!(m.record(&p, false, "x"), Some(false));
+}
+
+#[test]
+fn probe_addresses_and_status_lines() {
+    use shoal_protocol::intstr::IntOrString;
+    let t = super::probe::ProbeTarget {
+        id: "c".into(),
+        ip: Some("10.0.0.2".into()),
+        named_ports: BTreeMap::from([("http".to_string(), 8080)]),
+    };
+    let addr = |h, p| super::probe::address(h, &p, &t);
+    assert_eq!(addr(None, IntOrString::Int(80)).unwrap(), "10.0.0.2:80");
+    assert_eq!(
+        addr(None, IntOrString::String("http".into())).unwrap(),
+        "10.0.0.2:8080"
+    );
+    assert_eq!(
+        addr(Some("127.0.0.1"), IntOrString::Int(1)).unwrap(),
+        "127.0.0.1:1"
+    );
+    assert!(addr(None, IntOrString::String("nope".into())).is_err());
+    assert_eq!(
+        parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"),
+        Some(503)
+    );
+    assert_eq!(parse_status(b"junk"), None);
+}
+
+fn info(id: &str, input: &plan::PodInput, name: &str, state: ContainerState) -> ContainerInfo {
+    let spec = input
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.spec.clone().unwrap())
+        .unwrap();
+    ContainerInfo {
+        id: id.into(),
+        name: spec.name,
+        labels: spec.labels,
+        state,
+        started_at: Some("2026-01-01T00:00:00Z".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn selection_adopts_matching_containers_and_marks_the_rest() {
+    let input = build("p", web(json!({})));
+    let ours = info("a", &input, "web", ContainerState::Running);
+    let mut twin = info("b", &input, "web", ContainerState::Exited);
+    twin.started_at = Some("2025-01-01T00:00:00Z".into());
+    let mut stale = info("c", &input, "web", ContainerState::Running);
+    stale
+        .labels
+        .insert(labels::TEMPLATE_HASH.into(), "old".into());
+    let mut gone = info("d", &input, "web", ContainerState::Running);
+    gone.labels
+        .insert(labels::SLOT.into(), "default/gone".into());
+    let observed = vec![twin.clone(), ours.clone(), stale, gone];
+    let inputs = vec![input];
+    let sel = plan::select(&inputs, &observed);
+    assert_eq!(sel.chosen[&("default/p".into(), "web".into())].id, "a");
+    let extra: BTreeMap<&str, &str> = sel.extra.iter().map(|(c, r)| (c.id.as_str(), *r)).collect();
+    assert_eq!(extra.len(), 3);
+    assert_eq!(extra["b"], "a twin of the pod's container");
+    assert_eq!(extra["c"], "the pod spec changed");
+    assert_eq!(extra["d"], "its slot is no longer on this node");
+
+    // The healthy adopted container gets no action; the others are removed.
+    let memory = BTreeMap::new();
+    let actions = plan::plan(
+        &inputs,
+        &sel,
+        &memory,
+        &Default::default(),
+        tokio::time::Instant::now(),
+    );
+    assert_eq!(actions.len(), 3);
+    assert!(actions.iter().all(|a| matches!(a, Action::Remove { .. })));
+    // Busy containers are left to their background task.
+    let busy = ["b", "c", "d"].iter().map(|s| s.to_string()).collect();
+    assert!(plan::plan(&inputs, &sel, &memory, &busy, tokio::time::Instant::now()).is_empty());
+}
+
+#[test]
+fn a_changed_spec_waits_for_the_old_container_before_creating() {
+    let input = build("p", web(json!({})));
+    let mut stale = info("c", &input, "web", ContainerState::Running);
+    stale
+        .labels
+        .insert(labels::TEMPLATE_HASH.into(), "old".into());
+    let observed = vec![stale];
+    let inputs = vec![input];
+    let sel = plan::select(&inputs, &observed);
+    let busy = ["c".to_string()].into();
+    let actions = plan::plan(
+        &inputs,
+        &sel,
+        &BTreeMap::new(),
+        &busy,
+        tokio::time::Instant::now(),
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+}
+
+// ---- the whole agent against the simulated engine ----
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    data_dir: std::path::PathBuf,
+    state: StateHandle,
+    stop: CancellationToken,
+    rt: SimRuntime,
+    agent: Agent,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let (state, task) = state::open(&StateConfig {
+            data_dir: data_dir.join("state"),
+            cluster_secret: [7; 32],
+            channel_size: 16,
+        })
+        .unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(task.run(stop.clone()));
+        let rt = SimRuntime::new([IMAGE]);
+        let agent = Harness::agent(&data_dir, &state, &rt);
+        Harness {
+            _dir: dir,
+            data_dir,
+            state,
+            stop,
+            rt,
+            agent,
+        }
+    }
+
+    fn agent(data_dir: &std::path::Path, state: &StateHandle, rt: &SimRuntime) -> Agent {
+        Agent::new(
+            AgentConfig {
+                node_name: NODE.into(),
+                cluster_id: CLUSTER.into(),
+                data_dir: data_dir.to_path_buf(),
+                advertise: "127.0.0.7".parse().unwrap(),
+                channel_size: 16,
+            },
+            state.clone(),
+            Engine::ready(Arc::new(rt.clone())),
+            None,
+        )
+    }
+
+    async fn apply(&self, kind: Kind, v: Value) {
+        self.state.apply_values(vec![(kind, v)]).await.unwrap();
+    }
+
+    async fn pod(&self, name: &str, spec: Value) {
+        self.apply(
+            Kind::Pod,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+        )
+        .await;
+        self.state
+            .write_slots(vec![slot(name)], vec![])
+            .await
+            .unwrap();
+    }
+
+    async fn config_map(&self, name: &str, data: Value) {
+        self.apply(
+            Kind::ConfigMap,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": name, "namespace": "default"}, "data": data}),
+        )
+        .await;
+    }
+
+    /// One round, after handing pending probe results to the agent.
+    async fn round(&mut self) -> BTreeMap<String, PodStatus> {
+        // Let background stops/removals and probe workers run.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        while let Ok(ev) = self.agent.probe_rx.try_recv() {
+            self.agent.on_probe(ev);
+        }
+        while let Some(done) = self.agent.background.try_join_next() {
+            self.agent.busy.remove(&done.unwrap());
+        }
+        self.agent.reconcile().await
+    }
+
+    async fn status(&mut self, pod: &str) -> PodStatus {
+        self.round().await[&format!("default/{pod}")].clone()
+    }
+
+    async fn containers(&self) -> Vec<ContainerInfo> {
+        self.rt.list(&[(labels::CLUSTER, CLUSTER)]).await.unwrap()
+    }
+
+    async fn only_id(&self) -> String {
+        let cs = self.containers().await;
+        assert_eq!(cs.len(), 1, "{cs:?}");
+        cs[0].id.clone()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.agent.probe_root.cancel();
+    }
+}
+
+fn waiting_reason(s: &PodStatus) -> Option<String> {
+    s.container_statuses[0]
+        .state
+        .waiting
+        .as_ref()
+        .map(|w| w.reason.clone())
+}
+
+#[tokio::test]
+async fn runs_a_pod_and_reports_it_in_kubernetes_shape() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "p",
+        web(
+            json!({"ports": [{"containerPort": 8080}, {"containerPort": 9000, "hostPort": 19000}]}),
+        ),
+    )
+    .await;
+    let s = h.status("p").await;
+    assert!(h.rt.networks().contains("shoal-n1-c0ffee00"));
+    let id = h.only_id().await;
+    assert_eq!(s.phase, "Running");
+    assert!(s.is_ready());
+    let c = &s.container_statuses[0];
+    assert_eq!(
+        c.container_id.as_deref(),
+        Some(format!("docker://{id}").as_str())
+    );
+    assert_eq!(c.restart_count, 0);
+    assert!(c.ready);
+    assert_eq!(c.started, Some(true));
+    assert!(c.state.running.is_some());
+    assert_eq!(s.host_ip.as_deref(), Some("127.0.0.7"));
+    assert!(s.pod_ip.is_some());
+    assert!(s.start_time.is_some());
+    let ports: Vec<(u16, u16)> = s
+        .host_ports
+        .iter()
+        .map(|p| (p.container_port, p.host_port))
+        .collect();
+    assert_eq!(ports.len(), 2);
+    assert!(ports.contains(&(9000, 19000)));
+    assert!(ports.iter().any(|(c, h)| *c == 8080 && *h != 0));
+    assert!(
+        s.host_ports
+            .iter()
+            .all(|p| p.host_ip == "127.0.0.7" && p.protocol == "TCP")
+    );
+    let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(
+        types,
+        ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+    );
+
+    // Quiet rounds change nothing: no new calls, same times.
+    let creates = h.rt.calls("create");
+    let again = h.status("p").await;
+    assert_eq!(h.rt.calls("create"), creates);
+    assert_eq!(h.rt.calls("start"), 1);
+    assert_eq!(again.conditions, s.conditions);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exits_restart_the_same_container_with_back_off() {
+    let mut h = Harness::new().await;
+    h.pod("p", web(json!({}))).await;
+    h.round().await;
+    let id = h.only_id().await;
+
+    // A `docker kill`: the same container comes back at once, restartCount 1.
+    h.rt.exit(&id, 137).unwrap();
+    let s = h.status("p").await;
+    assert_eq!(h.only_id().await, id);
+    let c = &s.container_statuses[0];
+    assert_eq!(c.restart_count, 1);
+    assert!(c.state.running.is_some());
+    let last = c.last_state.terminated.as_ref().unwrap();
+    assert_eq!(
+        (last.exit_code, last.reason.as_deref()),
+        (137, Some("Error"))
+    );
+
+    // The next crash waits 10 s in CrashLoopBackOff.
+    h.rt.exit(&id, 1).unwrap();
+    let s = h.status("p").await;
+    assert_eq!(waiting_reason(&s).as_deref(), Some("CrashLoopBackOff"));
+    assert!(
+        s.container_statuses[0]
+            .state
+            .waiting
+            .as_ref()
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("back-off 10s")
+    );
+    assert_eq!(s.phase, "Running");
+    assert!(!s.is_ready());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        waiting_reason(&h.status("p").await).as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let s = h.status("p").await;
+    assert_eq!(s.container_statuses[0].restart_count, 2);
+    assert!(s.container_statuses[0].state.running.is_some());
+
+    // Then 20 s.
+    h.rt.exit(&id, 1).unwrap();
+    h.round().await;
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(
+        waiting_reason(&h.status("p").await).as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(h.status("p").await.container_statuses[0].restart_count, 3);
+
+    // A run of 10 minutes or more resets the back-off: the restart is immediate again.
+    h.rt.advance(Duration::from_secs(601));
+    h.rt.exit(&id, 1).unwrap();
+    let s = h.status("p").await;
+    assert_eq!(s.container_statuses[0].restart_count, 4);
+    assert!(s.container_statuses[0].state.running.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_counts_survive_a_new_agent_and_healthy_containers_are_adopted() {
+    let mut h = Harness::new().await;
+    h.pod("p", web(json!({}))).await;
+    h.round().await;
+    let id = h.only_id().await;
+    h.rt.exit(&id, 137).unwrap();
+    h.round().await;
+
+    // shoald restarts: a fresh agent, same engine and data directory.
+    let creates = h.rt.calls("create");
+    let starts = h.rt.calls("start");
+    h.agent = Harness::agent(&h.data_dir, &h.state, &h.rt);
+    let s = h.status("p").await;
+    assert_eq!(h.rt.calls("create"), creates, "nothing is created");
+    assert_eq!(h.rt.calls("start"), starts, "nothing is restarted");
+    assert_eq!(h.rt.calls("stop"), 0);
+    assert_eq!(h.only_id().await, id);
+    assert_eq!(s.container_statuses[0].restart_count, 1);
+    assert_eq!(s.phase, "Running");
+
+    // A kill while shoald was down: restarted after adoption, counted, with the back-off
+    // the persisted crash streak asks for.
+    h.rt.exit(&id, 137).unwrap();
+    h.agent = Harness::agent(&h.data_dir, &h.state, &h.rt);
+    let s = h.status("p").await;
+    assert_eq!(waiting_reason(&s).as_deref(), Some("CrashLoopBackOff"));
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let s = h.status("p").await;
+    assert_eq!(h.only_id().await, id);
+    assert_eq!(s.container_statuses[0].restart_count, 2);
+}
+
+#[tokio::test]
+async fn restart_policy_never_and_on_failure_end_the_pod() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "never",
+        json!({"restartPolicy": "Never", "containers": [{"name": "job", "image": IMAGE}]}),
+    )
+    .await;
+    h.pod(
+        "onfail",
+        json!({"restartPolicy": "OnFailure", "containers": [{"name": "job", "image": IMAGE}]}),
+    )
+    .await;
+    h.round().await;
+    for c in h.containers().await {
+        let code = if c.labels[labels::POD] == "never" {
+            3
+        } else {
+            0
+        };
+        h.rt.exit(&c.id, code).unwrap();
+    }
+    let all = h.round().await;
+    let never = &all["default/never"];
+    assert_eq!(never.phase, "Failed");
+    let t = never.container_statuses[0]
+        .state
+        .terminated
+        .as_ref()
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    let onfail = &all["default/onfail"];
+    assert_eq!(onfail.phase, "Succeeded");
+    assert_eq!(
+        onfail.container_statuses[0]
+            .state
+            .terminated
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("Completed")
+    );
+    assert_eq!(h.rt.calls("start"), 2, "no restarts");
+    assert_eq!(
+        h.containers().await.len(),
+        2,
+        "finished containers are kept"
+    );
+}
+
+#[tokio::test]
+async fn oom_kills_are_surfaced() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "p",
+        web(json!({"resources": {"limits": {"memory": "16Mi"}}})),
+    )
+    .await;
+    h.round().await;
+    let id = h.only_id().await;
+    assert_eq!(h.rt.spec(&id).unwrap().memory_limit, Some(16 << 20));
+    h.rt.oom_kill(&id).unwrap();
+    let s = h.status("p").await;
+    let last = s.container_statuses[0]
+        .last_state
+        .terminated
+        .as_ref()
+        .unwrap();
+    assert_eq!(last.reason.as_deref(), Some("OOMKilled"));
+    assert_eq!(last.exit_code, 137);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_image_is_err_image_pull_then_image_pull_back_off() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "p",
+        json!({"containers": [{"name": "web", "image": "nowhere/app:1"}]}),
+    )
+    .await;
+    let s = h.status("p").await;
+    assert_eq!(s.phase, "Pending");
+    let w = s.container_statuses[0].state.waiting.clone().unwrap();
+    assert_eq!(w.reason, "ErrImagePull");
+    assert!(
+        w.message
+            .unwrap()
+            .contains("image \"nowhere/app:1\" is not present")
+    );
+    // Retried only after the back-off.
+    let checks = h.rt.calls("image_present");
+    h.round().await;
+    assert_eq!(h.rt.calls("image_present"), checks);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let s = h.status("p").await;
+    assert_eq!(h.rt.calls("image_present"), checks + 1);
+    assert_eq!(waiting_reason(&s).as_deref(), Some("ImagePullBackOff"));
+    // Once the image is there, the next retry runs it.
+    h.rt.add_image("nowhere/app:1");
+    tokio::time::advance(Duration::from_secs(21)).await;
+    let s = h.status("p").await;
+    assert_eq!(s.phase, "Running");
+}
+
+#[tokio::test]
+async fn image_not_found_at_create_is_err_image_pull_too() {
+    let mut h = Harness::new().await;
+    h.pod("p", web(json!({}))).await;
+    h.rt.fail_next(
+        "create",
+        RuntimeError::ImageNotFound {
+            image: IMAGE.into(),
+        },
+    );
+    let s = h.status("p").await;
+    assert_eq!(waiting_reason(&s).as_deref(), Some("ErrImagePull"));
+}
+
+#[tokio::test]
+async fn gone_slots_are_stopped_and_removed_with_their_directory() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "p",
+        json!({"terminationGracePeriodSeconds": 3,
+               "containers": [{"name": "web", "image": IMAGE,
+                               "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}],
+               "volumes": [{"name": "scratch", "emptyDir": {}}]}),
+    )
+    .await;
+    h.round().await;
+    let dir = h.data_dir.join("pods/default_p/volumes/scratch");
+    assert!(dir.is_dir());
+    h.state
+        .write_slots(vec![], vec!["default/p".into()])
+        .await
+        .unwrap();
+    let all = h.round().await;
+    assert!(all.is_empty());
+    // The removal runs in the background; the next rounds see it done.
+    h.round().await;
+    h.round().await;
+    assert!(h.containers().await.is_empty());
+    assert_eq!(h.rt.calls("stop"), 1);
+    assert_eq!(h.rt.calls("remove"), 1);
+    assert!(!h.data_dir.join("pods/default_p").exists());
+
+    // A slot moved to another node is also removed here.
+    h.pod("q", web(json!({}))).await;
+    h.round().await;
+    let mut moved = slot("q");
+    moved.node = "n2".into();
+    h.state.write_slots(vec![moved], vec![]).await.unwrap();
+    for _ in 0..3 {
+        h.round().await;
+    }
+    assert!(h.containers().await.is_empty());
+}
+
+#[tokio::test]
+async fn half_created_leftovers_are_replaced() {
+    let mut h = Harness::new().await;
+    h.pod("p", web(json!({}))).await;
+    h.rt.fail_next(
+        "start",
+        RuntimeError::Conflict {
+            message: "port is already allocated".into(),
+        },
+    );
+    let s = h.status("p").await;
+    assert_eq!(waiting_reason(&s).as_deref(), Some("RunContainerError"));
+    assert!(
+        h.containers().await.is_empty(),
+        "the failed container is removed"
+    );
+    // A leftover created by a crashed shoald (never started) is removed, then recreated.
+    let input = build("p", web(json!({})));
+    let leftover =
+        h.rt.create(input.containers[0].spec.as_ref().unwrap())
+            .await
+            .unwrap();
+    h.round().await;
+    h.round().await;
+    let cs = h.containers().await;
+    assert!(cs.iter().all(|c| c.id != leftover));
+}
+
+#[tokio::test]
+async fn config_errors_wait_until_the_config_exists() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "p",
+        web(json!({"env": [{"name": "G", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}}]})),
+    )
+    .await;
+    let s = h.status("p").await;
+    let w = s.container_statuses[0].state.waiting.clone().unwrap();
+    assert_eq!(w.reason, "CreateContainerConfigError");
+    assert!(w.message.unwrap().contains("configmap \"cfg\" not found"));
+    assert_eq!(h.rt.calls("create"), 0);
+    h.config_map("cfg", json!({"greeting": "hi"})).await;
+    h.round().await;
+    let id = h.only_id().await;
+    assert!(
+        h.rt.spec(&id)
+            .unwrap()
+            .env
+            .contains(&("G".into(), "hi".into()))
+    );
+}
+
+#[tokio::test]
+async fn config_map_volumes_follow_their_config_map() {
+    let mut h = Harness::new().await;
+    h.config_map("cfg", json!({"greeting": "hi"})).await;
+    h.apply(
+        Kind::Secret,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "default"},
+               "data": {"password": "czNjcmV0"}}),
+    )
+    .await;
+    h.pod(
+        "p",
+        json!({"containers": [{"name": "web", "image": IMAGE, "volumeMounts": [
+                   {"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"}]}],
+               "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}},
+                           {"name": "sec", "secret": {"secretName": "db"}}]}),
+    )
+    .await;
+    h.round().await;
+    let vols = h.data_dir.join("pods/default_p/volumes");
+    assert_eq!(
+        std::fs::read_to_string(vols.join("cfg/greeting")).unwrap(),
+        "hi"
+    );
+    assert_eq!(
+        std::fs::read_to_string(vols.join("sec/password")).unwrap(),
+        "s3cret"
+    );
+    let mode = std::fs::metadata(vols.join("sec/password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o400);
+    let id = h.only_id().await;
+    h.config_map("cfg", json!({"greeting": "changed"})).await;
+    h.round().await;
+    assert_eq!(
+        std::fs::read_to_string(vols.join("cfg/greeting")).unwrap(),
+        "changed"
+    );
+    assert_eq!(h.only_id().await, id, "a ConfigMap change restarts nothing");
+}
+
+#[tokio::test]
+async fn claims_are_named_volumes_that_outlive_the_pod() {
+    let mut h = Harness::new().await;
+    h.pod(
+        "p",
+        json!({"containers": [{"name": "web", "image": IMAGE,
+                               "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+               "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}),
+    )
+    .await;
+    h.round().await;
+    let vols =
+        h.rt.list_volumes(&[(labels::PVC, "default/data")])
+            .await
+            .unwrap();
+    assert_eq!(vols.len(), 1);
+    assert_eq!(vols[0].name, "shoal-pvc-default-data");
+    h.state
+        .write_slots(vec![], vec!["default/p".into()])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        h.round().await;
+    }
+    assert!(h.containers().await.is_empty());
+    assert_eq!(h.rt.calls("remove_volume"), 0);
+    assert_eq!(h.rt.list_volumes(&[]).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_changed_bare_pod_spec_recreates_its_container() {
+    let mut h = Harness::new().await;
+    h.pod("p", web(json!({"args": ["a"]}))).await;
+    h.round().await;
+    let old = h.only_id().await;
+    h.pod("p", web(json!({"args": ["b"]}))).await;
+    for _ in 0..3 {
+        h.round().await;
+    }
+    let new = h.only_id().await;
+    assert_ne!(new, old);
+    assert_eq!(h.rt.spec(&new).unwrap().args, Some(vec!["b".to_string()]));
+}
+
+/// An exec handler whose exit code tests switch.
+fn switchable_exec(rt: &SimRuntime) -> Arc<AtomicI64> {
+    let code = Arc::new(AtomicI64::new(0));
+    let c = code.clone();
+    rt.set_exec_handler(Arc::new(move |_, _| ExecOutput {
+        exit_code: c.load(Ordering::SeqCst),
+        ..Default::default()
+    }));
+    code
+}
+
+/// Lets probe workers run for `secs` of paused time, a second at a time, with rounds between.
+async fn run_for(h: &mut Harness, secs: u64) -> PodStatus {
+    let mut last = h.status("p").await;
+    for _ in 0..secs {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        last = h.status("p").await;
+    }
+    last
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_probes_set_the_ready_flag() {
+    let mut h = Harness::new().await;
+    let code = switchable_exec(&h.rt);
+    h.pod(
+        "p",
+        web(json!({"readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 1, "failureThreshold": 2}})),
+    )
+    .await;
+    let s = h.status("p").await;
+    assert!(!s.is_ready(), "not ready before the first success");
+    let s = run_for(&mut h, 2).await;
+    assert!(s.is_ready());
+    assert!(s.container_statuses[0].ready);
+    let since = s.ready_since().unwrap().to_string();
+    code.store(1, Ordering::SeqCst);
+    let s = run_for(&mut h, 3).await;
+    assert!(!s.is_ready());
+    assert_eq!(s.phase, "Running");
+    assert_eq!(h.rt.calls("stop"), 0, "readiness never restarts");
+    code.store(0, Ordering::SeqCst);
+    let s = run_for(&mut h, 2).await;
+    assert!(s.is_ready());
+    let _ = since;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_liveness_restarts_the_container() {
+    let mut h = Harness::new().await;
+    let code = switchable_exec(&h.rt);
+    h.pod(
+        "p",
+        web(json!({"livenessProbe": {"exec": {"command": ["alive"]}, "periodSeconds": 1, "failureThreshold": 3}})),
+    )
+    .await;
+    let s = run_for(&mut h, 3).await;
+    assert_eq!(s.container_statuses[0].restart_count, 0);
+    let id = h.only_id().await;
+    code.store(1, Ordering::SeqCst);
+    let s = run_for(&mut h, 6).await;
+    assert!(h.rt.calls("stop") >= 1);
+    assert_eq!(h.only_id().await, id);
+    assert_eq!(s.container_statuses[0].restart_count, 1);
+    assert!(s.container_statuses[0].last_state.terminated.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_probes_gate_liveness_and_readiness() {
+    let mut h = Harness::new().await;
+    let _code = switchable_exec(&h.rt);
+    h.pod(
+        "p",
+        web(json!({
+            "startupProbe": {"exec": {"command": ["started"]}, "periodSeconds": 1, "initialDelaySeconds": 3},
+            "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 1}
+        })),
+    )
+    .await;
+    let s = h.status("p").await;
+    assert_eq!(s.container_statuses[0].started, Some(false));
+    assert!(!s.is_ready());
+    let s = run_for(&mut h, 6).await;
+    assert_eq!(s.container_statuses[0].started, Some(true));
+    assert!(s.is_ready());
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, task) = state::open(&StateConfig {
+        data_dir: dir.path().join("state"),
+        cluster_secret: [7; 32],
+        channel_size: 16,
+    })
+    .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(task.run(stop.clone()));
+    let mut agent = Agent::new(
+        AgentConfig {
+            node_name: NODE.into(),
+            cluster_id: CLUSTER.into(),
+            data_dir: dir.path().to_path_buf(),
+            advertise: "127.0.0.7".parse().unwrap(),
+            channel_size: 4,
+        },
+        state.clone(),
+        Engine::pending(),
+        None,
+    );
+    state
+        .apply_values(vec![(
+            Kind::Pod,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                   "spec": web(json!({}))}),
+        )])
+        .await
+        .unwrap();
+    state.write_slots(vec![slot("p")], vec![]).await.unwrap();
+    let s = agent.reconcile().await;
+    let p = &s["default/p"];
+    assert_eq!(p.phase, "Pending");
+    assert!(
+        p.container_statuses[0]
+            .state
+            .waiting
+            .as_ref()
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("engine")
+    );
+    stop.cancel();
+}
