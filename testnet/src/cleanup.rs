@@ -2,8 +2,10 @@
 
 use std::process::{Command, Stdio};
 
-/// Removes, when dropped, every container labelled with the cluster id, and the named volumes
-/// given. Uses the `docker` CLI so that it works from `Drop` without an async runtime.
+/// Removes, when dropped, every container labelled with the cluster id, the cluster's pod
+/// networks (`shoal-<node>-<first 8 characters of the cluster id>`: Docker's default address
+/// pool holds only about 30 bridge networks), and the named volumes given. Uses the `docker`
+/// CLI so that it works from `Drop` without an async runtime.
 pub struct DockerCleanup {
     cluster_id: String,
     volumes: Vec<String>,
@@ -56,6 +58,27 @@ impl Drop for DockerCleanup {
             let _ = Command::new("docker")
                 .args(["rm", "-f", "-v"])
                 .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let suffix: String = self.cluster_id.chars().take(8).collect();
+        let networks: Vec<String> = Command::new("docker")
+            .args(["network", "ls", "--format", "{{.Name}}"])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|n| n.starts_with("shoal-") && n.ends_with(&format!("-{suffix}")))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !suffix.is_empty() && !networks.is_empty() {
+            let _ = Command::new("docker")
+                .args(["network", "rm"])
+                .args(&networks)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

@@ -542,3 +542,91 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
     let (code, _) = s.node.api().unwrap().get("/version").unwrap();
     assert_eq!(code, 200, "shoald keeps running");
 }
+
+#[test]
+fn logs_exec_scale_and_restart_through_the_cli() {
+    let Some(s) = setup() else { return };
+    apply(&s.node, &web_manifest(1, "hi", ""));
+    let ps = wait_ready(&s.node, "app=web", 1, 90);
+    let pod = ps[0]["metadata"]["name"].as_str().unwrap().to_string();
+
+    // Logs: the echo server's start line, and the tail limit.
+    let out = s.node.cli(&["logs", &pod]).unwrap().success().unwrap();
+    assert!(
+        out.stdout.contains("shoal-echo listening"),
+        "{}",
+        out.stdout
+    );
+    let port = host_port(&ps[0], 8080).unwrap();
+    for _ in 0..3 {
+        http_get(port, "/").unwrap();
+    }
+    let out = s
+        .node
+        .cli(&["logs", &pod, "--tail", "1"])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+
+    // Exec: output, and the remote exit code becomes the CLI's.
+    let out = s
+        .node
+        .cli(&["exec", &pod, "--", "/shoal-echo", "--version"])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(out.stdout.contains("shoal-echo"), "{}", out.stdout);
+    let out = s
+        .node
+        .cli(&["exec", &pod, "--", "/shoal-echo", "--exit-on-start", "3"])
+        .unwrap();
+    assert_eq!(out.code, 3, "{out:?}");
+    let out = s
+        .node
+        .cli_with_input(
+            &["exec", "-i", &pod, "--", "/shoal-echo", "--cat"],
+            Some("piped through\n"),
+        )
+        .unwrap()
+        .success()
+        .unwrap();
+    assert_eq!(out.stdout, "piped through\n");
+
+    // Scale up and down.
+    s.node
+        .cli(&["scale", "deploy/web", "--replicas", "3"])
+        .unwrap()
+        .success()
+        .unwrap();
+    wait_ready(&s.node, "app=web", 3, 90);
+    s.node
+        .cli(&["scale", "deploy/web", "--replicas", "2"])
+        .unwrap()
+        .success()
+        .unwrap();
+    let before: BTreeSet<String> = wait_ready(&s.node, "app=web", 2, 90)
+        .iter()
+        .filter_map(container_id)
+        .collect();
+
+    // A restart rolls every pod over to new containers.
+    s.node
+        .cli(&["rollout", "restart", "deploy/web"])
+        .unwrap()
+        .success()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "the restart to replace every pod",
+        || {
+            let ps = pods(&s.node, "app=web");
+            let ids: BTreeSet<String> = ps.iter().filter_map(container_id).collect();
+            Ok(
+                (ps.len() == 2 && ps.iter().all(is_ready) && ids.is_disjoint(&before))
+                    .then_some(()),
+            )
+        },
+    )
+    .unwrap();
+}
