@@ -514,7 +514,7 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
     let Some(s) = setup() else { return };
     apply(
         &s.node,
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ghost}\nspec:\n  selector: {matchLabels: {app: ghost}}\n  template:\n    metadata: {labels: {app: ghost}}\n    spec:\n      containers: [{name: c, image: \"registry.invalid/nothing:1\"}]\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ghost}\nspec:\n  progressDeadlineSeconds: 3\n  selector: {matchLabels: {app: ghost}}\n  template:\n    metadata: {labels: {app: ghost}}\n    spec:\n      containers: [{name: c, image: \"registry.invalid/nothing:1\"}]\n",
     );
     let p = wait_until(Duration::from_secs(60), "ErrImagePull", || {
         let ps = pods(&s.node, "app=ghost");
@@ -541,6 +541,14 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
     );
     let (code, _) = s.node.api().unwrap().get("/version").unwrap();
     assert_eq!(code, 200, "shoald keeps running");
+
+    // A rollout that cannot progress fails `rollout status` once its deadline has passed.
+    let out = s
+        .node
+        .cli(&["rollout", "status", "deploy/ghost", "--timeout", "60s"])
+        .unwrap();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("exceeded its progress deadline"), "{}", out.stderr);
 }
 
 #[test]
