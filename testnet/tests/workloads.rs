@@ -548,7 +548,11 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
         .cli(&["rollout", "status", "deploy/ghost", "--timeout", "60s"])
         .unwrap();
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("exceeded its progress deadline"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exceeded its progress deadline"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
