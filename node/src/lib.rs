@@ -9,7 +9,10 @@
 //! - [`config`]: the settings tree, its defaults and validation.
 //! - [`identity`]: cluster id, cluster secret, node key and admin token in the data directory.
 //! - [`state`]: the desired-state store: one automerge document, persisted, secrets encrypted.
+//! - [`net`]: the libp2p network: one task owns the swarm; admission by the cluster secret.
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
+//! - [`replication`]: desired-state replication between nodes (gossip and anti-entropy),
+//!   over a transport trait that the network layer implements.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`pods`]: pods as users see them: slots joined with their owner's template and status.
 //! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
@@ -22,8 +25,10 @@ pub mod api;
 pub mod config;
 pub mod controllers;
 pub mod identity;
+pub mod net;
 pub mod observed;
 pub mod pods;
+pub mod replication;
 pub mod runtime;
 pub mod state;
 pub mod time;

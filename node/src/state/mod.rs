@@ -9,6 +9,13 @@
 //! them in order, appends their changes to the log as ONE record with ONE fsync, and only then
 //! replies. A caller that got `Ok` from a write knows it is on disk.
 //!
+//! Replication (the `replication` module drives it) goes through the same task: changes
+//! from peers, whether gossiped or received by automerge's sync protocol, are loaded into the
+//! document, persisted by the same group commit and wake subscribers like local writes. The
+//! task keeps one automerge `sync::State` per sync session. Input from a peer never panics the
+//! task: a bad message is an error and leaves the document as it was, and a peer whose
+//! changes do not descend from this node's genesis is refused ([`StateError::ForeignDocument`]).
+//!
 //! Layout of this module:
 //! - [`store`]: the document layout, the apply/get/list/delete rules, merge laws, digest;
 //! - `tree`: JSON ⇄ automerge trees with minimal writes;
@@ -22,9 +29,11 @@ mod persist;
 pub mod store;
 mod tree;
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
+use automerge::sync;
 use automerge::{AutoCommit, ChangeHash};
 use serde_json::Value;
 use shoal_protocol::api::ApplyResult;
@@ -61,6 +70,14 @@ pub enum StateError {
     /// A failure that is not the client's: a bug, or the OS failing to give random bytes.
     #[error("internal error in the state store: {0}")]
     Internal(String),
+    /// Changes or a sync message from a peer cannot be used (damaged, or not automerge); the
+    /// document is unchanged. The caller logs it with the peer.
+    #[error("unusable data from a peer: {0}")]
+    Remote(String),
+    /// A peer's document does not descend from this node's genesis: another cluster, or an
+    /// incompatible version of shoald. Nothing of it was kept.
+    #[error("refused a peer's changes: {0}")]
+    ForeignDocument(String),
     /// The store task has stopped (shutdown).
     #[error("the state store has stopped")]
     Stopped,
@@ -84,6 +101,8 @@ impl StateError {
                 detail: detail.clone(),
             },
             StateError::Internal(s) => StateError::Internal(s.clone()),
+            StateError::Remote(s) => StateError::Remote(s.clone()),
+            StateError::ForeignDocument(s) => StateError::ForeignDocument(s.clone()),
             StateError::Stopped => StateError::Stopped,
         }
     }
@@ -118,6 +137,14 @@ enum Command {
     Stats(Reply<Stats>),
     Slots(Reply<Vec<Slot>>),
     WriteSlots(Vec<Slot>, Vec<String>, Reply<()>),
+    Heads(Reply<Vec<ChangeHash>>),
+    /// `true`: only this process's own changes (what gossip broadcasts).
+    ChangesSince(Vec<ChangeHash>, bool, Reply<(Vec<u8>, Vec<ChangeHash>)>),
+    ApplyRemote(Vec<u8>, Reply<bool>),
+    SyncMessage(String, Reply<Option<Vec<u8>>>),
+    ReceiveSync(String, Vec<u8>, Reply<()>),
+    ResetSync(String, Reply<()>),
+    BeginSync(String, Reply<()>),
 }
 
 /// A command executed, whose answer waits for the group's commit.
@@ -137,6 +164,13 @@ enum Pending {
     Digest(Reply<String>, String),
     Slots(Reply<Vec<Slot>>, Result<Vec<Slot>, StateError>),
     Done(Reply<()>, Result<(), StateError>),
+    Heads(Reply<Vec<ChangeHash>>, Vec<ChangeHash>),
+    Changes(
+        Reply<(Vec<u8>, Vec<ChangeHash>)>,
+        (Vec<u8>, Vec<ChangeHash>),
+    ),
+    Changed(Reply<bool>, Result<bool, StateError>),
+    SyncMessage(Reply<Option<Vec<u8>>>, Result<Option<Vec<u8>>, StateError>),
     /// Answered after the commit, so that the sizes include it.
     Stats(Reply<Stats>),
 }
@@ -164,6 +198,11 @@ pub struct StateTask {
     /// Counts committed changes, so that controllers and agents wake up on a write instead of
     /// polling the document.
     changes: watch::Sender<u64>,
+    /// automerge's sync state of each sync session with a peer (see
+    /// [`StateHandle::sync_message`]). Dropped on reset, on a failed receive and after a
+    /// failed commit (the document went back, so what a session believes was sent may be
+    /// gone).
+    sync: HashMap<String, sync::State>,
 }
 
 /// Opens (or creates) the store in `config.data_dir`. A file that cannot be read or fails its
@@ -211,6 +250,7 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
             must_compact: false,
             max_group: channel_size,
             changes,
+            sync: HashMap::new(),
         },
     ))
 }
@@ -356,6 +396,75 @@ impl StateHandle {
     pub async fn stats(&self) -> Result<Stats, StateError> {
         self.call(Command::Stats).await
     }
+
+    /// The document's current heads.
+    pub async fn heads(&self) -> Result<Vec<ChangeHash>, StateError> {
+        self.call(Command::Heads).await
+    }
+
+    /// Every change after `heads` (automerge's `save_after`: concatenated change chunks, empty
+    /// when there is none), and the heads that they lead to. A peer loads them with
+    /// [`StateHandle::apply_remote`].
+    pub async fn changes_since(
+        &self,
+        heads: Vec<ChangeHash>,
+    ) -> Result<(Vec<u8>, Vec<ChangeHash>), StateError> {
+        self.call(|reply| Command::ChangesSince(heads, false, reply))
+            .await
+    }
+
+    /// As [`StateHandle::changes_since`], but only the changes written by this process (not
+    /// those received from peers): what gossip broadcasts, so that a received change is not
+    /// broadcast again by every node. Anti-entropy carries everything else.
+    pub async fn local_changes_since(
+        &self,
+        heads: Vec<ChangeHash>,
+    ) -> Result<(Vec<u8>, Vec<ChangeHash>), StateError> {
+        self.call(|reply| Command::ChangesSince(heads, true, reply))
+            .await
+    }
+
+    /// Loads changes from a peer (the output of [`StateHandle::changes_since`], or a saved
+    /// document), persisted by the group commit like a local write; returns whether the
+    /// document changed. Changes that build on ones this node lacks wait (in memory) until
+    /// those arrive. Errors: [`StateError::Remote`] for data that cannot be loaded,
+    /// [`StateError::ForeignDocument`] for another cluster's changes; the document is then
+    /// unchanged.
+    pub async fn apply_remote(&self, changes: Vec<u8>) -> Result<bool, StateError> {
+        self.call(|reply| Command::ApplyRemote(changes, reply))
+            .await
+    }
+
+    /// The next message of automerge's sync protocol in the session `peer` (None: nothing to
+    /// send now: in sync as far as this node knows, or waiting for an answer).
+    ///
+    /// `peer` names a sync session, one automerge `sync::State` kept by the task: a caller
+    /// that syncs with one peer in both directions at once uses one name per direction.
+    pub async fn sync_message(&self, peer: String) -> Result<Option<Vec<u8>>, StateError> {
+        self.call(|reply| Command::SyncMessage(peer, reply)).await
+    }
+
+    /// Receives a sync message of the session `peer`, applying the changes it carries
+    /// (persisted like [`StateHandle::apply_remote`]). On error the session is reset and the
+    /// document unchanged.
+    pub async fn receive_sync(&self, peer: String, message: Vec<u8>) -> Result<(), StateError> {
+        self.call(|reply| Command::ReceiveSync(peer, message, reply))
+            .await
+    }
+
+    /// Forgets the session `peer` (a peer that reconnected, or went away): the next message
+    /// starts afresh.
+    pub async fn reset_sync(&self, peer: String) -> Result<(), StateError> {
+        self.call(|reply| Command::ResetSync(peer, reply)).await
+    }
+
+    /// Starts a new exchange in the session `peer`, keeping only what the last one
+    /// established (the heads both sides had in common), so that the first message carries a
+    /// Bloom filter of the changes since then rather than of the whole history. Each
+    /// anti-entropy round begins with it, on both sides.
+    pub async fn begin_sync(&self, peer: String) -> Result<(), StateError> {
+        self.call(|reply| Command::BeginSync(peer, reply)).await
+    }
 }
 
 impl StateTask {
@@ -415,6 +524,51 @@ impl StateTask {
             Command::WriteSlots(puts, deletes, reply) => {
                 Pending::Done(reply, store.write_slots(&puts, &deletes))
             }
+            Command::Heads(reply) => Pending::Heads(reply, store.heads()),
+            Command::ChangesSince(heads, local, reply) => {
+                let changes = if local {
+                    store.local_changes_since(&heads)
+                } else {
+                    store.changes_since(&heads)
+                };
+                Pending::Changes(reply, changes)
+            }
+            Command::ApplyRemote(data, reply) => {
+                let result = store.apply_remote(&data);
+                match &result {
+                    Ok(changed) => tracing::debug!(bytes = data.len(), changed, "remote changes"),
+                    Err(e) => {
+                        tracing::debug!(bytes = data.len(), error = %e, "remote changes refused")
+                    }
+                }
+                Pending::Changed(reply, result)
+            }
+            Command::SyncMessage(peer, reply) => {
+                let session = self.sync.entry(peer).or_default();
+                Pending::SyncMessage(reply, store.sync_message(session))
+            }
+            Command::ReceiveSync(peer, data, reply) => {
+                let session = self.sync.entry(peer.clone()).or_default();
+                let result = store.receive_sync(session, &data);
+                if let Err(e) = &result {
+                    tracing::debug!(peer = %peer, error = %e, "sync message refused");
+                    self.sync.remove(&peer);
+                }
+                Pending::Done(reply, result)
+            }
+            Command::ResetSync(peer, reply) => {
+                self.sync.remove(&peer);
+                Pending::Done(reply, Ok(()))
+            }
+            Command::BeginSync(peer, reply) => {
+                // What automerge persists of a session is what the next one may reuse.
+                if let Some(session) = self.sync.remove(&peer)
+                    && let Ok(fresh) = sync::State::decode(&session.encode())
+                {
+                    self.sync.insert(peer, fresh);
+                }
+                Pending::Done(reply, Ok(()))
+            }
         }
     }
 
@@ -436,6 +590,10 @@ impl StateTask {
             Pending::Digest(reply, digest) => send(reply, Ok(digest), failure),
             Pending::Slots(reply, result) => send(reply, result, failure),
             Pending::Done(reply, result) => send(reply, result, failure),
+            Pending::Heads(reply, heads) => send(reply, Ok(heads), failure),
+            Pending::Changes(reply, changes) => send(reply, Ok(changes), failure),
+            Pending::Changed(reply, result) => send(reply, result, failure),
+            Pending::SyncMessage(reply, result) => send(reply, result, failure),
             Pending::Stats(reply) => {
                 let stats = self.stats();
                 send(reply, Ok(stats), failure)
@@ -508,6 +666,7 @@ impl StateTask {
     }
 
     fn revert(&mut self) {
+        self.sync.clear();
         if let Err(e) = self.store.revert_to(&self.persisted) {
             // The unwritten changes stay in memory; they reach the disk with the next write.
             tracing::error!(error = %e, "cannot revert the state to what the disk holds");
@@ -515,5 +674,7 @@ impl StateTask {
     }
 }
 
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

@@ -47,10 +47,13 @@
 //!   controller's job, not the store's.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
 
+use automerge::sync::{self, Message, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
-    ActorId, AutoCommit, AutomergeError, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc,
+    ActorId, AutoCommit, AutomergeError, Change, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -106,6 +109,61 @@ pub(crate) fn genesis() -> Result<AutoCommit, AutomergeError> {
     }
     doc.commit_with(CommitOptions::default().with_time(0));
     Ok(doc)
+}
+
+/// The first bytes of every automerge chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Chunk types: a change, and a compressed change (a document is 0).
+const CHUNK_CHANGE: u8 = 1;
+const CHUNK_COMPRESSED: u8 = 2;
+
+/// Splits concatenated automerge chunks (magic, checksum, type, LEB128 length, data) into
+/// `(type, whole chunk)`. An error unless the bytes are exactly whole chunks.
+fn split_chunks(mut data: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
+    let mut chunks = Vec::new();
+    while !data.is_empty() {
+        let at = chunks.len();
+        if data.get(..4) != Some(&CHUNK_MAGIC[..]) {
+            return Err(format!("chunk {at} is not an automerge chunk"));
+        }
+        let kind = *data
+            .get(8)
+            .ok_or_else(|| format!("chunk {at} is truncated"))?;
+        let (mut len, mut shift, mut header) = (0u64, 0u32, 9usize);
+        loop {
+            let byte = *data
+                .get(header)
+                .ok_or_else(|| format!("chunk {at} is truncated"))?;
+            header += 1;
+            if shift > 63 {
+                return Err(format!("chunk {at} has a malformed length"));
+            }
+            len |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(header))
+            .filter(|end| *end <= data.len())
+            .ok_or_else(|| format!("chunk {at} is truncated"))?;
+        chunks.push((kind, &data[..end]));
+        data = &data[end..];
+    }
+    Ok(chunks)
+}
+
+/// The hash of the genesis change (None only if automerge cannot build it, a bug that
+/// [`Store::create`] reports).
+pub(crate) fn genesis_hash() -> Option<ChangeHash> {
+    static HASH: OnceLock<Option<ChangeHash>> = OnceLock::new();
+    *HASH.get_or_init(|| {
+        genesis()
+            .ok()
+            .and_then(|mut doc| doc.get_heads().first().copied())
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> StateError {
@@ -271,6 +329,145 @@ impl Store {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn merge(&mut self, other: &mut AutoCommit) -> Result<(), StateError> {
         self.doc.merge(other).map(|_| ()).map_err(internal)
+    }
+
+    /// Every change after `heads` (those that are not ancestors of them), as concatenated
+    /// change chunks (`save_after`), with the current heads.
+    pub(crate) fn changes_since(&mut self, heads: &[ChangeHash]) -> (Vec<u8>, Vec<ChangeHash>) {
+        (self.doc.save_after(heads), self.doc.get_heads())
+    }
+
+    /// As [`Store::changes_since`], but only the changes that this process wrote itself (its
+    /// actor): what gossip broadcasts, so that a node does not re-broadcast what it received.
+    pub(crate) fn local_changes_since(
+        &mut self,
+        heads: &[ChangeHash],
+    ) -> (Vec<u8>, Vec<ChangeHash>) {
+        let actor = self.doc.get_actor().clone();
+        let mut bytes = Vec::new();
+        for change in self.doc.get_changes(heads) {
+            if *change.actor_id() == actor {
+                bytes.extend_from_slice(change.raw_bytes());
+            }
+        }
+        (bytes, self.doc.get_heads())
+    }
+
+    /// Loads changes received from a peer: concatenated change chunks (`save_after`), or a
+    /// saved document (`load_incremental`). Change chunks are checked whole first (framing,
+    /// checksum, decoding), since automerge's own loader skips what it cannot read; a saved
+    /// document is loaded as far as it is valid. Changes whose dependencies are missing wait
+    /// inside automerge until those arrive. Returns whether the document changed.
+    pub(crate) fn apply_remote(&mut self, data: &[u8]) -> Result<bool, StateError> {
+        let before = self.doc.get_heads();
+        self.remote(|doc| {
+            let chunks = split_chunks(data)?;
+            if chunks
+                .iter()
+                .all(|(kind, _)| *kind == CHUNK_CHANGE || *kind == CHUNK_COMPRESSED)
+            {
+                let mut changes = Vec::with_capacity(chunks.len());
+                for (i, (_, chunk)) in chunks.into_iter().enumerate() {
+                    let change = Change::try_from(chunk)
+                        .map_err(|e| format!("change {i} cannot be decoded: {e}"))?;
+                    if change.hash().as_ref().get(..4) != chunk.get(4..8) {
+                        return Err(format!("change {i} fails its checksum"));
+                    }
+                    changes.push(change);
+                }
+                doc.apply_changes(changes)
+            } else {
+                doc.load_incremental(data).map(|_| ())
+            }
+            .map_err(|e| format!("the changes cannot be loaded: {e}"))
+        })?;
+        Ok(self.doc.get_heads() != before)
+    }
+
+    /// The next message of automerge's sync protocol for the peer whose session is `state`
+    /// (None: nothing to send now), encoded.
+    pub(crate) fn sync_message(
+        &mut self,
+        state: &mut sync::State,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        // automerge asserts invariants of the peer's state while building a message: a panic
+        // there is an error of this session, not the end of the task.
+        let doc = &mut self.doc;
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            doc.sync().generate_sync_message(state).map(Message::encode)
+        }))
+        .map_err(|_| StateError::Remote("automerge failed to build a sync message".into()))
+    }
+
+    /// Receives one sync message from the peer whose session is `state`, applying the changes
+    /// it carries.
+    pub(crate) fn receive_sync(
+        &mut self,
+        state: &mut sync::State,
+        data: &[u8],
+    ) -> Result<(), StateError> {
+        self.remote(|doc| {
+            let message = Message::decode(data)
+                .map_err(|e| format!("the sync message cannot be decoded: {e}"))?;
+            doc.sync()
+                .receive_sync_message(state, message)
+                .map_err(|e| format!("the sync message cannot be applied: {e}"))
+        })
+    }
+
+    /// Runs `f`, which feeds data from a peer into the document. A failure (an error or a
+    /// panic of the decoder) leaves the document as it was before; so do changes that do not
+    /// descend from this node's genesis (another cluster, or an incompatible shoal).
+    fn remote(
+        &mut self,
+        f: impl FnOnce(&mut AutoCommit) -> Result<(), String>,
+    ) -> Result<(), StateError> {
+        let before = self.doc.get_heads();
+        let doc = &mut self.doc;
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| f(doc))) {
+            Ok(Ok(())) => match self.foreign_roots(&before) {
+                roots if roots.is_empty() => Ok(()),
+                roots => Err(StateError::ForeignDocument(format!(
+                    "its changes descend from {} root change(s) other than this cluster's \
+                     genesis: the peer belongs to another cluster, or runs a shoald with an \
+                     incompatible state schema (this node has schema {SCHEMA})",
+                    roots.len()
+                ))),
+            },
+            Ok(Err(detail)) => Err(StateError::Remote(detail)),
+            Err(_) => Err(StateError::Remote("the automerge decoder failed".into())),
+        };
+        if result.is_err() {
+            self.undo_remote(&before);
+        }
+        result
+    }
+
+    /// Goes back to `before` after a refused remote input, if it changed anything.
+    fn undo_remote(&mut self, before: &[ChangeHash]) {
+        let doc = &mut self.doc;
+        let unchanged = std::panic::catch_unwind(AssertUnwindSafe(|| doc.get_heads() == before))
+            .unwrap_or(false);
+        if unchanged {
+            return;
+        }
+        let reverted = std::panic::catch_unwind(AssertUnwindSafe(|| self.revert_to(before)));
+        match reverted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot undo refused remote changes"),
+            Err(_) => tracing::error!("cannot undo refused remote changes: automerge failed"),
+        }
+    }
+
+    /// The changes added since `before` that have no dependencies but are not the genesis.
+    fn foreign_roots(&mut self, before: &[ChangeHash]) -> Vec<ChangeHash> {
+        let genesis = genesis_hash();
+        self.doc
+            .get_changes_meta(before)
+            .into_iter()
+            .filter(|c| c.deps.is_empty() && Some(c.hash) != genesis)
+            .map(|c| c.hash)
+            .collect()
     }
 
     /// A hex SHA-256 over the document's heads, sorted.

@@ -1,0 +1,176 @@
+//! The libp2p stack of a shoal node: transports and the combined behaviour.
+//!
+//! Role: build the [`Swarm`] from a [`NetConfig`]. Owns nothing once built; the network task
+//! owns the swarm.
+
+use std::time::Duration;
+
+use libp2p::core::upgrade::Version;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, Transport, identify, identity, mdns, noise, ping, tcp,
+    yamux,
+};
+
+use super::admission::{ClusterKeys, HELLO_PROTOCOL, HelloRequest, HelloResponse};
+use super::wire::{MAX_SYNC_BYTES, SYNC_PROTOCOL, SyncRequest, SyncResponse};
+use super::{NetConfig, NetError, Topic};
+
+/// Largest gossip message, in bytes (an automerge change or an observed-state record).
+const MAX_GOSSIP_BYTES: usize = 1024 * 1024;
+
+/// How long a TCP connection may take to pass pnet, Noise and Yamux.
+const TCP_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Application score of a peer that has not passed admission: with gossipsub's application
+/// weight of 10 it sits far below the graylist threshold, so nothing is published or gossiped
+/// to it and everything it sends is ignored.
+pub(crate) const UNADMITTED_SCORE: f64 = -1_000.0;
+
+/// Everything a shoal node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub hello: request_response::cbor::Behaviour<HelloRequest, HelloResponse>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// The identify agent string: `shoal/<version>/<cluster_id>`.
+pub(crate) fn agent_version(cluster_id: &str) -> String {
+    format!("shoal/{}/{cluster_id}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The cluster id named by a peer's agent string, if it is a shoal agent string.
+pub(crate) fn agent_cluster(agent: &str) -> Option<&str> {
+    let rest = agent.strip_prefix("shoal/")?;
+    let (_version, cluster) = rest.split_once('/')?;
+    Some(cluster)
+}
+
+pub(crate) fn topic(cluster_id: &str, t: Topic) -> IdentTopic {
+    IdentTopic::new(t.name(cluster_id))
+}
+
+/// Builds the swarm: TCP → pnet → Noise → Yamux, and QUIC, with all behaviours.
+pub(crate) fn build_swarm(
+    config: &NetConfig,
+    keys: &ClusterKeys,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let keypair =
+        identity::Keypair::ed25519_from_bytes(config.node_key).map_err(NetError::NodeKey)?;
+    let psk = PreSharedKey::new(keys.psk);
+    let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
+
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)?;
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(TCP_UPGRADE_TIMEOUT);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(tcp)
+        })
+        .map_err(|e| build(&e))?
+        .with_behaviour(|key| behaviour(config, key).map_err(Into::into))
+        .map_err(|e| build(&e))?
+        // Membership decides when a peer is gone; keep quiet connections open.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, String> {
+    let peer_id = key.public().to_peer_id();
+
+    let hello = request_response::cbor::Behaviour::new(
+        [(StreamProtocol::new(HELLO_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
+
+    let codec = request_response::cbor::codec::Codec::<SyncRequest, SyncResponse>::default()
+        .set_request_size_maximum(MAX_SYNC_BYTES)
+        .set_response_size_maximum(MAX_SYNC_BYTES);
+    let sync = request_response::Behaviour::with_codec(
+        codec,
+        [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
+
+    // Sized for clusters of a few to a few dozen nodes: flood publishing reaches every
+    // admitted peer directly, the mesh carries forwarding and IHAVE gossip.
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .flood_publish(true)
+        .heartbeat_interval(Duration::from_millis(700))
+        .mesh_n(4)
+        .mesh_n_low(2)
+        .mesh_n_high(8)
+        .mesh_outbound_min(1)
+        .gossip_lazy(4)
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
+            .map_err(|e| format!("gossipsub: {e}"))?;
+    let score_params = gossipsub::PeerScoreParams {
+        // Test clusters share 127.0.0.1; admission, not addresses, decides who is in.
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    gossipsub
+        .with_peer_score(score_params, gossipsub::PeerScoreThresholds::default())
+        .map_err(|e| format!("gossipsub scoring: {e}"))?;
+    for t in [Topic::State, Topic::Observed] {
+        gossipsub
+            .subscribe(&topic(&config.cluster_id, t))
+            .map_err(|e| format!("gossipsub subscribe: {e}"))?;
+    }
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new("/shoal/1".to_string(), key.public())
+            .with_agent_version(agent_version(&config.cluster_id)),
+    );
+    let ping = ping::Behaviour::new(ping::Config::new());
+    let mdns = if config.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| format!("mdns: {e}"))?,
+        )
+    } else {
+        None
+    };
+
+    Ok(Behaviour {
+        hello,
+        gossipsub,
+        sync,
+        identify,
+        ping,
+        mdns: Toggle::from(mdns),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_string_round_trips() {
+        assert_eq!(agent_cluster(&agent_version("abc")), Some("abc"));
+        assert_eq!(agent_cluster("rust-libp2p/0.1"), None);
+        assert_eq!(agent_cluster("shoal/0.1.0"), None);
+    }
+}

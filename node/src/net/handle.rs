@@ -1,0 +1,123 @@
+//! [`NetHandle`]: how the rest of the node asks the network task for something.
+//!
+//! Role: a cheap, cloneable front of the network task. Owns a bounded command sender; every
+//! request carries a `oneshot` for its answer.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{NetError, PeerInfo, Topic};
+
+/// A request to the network task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    RequestSync {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+}
+
+/// A handle on the network task. Clone it freely.
+#[derive(Debug, Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    admitted: watch::Receiver<Vec<PeerId>>,
+    local_peer_id: PeerId,
+    request_timeout: Duration,
+}
+
+impl NetHandle {
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        admitted: watch::Receiver<Vec<PeerId>>,
+        local_peer_id: PeerId,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            commands,
+            admitted,
+            local_peer_id,
+            request_timeout,
+        }
+    }
+
+    /// The admitted peers now, without asking the task (a snapshot it keeps up to date).
+    pub fn admitted_peers(&self) -> Vec<PeerId> {
+        self.admitted.borrow().clone()
+    }
+
+    /// This node's peer id (derived from its node key).
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Starts dialling `addr`. Returns once the dial has started; the peer shows up in
+    /// [`peers`](Self::peers), and as [`NetEvent::PeerAdmitted`](super::NetEvent), if it is
+    /// admitted.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Publishes `data` on a cluster topic to the admitted peers. Having no peer is not an
+    /// error (anti-entropy will carry the change later).
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), NetError> {
+        self.ask(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    /// Sends a sync request to an admitted peer and waits for its answer, at most the
+    /// configured request timeout.
+    pub async fn request_sync(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        // libp2p times the request out too; this bounds the wait for the task itself.
+        let limit = self.request_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(
+            limit,
+            self.ask(|reply| Command::RequestSync { peer, data, reply }),
+        )
+        .await
+        {
+            Ok(answer) => answer?,
+            Err(_) => Err(NetError::Timeout(limit)),
+        }
+    }
+
+    /// Peers connected now, and peers refused recently.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// The addresses this node listens on (ports resolved).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+}

@@ -1,0 +1,277 @@
+//! Tests of the store's replication commands: two stores (two data directories, two tasks)
+//! exchanging changes and sync messages as two nodes would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use automerge::sync::SyncDoc;
+use automerge::transaction::Transactable;
+use serde_json::{Value, json};
+use shoal_protocol::Kind;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+struct Node {
+    handle: StateHandle,
+    shutdown: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    fn start(dir: &Path) -> Node {
+        let (handle, task) = open(&StateConfig {
+            data_dir: dir.to_path_buf(),
+            cluster_secret: [7; 32],
+            channel_size: 16,
+        })
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let join = tokio::spawn(task.run(shutdown.clone()));
+        Node {
+            handle,
+            shutdown,
+            join,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.join.await.unwrap();
+    }
+}
+
+fn config_map(name: &str, value: &str) -> (Kind, Value) {
+    (
+        Kind::ConfigMap,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "default"},
+               "data": {"v": value}}),
+    )
+}
+
+async fn has(h: &StateHandle, name: &str) -> bool {
+    h.get(Kind::ConfigMap, Some("default"), name)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// Runs the sync protocol between two stores until neither has anything to send; returns the
+/// number of messages.
+async fn sync_until_quiet(a: &StateHandle, b: &StateHandle) -> usize {
+    let mut messages = 0;
+    for _ in 0..20 {
+        let ab = a.sync_message("b".into()).await.unwrap();
+        if let Some(m) = &ab {
+            b.receive_sync("a".into(), m.clone()).await.unwrap();
+            messages += 1;
+        }
+        let ba = b.sync_message("a".into()).await.unwrap();
+        if let Some(m) = &ba {
+            a.receive_sync("b".into(), m.clone()).await.unwrap();
+            messages += 1;
+        }
+        if ab.is_none() && ba.is_none() {
+            return messages;
+        }
+    }
+    panic!("the sync protocol did not go quiet");
+}
+
+#[tokio::test]
+async fn two_forked_stores_converge_through_the_sync_protocol() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Node::start(da.path()), Node::start(db.path()));
+    a.handle
+        .apply_values(vec![config_map("on-a", "1")])
+        .await
+        .unwrap();
+    b.handle
+        .apply_values(vec![config_map("on-b", "2")])
+        .await
+        .unwrap();
+    assert_ne!(
+        a.handle.digest().await.unwrap(),
+        b.handle.digest().await.unwrap()
+    );
+
+    let messages = sync_until_quiet(&a.handle, &b.handle).await;
+    assert!(messages >= 2, "{messages}");
+    assert_eq!(
+        a.handle.digest().await.unwrap(),
+        b.handle.digest().await.unwrap()
+    );
+    for h in [&a.handle, &b.handle] {
+        assert!(has(h, "on-a").await && has(h, "on-b").await);
+    }
+    // In sync: the next exchange is one message each way at most, then quiet.
+    a.handle.begin_sync("b".into()).await.unwrap();
+    assert!(sync_until_quiet(&a.handle, &b.handle).await <= 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn changes_since_and_apply_remote_round_trip_and_wake_subscribers() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Node::start(da.path()), Node::start(db.path()));
+    let (all, heads) = a.handle.changes_since(Vec::new()).await.unwrap();
+    assert_eq!(heads, a.handle.heads().await.unwrap());
+    assert!(b.handle.apply_remote(all.clone()).await.unwrap());
+    // Applying the same changes again changes nothing.
+    assert!(!b.handle.apply_remote(all).await.unwrap());
+
+    let mut commits = b.handle.subscribe();
+    commits.mark_unchanged();
+    a.handle
+        .apply_values(vec![config_map("x", "1")])
+        .await
+        .unwrap();
+    let (delta, new_heads) = a.handle.changes_since(heads.clone()).await.unwrap();
+    assert_ne!(new_heads, heads);
+    let (local, _) = a.handle.local_changes_since(heads).await.unwrap();
+    assert_eq!(local, delta, "a wrote the change itself");
+    let b_before = b.handle.heads().await.unwrap();
+    assert!(b.handle.apply_remote(delta).await.unwrap());
+    assert!(commits.has_changed().unwrap(), "subscribers wake up");
+    assert!(has(&b.handle, "x").await);
+    // b also holds its own `default` namespace: sending it back makes both equal.
+    let (from_b, _) = b.handle.changes_since(new_heads.clone()).await.unwrap();
+    assert!(a.handle.apply_remote(from_b).await.unwrap());
+    assert_eq!(
+        a.handle.digest().await.unwrap(),
+        b.handle.digest().await.unwrap()
+    );
+    // What b received is not b's to broadcast.
+    let (b_local, _) = b.handle.local_changes_since(b_before).await.unwrap();
+    assert!(b_local.is_empty());
+    let now = a.handle.heads().await.unwrap();
+    let (nothing, same) = a.handle.changes_since(now.clone()).await.unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(same, now);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_from_a_peer_is_an_error_and_changes_nothing() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Node::start(da.path()), Node::start(db.path()));
+    a.handle
+        .apply_values(vec![config_map("x", "1")])
+        .await
+        .unwrap();
+    let (changes, _) = a.handle.changes_since(Vec::new()).await.unwrap();
+    let sync = a.handle.sync_message("b".into()).await.unwrap().unwrap();
+    let digest = b.handle.digest().await.unwrap();
+
+    let mut flipped = changes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    for bad in [
+        b"garbage".to_vec(),
+        changes[..changes.len() / 2].to_vec(),
+        flipped,
+        vec![
+            0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ],
+    ] {
+        match b.handle.apply_remote(bad.clone()).await {
+            Err(StateError::Remote(_)) => {}
+            other => panic!("expected a Remote error, got {other:?}"),
+        }
+        match b.handle.receive_sync("a".into(), bad).await {
+            Err(StateError::Remote(_)) => {}
+            other => panic!("expected a Remote error, got {other:?}"),
+        }
+    }
+    match b
+        .handle
+        .receive_sync("a".into(), sync[..sync.len() / 2].to_vec())
+        .await
+    {
+        Err(StateError::Remote(_)) => {}
+        other => panic!("expected a Remote error, got {other:?}"),
+    }
+    assert_eq!(b.handle.digest().await.unwrap(), digest);
+    // The task is alive and well.
+    b.handle
+        .apply_values(vec![config_map("y", "1")])
+        .await
+        .unwrap();
+    assert!(has(&b.handle, "y").await);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn remote_changes_are_persisted() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::start(da.path());
+    let b = Node::start(db.path());
+    a.handle
+        .apply_values(vec![config_map("from-a", "1")])
+        .await
+        .unwrap();
+    sync_until_quiet(&a.handle, &b.handle).await;
+    let digest = b.handle.digest().await.unwrap();
+    b.stop().await;
+
+    let b = Node::start(db.path());
+    assert!(has(&b.handle, "from-a").await);
+    assert_eq!(b.handle.digest().await.unwrap(), digest);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// An automerge document that does not start from shoal's genesis (another cluster's, had it
+/// another schema; or anything else).
+fn foreign_doc() -> automerge::AutoCommit {
+    let mut doc = automerge::AutoCommit::new();
+    doc.put(automerge::ROOT, "schema", 99).unwrap();
+    doc.put_object(automerge::ROOT, "objects", automerge::ObjType::Map)
+        .unwrap();
+    doc.commit();
+    doc
+}
+
+#[tokio::test]
+async fn a_document_without_our_genesis_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(dir.path());
+    let digest = a.handle.digest().await.unwrap();
+
+    match a.handle.apply_remote(foreign_doc().save()).await {
+        Err(StateError::ForeignDocument(detail)) => {
+            assert!(detail.contains("another cluster"), "{detail}");
+        }
+        other => panic!("expected ForeignDocument, got {other:?}"),
+    }
+    assert_eq!(a.handle.digest().await.unwrap(), digest);
+
+    // The same through the sync protocol, with a peer that is a bare automerge document.
+    let mut peer = foreign_doc();
+    let mut peer_state = automerge::sync::State::new();
+    let mut refused = None;
+    for _ in 0..10 {
+        if let Some(m) = a.handle.sync_message("p".into()).await.unwrap() {
+            let m = automerge::sync::Message::decode(&m).unwrap();
+            peer.sync()
+                .receive_sync_message(&mut peer_state, m)
+                .unwrap();
+        }
+        let Some(m) = peer.sync().generate_sync_message(&mut peer_state) else {
+            continue;
+        };
+        if let Err(e) = a.handle.receive_sync("p".into(), m.encode()).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(StateError::ForeignDocument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(a.handle.digest().await.unwrap(), digest);
+    a.stop().await;
+}
