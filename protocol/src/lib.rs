@@ -19,6 +19,7 @@
 //! - [`cluster`]: the cluster-state schema beyond user objects (pod slots).
 //! - [`api`]: the JSON shapes of the HTTP API.
 //! - [`exec`]: the framing of interactive exec streams.
+//! - [`time`]: RFC 3339 timestamps, formatted and parsed.
 //! - [`paths`]: the default data directory, which the node and the CLI must agree on.
 
 pub mod api;
@@ -36,6 +37,7 @@ pub mod resource;
 pub mod selector;
 mod serde_util;
 pub mod status;
+pub mod time;
 pub mod validation;
 
 pub use error::{FieldError, ManifestErrors};

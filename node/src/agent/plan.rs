@@ -319,32 +319,10 @@ pub fn run_time(info: &ContainerInfo) -> Option<Duration> {
     u64::try_from(end - start).ok().map(Duration::from_secs)
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-01-01T00:00:00.123Z`);
-/// fractions are dropped, offsets other than `Z` are not accepted.
+/// Seconds since the Unix epoch of a Docker timestamp; Docker's zero time
+/// (`0001-01-01T00:00:00Z`, a container that never finished) is `None`.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let m: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let time = time.strip_suffix('Z')?;
-    let time = time.split('.').next()?;
-    let mut t = time.splitn(3, ':');
-    let hh: i64 = t.next()?.parse().ok()?;
-    let mm: i64 = t.next()?.parse().ok()?;
-    let ss: i64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || y < 1970 {
-        return None;
-    }
-    // Howard Hinnant's days-from-civil.
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    shoal_protocol::time::parse_rfc3339(s).filter(|t| *t >= 0)
 }
 
 /// One thing to do to the engine.

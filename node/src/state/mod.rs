@@ -371,7 +371,6 @@ impl StateHandle {
         self.call(Command::Digest).await
     }
 
-    /// Object count and on-disk sizes.
     /// Every pod slot, sorted by namespace and pod.
     pub async fn slots(&self) -> Result<Vec<Slot>, StateError> {
         self.call(Command::Slots).await
@@ -393,6 +392,7 @@ impl StateHandle {
         self.changes.clone()
     }
 
+    /// Object count and on-disk sizes.
     pub async fn stats(&self) -> Result<Stats, StateError> {
         self.call(Command::Stats).await
     }
