@@ -16,6 +16,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// A secret setting (the join token carries the cluster secret): its `Debug` never shows
+/// the value, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Every setting of `shoald`. Field names are the TOML keys (kebab-case).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -38,6 +50,16 @@ pub struct Config {
     /// How often the node refreshes its own observed record, in milliseconds.
     pub heartbeat_interval_ms: u64,
     pub log_format: LogFormat,
+    /// Where the peer-to-peer network listens: TCP and QUIC (UDP) on the same address and
+    /// port.
+    pub p2p_listen: SocketAddr,
+    /// `host:port` p2p addresses of cluster nodes to dial at start (`--join`).
+    pub join: Vec<String>,
+    /// The join token (`--token`): on an empty data directory, the node joins its cluster.
+    /// A secret: prefer the flag or `SHOAL_JOIN_TOKEN` to a config file.
+    pub join_token: Option<Redacted>,
+    /// Discover nodes of the same cluster on the LAN with mDNS.
+    pub mdns: bool,
 }
 
 impl Default for Config {
@@ -52,6 +74,10 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             heartbeat_interval_ms: 1000,
             log_format: LogFormat::Text,
+            p2p_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            join: Vec::new(),
+            join_token: None,
+            mdns: true,
         }
     }
 }
@@ -114,7 +140,55 @@ impl Config {
         if self.heartbeat_interval_ms < 10 {
             return invalid("heartbeat-interval-ms", "must be at least 10");
         }
+        if self.p2p_listen.port() == 0 {
+            return invalid(
+                "p2p-listen",
+                "needs a fixed port (other nodes dial it), e.g. 0.0.0.0:7946",
+            );
+        }
+        if self.p2p_listen.ip() == self.api_listen.ip()
+            && self.p2p_listen.port() == self.api_listen.port()
+        {
+            return invalid("p2p-listen", "must not be the api-listen address");
+        }
+        for addr in &self.join {
+            if let Err(e) = crate::join::parse_host_port(addr) {
+                return invalid("join", &e.to_string());
+            }
+        }
+        self.join_token()?;
         Ok(())
+    }
+
+    /// The decoded join token, if one is set.
+    pub fn join_token(&self) -> Result<Option<crate::join::JoinToken>, ConfigError> {
+        match &self.join_token {
+            None => Ok(None),
+            Some(t) => {
+                crate::join::JoinToken::decode(&t.0)
+                    .map(Some)
+                    .map_err(|e| ConfigError::Invalid {
+                        setting: "join-token (--token)",
+                        message: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// The p2p listen addresses: `/ip4/A/tcp/P` and `/ip4/A/udp/P/quic-v1`.
+    pub fn p2p_multiaddrs(&self) -> Vec<libp2p::Multiaddr> {
+        crate::join::dial_addrs(self.p2p_listen)
+    }
+
+    /// The `ip:port` other nodes dial to reach this one: the p2p port on the advertise
+    /// address (or on the listen address when it names one).
+    pub fn p2p_advertise(&self) -> SocketAddr {
+        let ip = if self.p2p_listen.ip().is_unspecified() {
+            self.advertise_addr()
+        } else {
+            self.p2p_listen.ip()
+        };
+        SocketAddr::new(ip, self.p2p_listen.port())
     }
 }
 
@@ -238,6 +312,54 @@ mod tests {
                 .to_string()
                 .contains("channel-size")
         );
+    }
+
+    #[test]
+    fn p2p_settings() {
+        let c = Config::default();
+        assert_eq!(c.p2p_listen.to_string(), "0.0.0.0:7946");
+        assert!(c.mdns);
+        let m: Vec<String> = c.p2p_multiaddrs().iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            m,
+            ["/ip4/0.0.0.0/tcp/7946", "/ip4/0.0.0.0/udp/7946/quic-v1"]
+        );
+        let c = Config {
+            join: vec!["10.0.0.1:7946".into(), "bad".into()],
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting join:") && err.contains("bad"),
+            "{err}"
+        );
+        let c = Config {
+            join_token: Some(Redacted("nonsense".into())),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--token") && err.contains("shoal1."), "{err}");
+        let c = Config {
+            p2p_listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("p2p-listen"));
+        let file = "p2p-listen = \"127.0.0.5:9000\"\njoin = [\"127.0.0.1:7946\"]\nmdns = false\n";
+        let c: Config = toml::from_str(file).unwrap();
+        assert_eq!(c.p2p_advertise().to_string(), "127.0.0.5:9000");
+        assert!(!c.mdns);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_join_token() {
+        let c = Config {
+            join_token: Some(Redacted("shoal1.c2VjcmV0".into())),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

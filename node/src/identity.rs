@@ -22,7 +22,7 @@ pub struct Identity {
     pub node_key: [u8; 32],
     pub node_name: String,
     pub admin_token: String,
-    /// True when this start created the identity (a new cluster).
+    /// True when this start created the identity of a new cluster (not when it joined one).
     pub created: bool,
     pub data_dir: PathBuf,
 }
@@ -50,6 +50,8 @@ pub enum IdentityError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    OtherCluster(String),
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
 }
@@ -76,6 +78,18 @@ pub const TOKEN_FILE: &str = "admin.token";
 /// Loads the identity from `data_dir`, or creates a new cluster there when the directory is
 /// empty (or absent). `node_name` (when not empty) overrides the stored name.
 pub fn load_or_init(data_dir: &Path, node_name: &str) -> Result<Identity, IdentityError> {
+    load_or_join(data_dir, node_name, None)
+}
+
+/// Like [`load_or_init`], but an empty data directory with a join token becomes a node of the
+/// token's cluster (same cluster id, secret and admin token; a new node key). On a directory
+/// that already holds an identity, a token of another cluster (or with another secret) is an
+/// error: a node never switches clusters silently.
+pub fn load_or_join(
+    data_dir: &Path,
+    node_name: &str,
+    join: Option<&crate::join::JoinToken>,
+) -> Result<Identity, IdentityError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| IdentityError::Io {
@@ -87,7 +101,7 @@ pub fn load_or_init(data_dir: &Path, node_name: &str) -> Result<Identity, Identi
     set_mode(data_dir, 0o700).map_err(io(data_dir))?;
     let cluster_path = data_dir.join(CLUSTER_FILE);
     if !cluster_path.exists() {
-        return init(data_dir, node_name);
+        return init(data_dir, node_name, join);
     }
 
     let cluster: ClusterFile = read_json(&cluster_path)?;
@@ -112,6 +126,22 @@ pub fn load_or_init(data_dir: &Path, node_name: &str) -> Result<Identity, Identi
                 .into(),
         });
     }
+    if let Some(t) = join
+        && (t.cluster_id != cluster.cluster_id || t.cluster_secret != cluster_secret)
+    {
+        let what = if t.cluster_id != cluster.cluster_id {
+            format!("is of cluster {}", t.cluster_id)
+        } else {
+            "holds another cluster secret".to_string()
+        };
+        return Err(IdentityError::OtherCluster(format!(
+            "the join token (--token) {what}, but the data directory {} already belongs to \
+             cluster {}; a node never switches clusters: start it without --token, or use \
+             an empty --data-dir to join the other cluster",
+            data_dir.display(),
+            cluster.cluster_id
+        )));
+    }
     Ok(Identity {
         cluster_id: cluster.cluster_id,
         cluster_secret,
@@ -123,11 +153,24 @@ pub fn load_or_init(data_dir: &Path, node_name: &str) -> Result<Identity, Identi
     })
 }
 
-fn init(data_dir: &Path, node_name: &str) -> Result<Identity, IdentityError> {
-    let cluster_id = hex::encode(random::<16>()?);
-    let cluster_secret = random::<32>()?;
+fn init(
+    data_dir: &Path,
+    node_name: &str,
+    join: Option<&crate::join::JoinToken>,
+) -> Result<Identity, IdentityError> {
+    let (cluster_id, cluster_secret, admin_token) = match join {
+        Some(t) => (
+            t.cluster_id.clone(),
+            t.cluster_secret,
+            t.admin_token.clone(),
+        ),
+        None => (
+            hex::encode(random::<16>()?),
+            random::<32>()?,
+            hex::encode(random::<32>()?),
+        ),
+    };
     let node_key = random::<32>()?;
-    let admin_token = hex::encode(random::<32>()?);
     let name = if node_name.is_empty() {
         crate::config::host_node_name()
     } else {
@@ -165,7 +208,7 @@ fn init(data_dir: &Path, node_name: &str) -> Result<Identity, IdentityError> {
         node_key,
         node_name: name,
         admin_token,
-        created: true,
+        created: join.is_none(),
         data_dir: data_dir.to_path_buf(),
     })
 }
@@ -291,5 +334,36 @@ mod tests {
         fs::write(dir.path().join(CLUSTER_FILE), "{not json").unwrap();
         let err = load_or_init(dir.path(), "").unwrap_err().to_string();
         assert!(err.contains("cluster.json"), "{err}");
+    }
+
+    #[test]
+    fn join_takes_the_cluster_and_refuses_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_init(&dir.path().join("a"), "n1").unwrap();
+        let token = crate::join::JoinToken {
+            cluster_id: first.cluster_id.clone(),
+            cluster_secret: first.cluster_secret,
+            admin_token: first.admin_token.clone(),
+            addrs: vec![],
+        };
+        let d = dir.path().join("b");
+        let joined = load_or_join(&d, "n2", Some(&token)).unwrap();
+        assert!(!joined.created);
+        assert_eq!(joined.cluster_id, first.cluster_id);
+        assert_eq!(joined.cluster_secret, first.cluster_secret);
+        assert_eq!(joined.admin_token, first.admin_token);
+        assert_ne!(joined.node_key, first.node_key);
+        // Again with the same token, or without: fine.
+        load_or_join(&d, "", Some(&token)).unwrap();
+        load_or_join(&d, "", None).unwrap();
+        // Another cluster, or another secret: refused, naming --token.
+        let mut other = token.clone();
+        other.cluster_id = "ffff".into();
+        let err = load_or_join(&d, "", Some(&other)).unwrap_err().to_string();
+        assert!(err.contains("--token") && err.contains("ffff"), "{err}");
+        let mut other = token.clone();
+        other.cluster_secret = [1; 32];
+        let err = load_or_join(&d, "", Some(&other)).unwrap_err().to_string();
+        assert!(err.contains("another cluster secret"), "{err}");
     }
 }

@@ -8,6 +8,7 @@
 //! through bounded channels or cheap handles.
 //! - [`config`]: the settings tree, its defaults and validation.
 //! - [`identity`]: cluster id, cluster secret, node key and admin token in the data directory.
+//! - [`join`]: the join token, and the known peers a restarted node dials again.
 //! - [`state`]: the desired-state store: one automerge document, persisted, secrets encrypted.
 //! - [`net`]: the libp2p network: one task owns the swarm; admission by the cluster secret.
 //! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
@@ -25,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod controllers;
 pub mod identity;
+pub mod join;
 pub mod net;
 pub mod observed;
 pub mod pods;
@@ -57,6 +59,12 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("network (p2p-listen {addr}): {source}")]
+    Net {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: net::NetError,
+    },
     #[error("the API server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -65,7 +73,9 @@ pub enum NodeError {
 /// for them up to the configured deadline.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), NodeError> {
     config.validate()?;
-    let identity = identity::load_or_init(&config.data_dir, &config.node_name)?;
+    let join_token = config.join_token()?;
+    let identity =
+        identity::load_or_join(&config.data_dir, &config.node_name, join_token.as_ref())?;
     let (state, state_task) = state::open(&state::StateConfig {
         data_dir: config.data_dir.clone(),
         cluster_secret: identity.cluster_secret,
@@ -129,6 +139,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             .clone()
             .connect_docker(Duration::from_secs(5), stop.clone()),
     );
+    start_network(
+        &config,
+        &identity,
+        join_token.as_ref(),
+        &state,
+        &tracker,
+        &stop,
+    )
+    .await?;
+    write_join_token(&config, &identity);
     let router = api::router(
         api::ApiState {
             state,
@@ -163,4 +183,98 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     }
     tracing::info!("shoald stopped");
     result
+}
+
+/// Starts the network task, replication over it, the forwarder of network events into
+/// replication, and the keeper of `peers.json`, all on `tracker`, stopping on `stop`.
+async fn start_network(
+    config: &Config,
+    identity: &identity::Identity,
+    join_token: Option<&join::JoinToken>,
+    state: &state::StateHandle,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(), NodeError> {
+    let mut seeds = config.join.clone();
+    if let Some(t) = join_token {
+        seeds.extend(t.addrs.iter().cloned());
+    }
+    seeds.extend(join::KnownPeers::load(&config.data_dir).addrs());
+    let own = config.p2p_advertise().to_string();
+    seeds.retain(|a| *a != own);
+    let mut bootstrap = join::resolve(&seeds).await;
+    bootstrap.dedup();
+    let mut net_config = net::NetConfig::new(
+        identity.cluster_id.clone(),
+        identity.cluster_secret,
+        identity.node_key,
+        identity.node_name.clone(),
+    );
+    net_config.listen = config.p2p_multiaddrs();
+    net_config.bootstrap = bootstrap;
+    net_config.mdns = config.mdns;
+    net_config.channel_size = config.channel_size;
+    let net_err = |source| NodeError::Net {
+        addr: config.p2p_listen,
+        source,
+    };
+    let (net_handle, net_task, mut events) = net::start(net_config).map_err(net_err)?;
+    tracing::info!(peer_id = %net_handle.local_peer_id(), listen = %config.p2p_listen,
+        seeds = seeds.len(), mdns = config.mdns, "p2p network configured");
+    tracker.spawn(net_task.run(stop.clone()));
+
+    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(config.channel_size);
+    let forward_stop = stop.clone();
+    tracker.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = forward_stop.cancelled() => return,
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+            };
+            if let Some(inbound) = net::to_inbound(event) {
+                tokio::select! {
+                    _ = forward_stop.cancelled() => return,
+                    r = inbound_tx.send(inbound) => if r.is_err() { return },
+                }
+            }
+        }
+    });
+    let transport: Arc<dyn replication::Transport> = Arc::new(net_handle.clone());
+    tracker.spawn(replication::Replicator::run(
+        state.clone(),
+        transport,
+        inbound_rx,
+        replication::ReplicationConfig::default(),
+        stop.clone(),
+    ));
+    tracker.spawn(join::remember_peers(
+        net_handle,
+        config.data_dir.clone(),
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
+    Ok(())
+}
+
+/// This node's join token: the cluster's id, secret and admin token, and this node's p2p
+/// address.
+pub fn join_token_for(config: &Config, identity: &identity::Identity) -> join::JoinToken {
+    join::JoinToken {
+        cluster_id: identity.cluster_id.clone(),
+        cluster_secret: identity.cluster_secret,
+        admin_token: identity.admin_token.clone(),
+        addrs: vec![config.p2p_advertise().to_string()],
+    }
+}
+
+/// Writes `DATA_DIR/join.token` (mode 0600), best effort.
+fn write_join_token(config: &Config, identity: &identity::Identity) {
+    let token = join_token_for(config, identity).encode();
+    let path = config.data_dir.join(join::JOIN_TOKEN_FILE);
+    if let Err(e) = identity::write_file(&path, token.as_bytes(), 0o600) {
+        tracing::warn!(error = %e, "cannot write the join token file");
+    }
 }

@@ -78,6 +78,17 @@ pub fn free_port(ip: &str) -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A port on `ip` that is free for both TCP and UDP (QUIC), other than `not` (the API's).
+fn free_p2p_addr(ip: &str, not: u16) -> anyhow::Result<SocketAddr> {
+    for _ in 0..50 {
+        let port = free_port(ip)?;
+        if port != not && std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return Ok(format!("{ip}:{port}").parse()?);
+        }
+    }
+    bail!("no port free for TCP and UDP on {ip}")
+}
+
 /// How to start a node.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -87,6 +98,9 @@ pub struct NodeOptions {
     pub ip: String,
     /// Extra flags for `shoald`.
     pub extra_args: Vec<String>,
+    /// Join a cluster: the p2p address (`ip:port`) of one of its nodes, and the join token
+    /// (see [`Node::join_token`]). Used on every (re)start while set.
+    pub join: Option<(String, String)>,
 }
 
 impl NodeOptions {
@@ -96,14 +110,42 @@ impl NodeOptions {
             data_dir: data_dir.to_path_buf(),
             ip: "127.0.0.1".into(),
             extra_args: Vec::new(),
+            join: None,
         }
     }
+
+    /// The same options, joining the cluster of `node`.
+    pub fn joining(mut self, node: &Node) -> anyhow::Result<Self> {
+        self.join = Some((node.p2p_addr().to_string(), node.join_token()?));
+        Ok(self)
+    }
+}
+
+/// The flags every test node gets for the p2p network: its own address and port, and no
+/// mDNS (tests run in parallel and must never discover each other).
+fn p2p_args(p2p_addr: SocketAddr, join: Option<&(String, String)>) -> Vec<String> {
+    let mut args = vec![
+        "--p2p-listen".to_string(),
+        p2p_addr.to_string(),
+        "--no-mdns".to_string(),
+    ];
+    if let Some((addr, token)) = join {
+        args.extend([
+            "--join".into(),
+            addr.clone(),
+            "--token".into(),
+            token.clone(),
+        ]);
+    }
+    args
 }
 
 /// A running (or stopped) `shoald` process.
 pub struct Node {
     pub opts: NodeOptions,
     pub api_addr: SocketAddr,
+    /// Where the node's p2p network listens (TCP and QUIC); the same across restarts.
+    pub p2p_addr: SocketAddr,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -114,6 +156,7 @@ impl Node {
         fs::create_dir_all(&opts.data_dir)?;
         let port = free_port(&opts.ip)?;
         let api_addr: SocketAddr = format!("{}:{port}", opts.ip).parse()?;
+        let p2p_addr = free_p2p_addr(&opts.ip, port)?;
         let log_path = opts
             .data_dir
             .parent()
@@ -122,6 +165,7 @@ impl Node {
         let mut node = Node {
             opts,
             api_addr,
+            p2p_addr,
             child: None,
             log_path,
         };
@@ -141,6 +185,7 @@ impl Node {
             .args(["--node-name", &self.opts.name])
             .args(["--api-listen", &self.api_addr.to_string()])
             .args(["--advertise", &self.opts.ip])
+            .args(p2p_args(self.p2p_addr, self.opts.join.as_ref()))
             .args(&self.opts.extra_args)
             .env("SHOAL_LOG", "info")
             .stdin(Stdio::null())
@@ -190,6 +235,20 @@ impl Node {
     /// The admin token the node created.
     pub fn token(&self) -> anyhow::Result<String> {
         let p = self.opts.data_dir.join("admin.token");
+        Ok(fs::read_to_string(&p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// The node's p2p address (`ip:port`), what other nodes join.
+    pub fn p2p_addr(&self) -> SocketAddr {
+        self.p2p_addr
+    }
+
+    /// The node's join token, from the `join.token` file that shoald writes at start.
+    pub fn join_token(&self) -> anyhow::Result<String> {
+        let p = self.opts.data_dir.join("join.token");
         Ok(fs::read_to_string(&p)
             .with_context(|| format!("cannot read {}", p.display()))?
             .trim()
@@ -308,11 +367,13 @@ impl Node {
     /// Starts the process and returns how it exited, for nodes expected to refuse to start.
     pub fn run_to_exit(opts: &NodeOptions, timeout: Duration) -> anyhow::Result<CliOutput> {
         let port = free_port(&opts.ip)?;
+        let p2p_addr = free_p2p_addr(&opts.ip, port)?;
         let mut child = Command::new(bin_path("shoald")?)
             .arg("--data-dir")
             .arg(&opts.data_dir)
             .args(["--node-name", &opts.name])
             .args(["--api-listen", &format!("{}:{port}", opts.ip)])
+            .args(p2p_args(p2p_addr, opts.join.as_ref()))
             .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

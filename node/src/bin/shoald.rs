@@ -29,6 +29,21 @@ struct Flags {
     /// published [default: the address of the default route's interface].
     #[arg(long, env = "SHOAL_ADVERTISE")]
     advertise: Option<std::net::IpAddr>,
+    /// Where the peer-to-peer network listens, TCP and QUIC on the same port
+    /// [default: 0.0.0.0:7946].
+    #[arg(long, env = "SHOAL_P2P_LISTEN")]
+    p2p_listen: Option<SocketAddr>,
+    /// The p2p address (host:port) of a node of the cluster to join; repeat it or separate
+    /// addresses with commas.
+    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    /// The join token that the cluster's first node printed (also in its DATA_DIR/join.token);
+    /// needed only on the first start of a new node.
+    #[arg(long, env = "SHOAL_JOIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Do not discover nodes on the LAN with mDNS.
+    #[arg(long, env = "SHOAL_NO_MDNS")]
+    no_mdns: bool,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -51,6 +66,24 @@ impl Flags {
         }
         if let Some(v) = self.advertise {
             config.advertise = Some(v);
+        }
+        if let Some(v) = self.p2p_listen {
+            config.p2p_listen = v;
+        }
+        let join: Vec<String> = self
+            .join
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !join.is_empty() {
+            config.join = join;
+        }
+        if let Some(v) = self.token {
+            config.join_token = Some(shoal_node::config::Redacted(v));
+        }
+        if self.no_mdns {
+            config.mdns = false;
         }
         match self.log_format.as_deref() {
             Some("json") => config.log_format = LogFormat::Json,
@@ -91,8 +124,14 @@ fn main() -> ExitCode {
 async fn start(config: Config) -> anyhow::Result<()> {
     // Create the identity here, once, so that a new cluster's first start can tell its owner
     // how to reach it; `run` loads the same files again.
-    let identity = shoal_node::identity::load_or_init(&config.data_dir, &config.node_name)?;
+    let join_token = config.join_token()?;
+    let identity = shoal_node::identity::load_or_join(
+        &config.data_dir,
+        &config.node_name,
+        join_token.as_ref(),
+    )?;
     if identity.created {
+        let join = shoal_node::join_token_for(&config, &identity).encode();
         let token_path = config.data_dir.join(shoal_node::identity::TOKEN_FILE);
         let node_url = format!("http://{}", config.api_listen);
         eprintln!(
@@ -101,7 +140,15 @@ async fn start(config: Config) -> anyhow::Result<()> {
              export SHOAL_NODE={node_url}\n  \
              export SHOAL_TOKEN=$(cat {token})\n\n\
              or save it as a context:\n\n  \
-             shoal config set-context {name} --node {node_url} --token-file {token} --use\n",
+             shoal config set-context {name} --node {node_url} --token-file {token} --use\n\n\
+             Add a node to this cluster by running, on it (the token is a secret; it is also \
+             in {join_file}):\n\n  \
+             shoald --join {p2p} --token {join}\n",
+            p2p = config.p2p_advertise(),
+            join_file = config
+                .data_dir
+                .join(shoal_node::join::JOIN_TOKEN_FILE)
+                .display(),
             id = identity.cluster_id,
             dir = config.data_dir.display(),
             name = identity.node_name,

@@ -1,0 +1,141 @@
+//! Several real `shoald` processes on loopback form one cluster and replicate desired state:
+//! applies on different nodes converge everywhere, a killed node catches up after a restart
+//! without join flags (known peers), and a node with a wrong secret sees nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_testnet::{Node, NodeOptions, wait_until};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn configmap(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  k: {name}\n"
+    )
+}
+
+fn apply(node: &Node, manifest: &str) {
+    let (code, v) = node.api().unwrap().apply(manifest).unwrap();
+    assert!(
+        code == 200 || code == 201,
+        "apply on {}: {code} {v}",
+        node.opts.name
+    );
+}
+
+/// The names of the items of a list route, sorted.
+fn names(node: &Node, path: &str) -> anyhow::Result<Vec<String>> {
+    let (code, v) = node.api()?.get(path)?;
+    anyhow::ensure!(code == 200, "GET {path} on {}: {code} {v}", node.opts.name);
+    let mut out: Vec<String> = v["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i: &Value| i["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn configmaps(node: &Node) -> anyhow::Result<Vec<String>> {
+    names(node, "/api/v1/namespaces/default/configmaps")
+}
+
+/// Waits until every node lists exactly `want` as its ConfigMaps.
+fn converge(nodes: &[&Node], want: &[&str]) {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    for node in nodes {
+        wait_until(
+            CONVERGE,
+            &format!("{} to list configmaps {want:?}", node.opts.name),
+            || Ok((configmaps(node)? == want).then_some(())),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\nnow: {:?}\nlog of {}:\n{}",
+                configmaps(node),
+                node.opts.name,
+                node.log()
+            )
+        });
+    }
+}
+
+#[test]
+fn three_nodes_converge_catch_up_and_refuse_a_wrong_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let token = n1.join_token().unwrap();
+    assert!(token.starts_with("shoal1."), "{token}");
+    let mut n2 = Node::start(
+        NodeOptions::new("n2", &dir.path().join("n2"))
+            .joining(&n1)
+            .unwrap(),
+    )
+    .unwrap();
+    let n3 = Node::start(
+        NodeOptions::new("n3", &dir.path().join("n3"))
+            .joining(&n1)
+            .unwrap(),
+    )
+    .unwrap();
+    // One cluster: the same id and the same admin token on every node.
+    assert_eq!(n2.cluster_id().unwrap(), n1.cluster_id().unwrap());
+    assert_eq!(n3.token().unwrap(), n1.token().unwrap());
+
+    apply(&n1, &configmap("from-n1"));
+    apply(&n3, &configmap("from-n3"));
+    converge(&[&n1, &n2, &n3], &["from-n1", "from-n3"]);
+
+    // A crash: n2 misses an apply, then comes back without join flags (known peers).
+    let peers_file = dir.path().join("n2/peers.json");
+    wait_until(Duration::from_secs(15), "n2 to remember its peers", || {
+        Ok(peers_file.exists().then_some(()))
+    })
+    .unwrap();
+    n2.kill().unwrap();
+    apply(&n1, &configmap("while-n2-down"));
+    converge(&[&n1, &n3], &["from-n1", "from-n3", "while-n2-down"]);
+    n2.opts.join = None;
+    n2.restart().unwrap();
+    converge(&[&n2], &["from-n1", "from-n3", "while-n2-down"]);
+
+    // Same cluster id, wrong secret: never admitted, sees nothing of the cluster.
+    let mut wrong: Value = {
+        use base64::Engine as _;
+        let body = token.strip_prefix("shoal1.").unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(body)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    wrong["secret"] = Value::String("ab".repeat(32));
+    let wrong_token = {
+        use base64::Engine as _;
+        format!(
+            "shoal1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&wrong).unwrap())
+        )
+    };
+    let mut opts = NodeOptions::new("intruder", &dir.path().join("intruder"));
+    opts.join = Some((n1.p2p_addr().to_string(), wrong_token));
+    let intruder = Node::start(opts).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(configmaps(&intruder).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            names(&intruder, "/api/v1/namespaces").unwrap(),
+            vec!["default".to_string()]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // And the cluster is unchanged by it.
+    converge(&[&n1, &n3], &["from-n1", "from-n3", "while-n2-down"]);
+}
