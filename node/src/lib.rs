@@ -130,16 +130,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         )
         .run(stop.clone()),
     );
-    tracker.spawn(controllers::run(
-        controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone()),
-        stop.clone(),
-    ));
     tracker.spawn(
         engine
             .clone()
             .connect_docker(Duration::from_secs(5), stop.clone()),
     );
-    start_network(
+    let net_handle = start_network(
         &config,
         &identity,
         join_token.as_ref(),
@@ -148,6 +144,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         &stop,
     )
     .await?;
+    // Until membership and leader roles exist, the controller role goes to the node with the
+    // lowest peer id among itself and the peers it has admitted: every node that sees the
+    // same peers picks the same one, and a node alone (or one side of a partition) acts.
+    let leader: controllers::Leader = Arc::new(move || {
+        let me = net_handle.local_peer_id();
+        net_handle.admitted_peers().iter().all(|peer| me < *peer)
+    });
+    tracker.spawn(controllers::run(
+        controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
+            .with_leader(leader),
+        stop.clone(),
+    ));
     write_join_token(&config, &identity);
     let router = api::router(
         api::ApiState {
@@ -194,7 +202,7 @@ async fn start_network(
     state: &state::StateHandle,
     tracker: &TaskTracker,
     stop: &CancellationToken,
-) -> Result<(), NodeError> {
+) -> Result<net::NetHandle, NodeError> {
     let mut seeds = config.join.clone();
     if let Some(t) = join_token {
         seeds.extend(t.addrs.iter().cloned());
@@ -251,12 +259,12 @@ async fn start_network(
         stop.clone(),
     ));
     tracker.spawn(join::remember_peers(
-        net_handle,
+        net_handle.clone(),
         config.data_dir.clone(),
         Duration::from_secs(1),
         stop.clone(),
     ));
-    Ok(())
+    Ok(net_handle)
 }
 
 /// This node's join token: the cluster's id, secret and admin token, and this node's p2p

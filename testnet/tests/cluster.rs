@@ -139,3 +139,74 @@ fn three_nodes_converge_catch_up_and_refuse_a_wrong_secret() {
     // And the cluster is unchanged by it.
     converge(&[&n1, &n3], &["from-n1", "from-n3", "while-n2-down"]);
 }
+
+/// A Deployment applied to a 3-node cluster gets one ReplicaSet and its slots, the same on
+/// every node, and then nothing is rewritten or moved: no node undoes another's writes
+/// (every write would stay in the document's history forever). That one node at a time holds
+/// the controller role is tested in the controllers' unit tests.
+#[test]
+fn a_converged_cluster_stays_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let _cleanup = shoal_testnet::DockerCleanup::new(&n1.cluster_id().unwrap());
+    let n2 = Node::start(
+        NodeOptions::new("n2", &dir.path().join("n2"))
+            .joining(&n1)
+            .unwrap(),
+    )
+    .unwrap();
+    let n3 = Node::start(
+        NodeOptions::new("n3", &dir.path().join("n3"))
+            .joining(&n1)
+            .unwrap(),
+    )
+    .unwrap();
+    // Every node must see the others before the apply, so that they agree on the role.
+    apply(&n1, &configmap("ready"));
+    converge(&[&n1, &n2, &n3], &["ready"]);
+    apply(
+        &n2,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: c, image: \"registry.invalid/none:1\"}]\n",
+    );
+    let rs_path = "/apis/apps/v1/namespaces/default/replicasets";
+    let versions = |n: &Node| -> anyhow::Result<Vec<(String, String)>> {
+        let (_, v) = n.api()?.get(rs_path)?;
+        Ok(v["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|i| {
+                (
+                    i["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                    i["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect())
+    };
+    let first = wait_until(CONVERGE, "one ReplicaSet on every node", || {
+        let all: Vec<_> = [&n1, &n2, &n3]
+            .iter()
+            .map(|n| versions(n))
+            .collect::<Result<_, _>>()?;
+        Ok((all[0].len() == 1 && all.iter().all(|v| *v == all[0])).then(|| all[0].clone()))
+    })
+    .unwrap();
+    let pods = |n: &Node| names(n, "/api/v1/namespaces/default/pods").unwrap_or_default();
+    wait_until(CONVERGE, "two pods everywhere", || {
+        Ok([&n1, &n2, &n3]
+            .iter()
+            .all(|n| pods(n).len() == 2)
+            .then_some(()))
+    })
+    .unwrap();
+    // Still for a while: the same ReplicaSet at the same resourceVersion on every node.
+    std::thread::sleep(Duration::from_secs(4));
+    for n in [&n1, &n2, &n3] {
+        assert_eq!(versions(n).unwrap(), first, "on {}", n.opts.name);
+        assert_eq!(pods(n).len(), 2, "on {}", n.opts.name);
+    }
+}

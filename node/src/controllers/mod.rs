@@ -37,7 +37,7 @@ use shoal_protocol::status::PodStatus;
 pub use deployment::{owns, revision, template_hash};
 pub use placement::Nodes;
 pub use status::{PROGRESS_AT_ANNOTATION, PROGRESS_MARK_ANNOTATION, is_available};
-pub use task::{Controllers, run, should_act};
+pub use task::{Controllers, Leader, run, should_act};
 
 /// Observed pod statuses by `namespace/pod`, from every node's record.
 pub type PodStatuses = BTreeMap<String, PodStatus>;

@@ -61,7 +61,14 @@ pub struct Controllers {
     pub debounce: Duration,
     /// A node whose heartbeat is older than this many seconds takes no new slots.
     pub alive_within_secs: i64,
+    /// Whether this node holds the controller role now; `None`: always (a node alone).
+    pub leader: Option<Leader>,
 }
+
+/// Tells whether this node holds the controller role. The controllers are a singleton role:
+/// two nodes that planned from different views (each sees its own pods' status) would undo
+/// each other's writes, and every write stays in the document's history.
+pub type Leader = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Controllers {
     /// The controllers with default timings (tick 1 s, debounce 100 ms, alive within 5 s).
@@ -73,14 +80,21 @@ impl Controllers {
             tick: Duration::from_secs(1),
             debounce: Duration::from_millis(100),
             alive_within_secs: 5,
+            leader: None,
         }
+    }
+
+    /// Gates the controllers by a leader rule.
+    pub fn with_leader(mut self, leader: Leader) -> Controllers {
+        self.leader = Some(leader);
+        self
     }
 }
 
-/// Whether this node runs the controllers now. Always, until a leader role gates them: then
-/// only the holder acts.
-pub fn should_act() -> bool {
-    true
+/// Whether this node runs the controllers now: always without a leader rule, else only while
+/// it holds the role.
+pub fn should_act(c: &Controllers) -> bool {
+    c.leader.as_ref().is_none_or(|is_leader| is_leader())
 }
 
 /// Runs the controllers until `shutdown`.
@@ -107,7 +121,7 @@ pub async fn run(c: Controllers, shutdown: CancellationToken) {
         // What arrived during the debounce is seen by this round.
         state_rx.borrow_and_update();
         observed_rx.borrow_and_update();
-        if !should_act() {
+        if !should_act(&c) {
             continue;
         }
         match round(&c).await {

@@ -1001,8 +1001,13 @@ fn a_converged_cluster_plans_nothing() {
 
 // ------------------------------------------------------------------------------ the task
 
-#[tokio::test]
-async fn the_task_creates_a_replicaset_and_slots_on_this_node() {
+/// A store with a Deployment of 3 replicas applied, and this node's observed record.
+async fn task_setup() -> (
+    tempfile::TempDir,
+    crate::state::StateHandle,
+    crate::observed::ObservedHandle,
+    tokio_util::sync::CancellationToken,
+) {
     use crate::observed::{self, NodeRecord};
     use crate::state::{self, StateConfig};
     use tokio_util::sync::CancellationToken;
@@ -1017,7 +1022,7 @@ async fn the_task_creates_a_replicaset_and_slots_on_this_node() {
     let stop = CancellationToken::new();
     tokio::spawn(task.run(stop.clone()));
     let now = crate::time::unix_now();
-    let (observed, _reporter, _heartbeat) = observed::start(
+    let (observed, _reporter, heartbeat) = observed::start(
         NodeRecord {
             name: "n1".into(),
             version: 0,
@@ -1032,17 +1037,22 @@ async fn the_task_creates_a_replicaset_and_slots_on_this_node() {
         std::time::Duration::from_secs(1),
         4,
     );
+    drop(heartbeat);
     let mut v = deployment_json("web", 3, "img:1");
     v["metadata"].as_object_mut().unwrap().remove("uid");
     v["metadata"].as_object_mut().unwrap().remove("generation");
-    let mut v2 = v.clone();
-    v2["apiVersion"] = json!("apps/v1");
-    v2["kind"] = json!("Deployment");
+    v["apiVersion"] = json!("apps/v1");
+    v["kind"] = json!("Deployment");
     state
-        .apply_values(vec![(Kind::Deployment, v2)])
+        .apply_values(vec![(Kind::Deployment, v)])
         .await
         .unwrap();
+    (dir, state, observed, stop)
+}
 
+#[tokio::test]
+async fn the_task_creates_a_replicaset_and_slots_on_this_node() {
+    let (_dir, state, observed, stop) = task_setup().await;
     let mut c = Controllers::new(state.clone(), observed, "n1".into());
     c.tick = std::time::Duration::from_millis(50);
     c.debounce = std::time::Duration::from_millis(10);
@@ -1071,5 +1081,37 @@ async fn the_task_creates_a_replicaset_and_slots_on_this_node() {
         format!("{:?}", state.stats().await.unwrap()),
         format!("{before:?}")
     );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_node_that_is_not_the_leader_writes_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (_dir, state, observed, stop) = task_setup().await;
+    let leads = Arc::new(AtomicBool::new(false));
+    let flag = leads.clone();
+    let mut c = Controllers::new(state.clone(), observed, "n1".into())
+        .with_leader(Arc::new(move || flag.load(Ordering::SeqCst)));
+    c.tick = std::time::Duration::from_millis(20);
+    c.debounce = std::time::Duration::from_millis(5);
+    tokio::spawn(run(c, stop.clone()));
+
+    // Many ticks pass: nothing is planned or written while another node leads.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(state.slots().await.unwrap().is_empty());
+    assert!(state.list(Kind::ReplicaSet, None).await.unwrap().is_empty());
+
+    // Taking the role, it acts.
+    leads.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state.slots().await.unwrap().len() != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no slots after taking the role"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     stop.cancel();
 }
