@@ -402,6 +402,17 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The node's pod network: Docker's default address pool holds only about 30 bridge
+        // networks, so tests must not leave theirs behind. (Removal fails while containers
+        // still use it: `DockerCleanup` removes those and then the network.)
+        if let Ok(cluster_id) = self.cluster_id() {
+            let network = shoal_node::agent::spec::network_name(&cluster_id, &self.opts.name);
+            let _ = Command::new("docker")
+                .args(["network", "rm", &network])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -65,24 +65,27 @@ fn converge(nodes: &[&Node], want: &[&str]) {
     }
 }
 
+/// n1 creates a cluster in `dir`; n2 and n3 join it with its token.
+fn three_nodes(dir: &tempfile::TempDir) -> (Node, Node, Node) {
+    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let join = |name: &str| {
+        Node::start(
+            NodeOptions::new(name, &dir.path().join(name))
+                .joining(&n1)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (n2, n3) = (join("n2"), join("n3"));
+    (n1, n2, n3)
+}
+
 #[test]
 fn three_nodes_converge_catch_up_and_refuse_a_wrong_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let (n1, mut n2, n3) = three_nodes(&dir);
     let token = n1.join_token().unwrap();
     assert!(token.starts_with("shoal1."), "{token}");
-    let mut n2 = Node::start(
-        NodeOptions::new("n2", &dir.path().join("n2"))
-            .joining(&n1)
-            .unwrap(),
-    )
-    .unwrap();
-    let n3 = Node::start(
-        NodeOptions::new("n3", &dir.path().join("n3"))
-            .joining(&n1)
-            .unwrap(),
-    )
-    .unwrap();
     // One cluster: the same id and the same admin token on every node.
     assert_eq!(n2.cluster_id().unwrap(), n1.cluster_id().unwrap());
     assert_eq!(n3.token().unwrap(), n1.token().unwrap());
@@ -147,20 +150,8 @@ fn three_nodes_converge_catch_up_and_refuse_a_wrong_secret() {
 #[test]
 fn a_converged_cluster_stays_still() {
     let dir = tempfile::tempdir().unwrap();
-    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let (n1, n2, n3) = three_nodes(&dir);
     let _cleanup = shoal_testnet::DockerCleanup::new(&n1.cluster_id().unwrap());
-    let n2 = Node::start(
-        NodeOptions::new("n2", &dir.path().join("n2"))
-            .joining(&n1)
-            .unwrap(),
-    )
-    .unwrap();
-    let n3 = Node::start(
-        NodeOptions::new("n3", &dir.path().join("n3"))
-            .joining(&n1)
-            .unwrap(),
-    )
-    .unwrap();
     // Every node must see the others before the apply, so that they agree on the role.
     apply(&n1, &configmap("ready"));
     converge(&[&n1, &n2, &n3], &["ready"]);

@@ -460,16 +460,19 @@ spec:
         persistentVolumeClaim: {{claimName: {claim}}}
 "#
     );
+    // The published port of the one store pod, once it runs.
+    let store_port = || {
+        wait_until(Duration::from_secs(90), "the store pod to run", || {
+            let ps = pods(&s.node, "app=store");
+            Ok(ps
+                .first()
+                .filter(|p| ps.len() == 1 && p["status"]["phase"] == "Running")
+                .and_then(|p| host_port(p, 8080)))
+        })
+        .unwrap()
+    };
     apply(&s.node, &manifest);
-    let ps = wait_until(Duration::from_secs(90), "the store pod to run", || {
-        let ps = pods(&s.node, "app=store");
-        Ok((ps.len() == 1
-            && ps[0]["status"]["phase"] == "Running"
-            && host_port(&ps[0], 8080).is_some())
-        .then_some(ps))
-    })
-    .unwrap();
-    let port = host_port(&ps[0], 8080).unwrap();
+    let port = store_port();
     wait_until(Duration::from_secs(20), "the write", || {
         Ok((http_get(port, "/write?path=/data/kept.txt&data=survives")?.0 == 200).then_some(()))
     })
@@ -488,19 +491,7 @@ spec:
     .unwrap();
 
     apply(&s.node, &manifest);
-    let ps = wait_until(
-        Duration::from_secs(90),
-        "the store pod to run again",
-        || {
-            let ps = pods(&s.node, "app=store");
-            Ok((ps.len() == 1
-                && ps[0]["status"]["phase"] == "Running"
-                && host_port(&ps[0], 8080).is_some())
-            .then_some(ps))
-        },
-    )
-    .unwrap();
-    let port = host_port(&ps[0], 8080).unwrap();
+    let port = store_port();
     let body = wait_until(Duration::from_secs(20), "the read", || {
         let (code, body) = http_get(port, "/file?path=/data/kept.txt")?;
         Ok((code == 200).then_some(body))

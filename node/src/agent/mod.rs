@@ -240,7 +240,9 @@ impl Agent {
                     .collect();
             }
         };
-        if !self.network_ready {
+        // The pod network is made when the first pod needs it: a node that runs no pods
+        // leaves no trace in the engine.
+        if !self.network_ready && !inputs.is_empty() {
             match rt.ensure_network(&self.ctx.network).await {
                 Ok(()) => self.network_ready = true,
                 Err(e) => {
