@@ -266,21 +266,28 @@ fn replicas_ready(v: &Value) -> String {
     )
 }
 
+// The wide columns every workload table (Deployment, ReplicaSet, StatefulSet) shares.
+fn template_containers(v: &Value, _: i64) -> String {
+    containers_of(v, "/spec/template/spec/containers", "/name")
+}
+
+fn template_images(v: &Value, _: i64) -> String {
+    containers_of(v, "/spec/template/spec/containers", "/image")
+}
+
+fn workload_selector(v: &Value, _: i64) -> String {
+    or_none(at(v, "/spec/selector").and_then(selector_text))
+}
+
 const DEPLOYMENT: &[Column] = &[
     col("NAME", name),
     col("READY", |v, _| replicas_ready(v)),
     col("UP-TO-DATE", |v, _| count(v, "/status/updatedReplicas")),
     col("AVAILABLE", |v, _| count(v, "/status/availableReplicas")),
     col("AGE", age),
-    wide("CONTAINERS", |v, _| {
-        containers_of(v, "/spec/template/spec/containers", "/name")
-    }),
-    wide("IMAGES", |v, _| {
-        containers_of(v, "/spec/template/spec/containers", "/image")
-    }),
-    wide("SELECTOR", |v, _| {
-        or_none(at(v, "/spec/selector").and_then(selector_text))
-    }),
+    wide("CONTAINERS", template_containers),
+    wide("IMAGES", template_images),
+    wide("SELECTOR", workload_selector),
 ];
 
 const REPLICASET: &[Column] = &[
@@ -289,27 +296,17 @@ const REPLICASET: &[Column] = &[
     col("CURRENT", |v, _| count(v, "/status/replicas")),
     col("READY", |v, _| count(v, "/status/readyReplicas")),
     col("AGE", age),
-    wide("CONTAINERS", |v, _| {
-        containers_of(v, "/spec/template/spec/containers", "/name")
-    }),
-    wide("IMAGES", |v, _| {
-        containers_of(v, "/spec/template/spec/containers", "/image")
-    }),
-    wide("SELECTOR", |v, _| {
-        or_none(at(v, "/spec/selector").and_then(selector_text))
-    }),
+    wide("CONTAINERS", template_containers),
+    wide("IMAGES", template_images),
+    wide("SELECTOR", workload_selector),
 ];
 
 const STATEFULSET: &[Column] = &[
     col("NAME", name),
     col("READY", |v, _| replicas_ready(v)),
     col("AGE", age),
-    wide("CONTAINERS", |v, _| {
-        containers_of(v, "/spec/template/spec/containers", "/name")
-    }),
-    wide("IMAGES", |v, _| {
-        containers_of(v, "/spec/template/spec/containers", "/image")
-    }),
+    wide("CONTAINERS", template_containers),
+    wide("IMAGES", template_images),
 ];
 
 /// READY of a pod: ready containers / containers.
