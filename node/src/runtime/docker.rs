@@ -757,7 +757,9 @@ pub(crate) fn info_from_inspect(
         _ => None,
     };
     let config = resp.config.unwrap_or_default();
-    let network_mode = resp.host_config.and_then(|h| h.network_mode);
+    let host_config = resp.host_config.unwrap_or_default();
+    let memory_limited = host_config.memory.is_some_and(|m| m > 0);
+    let network_mode = host_config.network_mode;
     let settings = resp.network_settings.unwrap_or_default();
     let networks: BTreeMap<String, String> = settings
         .networks
@@ -801,7 +803,8 @@ pub(crate) fn info_from_inspect(
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         state: status,
         exit_code,
-        oom_killed: state.oom_killed.unwrap_or(false),
+        oom_killed: state.oom_killed.unwrap_or(false)
+            || killed_at_its_memory_limit(exit_code, memory_limited),
         error: state.error.filter(|e| !e.is_empty()),
         started_at: engine_time(state.started_at),
         finished_at,
@@ -813,6 +816,15 @@ pub(crate) fn info_from_inspect(
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or(0),
     })
+}
+
+/// An engine whose containerd misses the kernel's OOM event (seen with cgroup v2 when the
+/// engine itself runs inside a container) reports `OOMKilled: false` for a container the
+/// kernel killed at its memory limit. A SIGKILL exit (137) of a container with a memory limit
+/// is then counted as an OOM kill. shoal stops containers with SIGTERM first and removes what
+/// it stops, so the guess can only be wrong for a container someone killed by hand.
+fn killed_at_its_memory_limit(exit_code: Option<i64>, memory_limited: bool) -> bool {
+    memory_limited && exit_code == Some(137)
 }
 
 /// CPU total and memory without reclaimable page cache (the key differs between cgroup v1 and
@@ -1042,6 +1054,15 @@ mod tests {
         assert_eq!(info.exit_code, Some(137));
         assert!(info.oom_killed);
         assert_eq!(info.error, None);
+        // A SIGKILL exit at a memory limit counts as OOM even when the engine missed it; one
+        // without a limit does not.
+        let mut missed = inspect_json();
+        let st = missed.state.as_mut().unwrap();
+        st.oom_killed = Some(false);
+        missed.host_config.as_mut().unwrap().memory = Some(32 << 20);
+        assert!(info_from_inspect(missed.clone()).unwrap().oom_killed);
+        missed.host_config.as_mut().unwrap().memory = None;
+        assert!(!info_from_inspect(missed).unwrap().oom_killed);
         assert_eq!(
             info.started_at.as_deref(),
             Some("2026-11-25T18:00:00.123456789Z")
