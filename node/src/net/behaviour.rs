@@ -8,6 +8,8 @@ use std::time::Duration;
 use libp2p::core::upgrade::Version;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::pnet::{PnetConfig, PreSharedKey};
+
+use super::bound_tcp::BoundTcp;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -67,13 +69,14 @@ pub(crate) fn build_swarm(
         identity::Keypair::ed25519_from_bytes(config.node_key).map_err(NetError::NodeKey)?;
     let psk = PreSharedKey::new(keys.psk);
     let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
+    let source = listen_ip(&config.listen);
 
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic()
         .with_other_transport(|key| {
             let noise = noise::Config::new(key)?;
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            let tcp = BoundTcp::new(tcp::Config::default().nodelay(true), source, true)
                 .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise)
@@ -88,6 +91,18 @@ pub(crate) fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     Ok(swarm)
+}
+
+/// The one IP address all `listen` addresses share, if they share one.
+fn listen_ip(listen: &[libp2p::Multiaddr]) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut ips = listen.iter().filter_map(|a| match a.iter().next()? {
+        Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    });
+    let first = ips.next()?;
+    ips.all(|ip| ip == first).then_some(first)
 }
 
 fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, String> {

@@ -22,6 +22,7 @@
 
 mod admission;
 mod behaviour;
+mod bound_tcp;
 mod handle;
 mod task;
 mod transport;
