@@ -49,6 +49,10 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// How often the node refreshes its own observed record, in milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// A peer unheard for this long is suspect, in milliseconds.
+    pub suspect_after_ms: u64,
+    /// A peer unheard for this long is dead (its pods go elsewhere), in milliseconds.
+    pub dead_after_ms: u64,
     pub log_format: LogFormat,
     /// Where the peer-to-peer network listens: TCP and QUIC (UDP) on the same address and
     /// port.
@@ -73,6 +77,8 @@ impl Default for Config {
             channel_size: 256,
             shutdown_timeout_secs: 10,
             heartbeat_interval_ms: 1000,
+            suspect_after_ms: 3000,
+            dead_after_ms: 6000,
             log_format: LogFormat::Text,
             p2p_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
             join: Vec::new(),
@@ -113,6 +119,17 @@ impl Config {
         })
     }
 
+    /// Heartbeat and failure-detection timings.
+    pub fn membership_timing(&self) -> crate::observed::Timing {
+        use std::time::Duration;
+        crate::observed::Timing {
+            heartbeat: Duration::from_millis(self.heartbeat_interval_ms),
+            suspect_after: Duration::from_millis(self.suspect_after_ms),
+            dead_after: Duration::from_millis(self.dead_after_ms),
+            ..crate::observed::Timing::default()
+        }
+    }
+
     /// Checks the settings together, naming the one that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting, message: &str| {
@@ -139,6 +156,16 @@ impl Config {
         }
         if self.heartbeat_interval_ms < 10 {
             return invalid("heartbeat-interval-ms", "must be at least 10");
+        }
+        if self.suspect_after_ms < 2 * self.heartbeat_interval_ms {
+            return invalid(
+                "suspect-after-ms",
+                "must be at least twice heartbeat-interval-ms (one lost heartbeat must not make \
+                 a node suspect)",
+            );
+        }
+        if self.dead_after_ms <= self.suspect_after_ms {
+            return invalid("dead-after-ms", "must be more than suspect-after-ms");
         }
         if self.p2p_listen.port() == 0 {
             return invalid(

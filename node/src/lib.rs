@@ -11,7 +11,9 @@
 //! - [`join`]: the join token, and the known peers a restarted node dials again.
 //! - [`state`]: the desired-state store: one automerge document, persisted, secrets encrypted.
 //! - [`net`]: the libp2p network: one task owns the swarm; admission by the cluster secret.
-//! - [`observed`]: observed state (heartbeats, capacity): soft state, never in the document.
+//! - [`observed`]: observed state and membership (heartbeats, capacity, pod status, liveness),
+//!   gossiped as soft state, never in the document.
+//! - [`nodes`]: the node registry (in the document) joined with membership.
 //! - [`replication`]: desired-state replication between nodes (gossip and anti-entropy),
 //!   over a transport trait that the network layer implements.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
@@ -28,6 +30,7 @@ pub mod controllers;
 pub mod identity;
 pub mod join;
 pub mod net;
+pub mod nodes;
 pub mod observed;
 pub mod pods;
 pub mod replication;
@@ -92,29 +95,63 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     // its API and state, and its agent reports the engine as unreachable.
     let engine = runtime::Engine::pending();
 
+    // Tasks stop on `stop`; a failing part cancels it too. The heartbeat stops first, on
+    // `leave`, so that it can tell the peers that this node leaves while the network runs.
+    let stop = CancellationToken::new();
+    let leave = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(state_task.run(stop.clone()));
+    let (observed_tx, observed_rx) = tokio::sync::mpsc::channel(config.channel_size);
+    let net_handle = start_network(
+        &config,
+        &identity,
+        join_token.as_ref(),
+        &state,
+        observed_tx,
+        &tracker,
+        &stop,
+    )
+    .await?;
+    let peer_id = net_handle.local_peer_id().to_string();
+
     let (cpus, memory_bytes) = observed::host_capacity();
     let now = time::unix_now();
     let (observed, pod_reporter, heartbeat) = observed::start(
         observed::NodeRecord {
             name: identity.node_name.clone(),
-            version: 0,
             address: config.advertise_addr().to_string(),
             shoal_version: shoal_protocol::VERSION.to_string(),
             cpus,
             memory_bytes,
             started_at: now,
             heartbeat_at: now,
-            pods: Default::default(),
+            peer_id: peer_id.clone(),
+            p2p_address: config.p2p_advertise().to_string(),
+            ..Default::default()
         },
-        Duration::from_millis(config.heartbeat_interval_ms),
+        config.membership_timing(),
         config.channel_size,
     );
-
-    // Tasks stop on `stop`, which follows the caller's token; a failing part cancels it too.
-    let stop = shutdown.child_token();
-    let tracker = TaskTracker::new();
-    tracker.spawn(state_task.run(stop.clone()));
-    tracker.spawn(heartbeat.run(stop.clone()));
+    let publish: Arc<dyn observed::Publish> = Arc::new(net_handle.clone());
+    let heartbeat_task = tokio::spawn(
+        heartbeat
+            .with_gossip(publish, observed_rx)
+            .run(leave.clone()),
+    );
+    tracker.spawn(keep_connected(
+        net_handle.clone(),
+        state.clone(),
+        observed.clone(),
+        Duration::from_secs(2),
+        stop.clone(),
+    ));
+    tracker.spawn(nodes::keep_registered(
+        state.clone(),
+        identity.node_name.clone(),
+        peer_id.clone(),
+        Duration::from_secs(10),
+        stop.clone(),
+    ));
     tracker.spawn(
         agent::Agent::new(
             agent::AgentConfig {
@@ -135,22 +172,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             .clone()
             .connect_docker(Duration::from_secs(5), stop.clone()),
     );
-    let net_handle = start_network(
-        &config,
-        &identity,
-        join_token.as_ref(),
-        &state,
-        &tracker,
-        &stop,
-    )
-    .await?;
-    // Until membership and leader roles exist, the controller role goes to the node with the
-    // lowest peer id among itself and the peers it has admitted: every node that sees the
-    // same peers picks the same one, and a node alone (or one side of a partition) acts.
-    let leader: controllers::Leader = Arc::new(move || {
-        let me = net_handle.local_peer_id();
-        net_handle.admitted_peers().iter().all(|peer| me < *peer)
-    });
+    // Until leases arrive with the scheduler, the controller role goes to the alive member
+    // with the lowest peer id: every node that sees the same members picks the same one, and
+    // a node alone (or one side of a partition) acts.
+    let leader: controllers::Leader = {
+        let observed = observed.clone();
+        let me = identity.node_name.clone();
+        Arc::new(move || nodes::controller(observed.members().values()).as_deref() == Some(&me))
+    };
     tracker.spawn(controllers::run(
         controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
             .with_leader(leader),
@@ -165,6 +194,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             cluster_id: Arc::from(identity.cluster_id.as_str()),
             node_name: Arc::from(identity.node_name.as_str()),
             engine: engine.clone(),
+            cluster: Arc::new(api::ClusterInfo {
+                peer_id,
+                p2p_address: config.p2p_advertise().to_string(),
+                join_token: join_token_for(&config, &identity).encode(),
+            }),
         },
         config.api_max_body_bytes,
     );
@@ -174,6 +208,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         api = %api_addr, data_dir = %config.data_dir.display(), "shoald ready");
 
     let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
         _ = stop.cancelled() => Ok(()),
         r = api_task => match r {
             Ok(Ok(())) => Ok(()),
@@ -181,6 +216,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             Err(e) => Err(NodeError::Serve(std::io::Error::other(e))),
         },
     };
+    // Say goodbye while the network still runs, and give gossip a moment to carry it.
+    leave.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), heartbeat_task)
+        .await
+        .is_ok()
+        && !net_handle.admitted_peers().is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     stop.cancel();
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     if tokio::time::timeout(deadline, tracker.wait())
@@ -200,6 +244,7 @@ async fn start_network(
     identity: &identity::Identity,
     join_token: Option<&join::JoinToken>,
     state: &state::StateHandle,
+    observed_tx: tokio::sync::mpsc::Sender<observed::Inbound>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<net::NetHandle, NodeError> {
@@ -242,6 +287,23 @@ async fn start_network(
                     None => return,
                 },
             };
+            // Observed-state gossip and admitted peers for the heartbeat (it catches up with
+            // whatever a full channel drops at its next full record), the rest for replication.
+            let event = match event {
+                net::NetEvent::Gossip {
+                    topic: net::Topic::Observed,
+                    data,
+                    ..
+                } => {
+                    let _ = observed_tx.try_send(observed::Inbound::Gossip { data });
+                    continue;
+                }
+                net::NetEvent::PeerAdmitted(p) => {
+                    let _ = observed_tx.try_send(observed::Inbound::PeerJoined);
+                    net::NetEvent::PeerAdmitted(p)
+                }
+                other => other,
+            };
             if let Some(inbound) = net::to_inbound(event) {
                 tokio::select! {
                     _ = forward_stop.cancelled() => return,
@@ -265,6 +327,49 @@ async fn start_network(
         stop.clone(),
     ));
     Ok(net_handle)
+}
+
+/// Keeps this node connected to every member it knows (a full mesh: clusters are small), so
+/// that nodes that joined through a third one reach each other directly, and nodes that lost
+/// each other (a partition, a crash) reconnect as soon as they can. Members that left are not
+/// dialled: they dial back when they return.
+async fn keep_connected(
+    net: net::NetHandle,
+    state: state::StateHandle,
+    observed: observed::ObservedHandle,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(view) = nodes::view(&state, &observed).await else {
+            continue;
+        };
+        let admitted = net.admitted_peers();
+        for node in view.values() {
+            if node.liveness == observed::Liveness::Left || node.name == observed.local_name() {
+                continue;
+            }
+            let Some(record) = &node.record else { continue };
+            let (Ok(peer), Ok(addr)) = (
+                node.peer_id.parse::<libp2p::PeerId>(),
+                record.p2p_address.parse::<std::net::SocketAddr>(),
+            ) else {
+                continue;
+            };
+            if admitted.contains(&peer) {
+                continue;
+            }
+            if net.connect(peer, join::dial_addrs(addr)).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// This node's join token: the cluster's id, secret and admin token, and this node's p2p

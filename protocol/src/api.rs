@@ -10,6 +10,12 @@ use crate::error::FieldError;
 pub const APPLY_PATH: &str = "/shoal/v1/apply";
 /// The path of the version endpoint (no token needed? no: every route but `/healthz` needs it).
 pub const VERSION_PATH: &str = "/version";
+
+/// This node's view of the cluster: members, roles, digest of the desired state.
+pub const STATUS_PATH: &str = "/shoal/v1/status";
+
+/// The join token and the command that adds a node to this cluster.
+pub const JOIN_TOKEN_PATH: &str = "/shoal/v1/join-token";
 /// The path of the liveness endpoint, the only one that needs no token.
 pub const HEALTHZ_PATH: &str = "/healthz";
 

@@ -201,3 +201,122 @@ fn a_converged_cluster_stays_still() {
         assert_eq!(pods(n).len(), 2, "on {}", n.opts.name);
     }
 }
+
+/// Each member's state in `node`'s status, by name.
+fn member_states(node: &Node) -> anyhow::Result<Vec<(String, String)>> {
+    let (code, v) = node.api()?.get("/shoal/v1/status")?;
+    anyhow::ensure!(code == 200, "status on {}: {code} {v}", node.opts.name);
+    Ok(v["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect())
+}
+
+fn wait_states(node: &Node, want: &[(&str, &str)], within: Duration) -> Duration {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let started = std::time::Instant::now();
+    wait_until(
+        within,
+        &format!("{} to see {want:?}", node.opts.name),
+        || Ok((member_states(node)? == want).then_some(())),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nnow: {:?}\nlog of {}:\n{}",
+            member_states(node),
+            node.opts.name,
+            node.log()
+        )
+    });
+    started.elapsed()
+}
+
+/// Membership over real processes: every node sees the others alive with the same digest; a
+/// killed node turns suspect, then dead within seconds; a node stopped with SIGTERM is seen
+/// leaving at once; a dead node can be deleted (an alive one, or the node asked, cannot); a
+/// node that comes back is alive again. The CLI shows it.
+#[test]
+fn membership_sees_crashes_departures_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, mut n2, mut n3) = three_nodes(&dir);
+    let all_alive = [("n1", "alive"), ("n2", "alive"), ("n3", "alive")];
+    for n in [&n1, &n2, &n3] {
+        wait_states(n, &all_alive, CONVERGE);
+    }
+    let digest = |n: &Node| -> anyhow::Result<String> {
+        let (_, v) = n.api()?.get("/shoal/v1/status")?;
+        Ok(v["digest"].as_str().unwrap_or_default().to_string())
+    };
+    wait_until(CONVERGE, "one digest on every node", || {
+        let d = [digest(&n1)?, digest(&n2)?, digest(&n3)?];
+        Ok((d[0] == d[1] && d[1] == d[2]).then_some(()))
+    })
+    .unwrap();
+    let wide = n1
+        .cli(&["get", "nodes", "-o", "wide"])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert_eq!(wide.stdout.matches("Alive").count(), 3, "{}", wide.stdout);
+
+    // kill -9: suspect, then dead, within the default timings (3 s and 6 s).
+    n3.kill().unwrap();
+    wait_states(
+        &n1,
+        &[("n1", "alive"), ("n2", "alive"), ("n3", "suspect")],
+        Duration::from_secs(10),
+    );
+    let dead_after = wait_states(
+        &n1,
+        &[("n1", "alive"), ("n2", "alive"), ("n3", "dead")],
+        Duration::from_secs(15),
+    );
+    eprintln!("n3 dead on n1 {dead_after:?} after it was suspect");
+
+    // SIGTERM: n2 says that it leaves; n1 sees it at once.
+    let stopped = std::time::Instant::now();
+    n2.stop().unwrap();
+    wait_states(
+        &n1,
+        &[("n1", "alive"), ("n2", "left"), ("n3", "dead")],
+        Duration::from_secs(3),
+    );
+    eprintln!("n2 left on n1 {:?} after SIGTERM", stopped.elapsed());
+
+    // Deleting: not the node asked, and a dead node is forgotten.
+    let out = n1.cli(&["delete", "node", "n1"]).unwrap();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("n1"), "{out:?}");
+    n1.cli(&["delete", "node", "n3"])
+        .unwrap()
+        .success()
+        .unwrap();
+    wait_states(
+        &n1,
+        &[("n1", "alive"), ("n2", "left")],
+        Duration::from_secs(5),
+    );
+
+    // n2 comes back (known peers, no flags) and is alive again on n1; n3 too, and it
+    // registers again.
+    n2.opts.join = None;
+    n2.restart().unwrap();
+    n3.opts.join = None;
+    n3.restart().unwrap();
+    for n in [&n1, &n2, &n3] {
+        wait_states(n, &all_alive, CONVERGE);
+    }
+    let status = n2.cli(&["status"]).unwrap().success().unwrap();
+    assert!(status.stdout.contains("controller="), "{}", status.stdout);
+}

@@ -10,6 +10,7 @@ mod exec;
 mod nodes;
 mod pods;
 mod resources;
+mod status;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -21,7 +22,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use shoal_protocol::api::{APPLY_PATH, HEALTHZ_PATH, VERSION_PATH, VersionInfo};
+use shoal_protocol::api::{
+    APPLY_PATH, HEALTHZ_PATH, JOIN_TOKEN_PATH, STATUS_PATH, VERSION_PATH, VersionInfo,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +43,18 @@ pub struct ApiState {
     pub node_name: Arc<str>,
     /// The container engine of this node, for logs and exec.
     pub engine: crate::runtime::Engine,
+    /// How peers reach this node and how a new node joins.
+    pub cluster: Arc<ClusterInfo>,
+}
+
+/// This node's place in the cluster, for the status and join-token routes.
+#[derive(Debug, Default)]
+pub struct ClusterInfo {
+    pub peer_id: String,
+    /// This node's p2p address as other nodes dial it (`host:port`).
+    pub p2p_address: String,
+    /// The encoded join token (a secret: it carries the cluster secret and admin token).
+    pub join_token: String,
 }
 
 /// Builds the router; tests call it directly.
@@ -47,6 +62,8 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
     let protected = Router::new()
         .route(VERSION_PATH, get(version))
         .route(APPLY_PATH, post(resources::apply_batch))
+        .route(STATUS_PATH, get(status::status))
+        .route(JOIN_TOKEN_PATH, get(status::join_token))
         .route("/api/v1/{plural}", get(resources::list_core))
         .route(
             "/api/v1/{plural}/{name}",

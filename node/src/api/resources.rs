@@ -196,7 +196,7 @@ async fn list(api: &ApiState, t: Target, q: ListQuery) -> Result<Json<Value>, Ap
         None => None,
     };
     let items = if t.kind == Kind::Node {
-        nodes::list(&api.observed)
+        nodes::list(api).await?
     } else if t.kind == Kind::Pod {
         pods::list(api, t.namespace.as_deref()).await?
     } else {
@@ -233,9 +233,7 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
 
 async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, ApiError> {
     if t.kind == Kind::Node {
-        return nodes::get(&api.observed, name)
-            .map(Json)
-            .ok_or_else(|| ApiError::not_found(Kind::Node, None, name));
+        return nodes::get(api, name).await.map(Json);
     }
     if t.kind == Kind::Pod {
         let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
@@ -250,11 +248,7 @@ async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, A
 
 async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, ApiError> {
     if t.kind == Kind::Node {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "nodes register themselves; a node is removed by stopping its shoald",
-        ));
+        return nodes::delete(api, name).await.map(Json);
     }
     if t.kind == Kind::ReplicaSet {
         return Err(ApiError::new(

@@ -21,6 +21,8 @@ struct Harness {
     observed: crate::observed::ObservedHandle,
     reporter: crate::observed::PodReporter,
     sim: Arc<crate::runtime::SimRuntime>,
+    /// Observed-state gossip "from peers".
+    gossip: tokio::sync::mpsc::Sender<observed::Inbound>,
     _stop: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
@@ -43,14 +45,18 @@ fn harness() -> Harness {
             shoal_version: "test".into(),
             cpus: 2,
             memory_bytes: 2 << 30,
-            started_at: 0,
-            heartbeat_at: 0,
-            pods: Default::default(),
+            ..NodeRecord::default()
         },
-        Duration::from_secs(1),
+        crate::observed::Timing::default(),
         4,
     );
-    tokio::spawn(hb.run(stop.clone()));
+    struct Quiet;
+    #[async_trait::async_trait]
+    impl observed::Publish for Quiet {
+        async fn publish(&self, _: Vec<u8>) {}
+    }
+    let (gossip, gossip_rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(hb.with_gossip(Arc::new(Quiet), gossip_rx).run(stop.clone()));
     let sim = Arc::new(crate::runtime::SimRuntime::new(["shoal-test/echo:latest"]));
     let router = router(
         ApiState {
@@ -60,6 +66,11 @@ fn harness() -> Harness {
             cluster_id: Arc::from("c1"),
             node_name: Arc::from("n1"),
             engine: crate::runtime::Engine::ready(sim.clone()),
+            cluster: Arc::new(ClusterInfo {
+                peer_id: "p1".into(),
+                p2p_address: "127.0.0.1:7946".into(),
+                join_token: "shoal1.secret".into(),
+            }),
         },
         64 * 1024,
     );
@@ -69,6 +80,7 @@ fn harness() -> Harness {
         observed,
         reporter,
         sim,
+        gossip,
         _stop: stop.drop_guard(),
         _dir: dir,
     }
@@ -302,17 +314,99 @@ async fn body_limit_is_413() {
 }
 
 #[tokio::test]
-async fn nodes_come_from_observed_state() {
+async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted() {
     let h = harness();
     let (code, list) = h.call(Method::GET, "/api/v1/nodes", "").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(list["kind"], "NodeList");
     assert_eq!(list["items"][0]["metadata"]["name"], "n1");
     assert_eq!(list["items"][0]["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(list["items"][0]["status"]["membership"]["state"], "alive");
     let (code, _) = h.call(Method::GET, "/api/v1/nodes/n2", "").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let (code, _) = h.call(Method::DELETE, "/api/v1/nodes/n1", "").await;
-    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+
+    // A peer's record arrives, and its registration.
+    let n2 = |version, left| NodeRecord {
+        name: "n2".into(),
+        version,
+        address: "127.0.0.2".into(),
+        shoal_version: "test".into(),
+        cpus: 4,
+        memory_bytes: 8 << 30,
+        peer_id: "p2".into(),
+        left,
+        ..NodeRecord::default()
+    };
+    let send = |r: NodeRecord| {
+        let data = observed::Message::Record(r).encode().unwrap();
+        let gossip = h.gossip.clone();
+        async move {
+            gossip
+                .send(observed::Inbound::Gossip { data })
+                .await
+                .unwrap()
+        }
+    };
+    send(n2(10, false)).await;
+    crate::nodes::register(&h.state, "n2", "p2").await.unwrap();
+    let n2_state = || async {
+        let (_, v) = h.call(Method::GET, "/api/v1/nodes/n2", "").await;
+        v["status"]["membership"]["state"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for _ in 0..100 {
+        if n2_state().await.as_deref() == Some("alive") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, v) = h.call(Method::GET, "/api/v1/nodes/n2", "").await;
+    assert_eq!(v["status"]["membership"]["state"], "alive", "{v}");
+    assert_eq!(v["status"]["capacity"]["cpu"], "4");
+    assert_eq!(v["status"]["nodeInfo"]["peerId"], "p2");
+    assert!(v["metadata"]["creationTimestamp"].is_string(), "{v}");
+
+    // Status: both members, the controller role with the lowest peer id, a digest.
+    let (code, st) = h.call(Method::GET, "/shoal/v1/status", "").await;
+    assert_eq!(code, StatusCode::OK, "{st}");
+    assert_eq!(st["node"], "n1");
+    assert_eq!(st["members"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(st["roles"][0]["role"], "controller");
+    assert_eq!(st["roles"][0]["holder"], "n1");
+    assert_eq!(st["digest"].as_str().unwrap().len(), 64, "{st}");
+    let (code, jt) = h.call(Method::GET, "/shoal/v1/join-token", "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        jt["command"],
+        "shoald --join 127.0.0.1:7946 --token shoal1.secret"
+    );
+
+    // Neither this node nor an alive one can be deleted.
+    let (code, body) = h.call(Method::DELETE, "/api/v1/nodes/n1", "").await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let (code, body) = h.call(Method::DELETE, "/api/v1/nodes/n2", "").await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("n2 is alive"),
+        "{body}"
+    );
+
+    // n2 leaves: now it can be forgotten, and it is gone from the list.
+    send(n2(11, true)).await;
+    for _ in 0..100 {
+        if n2_state().await.as_deref() == Some("left") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, body) = h.call(Method::DELETE, "/api/v1/nodes/n2", "").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["status"]["membership"]["state"], "left");
+    let (_, list) = h.call(Method::GET, "/api/v1/nodes", "").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (code, _) = h.call(Method::DELETE, "/api/v1/nodes/n2", "").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
 }
 
 mod workloads;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_protocol::cluster::Slot;
 
-use crate::observed::NodeRecord;
+use crate::observed::Liveness;
 
 /// The nodes placement may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,19 +22,17 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// The nodes of observed records: alive when the heartbeat is at most `alive_within`
-    /// seconds old. `local` (this process) is always alive.
-    pub fn from_records<'a>(
-        records: impl IntoIterator<Item = &'a NodeRecord>,
+    /// The nodes of membership: every known one, alive as membership judges. `local` (this
+    /// process) is always alive.
+    pub fn from_members<'a>(
+        members: impl IntoIterator<Item = (&'a str, Liveness)>,
         local: &str,
-        now: i64,
-        alive_within: i64,
     ) -> Nodes {
         let mut nodes = Nodes::default();
-        for r in records {
-            nodes.known.insert(r.name.clone());
-            if now - r.heartbeat_at <= alive_within {
-                nodes.alive.insert(r.name.clone());
+        for (name, liveness) in members {
+            nodes.known.insert(name.to_string());
+            if liveness == Liveness::Alive {
+                nodes.alive.insert(name.to_string());
             }
         }
         if !local.is_empty() {

@@ -59,8 +59,6 @@ pub struct Controllers {
     pub tick: Duration,
     /// Wait this long after a wake-up before a round, so that a burst makes one round.
     pub debounce: Duration,
-    /// A node whose heartbeat is older than this many seconds takes no new slots.
-    pub alive_within_secs: i64,
     /// Whether this node holds the controller role now; `None`: always (a node alone).
     pub leader: Option<Leader>,
 }
@@ -71,7 +69,8 @@ pub struct Controllers {
 pub type Leader = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Controllers {
-    /// The controllers with default timings (tick 1 s, debounce 100 ms, alive within 5 s).
+    /// The controllers with default timings (tick 1 s, debounce 100 ms); only nodes that membership
+    /// sees alive take new slots.
     pub fn new(state: StateHandle, observed: ObservedHandle, node_name: String) -> Controllers {
         Controllers {
             state,
@@ -79,7 +78,6 @@ impl Controllers {
             node_name,
             tick: Duration::from_secs(1),
             debounce: Duration::from_millis(100),
-            alive_within_secs: 5,
             leader: None,
         }
     }
@@ -156,8 +154,11 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     .map_err(ControllerError::Read)?;
     let slots = c.state.slots().await.map_err(ControllerError::Read)?;
     let observed = c.observed.pods();
-    let records = c.observed.snapshot();
-    let nodes = Nodes::from_records(records.values(), &c.node_name, now, c.alive_within_secs);
+    let members = c.observed.members();
+    let nodes = Nodes::from_members(
+        members.iter().map(|(n, m)| (n.as_str(), m.liveness)),
+        &c.node_name,
+    );
 
     let actions = plan(&Inputs {
         deployments: &deployments,

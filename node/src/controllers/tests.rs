@@ -1,7 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 use shoal_protocol::cluster::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Slot};
 use shoal_protocol::kinds::{Deployment, Pod, ReplicaSet};
@@ -849,23 +847,18 @@ fn slots_spread_over_nodes_in_a_round() {
 }
 
 #[test]
-fn alive_nodes_come_from_heartbeats() {
-    let rec = |name: &str, hb: i64| crate::observed::NodeRecord {
-        name: name.into(),
-        version: 1,
-        address: "127.0.0.1".into(),
-        shoal_version: "0".into(),
-        cpus: 1,
-        memory_bytes: 1,
-        started_at: 0,
-        heartbeat_at: hb,
-        pods: BTreeMap::new(),
-    };
-    let records = [rec("me", 0), rec("fresh", T0 - 2), rec("stale", T0 - 60)];
-    let nodes = Nodes::from_records(records.iter(), "me", T0, 5);
+fn alive_nodes_come_from_membership() {
+    use crate::observed::Liveness;
+    let members = [
+        ("fresh", Liveness::Alive),
+        ("slow", Liveness::Suspect),
+        ("stale", Liveness::Dead),
+        ("gone", Liveness::Left),
+    ];
+    let nodes = Nodes::from_members(members, "me");
     let alive: Vec<&str> = nodes.alive.iter().map(String::as_str).collect();
     assert_eq!(alive, vec!["fresh", "me"]);
-    assert_eq!(nodes.known.len(), 3);
+    assert_eq!(nodes.known.len(), 5);
 }
 
 // ------------------------------------------------------------------------------ status
@@ -1032,9 +1025,9 @@ async fn task_setup() -> (
             memory_bytes: 1,
             started_at: now,
             heartbeat_at: now,
-            pods: BTreeMap::new(),
+            ..NodeRecord::default()
         },
-        std::time::Duration::from_secs(1),
+        crate::observed::Timing::default(),
         4,
     );
     drop(heartbeat);

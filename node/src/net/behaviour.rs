@@ -45,16 +45,31 @@ pub(crate) struct Behaviour {
 }
 
 /// The identify agent string: `shoal/<version>/<cluster_id>`.
-pub(crate) fn agent_version(cluster_id: &str) -> String {
-    format!("shoal/{}/{cluster_id}", env!("CARGO_PKG_VERSION"))
+/// `run` names this run of the process: a peer that sees it change knows that the node
+/// restarted (and that its connections from before are stale).
+pub(crate) fn agent_version(cluster_id: &str, run: &str) -> String {
+    format!("shoal/{}/{cluster_id}/{run}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The cluster id named by a peer's agent string, if it is a shoal agent string.
 pub(crate) fn agent_cluster(agent: &str) -> Option<&str> {
     let rest = agent.strip_prefix("shoal/")?;
-    let (_version, cluster) = rest.split_once('/')?;
-    Some(cluster)
+    let (_version, rest) = rest.split_once('/')?;
+    Some(rest.split_once('/').map_or(rest, |(cluster, _)| cluster))
 }
+
+/// The run named by a peer's agent string, if it names one.
+pub(crate) fn agent_run(agent: &str) -> Option<&str> {
+    let rest = agent.strip_prefix("shoal/")?;
+    let (_version, rest) = rest.split_once('/')?;
+    rest.split_once('/').map(|(_, run)| run)
+}
+
+/// How often each connection is pinged, and how long an answer may take before the
+/// connection is closed as dead (a peer cut off by the network, or a crashed process behind a
+/// QUIC connection, which no kernel closes).
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub(crate) fn topic(cluster_id: &str, t: Topic) -> IdentTopic {
     IdentTopic::new(t.name(cluster_id))
@@ -103,6 +118,13 @@ fn listen_ip(listen: &[libp2p::Multiaddr]) -> Option<std::net::IpAddr> {
     });
     let first = ips.next()?;
     ips.all(|ip| ip == first).then_some(first)
+}
+
+/// A random id of this run of the process.
+fn run_id() -> String {
+    super::admission::nonce()
+        .map(|n| hex::encode(&n[..8]))
+        .unwrap_or_else(|_| format!("{:x}", std::process::id()))
 }
 
 fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, String> {
@@ -156,9 +178,13 @@ fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, S
 
     let identify = identify::Behaviour::new(
         identify::Config::new("/shoal/1".to_string(), key.public())
-            .with_agent_version(agent_version(&config.cluster_id)),
+            .with_agent_version(agent_version(&config.cluster_id, &run_id())),
     );
-    let ping = ping::Behaviour::new(ping::Config::new());
+    let ping = ping::Behaviour::new(
+        ping::Config::new()
+            .with_interval(PING_INTERVAL)
+            .with_timeout(PING_TIMEOUT),
+    );
     let mdns = if config.mdns {
         Some(
             mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
@@ -184,7 +210,10 @@ mod tests {
 
     #[test]
     fn agent_string_round_trips() {
-        assert_eq!(agent_cluster(&agent_version("abc")), Some("abc"));
+        assert_eq!(agent_cluster(&agent_version("abc", "r1")), Some("abc"));
+        assert_eq!(agent_run(&agent_version("abc", "r1")), Some("r1"));
+        assert_eq!(agent_cluster("shoal/0.1.0/abc"), Some("abc"));
+        assert_eq!(agent_run("shoal/0.1.0/abc"), None);
         assert_eq!(agent_cluster("rust-libp2p/0.1"), None);
         assert_eq!(agent_cluster("shoal/0.1.0"), None);
     }

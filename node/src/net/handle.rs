@@ -27,6 +27,10 @@ pub(crate) enum Command {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
     },
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
@@ -109,6 +113,15 @@ impl NetHandle {
             Ok(answer) => answer?,
             Err(_) => Err(NetError::Timeout(limit)),
         }
+    }
+
+    /// Dials `peer` at `addrs` unless it is connected or being dialled (admission still
+    /// applies). Fire and forget.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Connect { peer, addrs })
+            .await
+            .map_err(|_| NetError::Stopped)
     }
 
     /// Peers connected now, and peers refused recently.

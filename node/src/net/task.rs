@@ -38,6 +38,8 @@ struct Peer {
     connections: HashMap<ConnectionId, Multiaddr>,
     listen_addrs: Vec<Multiaddr>,
     node_name: Option<String>,
+    /// The run of the peer's process (from identify); a new one means that it restarted.
+    run: Option<String>,
 }
 
 /// An answer to an inbound sync request, once the replication layer has given it.
@@ -69,7 +71,16 @@ pub struct NetTask {
     reply_channels: HashMap<u64, ResponseChannel<SyncResponse>>,
     pending_replies: FuturesUnordered<PendingReply>,
     next_reply: u64,
+    /// Peers that restarted while an old connection of theirs was still open here, since
+    /// when: once they have had our hello answer, every connection to them is closed and
+    /// dialled again, so that both sides start afresh (gossip subscriptions included).
+    restarted: HashMap<PeerId, tokio::time::Instant>,
+    /// Peers to dial again at these addresses once their last connection has closed.
+    redial: HashMap<PeerId, Vec<Multiaddr>>,
 }
+
+/// How long a restarted peer may take to ask for our hello answer before it is reset anyway.
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(2);
 
 impl NetTask {
     pub(crate) fn new(
@@ -108,6 +119,8 @@ impl NetTask {
             reply_channels: HashMap::new(),
             pending_replies: FuturesUnordered::new(),
             next_reply: 0,
+            restarted: HashMap::new(),
+            redial: HashMap::new(),
         })
     }
 
@@ -128,6 +141,8 @@ impl NetTask {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         redial.tick().await;
+        let mut maintain = tokio::time::interval(Duration::from_secs(1));
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
                 biased;
@@ -141,6 +156,7 @@ impl NetTask {
                 }
                 event = self.swarm.select_next_some() => Step::Swarm(Box::new(event)),
                 _ = redial.tick() => Step::Redial,
+                _ = maintain.tick() => Step::Maintain,
             };
             match step {
                 Step::Stop => break,
@@ -150,6 +166,17 @@ impl NetTask {
                 Step::Redial => {
                     if self.admitted.is_empty() {
                         self.dial_bootstrap();
+                    }
+                }
+                Step::Maintain => {
+                    let overdue: Vec<PeerId> = self
+                        .restarted
+                        .iter()
+                        .filter(|(_, since)| since.elapsed() >= RESTART_RESET_AFTER)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for peer in overdue {
+                        self.reset(peer);
                     }
                 }
             }
@@ -217,6 +244,22 @@ impl NetTask {
                     .sync
                     .send_request(&peer, SyncRequest(data));
                 self.sync_requests.insert(id, reply);
+            }
+            Command::Connect { peer, addrs } => {
+                if peer == self.local_peer_id()
+                    || self.swarm.is_connected(&peer)
+                    || self.redial.contains_key(&peer)
+                    || addrs.is_empty()
+                {
+                    return;
+                }
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, error = %e, "cannot dial a member");
+                }
             }
             Command::Peers { reply } => {
                 let _ = reply.send(self.peer_infos());
@@ -324,7 +367,12 @@ impl NetTask {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.on_mdns(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping)) => {
+                if let Err(e) = ping.result {
+                    debug!(peer = %ping.peer, error = %e, "ping failed: closing the connection");
+                    self.swarm.close_connection(ping.connection);
+                }
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, peer_id = %self.local_peer_id(), "listening");
             }
@@ -368,6 +416,14 @@ impl NetTask {
                         self.publish_admitted();
                         info!(peer = %peer_id, "admitted peer gone");
                         self.emit(NetEvent::PeerGone(peer_id));
+                    }
+                    if let Some(addrs) = self.redial.remove(&peer_id) {
+                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer_id)
+                            .addresses(addrs)
+                            .build();
+                        if let Err(e) = self.swarm.dial(opts) {
+                            warn!(peer = %peer_id, error = %e, "cannot dial a restarted peer again");
+                        }
                     }
                 }
             }
@@ -488,8 +544,28 @@ impl NetTask {
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, %error, "could not answer a hello");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { peer, .. } => {
+                if self.restarted.contains_key(&peer) {
+                    self.reset(peer);
+                }
+            }
         }
+    }
+
+    /// Closes every connection to a peer that restarted and dials it again once they are
+    /// closed: its old connections are stale, and gossip would go on sending on them.
+    fn reset(&mut self, peer: PeerId) {
+        self.restarted.remove(&peer);
+        let addrs = self
+            .peers
+            .get(&peer)
+            .map(|p| p.listen_addrs.clone())
+            .unwrap_or_default();
+        info!(%peer, "peer restarted: reconnecting");
+        if !addrs.is_empty() {
+            self.redial.insert(peer, addrs);
+        }
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     fn admit(&mut self, peer: PeerId, node_name: String) {
@@ -620,8 +696,15 @@ impl NetTask {
         };
         match behaviour::agent_cluster(&info.agent_version) {
             Some(cluster) if cluster == self.config.cluster_id => {
+                let run = behaviour::agent_run(&info.agent_version).map(str::to_string);
+                let mut restarted = false;
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.listen_addrs = info.listen_addrs;
+                    restarted = p.run.is_some() && run.is_some() && p.run != run;
+                    p.run = run;
+                }
+                if restarted && self.admitted.contains(&peer_id) {
+                    self.restarted.insert(peer_id, tokio::time::Instant::now());
                 }
             }
             Some(cluster) => {
@@ -691,6 +774,7 @@ enum Step {
     Reply(u64, Option<Vec<u8>>),
     Swarm(Box<SwarmEvent<BehaviourEvent>>),
     Redial,
+    Maintain,
 }
 
 /// Whether a dial failed because nothing answered (rather than because the handshake failed).

@@ -37,6 +37,16 @@ impl Transport for NetHandle {
     }
 }
 
+#[async_trait]
+impl crate::observed::Publish for NetHandle {
+    /// Gossips on the `observed` topic; failures are logged, the next heartbeat repairs them.
+    async fn publish(&self, data: Vec<u8>) {
+        if let Err(e) = NetHandle::publish(self, Topic::Observed, data).await {
+            debug!(error = %e, "observed-state gossip not sent");
+        }
+    }
+}
+
 /// What replication must hear of a network event: state gossip, sync requests and admitted
 /// peers coming and going. Observed-state gossip is for others: `None`.
 pub fn to_inbound(event: NetEvent) -> Option<Inbound> {

@@ -1,10 +1,24 @@
-//! Observed state: what nodes see right now (heartbeats, capacity, and later pod status).
+//! Observed state and membership: what nodes see right now (heartbeats, capacity, pod status)
+//! and which nodes are alive.
 //!
 //! It changes constantly, so it never enters the automerge document, whose history would grow
 //! without bound. Each node is the only writer of its own [`NodeRecord`], which carries a
-//! version counter; records from peers (once the cluster exists) replace older ones of the same
-//! node. This module owns the records of this process behind a `watch` channel: one writer task
-//! at a time, any number of readers that take a cheap snapshot.
+//! version; a record from a peer replaces an older one of the same node. The version starts at
+//! the owner's clock in microseconds when it starts and grows by one per heartbeat, so the
+//! records of a restarted node win over those of its previous run.
+//!
+//! The [`Heartbeat`] task owns this node's record and the map of all records (a `watch`
+//! channel: one writer, any number of readers taking cheap snapshots). Every heartbeat it
+//! gossips either the whole record or, when nothing but the heartbeat changed, a small beat
+//! (see [`gossip`]); the whole record goes out at once when this node's pods change, when a
+//! peer is admitted, and every few beats anyway, so a peer that missed one has it soon.
+//!
+//! Liveness is judged by each node from its own monotonic clock: when it last heard a peer
+//! (never from the peer's wall clock, which may be off). Alive until `suspect_after` without a
+//! word, then suspect until `dead_after`, then dead. A node that stops on SIGTERM gossips a
+//! last record saying that it leaves: its peers see it `left` at once.
+
+pub mod gossip;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,12 +27,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::status::PodStatus;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::time::unix_now;
+pub use gossip::{Inbound, Message, Publish};
 
 /// What one node reports about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
     pub name: String,
@@ -34,9 +50,21 @@ pub struct NodeRecord {
     pub started_at: i64,
     /// The owner's wall clock at its last heartbeat (seconds since the Unix epoch).
     pub heartbeat_at: i64,
+    /// The node's libp2p peer id.
+    #[serde(default)]
+    pub peer_id: String,
+    /// Where other nodes dial it (`host:port`, TCP and QUIC).
+    #[serde(default)]
+    pub p2p_address: String,
+    /// The node said that it leaves (it stopped on SIGTERM).
+    #[serde(default)]
+    pub left: bool,
     /// The status of every pod the node runs, by `namespace/pod`.
     #[serde(default)]
     pub pods: BTreeMap<String, PodStatus>,
+    /// When this process last heard from the node (its own clock; never on the wire).
+    #[serde(skip)]
+    pub seen: Option<Instant>,
 }
 
 impl NodeRecord {
@@ -52,22 +80,126 @@ impl NodeRecord {
     }
 }
 
+/// A node's membership state, as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Suspect => "suspect",
+            Liveness::Dead => "dead",
+            Liveness::Left => "left",
+        }
+    }
+}
+
+/// Heartbeat and failure-detection timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often this node gossips its heartbeat.
+    pub heartbeat: Duration,
+    /// A peer unheard for this long is suspect.
+    pub suspect_after: Duration,
+    /// A peer unheard for this long is dead.
+    pub dead_after: Duration,
+    /// The whole record goes out at least every this many heartbeats.
+    pub full_every: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_secs(1),
+            suspect_after: Duration::from_secs(3),
+            dead_after: Duration::from_secs(6),
+            full_every: 5,
+        }
+    }
+}
+
 /// Every node record this process knows, by node name.
 pub type Observed = Arc<BTreeMap<String, NodeRecord>>;
+
+/// One node as this node sees it: its last record and its liveness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub record: NodeRecord,
+    pub liveness: Liveness,
+    /// When this node last heard from it (Unix seconds); None if never since it started.
+    pub last_seen: Option<i64>,
+}
 
 /// A cheap handle to read observed state.
 #[derive(Clone)]
 pub struct ObservedHandle {
     rx: watch::Receiver<Observed>,
+    local: Arc<str>,
+    timing: Timing,
+    started: Instant,
 }
 
 impl ObservedHandle {
     pub fn snapshot(&self) -> Observed {
         self.rx.borrow().clone()
     }
-}
 
-impl ObservedHandle {
+    /// This node's name.
+    pub fn local_name(&self) -> &str {
+        &self.local
+    }
+
+    /// The liveness of a record, now.
+    pub fn liveness(&self, r: &NodeRecord) -> Liveness {
+        if *r.name == *self.local {
+            return Liveness::Alive;
+        }
+        if r.left {
+            return Liveness::Left;
+        }
+        match r.seen {
+            Some(t) if t.elapsed() < self.timing.suspect_after => Liveness::Alive,
+            Some(t) if t.elapsed() < self.timing.dead_after => Liveness::Suspect,
+            Some(_) => Liveness::Dead,
+            None => self.unheard(),
+        }
+    }
+
+    /// The liveness of a node this process has not heard from since it started: suspect while
+    /// it has not been up long enough to have heard it, dead afterwards.
+    pub fn unheard(&self) -> Liveness {
+        if self.started.elapsed() < self.timing.dead_after {
+            Liveness::Suspect
+        } else {
+            Liveness::Dead
+        }
+    }
+
+    /// Every known node with its liveness, by name.
+    pub fn members(&self) -> BTreeMap<String, Member> {
+        let now = unix_now();
+        self.snapshot()
+            .values()
+            .map(|r| {
+                let last_seen = r
+                    .seen
+                    .map(|t| now - i64::try_from(t.elapsed().as_secs()).unwrap_or(i64::MAX / 2));
+                let member = Member {
+                    liveness: self.liveness(r),
+                    record: r.clone(),
+                    last_seen,
+                };
+                (r.name.clone(), member)
+            })
+            .collect()
+    }
+
     /// The status of one pod, wherever it runs, with the node that reported it.
     pub fn pod(&self, key: &str) -> Option<(String, PodStatus)> {
         self.snapshot()
@@ -116,58 +248,211 @@ impl PodReporter {
 #[error("the observed-state task has stopped")]
 pub struct Stopped;
 
-/// The task that keeps this node's own record fresh.
+/// The task that keeps this node's own record fresh, gossips it and merges the records of
+/// its peers.
 pub struct Heartbeat {
     tx: watch::Sender<Observed>,
-    pods: mpsc::Receiver<BTreeMap<String, PodStatus>>,
+    /// None once every reporter is gone (the heartbeat goes on).
+    pods: Option<mpsc::Receiver<BTreeMap<String, PodStatus>>>,
     record: NodeRecord,
-    interval: Duration,
+    timing: Timing,
+    gossip: Option<(Arc<dyn Publish>, mpsc::Receiver<Inbound>)>,
+    /// Beats sent since the last whole record.
+    beats: u32,
+    /// The whole record goes out at the next heartbeat.
+    full_due: bool,
 }
 
-/// Creates the store with this node's first record.
+/// Creates the store with this node's first record. Its version is set from the clock (see
+/// the module documentation).
 pub fn start(
-    record: NodeRecord,
-    interval: Duration,
+    mut record: NodeRecord,
+    timing: Timing,
     channel_size: usize,
 ) -> (ObservedHandle, PodReporter, Heartbeat) {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    record.version = record.version.max(micros);
+    record.seen = Some(Instant::now());
     let mut map = BTreeMap::new();
     map.insert(record.name.clone(), record.clone());
     let (tx, rx) = watch::channel(Arc::new(map));
     let (pods_tx, pods) = mpsc::channel(channel_size.max(1));
     (
-        ObservedHandle { rx },
+        ObservedHandle {
+            rx,
+            local: Arc::from(record.name.as_str()),
+            timing,
+            started: Instant::now(),
+        },
         PodReporter { tx: pods_tx },
         Heartbeat {
             tx,
-            pods,
+            pods: Some(pods),
             record,
-            interval,
+            timing,
+            gossip: None,
+            beats: 0,
+            full_due: true,
         },
     )
 }
 
+/// How long the last record (the leave) may take to be handed to the network.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Heartbeat {
+    /// Gossips this node's record through `publish` and merges the peers' records that arrive
+    /// on `inbound`.
+    pub fn with_gossip(
+        mut self,
+        publish: Arc<dyn Publish>,
+        inbound: mpsc::Receiver<Inbound>,
+    ) -> Self {
+        self.gossip = Some((publish, inbound));
+        self
+    }
+
+    /// Runs until `shutdown`; then, with gossip, tells the peers that this node leaves.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (publish, mut inbound) = match self.gossip.take() {
+            Some((p, rx)) => (Some(p), Some(rx)),
+            None => (None, None),
+        };
         loop {
-            tokio::select! {
+            let full = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                pods = self.pods.recv() => match pods {
-                    Some(pods) if pods != self.record.pods => self.record.pods = pods,
+                pods = recv(&mut self.pods) => match pods {
+                    Some(pods) if pods != self.record.pods => {
+                        self.record.pods = pods;
+                        true
+                    }
                     Some(_) => continue,
-                    None => break,
+                    None => {
+                        self.pods = None;
+                        continue;
+                    }
                 },
-                _ = tick.tick() => {}
+                msg = recv(&mut inbound) => {
+                    match msg {
+                        Some(Inbound::Gossip { data }) => self.merge(&data),
+                        Some(Inbound::PeerJoined) => self.full_due = true,
+                        None => inbound = None,
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {
+                    self.beats += 1;
+                    self.full_due || self.beats >= self.timing.full_every
+                }
+            };
+            self.bump();
+            if let Some(p) = &publish {
+                self.send(p.as_ref(), full).await;
             }
-            self.record.version += 1;
-            self.record.heartbeat_at = unix_now();
-            let record = self.record.clone();
-            self.tx.send_modify(|map| {
-                Arc::make_mut(map).insert(record.name.clone(), record);
-            });
         }
+        if let Some(p) = &publish {
+            self.record.left = true;
+            self.bump();
+            let leave = self.send(p.as_ref(), true);
+            if tokio::time::timeout(LEAVE_TIMEOUT, leave).await.is_err() {
+                tracing::warn!("could not announce that this node leaves");
+            } else {
+                tracing::info!("told the peers that this node leaves");
+            }
+        }
+    }
+
+    /// A new version of this node's record, in the map.
+    fn bump(&mut self) {
+        self.record.version += 1;
+        self.record.heartbeat_at = unix_now();
+        self.record.seen = Some(Instant::now());
+        let record = self.record.clone();
+        self.tx.send_modify(|map| {
+            Arc::make_mut(map).insert(record.name.clone(), record);
+        });
+    }
+
+    async fn send(&mut self, publish: &dyn Publish, full: bool) {
+        let message = if full {
+            self.beats = 0;
+            self.full_due = false;
+            Message::Record(self.record.clone())
+        } else {
+            Message::Beat {
+                name: self.record.name.clone(),
+                version: self.record.version,
+                heartbeat_at: self.record.heartbeat_at,
+            }
+        };
+        match message.encode() {
+            Ok(bytes) => publish.publish(bytes).await,
+            Err(e) => tracing::warn!(error = %e, "cannot encode this node's record"),
+        }
+    }
+
+    /// Merges a peer's gossip into the map.
+    fn merge(&mut self, data: &[u8]) {
+        let message = match Message::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "ignoring malformed observed-state gossip");
+                return;
+            }
+        };
+        let own = self.record.name.clone();
+        self.tx.send_if_modified(|map| {
+            merge_message(Arc::make_mut(map), &own, message, Instant::now())
+        });
+    }
+}
+
+/// Merges one message into `map`; whether anything changed. Records and beats of `own` (this
+/// node) and versions not newer than the known one are ignored; a beat of an unknown node too
+/// (its whole record follows within a few beats).
+fn merge_message(
+    map: &mut BTreeMap<String, NodeRecord>,
+    own: &str,
+    message: Message,
+    now: Instant,
+) -> bool {
+    match message {
+        Message::Record(mut r) => {
+            if r.name == own || r.name.is_empty() {
+                return false;
+            }
+            if map.get(&r.name).is_some_and(|k| k.version >= r.version) {
+                return false;
+            }
+            r.seen = Some(now);
+            map.insert(r.name.clone(), r);
+            true
+        }
+        Message::Beat {
+            name,
+            version,
+            heartbeat_at,
+        } => match map.get_mut(&name) {
+            Some(k) if name != own && k.version < version => {
+                k.version = version;
+                k.heartbeat_at = heartbeat_at;
+                k.seen = Some(now);
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -190,70 +475,4 @@ fn parse_meminfo_total(text: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    fn rec(version: u64, address: &str) -> NodeRecord {
-        NodeRecord {
-            name: "n1".into(),
-            version,
-            address: address.into(),
-            shoal_version: "0".into(),
-            cpus: 1,
-            memory_bytes: 1,
-            started_at: 0,
-            heartbeat_at: 0,
-            pods: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn merge_laws() {
-        let (a, b, c) = (rec(1, "a"), rec(2, "b"), rec(3, "c"));
-        // Commutative on distinct versions.
-        assert_eq!(a.clone().merge(b.clone()), b.clone().merge(a.clone()));
-        // Associative.
-        assert_eq!(
-            a.clone().merge(b.clone()).merge(c.clone()),
-            a.clone().merge(b.clone().merge(c.clone()))
-        );
-        // Idempotent.
-        assert_eq!(b.clone().merge(b.clone()), b);
-    }
-
-    #[test]
-    fn meminfo() {
-        let s = "MemTotal:       24575392 kB\nMemFree: 1 kB\n";
-        assert_eq!(parse_meminfo_total(s), Some(24_575_392 * 1024));
-        assert_eq!(parse_meminfo_total("garbage"), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn heartbeat_bumps_version() {
-        let (h, reporter, hb) = start(rec(0, "a"), Duration::from_secs(1), 4);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(hb.run(stop.clone()));
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let v = h.snapshot().get("n1").unwrap().version;
-        assert!(v >= 2, "version {v}");
-        let mut pods = BTreeMap::new();
-        pods.insert(
-            "default/web-0".to_string(),
-            PodStatus {
-                phase: "Running".into(),
-                ..PodStatus::default()
-            },
-        );
-        reporter.report(pods).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let (node, pod) = h.pod("default/web-0").unwrap();
-        assert_eq!((node.as_str(), pod.phase.as_str()), ("n1", "Running"));
-        assert!(
-            h.snapshot().get("n1").unwrap().version > v,
-            "a report bumps the version"
-        );
-        stop.cancel();
-        task.await.unwrap();
-    }
-}
+mod tests;

@@ -1,0 +1,254 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+
+use super::*;
+
+fn rec(version: u64, address: &str) -> NodeRecord {
+    NodeRecord {
+        name: "n1".into(),
+        version,
+        address: address.into(),
+        shoal_version: "0".into(),
+        cpus: 1,
+        memory_bytes: 1,
+        ..NodeRecord::default()
+    }
+}
+
+fn named(name: &str, version: u64) -> NodeRecord {
+    NodeRecord {
+        name: name.into(),
+        ..rec(version, "a")
+    }
+}
+
+#[test]
+fn merge_laws() {
+    let (a, b, c) = (rec(1, "a"), rec(2, "b"), rec(3, "c"));
+    // Commutative on distinct versions.
+    assert_eq!(a.clone().merge(b.clone()), b.clone().merge(a.clone()));
+    // Associative.
+    assert_eq!(
+        a.clone().merge(b.clone()).merge(c.clone()),
+        a.clone().merge(b.clone().merge(c.clone()))
+    );
+    // Idempotent.
+    assert_eq!(b.clone().merge(b.clone()), b);
+}
+
+#[test]
+fn meminfo() {
+    let s = "MemTotal:       24575392 kB\nMemFree: 1 kB\n";
+    assert_eq!(parse_meminfo_total(s), Some(24_575_392 * 1024));
+    assert_eq!(parse_meminfo_total("garbage"), None);
+}
+
+#[test]
+fn messages_round_trip_and_garbage_is_refused() {
+    let mut r = named("n2", 7);
+    r.pods.insert(
+        "default/web-0".into(),
+        PodStatus {
+            phase: "Running".into(),
+            ..PodStatus::default()
+        },
+    );
+    for m in [
+        Message::Record(r),
+        Message::Beat {
+            name: "n2".into(),
+            version: 8,
+            heartbeat_at: 100,
+        },
+    ] {
+        assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), m);
+    }
+    let beat = Message::Beat {
+        name: "node-1".into(),
+        version: 1_764_000_000_000_000,
+        heartbeat_at: 1_764_000_000,
+    };
+    assert!(beat.encode().unwrap().len() < 80, "a beat stays small");
+    assert!(Message::decode(b"\xff\x00garbage").is_err());
+    assert!(Message::decode(&[]).is_err());
+}
+
+#[test]
+fn merging_messages() {
+    let now = Instant::now();
+    let mut map = BTreeMap::new();
+    map.insert("me".to_string(), named("me", 5));
+    // A new node's record is taken, and stamped with when it was heard.
+    assert!(merge_message(
+        &mut map,
+        "me",
+        Message::Record(named("n2", 10)),
+        now
+    ));
+    assert_eq!(map["n2"].seen, Some(now));
+    // Older or equal versions change nothing; neither does anything about this node.
+    assert!(!merge_message(
+        &mut map,
+        "me",
+        Message::Record(named("n2", 10)),
+        now
+    ));
+    assert!(!merge_message(
+        &mut map,
+        "me",
+        Message::Record(named("me", 99)),
+        now
+    ));
+    assert_eq!(map["me"].version, 5);
+    // A beat moves the version and the heartbeat but keeps the record.
+    let later = now + Duration::from_secs(1);
+    let beat = |name: &str, version| Message::Beat {
+        name: name.into(),
+        version,
+        heartbeat_at: 42,
+    };
+    assert!(merge_message(&mut map, "me", beat("n2", 11), later));
+    assert_eq!(
+        (map["n2"].version, map["n2"].heartbeat_at, map["n2"].seen),
+        (11, 42, Some(later))
+    );
+    assert!(!merge_message(&mut map, "me", beat("n2", 11), later));
+    // A beat of an unknown node waits for its record.
+    assert!(!merge_message(&mut map, "me", beat("n3", 1), later));
+    assert!(!map.contains_key("n3"));
+}
+
+/// A hub that hands every published message to the other nodes' inbound channels.
+#[derive(Default)]
+struct Hub {
+    nodes: Mutex<Vec<(String, mpsc::Sender<Inbound>)>>,
+    sent: Mutex<Vec<(String, usize)>>,
+}
+
+struct HubPublish {
+    hub: Arc<Hub>,
+    from: String,
+}
+
+#[async_trait::async_trait]
+impl Publish for HubPublish {
+    async fn publish(&self, data: Vec<u8>) {
+        self.hub
+            .sent
+            .lock()
+            .unwrap()
+            .push((self.from.clone(), data.len()));
+        let peers: Vec<_> = self.hub.nodes.lock().unwrap().clone();
+        for (name, tx) in peers {
+            if name != self.from {
+                let _ = tx.try_send(Inbound::Gossip { data: data.clone() });
+            }
+        }
+    }
+}
+
+fn gossiping(
+    hub: &Arc<Hub>,
+    name: &str,
+) -> (
+    ObservedHandle,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let (handle, _reporter, hb) = start(named(name, 0), Timing::default(), 16);
+    let (tx, rx) = mpsc::channel(64);
+    hub.nodes.lock().unwrap().push((name.to_string(), tx));
+    let publish = Arc::new(HubPublish {
+        hub: hub.clone(),
+        from: name.into(),
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(hb.with_gossip(publish, rx).run(stop.clone()));
+    (handle, stop, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_are_alive_then_suspect_then_dead_or_left() {
+    let hub = Arc::new(Hub::default());
+    let (a, _stop_a, _ta) = gossiping(&hub, "a");
+    let (b, stop_b, tb) = gossiping(&hub, "b");
+    let (c, stop_c, tc) = gossiping(&hub, "c");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for h in [&a, &b, &c] {
+        let m = h.members();
+        assert_eq!(m.len(), 3, "{:?}", m.keys());
+        assert!(m.values().all(|m| m.liveness == Liveness::Alive), "{m:?}");
+    }
+    // Idle nodes send beats, not their whole records, between full ones.
+    let sizes: Vec<usize> = hub.sent.lock().unwrap().iter().map(|(_, n)| *n).collect();
+    assert!(sizes.iter().any(|&n| n < 80), "{sizes:?}");
+
+    // c disappears without a word (kill -9): suspect after 3 s, dead after 6 s.
+    c.snapshot();
+    hub.nodes.lock().unwrap().retain(|(n, _)| n != "c");
+    tc.abort();
+    drop(stop_c);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(a.members()["c"].liveness, Liveness::Suspect);
+    assert_eq!(a.members()["b"].liveness, Liveness::Alive);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.members()["c"].liveness, Liveness::Dead);
+    assert!(a.members()["c"].last_seen.is_some());
+
+    // b stops gracefully: a sees it leave at once.
+    stop_b.cancel();
+    tb.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.members()["b"].liveness, Liveness::Left);
+    // This node is always alive to itself.
+    assert_eq!(a.members()["a"].liveness, Liveness::Alive);
+    assert_eq!(b.members()["b"].liveness, Liveness::Alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_wins_over_its_previous_run() {
+    let hub = Arc::new(Hub::default());
+    let (a, _sa, _ta) = gossiping(&hub, "a");
+    let (_b, stop_b, tb) = gossiping(&hub, "b");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_b.cancel();
+    tb.await.unwrap();
+    hub.nodes.lock().unwrap().retain(|(n, _)| n != "b");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.members()["b"].liveness, Liveness::Left);
+    // The same node again (its version starts from the clock, past the old run's).
+    std::thread::sleep(Duration::from_millis(2));
+    let (_b2, _sb2, _tb2) = gossiping(&hub, "b");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.members()["b"].liveness, Liveness::Alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_bumps_version() {
+    let (h, reporter, hb) = start(rec(0, "a"), Timing::default(), 4);
+    let v0 = h.snapshot().get("n1").unwrap().version;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(hb.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let v = h.snapshot().get("n1").unwrap().version;
+    assert!(v >= v0 + 2, "version {v}");
+    let mut pods = BTreeMap::new();
+    pods.insert(
+        "default/web-0".to_string(),
+        PodStatus {
+            phase: "Running".into(),
+            ..PodStatus::default()
+        },
+    );
+    reporter.report(pods).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (node, pod) = h.pod("default/web-0").unwrap();
+    assert_eq!((node.as_str(), pod.phase.as_str()), ("n1", "Running"));
+    assert!(
+        h.snapshot().get("n1").unwrap().version > v,
+        "a report bumps the version"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
