@@ -78,6 +78,10 @@ pub enum Command {
     /// Manage the rollout of a deployment
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Show the node's view of the cluster: identity, state digest, roles and members
+    Status(StatusArgs),
+    /// Print the command that joins a new node to this node's cluster
+    JoinToken(JoinTokenArgs),
     /// Print the client's and the node's versions
     Version,
     /// Print a shell completion script
@@ -124,7 +128,7 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Kind: deployments, deploy, pods, po, services, svc, configmaps, cm, secrets,
-    /// namespaces, ns, nodes, no, statefulsets, sts, persistentvolumeclaims, pvc
+    /// namespaces, ns, nodes, node, no, statefulsets, sts, persistentvolumeclaims, pvc
     pub kind: String,
 
     /// Names of the objects; all of them when none
@@ -141,6 +145,29 @@ pub struct GetArgs {
     /// List objects of every namespace
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+}
+
+/// Output formats of commands that print one answer of the node (`status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RawFormat {
+    /// The answer as YAML
+    Yaml,
+    /// The answer as JSON
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the node's answer as YAML or JSON instead of the summary
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<RawFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Print only the token, not the whole shoald command
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -425,6 +452,33 @@ mod tests {
                 assert!(use_it);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_and_join_token_parse() {
+        match parse(&["shoal", "status", "-o", "yaml"]).command {
+            Command::Status(a) => assert_eq!(a.output, Some(RawFormat::Yaml)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["shoal", "join-token", "-q"]).command {
+            Command::JoinToken(a) => assert!(a.quiet),
+            other => panic!("{other:?}"),
+        }
+        // A table makes no sense for one answer.
+        assert!(Cli::try_parse_from(["shoal", "status", "-o", "wide"]).is_err());
+    }
+
+    #[test]
+    fn completion_knows_every_command() {
+        let mut out = Vec::new();
+        clap_complete::generate(Shell::Bash, &mut Cli::command(), "shoal", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        for word in ["status", "join-token", "--quiet"] {
+            assert!(
+                script.contains(word),
+                "{word} missing from the bash completion"
+            );
         }
     }
 

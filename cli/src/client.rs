@@ -11,6 +11,8 @@ use serde_json::Value;
 use shoal_protocol::Kind;
 use shoal_protocol::api::{APPLY_PATH, ApplyResponse, Status, VERSION_PATH, VersionInfo};
 
+pub use shoal_protocol::api::{JOIN_TOKEN_PATH, STATUS_PATH};
+
 /// Why a request failed.
 #[derive(Debug)]
 pub enum ClientError {
@@ -42,6 +44,12 @@ impl ClientError {
     /// Whether the error is a server `Status`, printed kubectl-style (`Error from server`).
     pub fn is_server_status(&self) -> bool {
         matches!(self, ClientError::Status(_))
+    }
+
+    /// Whether the node refused because of the object's state (409), e.g. deleting a node
+    /// that is still alive: a per-object error, not a reason to stop a batch.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ClientError::Status(s) if s.code == 409 || s.reason == "Conflict")
     }
 
     /// Whether the object asked for does not exist.

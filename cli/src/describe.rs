@@ -153,16 +153,25 @@ pub fn describe(kind: Kind, obj: &Value, opts: Options) -> String {
     }
     d.fields(0, "Labels", pairs(obj, "/metadata/labels"));
     d.fields(0, "Annotations", pairs(obj, "/metadata/annotations"));
-    let created = match text(obj, "/metadata/creationTimestamp") {
+    d.field(
+        0,
+        "CreationTimestamp",
+        time_ago(text(obj, "/metadata/creationTimestamp"), opts.now),
+    );
+    body(kind)(&mut d, obj, opts);
+    d.render()
+}
+
+/// `2024-05-01T09:55:00Z (5m ago)`; the text alone when it does not parse, `<unknown>` when
+/// missing.
+fn time_ago(time: Option<String>, now: i64) -> String {
+    match time {
         Some(t) => match parse_rfc3339(&t) {
-            Some(secs) => format!("{t} ({} ago)", human_duration(opts.now - secs)),
+            Some(secs) => format!("{t} ({} ago)", human_duration(now - secs)),
             None => t,
         },
         None => "<unknown>".into(),
-    };
-    d.field(0, "CreationTimestamp", created);
-    body(kind)(&mut d, obj, opts);
-    d.render()
+    }
 }
 
 type Body = fn(&mut Doc, &Value, Options);
@@ -667,9 +676,17 @@ fn namespace(d: &mut Doc, v: &Value, _: Options) {
     );
 }
 
-fn node(d: &mut Doc, v: &Value, _: Options) {
+fn node(d: &mut Doc, v: &Value, opts: Options) {
     d.field(0, "Roles", node_roles(v));
     d.field(0, "Status", node_status(v));
+    // A node object without membership (from an older node) has no last-seen time to show.
+    if at(v, "/status/membership").is_some() {
+        d.field(
+            0,
+            "Last Seen",
+            time_ago(text(v, "/status/membership/lastSeen"), opts.now),
+        );
+    }
     d.field(
         0,
         "Unschedulable",
@@ -853,6 +870,67 @@ Conditions:
             "{out}"
         );
         assert!(out.contains("Allocatable:        <none>"), "{out}");
+    }
+
+    #[test]
+    fn node_description_has_membership() {
+        let node = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "creationTimestamp": "2024-04-29T10:00:00Z",
+                         "labels": {"kubernetes.io/hostname": "n1",
+                                    "node-role.shoal.dev/controller": ""}},
+            "spec": {},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "NodeAlive",
+                                "message": "gossip heard from the node 2s ago",
+                                "lastHeartbeatTime": "2024-05-01T09:59:58Z"}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.2"},
+                              {"type": "Hostname", "address": "n1"}],
+                "capacity": {"cpu": "2", "memory": "24575392Ki"},
+                "allocatable": {"cpu": "2", "memory": "24575392Ki"},
+                "nodeInfo": {"shoalVersion": "0.1.0", "peerId": "12D3KooWabc"},
+                "membership": {"state": "alive", "lastSeen": "2024-05-01T09:59:58Z",
+                               "roles": ["controller"]}}});
+        let out = describe(Kind::Node, &node, opts(false));
+        let want = "\
+Name:               n1
+Labels:             kubernetes.io/hostname=n1
+                    node-role.shoal.dev/controller=
+Annotations:        <none>
+CreationTimestamp:  2024-04-29T10:00:00Z (2d ago)
+Roles:              controller
+Status:             Alive
+Last Seen:          2024-05-01T09:59:58Z (2s ago)
+Unschedulable:      false
+Conditions:
+  Type    Status   LastHeartbeatTime      Reason      Message
+  ----    ------   -----------------      ------      -------
+  Ready   True     2024-05-01T09:59:58Z   NodeAlive   gossip heard from the node 2s ago
+Addresses:
+  InternalIP:  127.0.0.2
+  Hostname:    n1
+Capacity:
+  cpu:     2
+  memory:  24575392Ki
+Allocatable:
+  cpu:     2
+  memory:  24575392Ki
+System Info:
+  shoalVersion:  0.1.0
+  peerId:        12D3KooWabc
+";
+        assert_eq!(out, want, "\n{out}");
+        let mut unseen = node.clone();
+        unseen["status"]["membership"]["lastSeen"] = Value::Null;
+        let out = describe(Kind::Node, &unseen, opts(false));
+        assert!(out.contains("\nLast Seen:          <unknown>\n"), "{out}");
+        assert!(
+            !describe(
+                Kind::Node,
+                &json!({"metadata": {"name": "n1"}}),
+                opts(false)
+            )
+            .contains("Last Seen"),
+        );
     }
 
     #[test]

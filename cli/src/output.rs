@@ -453,40 +453,67 @@ const NAMESPACE: &[Column] = &[
     col("AGE", age),
 ];
 
-/// STATUS of a node: its Ready condition, plus `SchedulingDisabled` when cordoned.
+/// STATUS of a node: its membership state capitalised (`Alive`, `Suspect`, `Dead`, `Left`),
+/// plus `SchedulingDisabled` when cordoned. A node object without `status.membership` (from a
+/// node older than membership) falls back to its Ready condition, as kubectl reads it.
 pub fn node_status(v: &Value) -> String {
-    let ready = list(v, "/status/conditions")
-        .iter()
-        .find(|c| text(c, "/type").as_deref() == Some("Ready"))
-        .map(|c| match text(c, "/status").as_deref() {
-            Some("True") => "Ready",
-            Some("False") => "NotReady",
-            _ => "Unknown",
-        })
-        .unwrap_or("Unknown");
+    let state = match text(v, "/status/membership/state").filter(|s| !s.is_empty()) {
+        Some(state) => capitalise(&state),
+        None => list(v, "/status/conditions")
+            .iter()
+            .find(|c| text(c, "/type").as_deref() == Some("Ready"))
+            .map(|c| match text(c, "/status").as_deref() {
+                Some("True") => "Ready",
+                Some("False") => "NotReady",
+                _ => "Unknown",
+            })
+            .unwrap_or("Unknown")
+            .to_string(),
+    };
     if at(v, "/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-        format!("{ready},SchedulingDisabled")
+        format!("{state},SchedulingDisabled")
     } else {
-        ready.to_string()
+        state
     }
 }
 
-/// ROLES of a node, from its `node-role.shoal.dev/<role>` labels (and Kubernetes' own, for
-/// familiarity).
+/// `alive` → `Alive`.
+pub fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Roles as a table cell: sorted, comma-joined, `<none>` when there are none.
+pub fn roles_cell(roles: &[Value]) -> String {
+    let mut names: Vec<String> = roles
+        .iter()
+        .filter_map(scalar)
+        .filter(|r| !r.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    or_none(Some(names.join(",")))
+}
+
+/// ROLES of a node: the roles its membership record lists; for a node object without one, its
+/// `node-role.shoal.dev/<role>` labels (and Kubernetes' own, for familiarity).
 pub fn node_roles(v: &Value) -> String {
-    let mut roles: Vec<String> = map(v, "/metadata/labels")
+    if let Some(roles) = at(v, "/status/membership/roles").and_then(Value::as_array) {
+        return roles_cell(roles);
+    }
+    let roles: Vec<Value> = map(v, "/metadata/labels")
         .into_iter()
         .flat_map(|m| m.keys())
         .filter_map(|k| {
             k.strip_prefix("node-role.shoal.dev/")
                 .or_else(|| k.strip_prefix("node-role.kubernetes.io/"))
         })
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
+        .map(|r| Value::String(r.to_string()))
         .collect();
-    roles.sort();
-    roles.dedup();
-    or_none(Some(roles.join(",")))
+    roles_cell(&roles)
 }
 
 fn node_address(v: &Value, kind: &str) -> Option<String> {
@@ -494,6 +521,71 @@ fn node_address(v: &Value, kind: &str) -> Option<String> {
         .iter()
         .find(|a| text(a, "/type").as_deref() == Some(kind))
         .and_then(|a| text(a, "/address"))
+}
+
+/// The address other nodes reach a node at: its InternalIP, else the first one it lists.
+fn node_reach_address(v: &Value) -> String {
+    or_none(node_address(v, "InternalIP").or_else(|| {
+        list(v, "/status/addresses")
+            .first()
+            .and_then(|a| text(a, "/address"))
+    }))
+}
+
+/// A memory quantity in the largest binary unit it reaches, rounded down: `24575392Ki` →
+/// `23Gi`, `1536Mi` → `1.5Gi` (one decimal below 10 units). What does not parse is shown as
+/// it was written.
+pub fn human_memory(quantity: &str) -> String {
+    const UNITS: [(&str, u32); 6] = [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ];
+    let Ok(q) = shoal_protocol::quantity::Quantity::parse(quantity) else {
+        return quantity.to_string();
+    };
+    let Ok(bytes) = u128::try_from(q.bytes()) else {
+        return quantity.to_string();
+    };
+    let Some((unit, shift)) = UNITS.iter().find(|(_, shift)| bytes >> shift > 0) else {
+        return bytes.to_string();
+    };
+    let whole = bytes >> shift;
+    let tenths = ((bytes * 10) >> shift) % 10;
+    if whole < 10 && tenths != 0 {
+        format!("{whole}.{tenths}{unit}")
+    } else {
+        format!("{whole}{unit}")
+    }
+}
+
+fn memory_cell(v: &Value, pointer: &str) -> String {
+    or_none(text(v, pointer).map(|m| human_memory(&m)))
+}
+
+/// ALLOCATABLE of a node: `cpu/memory`, a missing part as `-`.
+fn node_allocatable(v: &Value) -> String {
+    let cpu = text(v, "/status/allocatable/cpu");
+    let memory = text(v, "/status/allocatable/memory").map(|m| human_memory(&m));
+    if cpu.is_none() && memory.is_none() {
+        return "<none>".into();
+    }
+    format!(
+        "{}/{}",
+        cpu.unwrap_or_else(|| "-".into()),
+        memory.unwrap_or_else(|| "-".into())
+    )
+}
+
+/// How long ago an RFC 3339 time was, `<unknown>` when missing or unreadable.
+pub fn since(time: Option<String>, now: i64) -> String {
+    match time.and_then(|t| parse_rfc3339(&t)) {
+        Some(t) => human_duration(now - t),
+        None => "<unknown>".into(),
+    }
 }
 
 const NODE: &[Column] = &[
@@ -504,9 +596,13 @@ const NODE: &[Column] = &[
     col("VERSION", |v, _| {
         or_none(text(v, "/status/nodeInfo/shoalVersion"))
     }),
-    wide("INTERNAL-IP", |v, _| or_none(node_address(v, "InternalIP"))),
+    wide("ADDRESS", |v, _| node_reach_address(v)),
     wide("CPU", |v, _| or_none(text(v, "/status/capacity/cpu"))),
-    wide("MEMORY", |v, _| or_none(text(v, "/status/capacity/memory"))),
+    wide("MEMORY", |v, _| memory_cell(v, "/status/capacity/memory")),
+    wide("ALLOCATABLE", |v, _| node_allocatable(v)),
+    wide("LAST-SEEN", |v, now| {
+        since(text(v, "/status/membership/lastSeen"), now)
+    }),
 ];
 
 /// `RWO,RWX` from access modes.
@@ -885,25 +981,105 @@ mod tests {
         );
     }
 
+    /// A Node as `GET /api/v1/nodes/{name}` answers it.
+    fn node(name: &str, state: &str, last_seen: Value, roles: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "creationTimestamp": "2024-04-29T10:00:00Z",
+                         "labels": {"kubernetes.io/hostname": name,
+                                    "node-role.shoal.dev/controller": ""}},
+            "spec": {},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "NodeAlive"}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.2"},
+                              {"type": "Hostname", "address": name}],
+                "capacity": {"cpu": "2", "memory": "24575392Ki"},
+                "allocatable": {"cpu": "1500m", "memory": "1536Mi"},
+                "nodeInfo": {"shoalVersion": "0.1.0", "peerId": "12D3KooWabc"},
+                "membership": {"state": state, "lastSeen": last_seen, "roles": roles}}
+        })
+    }
+
     #[test]
     fn node_columns() {
-        let node = json!({
+        let nodes = [
+            node(
+                "n1",
+                "alive",
+                json!("2024-05-01T09:59:58Z"),
+                json!(["controller"]),
+            ),
+            node("n2", "suspect", json!("2024-05-01T09:59:20Z"), json!([])),
+            node(
+                "n3",
+                "dead",
+                Value::Null,
+                json!(["scheduler", "controller"]),
+            ),
+            node("n4", "left", json!("2024-04-30T10:00:00Z"), json!([])),
+        ];
+        assert_eq!(
+            table(Kind::Node, &nodes, false, false, NOW),
+            "NAME   STATUS    ROLES                  AGE   VERSION\n\
+             n1     Alive     controller             2d    0.1.0\n\
+             n2     Suspect   <none>                 2d    0.1.0\n\
+             n3     Dead      controller,scheduler   2d    0.1.0\n\
+             n4     Left      <none>                 2d    0.1.0\n"
+        );
+        assert_eq!(
+            table(Kind::Node, &nodes[..3], true, false, NOW),
+            "NAME   STATUS    ROLES                  AGE   VERSION   ADDRESS     CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
+             n1     Alive     controller             2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   2s\n\
+             n2     Suspect   <none>                 2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   40s\n\
+             n3     Dead      controller,scheduler   2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   <unknown>\n"
+        );
+    }
+
+    #[test]
+    fn nodes_without_membership_fall_back_to_conditions_and_labels() {
+        let old = json!({
             "metadata": {"name": "n1", "creationTimestamp": "2024-04-29T10:00:00Z",
                          "labels": {"node-role.shoal.dev/scheduler": "", "zone": "a"}},
             "spec": {"unschedulable": true},
             "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                       "addresses": [{"type": "InternalIP", "address": "192.168.1.5"}],
+                       "addresses": [{"type": "Hostname", "address": "n1.lan"}],
                        "capacity": {"cpu": "4", "memory": "8Gi"},
                        "nodeInfo": {"shoalVersion": "0.1.0"}}
         });
         assert_eq!(
-            table(Kind::Node, &[node], true, false, NOW),
-            "NAME   STATUS                     ROLES       AGE   VERSION   INTERNAL-IP   CPU   MEMORY\n\
-             n1     Ready,SchedulingDisabled   scheduler   2d    0.1.0     192.168.1.5   4     8Gi\n"
+            table(Kind::Node, &[old], true, false, NOW),
+            "NAME   STATUS                     ROLES       AGE   VERSION   ADDRESS   CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
+             n1     Ready,SchedulingDisabled   scheduler   2d    0.1.0     n1.lan    4     8Gi      <none>        <unknown>\n"
         );
         let bare = json!({"metadata": {"name": "n2"}});
         assert_eq!(node_status(&bare), "Unknown");
         assert_eq!(node_roles(&bare), "<none>");
+        assert_eq!(
+            table(Kind::Node, &[bare], true, false, NOW),
+            "NAME   STATUS    ROLES    AGE         VERSION   ADDRESS   CPU      MEMORY   ALLOCATABLE   LAST-SEEN\n\
+             n2     Unknown   <none>   <unknown>   <none>    <none>    <none>   <none>   <none>        <unknown>\n"
+        );
+    }
+
+    #[test]
+    fn memory_reads_in_binary_units() {
+        let cases = [
+            ("24575392Ki", "23Gi"),
+            ("8Gi", "8Gi"),
+            ("1536Mi", "1.5Gi"),
+            ("1000Mi", "1000Mi"),
+            ("1023Mi", "1023Mi"),
+            ("1024Mi", "1Gi"),
+            ("1G", "953Mi"),
+            ("512", "512"),
+            ("0", "0"),
+            ("2Ti", "2Ti"),
+            ("lots", "lots"),
+            ("-1Gi", "-1Gi"),
+        ];
+        for (q, want) in cases {
+            assert_eq!(human_memory(q), want, "{q}");
+        }
     }
 
     #[test]

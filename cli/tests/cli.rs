@@ -93,6 +93,7 @@ fn serve(stream: TcpStream, respond: Responder) -> Option<Request> {
         200 => "OK",
         401 => "Unauthorized",
         404 => "Not Found",
+        409 => "Conflict",
         422 => "Unprocessable Entity",
         _ => "Other",
     };
@@ -422,4 +423,185 @@ fn server_errors_of_a_batch_name_the_file_and_document() {
     let reqs = node.requests();
     assert_eq!(reqs.len(), 1);
     assert!(reqs[0].body.contains("name: db") && reqs[0].body.contains("name: api"));
+}
+
+/// A Node as the node's API answers it; `last_seen` is JSON (a quoted time or null).
+fn node_json(name: &str, state: &str, last_seen: &str, roles: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Node",
+            "metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}"}}}},
+            "spec":{{}},
+            "status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.2"}}],
+                "capacity":{{"cpu":"2","memory":"24575392Ki"}},
+                "allocatable":{{"cpu":"2","memory":"24575392Ki"}},
+                "nodeInfo":{{"shoalVersion":"0.1.0","peerId":"12D3KooWx"}},
+                "membership":{{"state":"{state}","lastSeen":{last_seen},"roles":{roles}}}}}}}"#
+    )
+}
+
+#[test]
+fn get_nodes_wide_shows_membership() {
+    let node = FakeNode::start(|req| match req.target.as_str() {
+        "/api/v1/nodes" => (
+            200,
+            format!(
+                r#"{{"apiVersion":"v1","kind":"NodeList","items":[{},{}]}}"#,
+                node_json("n2", "dead", "null", "[]"),
+                node_json("n1", "alive", "null", r#"["controller"]"#),
+            ),
+        ),
+        "/api/v1/nodes/n1" => (200, node_json("n1", "alive", "null", r#"["controller"]"#)),
+        _ => (404, "{}".into()),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &[
+            "--node", &node.url, "--token", "t", "get", "nodes", "-o", "wide",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "NAME   STATUS   ROLES        AGE         VERSION   ADDRESS     CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
+         n1     Alive    controller   <unknown>   0.1.0     127.0.0.2   2     23Gi     2/23Gi        <unknown>\n\
+         n2     Dead     <none>       <unknown>   0.1.0     127.0.0.2   2     23Gi     2/23Gi        <unknown>\n"
+    );
+    assert_eq!(node.requests()[0].target, "/api/v1/nodes");
+
+    let out = shoal(home.path(), &["--node", &node.url, "get", "node", "n1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "NAME   STATUS   ROLES        AGE         VERSION\n\
+         n1     Alive    controller   <unknown>   0.1.0\n"
+    );
+    assert_eq!(node.requests()[1].target, "/api/v1/nodes/n1");
+}
+
+#[test]
+fn delete_node_deletes_a_dead_node_and_refuses_a_live_one() {
+    let node = FakeNode::start(|req| {
+        match (req.method.as_str(), req.target.as_str()) {
+        ("DELETE", "/api/v1/nodes/n3") => (200, node_json("n3", "dead", "null", "[]")),
+        ("DELETE", "/api/v1/nodes/n2") => (
+            409,
+            r#"{"apiVersion":"v1","kind":"Status","status":"Failure","reason":"Conflict",
+                "code":409,"message":"node \"n2\" is alive: stop shoald on it first, then delete it once it is dead"}"#
+                .into(),
+        ),
+        _ => (
+            404,
+            r#"{"apiVersion":"v1","kind":"Status","status":"Failure","reason":"NotFound",
+                "code":404,"message":"nodes \"nope\" not found"}"#
+                .into(),
+        ),
+    }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &["--node", &node.url, "--token", "t", "delete", "node", "n3"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "node \"n3\" deleted\n");
+    let reqs = node.requests();
+    assert_eq!(reqs[0].method, "DELETE");
+    assert_eq!(reqs[0].target, "/api/v1/nodes/n3");
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer t"));
+
+    // A live node is refused with the node's reason; the other names are still deleted.
+    let out = shoal(
+        home.path(),
+        &["--node", &node.url, "delete", "no", "n2", "nope", "n3"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "node \"n3\" deleted\n");
+    assert_eq!(
+        stderr(&out),
+        "Error from server (Conflict): node \"n2\" is alive: stop shoald on it first, then \
+         delete it once it is dead\n\
+         Error from server (NotFound): nodes \"nope\" not found\n"
+    );
+}
+
+const STATUS: &str = r#"{"node":"n1","clusterId":"3f2a9c","peerId":"12D3KooWabc",
+    "shoalVersion":"0.1.0","digest":"9b1ce0","objects":12,
+    "members":[
+        {"name":"n2","state":"dead","address":"127.0.0.3","version":"0.1.0","lastSeen":null,
+         "roles":[]},
+        {"name":"n1","state":"alive","address":"127.0.0.2","version":"0.1.0","lastSeen":null,
+         "roles":["controller"]}],
+    "roles":[{"role":"controller","holder":"n1"}]}"#;
+
+#[test]
+fn status_prints_the_nodes_view() {
+    let node = FakeNode::start(|req| match req.target.as_str() {
+        "/shoal/v1/status" => (200, STATUS.into()),
+        _ => (404, "{}".into()),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &["--node", &node.url, "--token", "t", "status"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "\
+Node:     n1 (peer 12D3KooWabc)
+Cluster:  3f2a9c
+Version:  0.1.0
+Digest:   9b1ce0 (12 objects)
+Roles:    controller=n1
+
+MEMBER   STATE   ADDRESS     VERSION   LAST-SEEN   ROLES
+n1       alive   127.0.0.2   0.1.0     <unknown>   controller
+n2       dead    127.0.0.3   0.1.0     <unknown>   <none>
+"
+    );
+    assert_eq!(node.requests()[0].header("authorization"), Some("Bearer t"));
+
+    let out = shoal(home.path(), &["--node", &node.url, "status", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let sent: serde_json::Value = serde_json::from_str(STATUS).unwrap();
+    assert_eq!(printed, sent);
+
+    let out = shoal(home.path(), &["--node", &node.url, "status", "-o", "yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("clusterId: 3f2a9c\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn join_token_prints_the_command_or_the_token() {
+    let node = FakeNode::start(|req| match req.target.as_str() {
+        "/shoal/v1/join-token" => (
+            200,
+            r#"{"token":"shoal1.abc","command":"shoald --join 127.0.0.2:7946 --token shoal1.abc"}"#
+                .into(),
+        ),
+        _ => (404, "{}".into()),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = shoal(
+        home.path(),
+        &["--node", &node.url, "--token", "t", "join-token"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "shoald --join 127.0.0.2:7946 --token shoal1.abc\n"
+    );
+    let out = shoal(home.path(), &["--node", &node.url, "join-token", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "shoal1.abc\n");
+    let reqs = node.requests();
+    assert_eq!(reqs[0].method, "GET");
+    assert_eq!(reqs[0].target, "/shoal/v1/join-token");
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer t"));
 }

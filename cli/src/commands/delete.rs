@@ -40,7 +40,7 @@ pub fn run(s: &Session, a: &DeleteArgs) -> Result<()> {
                 .collect(),
         }
     };
-    let mut missing = false;
+    let mut failed = false;
     for t in &targets {
         let ns = t
             .kind
@@ -51,14 +51,19 @@ pub fn run(s: &Session, a: &DeleteArgs) -> Result<()> {
             Err(e) if e.is_not_found() => {
                 if !a.ignore_not_found {
                     eprintln!("{}", client::not_found(t.kind, &t.name));
-                    missing = true;
+                    failed = true;
                 }
+            }
+            // The node's message says why (a node that is still alive) and what to do.
+            Err(e) if e.is_conflict() => {
+                eprintln!("{e}");
+                failed = true;
             }
             // Anything else (unreachable node, refused token) would repeat for every object.
             Err(e) => return Err(e.into()),
         }
     }
-    if missing {
+    if failed {
         return Err(Reported.into());
     }
     Ok(())

@@ -8,10 +8,12 @@ mod delete;
 mod describe;
 mod exec;
 mod get;
+mod join_token;
 mod logs;
 mod manifests;
 mod rollout;
 mod scale;
+mod status;
 mod version;
 
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Exec(a) => exec::run(&connect(g)?, &a),
         Command::Scale(a) => scale::run(&connect(g)?, &a),
         Command::Rollout(c) => rollout::run(&connect(g)?, c),
+        Command::Status(a) => status::run(&connect(g)?, &a),
+        Command::JoinToken(a) => join_token::run(&connect(g)?, &a),
         Command::Version => version::run(g),
         Command::Config(c) => config::run(&config_path(g), g, c),
         Command::Completion { shell } => {
