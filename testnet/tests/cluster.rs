@@ -139,8 +139,25 @@ fn three_nodes_converge_catch_up_and_refuse_a_wrong_secret() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    // And the cluster is unchanged by it.
+    // No secret at all (`--join` without a token): the node makes a cluster of its own, and
+    // neither side admits the other.
+    let mut opts = NodeOptions::new("stray", &dir.path().join("stray"));
+    opts.extra_args = vec!["--join".into(), n1.p2p_addr().to_string()];
+    let stray = Node::start(opts).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(configmaps(&stray).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            names(&stray, "/api/v1/nodes").unwrap(),
+            vec!["stray".to_string()]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(stray.log().contains("refused"), "{}", stray.log());
+    // And the cluster is unchanged by either: no member named intruder or stray.
     converge(&[&n1, &n3], &["from-n1", "from-n3", "while-n2-down"]);
+    let members = names(&n1, "/api/v1/nodes").unwrap();
+    assert_eq!(members, vec!["n1", "n2", "n3"], "{members:?}");
 }
 
 /// A Deployment applied to a 3-node cluster gets one ReplicaSet and its slots, the same on
