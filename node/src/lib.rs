@@ -172,14 +172,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             .clone()
             .connect_docker(Duration::from_secs(5), stop.clone()),
     );
-    // Until leases arrive with the scheduler, the controller role goes to the alive member
-    // with the lowest peer id: every node that sees the same members picks the same one, and
-    // a node alone (or one side of a partition) acts.
-    let leader: controllers::Leader = {
-        let observed = observed.clone();
-        let me = identity.node_name.clone();
-        Arc::new(move || nodes::controller(observed.members().values()).as_deref() == Some(&me))
-    };
+    // The controllers are a leader role: they run only while this node holds its lease.
+    let (held_tx, held_rx) = tokio::sync::watch::channel(None);
+    tracker.spawn(nodes::keep_role(
+        state.clone(),
+        observed.clone(),
+        nodes::CONTROLLER_ROLE,
+        held_tx,
+        Duration::from_millis(500),
+        stop.clone(),
+    ));
+    let leader: controllers::Leader = Arc::new(move || held_rx.borrow().is_some());
     tracker.spawn(controllers::run(
         controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
             .with_leader(leader),

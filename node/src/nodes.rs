@@ -12,14 +12,18 @@
 //! since this process started is suspect, then dead), and members not (yet) registered while
 //! they are alive. A dead or departed node that was deleted from the registry is gone.
 //!
-//! Leader roles: until issue 5 brings leases, the controller role goes to the alive member
-//! with the lowest peer id, as each node sees it ([`controller`]).
+//! Leader roles ([`keep_role`]): the alive member with the lowest peer id, as each node sees
+//! it ([`controller`]), takes the role by writing the role's next epoch into the desired state
+//! (a [`Lease`]), and acts only while the newest epoch names it. Nothing is written while the
+//! holder stays; a holder that sees a newer epoch stops at once (it is fenced).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use shoal_protocol::Kind;
+use shoal_protocol::cluster::Lease;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::observed::{Liveness, Member, NodeRecord, ObservedHandle};
@@ -114,16 +118,91 @@ pub fn controller<'a>(members: impl IntoIterator<Item = &'a Member>) -> Option<S
         .map(|m| m.record.name.clone())
 }
 
-/// Every node this node knows of, by name: the registry joined with membership.
+/// Keeps a leader role: whenever membership picks this node ([`controller`]) and the newest
+/// lease names another, claims the next epoch. `held` says the epoch this node holds the role
+/// at, or None: the role's work runs only while it is Some. Re-checked on every change of the
+/// desired state (a newer epoch merged from a peer fences this node at once), of membership,
+/// and every `every`.
+///
+/// A node that has just started does not take a role that another node holds: it may not
+/// have heard from that node yet (see [`ObservedHandle::starting`]).
+pub async fn keep_role(
+    state: StateHandle,
+    observed: ObservedHandle,
+    role: &'static str,
+    held: watch::Sender<Option<u64>>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let me = observed.local_name().to_string();
+    let mut state_rx = state.subscribe();
+    let mut observed_rx = observed.subscribe();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = state_rx.changed() => if r.is_err() { break },
+            r = observed_rx.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let chosen = controller(observed.members().values()).as_deref() == Some(me.as_str());
+        let current = match state.leases().await {
+            Ok(mut leases) => leases.remove(role),
+            Err(e) => {
+                tracing::warn!(error = %e, role, "cannot read leases");
+                continue;
+            }
+        };
+        let mine = |l: &Option<Lease>| l.as_ref().filter(|l| l.holder == me).map(|l| l.epoch);
+        let now = match (chosen, mine(&current)) {
+            (false, _) => None,
+            (true, Some(epoch)) => Some(epoch),
+            (true, None) if observed.starting() && current.is_some() => None,
+            (true, None) => {
+                let seen = current.as_ref().map_or(0, |l| l.epoch);
+                match state.claim_lease(role, &me, seen).await {
+                    Ok(after) => {
+                        let epoch = mine(&after);
+                        if let Some(epoch) = epoch {
+                            tracing::info!(role, epoch, "took the role");
+                        }
+                        epoch
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, role, "cannot claim the role");
+                        None
+                    }
+                }
+            }
+        };
+        held.send_if_modified(|h| {
+            if *h == now {
+                return false;
+            }
+            if h.is_some() && now.is_none() {
+                tracing::info!(role, "gave up the role");
+            }
+            *h = now;
+            true
+        });
+    }
+    held.send_replace(None);
+}
+
+/// Every node this node knows of, by name: the registry joined with membership, with the
+/// holders of the leases.
 pub async fn view(
     state: &StateHandle,
     observed: &ObservedHandle,
 ) -> Result<BTreeMap<String, NodeView>, StateError> {
     let registered = state.list(Kind::Node, None).await?;
+    let leases = state.leases().await?;
     Ok(join(
         registered.iter().map(|o| &o.value),
         observed.members(),
         observed.unheard(),
+        &leases,
     ))
 }
 
@@ -132,8 +211,8 @@ pub fn join<'a>(
     registered: impl IntoIterator<Item = &'a Value>,
     members: BTreeMap<String, Member>,
     unheard: Liveness,
+    leases: &BTreeMap<String, Lease>,
 ) -> BTreeMap<String, NodeView> {
-    let holder = controller(members.values());
     let mut out = BTreeMap::new();
     for v in registered {
         let Some(name) = v.pointer("/metadata/name").and_then(Value::as_str) else {
@@ -181,10 +260,14 @@ pub fn join<'a>(
         if !m.record.peer_id.is_empty() {
             entry.peer_id = m.record.peer_id.clone();
         }
-        if holder.as_deref() == Some(name.as_str()) {
-            entry.roles.push(CONTROLLER_ROLE);
-        }
         entry.record = Some(m.record);
+    }
+    for lease in leases.values() {
+        if let Some(node) = out.get_mut(&lease.holder)
+            && lease.role == CONTROLLER_ROLE
+        {
+            node.roles.push(CONTROLLER_ROLE);
+        }
     }
     out
 }
@@ -217,6 +300,95 @@ mod tests {
         assert_eq!(controller([].iter()), None);
     }
 
+    /// keep_role on one node with scripted peers: it takes the role when membership picks it,
+    /// gives it up when a peer with a lower peer id is alive, and stays off while a newer epoch
+    /// names another node.
+    #[tokio::test]
+    async fn a_node_takes_gives_up_and_retakes_its_role() {
+        use crate::observed::{self, Inbound, Message, Timing};
+        let dir = tempfile::tempdir().unwrap();
+        let (state, task) = crate::state::open(&crate::state::StateConfig {
+            data_dir: dir.path().to_path_buf(),
+            cluster_secret: [7; 32],
+            channel_size: 16,
+        })
+        .unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(task.run(stop.clone()));
+        let timing = Timing {
+            heartbeat: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(200),
+            dead_after: Duration::from_millis(300),
+            full_every: 5,
+        };
+        let me = NodeRecord {
+            name: "n1".into(),
+            peer_id: "p5".into(),
+            ..NodeRecord::default()
+        };
+        let (obs, _reporter, hb) = observed::start(me, timing, 16);
+        struct Quiet;
+        #[async_trait::async_trait]
+        impl observed::Publish for Quiet {
+            async fn publish(&self, _: Vec<u8>) {}
+        }
+        let (gossip, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(
+            hb.with_gossip(std::sync::Arc::new(Quiet), rx)
+                .run(stop.clone()),
+        );
+        let (held_tx, mut held) = watch::channel(None);
+        tokio::spawn(keep_role(
+            state.clone(),
+            obs.clone(),
+            CONTROLLER_ROLE,
+            held_tx,
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        let until = |held: &mut watch::Receiver<Option<u64>>, want: Option<u64>| {
+            let mut held = held.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), held.wait_for(|h| *h == want))
+                    .await
+                    .unwrap_or_else(|_| panic!("role never became {want:?}"))
+                    .unwrap();
+            }
+        };
+        // Alone: it takes epoch 1.
+        until(&mut held, Some(1)).await;
+        // A peer with a lower peer id is alive: this node gives the role up (the peer takes it).
+        let peer = |version, left| NodeRecord {
+            name: "n0".into(),
+            peer_id: "p1".into(),
+            version,
+            left,
+            ..NodeRecord::default()
+        };
+        let send = |r: NodeRecord| {
+            let gossip = gossip.clone();
+            async move {
+                let data = Message::Record(r).encode().unwrap();
+                gossip.send(Inbound::Gossip { data }).await.unwrap();
+            }
+        };
+        send(peer(1, false)).await;
+        until(&mut held, None).await;
+        let taken = state
+            .claim_lease(CONTROLLER_ROLE, "n0", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.epoch, 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*held.borrow(), None);
+        // The peer leaves: this node takes the next epoch.
+        send(peer(2, true)).await;
+        until(&mut held, Some(3)).await;
+        assert_eq!(state.leases().await.unwrap()[CONTROLLER_ROLE].holder, "n1");
+        stop.cancel();
+    }
+
     #[test]
     fn registry_and_membership_join() {
         let mut reg_b = registration("b", "pb");
@@ -233,7 +405,14 @@ mod tests {
         ] {
             members.insert(m.record.name.clone(), m);
         }
-        let view = join(registered.iter(), members, Liveness::Dead);
+        let lease = Lease {
+            role: CONTROLLER_ROLE.into(),
+            epoch: 2,
+            holder: "a".into(),
+            since: 0,
+        };
+        let leases = BTreeMap::from([(CONTROLLER_ROLE.to_string(), lease)]);
+        let view = join(registered.iter(), members, Liveness::Dead, &leases);
         assert_eq!(
             view.keys().map(String::as_str).collect::<Vec<_>>(),
             ["a", "b", "gone", "new"]

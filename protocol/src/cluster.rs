@@ -15,6 +15,20 @@ pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// The template annotation `rollout restart` sets, as kubectl does.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
+/// A leader role's lease, in the desired state: which node holds the role since which epoch.
+/// A node takes the role by writing the next epoch; a holder acts only while the newest epoch
+/// names it, so an old holder is fenced off as soon as it sees a newer one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub role: String,
+    pub epoch: u64,
+    /// The node name of the holder.
+    pub holder: String,
+    /// When it took the role (seconds since the Unix epoch, the holder's clock).
+    pub since: i64,
+}
+
 /// One pod that should exist, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -28,10 +28,14 @@ pub async fn status(State(api): State<ApiState>) -> Result<Json<Value>, ApiError
             })
         })
         .collect();
-    let holder = view
+    let leases = api.state.leases().await?;
+    let mut roles: Vec<Value> = leases
         .values()
-        .find(|n| n.roles.contains(&CONTROLLER_ROLE))
-        .map(|n| n.name.clone());
+        .map(|l| json!({ "role": l.role, "holder": l.holder, "epoch": l.epoch, "since": rfc3339(l.since) }))
+        .collect();
+    if !leases.contains_key(CONTROLLER_ROLE) {
+        roles.push(json!({ "role": CONTROLLER_ROLE, "holder": null, "epoch": 0 }));
+    }
     Ok(Json(json!({
         "node": &*api.node_name,
         "clusterId": &*api.cluster_id,
@@ -40,7 +44,7 @@ pub async fn status(State(api): State<ApiState>) -> Result<Json<Value>, ApiError
         "digest": digest,
         "objects": stats.objects,
         "members": members,
-        "roles": [{ "role": CONTROLLER_ROLE, "holder": holder }],
+        "roles": roles,
     })))
 }
 

@@ -367,13 +367,23 @@ async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted()
     assert_eq!(v["status"]["nodeInfo"]["peerId"], "p2");
     assert!(v["metadata"]["creationTimestamp"].is_string(), "{v}");
 
-    // Status: both members, the controller role with the lowest peer id, a digest.
+    // Status: both members, the holder of the controller lease and its epoch, a digest.
+    let (_, st) = h.call(Method::GET, "/shoal/v1/status", "").await;
+    assert_eq!(st["roles"][0]["holder"], Value::Null, "no lease yet: {st}");
+    h.state.claim_lease("controller", "n1", 0).await.unwrap();
     let (code, st) = h.call(Method::GET, "/shoal/v1/status", "").await;
     assert_eq!(code, StatusCode::OK, "{st}");
     assert_eq!(st["node"], "n1");
     assert_eq!(st["members"].as_array().unwrap().len(), 2, "{st}");
     assert_eq!(st["roles"][0]["role"], "controller");
     assert_eq!(st["roles"][0]["holder"], "n1");
+    assert_eq!(st["roles"][0]["epoch"], 1);
+    let (_, n1) = h.call(Method::GET, "/api/v1/nodes/n1", "").await;
+    assert_eq!(n1["status"]["membership"]["roles"][0], "controller", "{n1}");
+    assert_eq!(
+        n1["metadata"]["labels"]["node-role.shoal.dev/controller"],
+        ""
+    );
     assert_eq!(st["digest"].as_str().unwrap().len(), 64, "{st}");
     let (code, jt) = h.call(Method::GET, "/shoal/v1/join-token", "").await;
     assert_eq!(code, StatusCode::OK);

@@ -181,6 +181,12 @@ impl ObservedHandle {
         }
     }
 
+    /// Whether this process started so recently that it may not have heard from every alive
+    /// peer yet (less than `dead_after` ago).
+    pub fn starting(&self) -> bool {
+        self.started.elapsed() < self.timing.dead_after
+    }
+
     /// Every known node with its liveness, by name.
     pub fn members(&self) -> BTreeMap<String, Member> {
         let now = unix_now();

@@ -29,7 +29,7 @@ mod persist;
 pub mod store;
 mod tree;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +37,7 @@ use automerge::sync;
 use automerge::{AutoCommit, ChangeHash};
 use serde_json::Value;
 use shoal_protocol::api::ApplyResult;
-use shoal_protocol::cluster::Slot;
+use shoal_protocol::cluster::{Lease, Slot};
 use shoal_protocol::{FieldError, Kind, Resource};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -137,6 +137,8 @@ enum Command {
     Stats(Reply<Stats>),
     Slots(Reply<Vec<Slot>>),
     WriteSlots(Vec<Slot>, Vec<String>, Reply<()>),
+    Leases(Reply<BTreeMap<String, Lease>>),
+    ClaimLease(String, String, u64, Reply<Option<Lease>>),
     Heads(Reply<Vec<ChangeHash>>),
     /// `true`: only this process's own changes (what gossip broadcasts).
     ChangesSince(Vec<ChangeHash>, bool, Reply<(Vec<u8>, Vec<ChangeHash>)>),
@@ -163,6 +165,11 @@ enum Pending {
     ),
     Digest(Reply<String>, String),
     Slots(Reply<Vec<Slot>>, Result<Vec<Slot>, StateError>),
+    Leases(
+        Reply<BTreeMap<String, Lease>>,
+        Result<BTreeMap<String, Lease>, StateError>,
+    ),
+    Lease(Reply<Option<Lease>>, Result<Option<Lease>, StateError>),
     Done(Reply<()>, Result<(), StateError>),
     Heads(Reply<Vec<ChangeHash>>, Vec<ChangeHash>),
     Changes(
@@ -387,6 +394,24 @@ impl StateHandle {
             .await
     }
 
+    /// The newest lease of every leader role, by role.
+    pub async fn leases(&self) -> Result<BTreeMap<String, Lease>, StateError> {
+        self.call(Command::Leases).await
+    }
+
+    /// Takes `role` for `holder` at the next epoch, if the newest epoch is still `seen` (0:
+    /// none). Returns the newest lease afterwards: `holder`'s if the claim went through.
+    pub async fn claim_lease(
+        &self,
+        role: &str,
+        holder: &str,
+        seen: u64,
+    ) -> Result<Option<Lease>, StateError> {
+        let (role, holder) = (role.to_string(), holder.to_string());
+        self.call(|reply| Command::ClaimLease(role, holder, seen, reply))
+            .await
+    }
+
     /// A receiver that changes after every committed write: wait on it with `changed()`.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.clone()
@@ -524,6 +549,11 @@ impl StateTask {
             Command::WriteSlots(puts, deletes, reply) => {
                 Pending::Done(reply, store.write_slots(&puts, &deletes))
             }
+            Command::Leases(reply) => Pending::Leases(reply, store.leases()),
+            Command::ClaimLease(role, holder, seen, reply) => {
+                let result = store.claim_lease(&role, &holder, seen, crate::time::unix_now());
+                Pending::Lease(reply, result)
+            }
             Command::Heads(reply) => Pending::Heads(reply, store.heads()),
             Command::ChangesSince(heads, local, reply) => {
                 let changes = if local {
@@ -589,6 +619,8 @@ impl StateTask {
             Pending::List(reply, result) => send(reply, result, failure),
             Pending::Digest(reply, digest) => send(reply, Ok(digest), failure),
             Pending::Slots(reply, result) => send(reply, result, failure),
+            Pending::Leases(reply, result) => send(reply, result, failure),
+            Pending::Lease(reply, result) => send(reply, result, failure),
             Pending::Done(reply, result) => send(reply, result, failure),
             Pending::Heads(reply, heads) => send(reply, Ok(heads), failure),
             Pending::Changes(reply, changes) => send(reply, Ok(changes), failure),

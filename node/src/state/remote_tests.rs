@@ -275,3 +275,72 @@ async fn a_document_without_our_genesis_is_refused() {
     assert_eq!(a.handle.digest().await.unwrap(), digest);
     a.stop().await;
 }
+
+#[tokio::test]
+async fn leases_take_the_next_epoch_fence_stale_claims_and_merge_alike() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Node::start(da.path()), Node::start(db.path()));
+    let (ha, hb) = (&a.handle, &b.handle);
+    assert!(ha.leases().await.unwrap().is_empty());
+
+    // n1 takes the role at epoch 1; a claim that saw no lease is stale now and writes nothing.
+    let l1 = ha
+        .claim_lease("controller", "n1", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((l1.epoch, l1.holder.as_str()), (1, "n1"));
+    let digest = ha.digest().await.unwrap();
+    let stale = ha
+        .claim_lease("controller", "n2", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stale, l1);
+    assert_eq!(
+        ha.digest().await.unwrap(),
+        digest,
+        "a stale claim writes nothing"
+    );
+    // Epochs 2 and 3: only the two newest are kept.
+    ha.claim_lease("controller", "n2", 1).await.unwrap();
+    let l3 = ha
+        .claim_lease("controller", "n1", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((l3.epoch, l3.holder.as_str()), (3, "n1"));
+    assert_eq!(ha.leases().await.unwrap()["controller"], l3);
+
+    // Two nodes that both saw epoch 3 claim epoch 4 at once (a partition): after a merge
+    // both hold the same newest lease.
+    sync_until_quiet(ha, hb).await;
+    assert_eq!(hb.leases().await.unwrap()["controller"], l3);
+    let la = ha
+        .claim_lease("controller", "n1", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    let lb = hb
+        .claim_lease("controller", "n2", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((la.epoch, lb.epoch), (4, 4));
+    sync_until_quiet(ha, hb).await;
+    let (wa, wb) = (
+        ha.leases().await.unwrap()["controller"].clone(),
+        hb.leases().await.unwrap()["controller"].clone(),
+    );
+    assert_eq!(wa, wb);
+    assert_eq!(wa.epoch, 4);
+    // Another role is independent, and leases survive a restart.
+    ha.claim_lease("scheduler", "n3", 0).await.unwrap();
+    a.stop().await;
+    let a = Node::start(da.path());
+    let leases = a.handle.leases().await.unwrap();
+    assert_eq!(leases["controller"], wa);
+    assert_eq!(leases["scheduler"].holder, "n3");
+    a.stop().await;
+    b.stop().await;
+}

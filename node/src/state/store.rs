@@ -46,7 +46,7 @@
 //!   in place after the merge (an orphan, listed as usual); cleaning up orphans is a
 //!   controller's job, not the store's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 
@@ -61,7 +61,7 @@ use shoal_protocol::api::{ApplyAction, ApplyResult};
 use shoal_protocol::meta::SERVER_SET_METADATA;
 use shoal_protocol::{FieldError, Kind};
 
-use shoal_protocol::cluster::Slot;
+use shoal_protocol::cluster::{Lease, Slot};
 
 use super::crypto::Sealer;
 use super::{StateError, StoredObject, ids, tree};
@@ -109,6 +109,11 @@ pub(crate) fn genesis() -> Result<AutoCommit, AutomergeError> {
     }
     doc.commit_with(CommitOptions::default().with_time(0));
     Ok(doc)
+}
+
+/// The key of one epoch of a role's lease.
+fn lease_key(role: &str, epoch: u64) -> String {
+    format!("{role}/{epoch:020}")
 }
 
 /// The first bytes of every automerge chunk.
@@ -486,6 +491,84 @@ impl Store {
             h.update(head.as_ref());
         }
         hex::encode(h.finalize())
+    }
+
+    fn leases_map(&self) -> Result<ObjId, StateError> {
+        match self.doc.get(ROOT, "leases").map_err(internal)? {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(internal("the document has no `leases` map")),
+        }
+    }
+
+    /// The newest lease of every role, by role. Leases are flat keys `ROLE/EPOCH` (the epoch
+    /// zero-padded, so keys sort by epoch) holding the lease as JSON text: no nested object is
+    /// ever created, so two nodes claiming at once conflict on one key, which automerge
+    /// resolves the same way everywhere.
+    pub(crate) fn leases(&self) -> Result<BTreeMap<String, Lease>, StateError> {
+        let map = self.leases_map()?;
+        let mut out: BTreeMap<String, Lease> = BTreeMap::new();
+        for key in self.doc.keys(&map) {
+            let Some((automerge::Value::Scalar(v), _)) =
+                self.doc.get(&map, key.as_str()).map_err(internal)?
+            else {
+                continue;
+            };
+            let automerge::ScalarValue::Str(text) = v.as_ref() else {
+                continue;
+            };
+            let lease: Lease = match serde_json::from_str(text) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "unreadable lease skipped");
+                    continue;
+                }
+            };
+            if out.get(&lease.role).is_none_or(|l| l.epoch < lease.epoch) {
+                out.insert(lease.role.clone(), lease);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `role` for `holder` at the epoch after `seen` if the newest epoch is still `seen`
+    /// (0: none yet); otherwise writes nothing. Returns the newest lease after the call. Keeps
+    /// the two newest epochs of the role and removes older ones.
+    pub(crate) fn claim_lease(
+        &mut self,
+        role: &str,
+        holder: &str,
+        seen: u64,
+        since: i64,
+    ) -> Result<Option<Lease>, StateError> {
+        let current = self.leases()?.remove(role);
+        if current.as_ref().map_or(0, |l| l.epoch) != seen {
+            return Ok(current);
+        }
+        let lease = Lease {
+            role: role.to_string(),
+            epoch: seen + 1,
+            holder: holder.to_string(),
+            since,
+        };
+        let map = self.leases_map()?;
+        let text = serde_json::to_string(&lease).map_err(internal)?;
+        self.doc
+            .put(&map, lease_key(role, lease.epoch), text)
+            .map_err(internal)?;
+        let prefix = format!("{role}/");
+        let old: Vec<String> = self
+            .doc
+            .keys(&map)
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .is_some_and(|e| e + 1 < lease.epoch)
+            })
+            .collect();
+        for k in old {
+            self.doc.delete(&map, k.as_str()).map_err(internal)?;
+        }
+        Ok(Some(lease))
     }
 
     fn slots_map(&self) -> Result<ObjId, StateError> {
