@@ -35,6 +35,7 @@ pub mod observed;
 pub mod pods;
 pub mod replication;
 pub mod runtime;
+pub mod scheduler;
 pub mod state;
 pub mod time;
 
@@ -336,6 +337,12 @@ async fn start_network(
 /// that nodes that joined through a third one reach each other directly, and nodes that lost
 /// each other (a partition, a crash) reconnect as soon as they can. Members that left are not
 /// dialled: they dial back when they return.
+///
+/// It also repairs a connection that carries no gossip: every node gossips a heartbeat each
+/// second, so a peer that stays admitted while this node does not hear it (for
+/// [`SILENT_RESET_AFTER`]) has a broken gossip path (gossipsub announces subscriptions only
+/// on a peer's first connection, and connection churn can leave one side unaware of the
+/// other's); both sides then reconnect afresh.
 async fn keep_connected(
     net: net::NetHandle,
     state: state::StateHandle,
@@ -345,6 +352,8 @@ async fn keep_connected(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut silent: std::collections::HashMap<libp2p::PeerId, tokio::time::Instant> =
+        std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -354,26 +363,42 @@ async fn keep_connected(
             continue;
         };
         let admitted = net.admitted_peers();
+        silent.retain(|p, _| admitted.contains(p));
         for node in view.values() {
             if node.liveness == observed::Liveness::Left || node.name == observed.local_name() {
                 continue;
             }
-            let Some(record) = &node.record else { continue };
-            let (Ok(peer), Ok(addr)) = (
-                node.peer_id.parse::<libp2p::PeerId>(),
-                record.p2p_address.parse::<std::net::SocketAddr>(),
-            ) else {
+            let Ok(peer) = node.peer_id.parse::<libp2p::PeerId>() else {
                 continue;
             };
             if admitted.contains(&peer) {
+                if node.liveness == observed::Liveness::Alive {
+                    silent.remove(&peer);
+                } else {
+                    let since = *silent.entry(peer).or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= SILENT_RESET_AFTER {
+                        tracing::info!(node = %node.name, "connected but not heard: reconnecting");
+                        silent.remove(&peer);
+                        if net.reset(peer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 continue;
             }
+            let Some(record) = &node.record else { continue };
+            let Ok(addr) = record.p2p_address.parse::<std::net::SocketAddr>() else {
+                continue;
+            };
             if net.connect(peer, join::dial_addrs(addr)).await.is_err() {
                 return;
             }
         }
     }
 }
+
+/// How long an admitted peer may stay unheard before its connections are reset.
+const SILENT_RESET_AFTER: Duration = Duration::from_secs(5);
 
 /// This node's join token: the cluster's id, secret and admin token, and this node's p2p
 /// address.

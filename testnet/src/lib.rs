@@ -4,13 +4,20 @@
 //! from the binaries of this workspace. Tests talk to it as users do: over HTTP ([`Node::api`])
 //! and through the `shoal` binary ([`Node::cli`]). Every address used is on loopback.
 //! [`image`] builds the test container image `shoal-test/echo:latest` that tests run.
+//! A [`Cluster`] is N nodes on their own loopback addresses, with faults to inject: kill,
+//! restart, whole-cluster stop and start, and network partitions made by the kernel
+//! ([`partition`]).
 
 pub mod bench;
+pub mod bench_convergence;
 pub mod cleanup;
+pub mod cluster;
 pub mod image;
+pub mod partition;
 mod process;
 
 pub use cleanup::DockerCleanup;
+pub use cluster::{Cluster, ClusterFile, NodeEntry};
 pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
 
 use std::time::{Duration, Instant};

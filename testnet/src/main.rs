@@ -1,12 +1,13 @@
-//! `shoal-testnet`: local shoal nodes by hand. Cluster commands (up, down, kill, partition)
-//! arrive with the cluster itself.
+//! `shoal-testnet`: local shoal clusters by hand. `up` leaves its nodes running detached and
+//! describes them in `DIR/cluster.json`; the other cluster commands read that file, so each
+//! runs as its own process. See docs/testnet.md.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shoal_testnet::{Node, NodeOptions};
+use shoal_testnet::{Cluster, Node, NodeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Starts a cluster of N nodes in DIR, each on its own loopback address (127.A.B.k),
+    /// waits until every node sees every member alive, writes DIR/cluster.json and exits,
+    /// leaving the nodes running (their logs: DIR/<node>/shoald.log).
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stops every node of DIR's cluster (SIGTERM), removes its partition and the containers
+    /// and pod networks its nodes left in Docker. Data directories stay.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Kills NODE with SIGKILL, as a crash would.
+    Kill {
+        node: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Starts NODE again (stopping it first if it runs) on the same address, ports and data
+    /// directory, without join flags: its known peers bring it back.
+    Restart {
+        node: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stops every node (SIGTERM), keeping the cluster's description for `start`.
+    Stop {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Starts every node that does not run, without join flags.
+    Start {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Cuts the network between groups of nodes: each argument is one group of
+    /// comma-separated node names (`partition n1,n2 n3`). Replaces an earlier partition.
+    /// Needs root (nftables).
+    Partition {
+        #[arg(required = true, num_args = 2..)]
+        groups: Vec<String>,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Removes the partition.
+    Heal {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Starts one node in DIR in the foreground (on 127.0.0.1, a free port) and prints how to
     /// reach it; Ctrl-C stops it.
     Node {
@@ -51,6 +104,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Time from an apply on one node until every node shows it (p50, p99), and bytes each
+    /// idle node sends per second; next to a 3-member etcd cluster when etcd is installed.
+    Convergence {
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Writes measured (rotating over the nodes).
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+        /// Seconds of quiet over which idle traffic is counted.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +127,26 @@ enum ImageCmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::Up { nodes, dir } => {
+            let cluster = Cluster::up_detached(nodes, &dir).with_context(|| {
+                format!("cannot start a {nodes}-node cluster in {}", dir.display())
+            })?;
+            println!("{}", cluster.file_path().display());
+            for n in cluster.nodes() {
+                println!("{}\t{}", n.opts.name, n.url());
+            }
+            Ok(())
+        }
+        Cmd::Down { dir } => Cluster::load(&dir)?.down(),
+        Cmd::Kill { node, dir } => Cluster::load(&dir)?.kill(&node),
+        Cmd::Restart { node, dir } => Cluster::load(&dir)?.restart(&node),
+        Cmd::Stop { dir } => Cluster::load(&dir)?.stop_all(),
+        Cmd::Start { dir } => Cluster::load(&dir)?.start_all(),
+        Cmd::Partition { groups, dir } => {
+            let groups = parse_groups(&groups)?;
+            Cluster::load(&dir)?.partition(&groups)
+        }
+        Cmd::Heal { dir } => Cluster::load(&dir)?.heal(),
         Cmd::Node { dir, name } => {
             let mut node = Node::start(NodeOptions::new(&name, &dir.join(&name)))
                 .context("cannot start the node")?;
@@ -81,6 +166,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::ApplyToServing { replicas, runs },
         } => shoal_testnet::bench::apply_to_serving(replicas, runs),
+        Cmd::Bench {
+            command:
+                BenchCmd::Convergence {
+                    nodes,
+                    writes,
+                    idle_secs,
+                },
+        } => shoal_testnet::bench_convergence::convergence(nodes, writes, idle_secs).map(|_| ()),
         Cmd::Image {
             command: ImageCmd::Build,
         } => {
@@ -95,6 +188,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Groups of node names from arguments `n1,n2 n3`: one group per argument.
+fn parse_groups(args: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
+    args.iter()
+        .map(|a| {
+            let names: Vec<String> = a
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect();
+            if names.is_empty() {
+                anyhow::bail!("the group {a:?} names no node");
+            }
+            Ok(names)
+        })
+        .collect()
+}
+
 /// Runs `f` when stdin closes or a line is read: a portable stand-in for a signal handler that
 /// needs no extra crate (Ctrl-C kills the whole process group anyway, and the node's Drop
 /// kills the child).
@@ -104,4 +215,33 @@ fn ctrlc_like(f: impl FnOnce() + Send + 'static) {
         let _ = std::io::stdin().read_line(&mut line);
         f();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn each_argument_is_one_group_of_comma_separated_names() {
+        let args: Vec<String> = ["n1,n2", "n3", " n4 , n5,"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            parse_groups(&args).unwrap(),
+            vec![vec!["n1", "n2"], vec!["n3"], vec!["n4", "n5"]]
+        );
+        let err = parse_groups(&["n1".to_string(), ",".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("names no node"), "{err}");
+    }
+
+    #[test]
+    fn partition_takes_at_least_two_groups() {
+        assert!(Cli::try_parse_from(["shoal-testnet", "partition", "n1", "--dir", "d"]).is_err());
+        assert!(
+            Cli::try_parse_from(["shoal-testnet", "partition", "n1", "n2", "--dir", "d"]).is_ok()
+        );
+    }
 }

@@ -79,7 +79,7 @@ pub fn free_port(ip: &str) -> anyhow::Result<u16> {
 }
 
 /// A port on `ip` that is free for both TCP and UDP (QUIC), other than `not` (the API's).
-fn free_p2p_addr(ip: &str, not: u16) -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_p2p_addr(ip: &str, not: u16) -> anyhow::Result<SocketAddr> {
     for _ in 0..50 {
         let port = free_port(ip)?;
         if port != not && std::net::UdpSocket::bind((ip, port)).is_ok() {
@@ -148,6 +148,12 @@ pub struct Node {
     pub p2p_addr: SocketAddr,
     child: Option<Child>,
     log_path: PathBuf,
+    /// Runs in its own process group and outlives this handle: dropping the handle neither
+    /// kills the process nor removes anything (nodes of `shoal-testnet up`).
+    detached: bool,
+    /// The pid of a detached process this handle has no `Child` for (started by this handle
+    /// and released, or by another `shoal-testnet` run).
+    foreign_pid: Option<u32>,
 }
 
 impl Node {
@@ -168,9 +174,94 @@ impl Node {
             p2p_addr,
             child: None,
             log_path,
+            detached: false,
+            foreign_pid: None,
         };
         node.spawn()?;
         Ok(node)
+    }
+
+    /// Starts a node on the given API and p2p addresses with its log at `log_path`, and waits
+    /// until its API answers. A `detached` node runs in its own process group and survives
+    /// this handle and this process (see [`Node::adopt`] to drive it later).
+    pub fn start_on(
+        opts: NodeOptions,
+        api_addr: SocketAddr,
+        p2p_addr: SocketAddr,
+        log_path: PathBuf,
+        detached: bool,
+    ) -> anyhow::Result<Node> {
+        fs::create_dir_all(&opts.data_dir)?;
+        let mut node = Node {
+            opts,
+            api_addr,
+            p2p_addr,
+            child: None,
+            log_path,
+            detached,
+            foreign_pid: None,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    /// A handle on a detached node that another process started: `pid` when it runs. The
+    /// handle signals the pid only while it is a `shoald` of this node's data directory, so
+    /// a stale pid never hits an unrelated process.
+    pub fn adopt(
+        opts: NodeOptions,
+        api_addr: SocketAddr,
+        p2p_addr: SocketAddr,
+        log_path: PathBuf,
+        pid: Option<u32>,
+    ) -> Node {
+        Node {
+            opts,
+            api_addr,
+            p2p_addr,
+            child: None,
+            log_path,
+            detached: true,
+            foreign_pid: pid,
+        }
+    }
+
+    /// Where the node logs.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Whether the process runs now (for a detached one: its pid is a live `shoald` of this
+    /// node's data directory).
+    pub fn is_running(&mut self) -> bool {
+        if let Some(child) = self.child.as_mut() {
+            return matches!(child.try_wait(), Ok(None));
+        }
+        self.live_foreign_pid().is_some()
+    }
+
+    fn live_foreign_pid(&self) -> Option<u32> {
+        self.foreign_pid
+            .filter(|pid| is_shoald_of(*pid, &self.opts.data_dir))
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit, whoever started it; a node that
+    /// does not run is no error.
+    pub fn shutdown(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+            return Ok(());
+        }
+        if let Some(pid) = self.live_foreign_pid() {
+            signal(pid, "TERM")?;
+            if !wait_gone(pid, &self.opts.data_dir, Duration::from_secs(30)) {
+                signal(pid, "KILL")?;
+                wait_gone(pid, &self.opts.data_dir, Duration::from_secs(5));
+                bail!("shoald {pid} did not stop within 30 s of SIGTERM; killed it");
+            }
+        }
+        self.foreign_pid = None;
+        Ok(())
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -179,7 +270,14 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .with_context(|| format!("cannot open {}", self.log_path.display()))?;
-        let child = Command::new(bin_path("shoald")?)
+        let mut cmd = Command::new(bin_path("shoald")?);
+        if self.detached {
+            // Its own process group: a Ctrl-C in the terminal of `shoal-testnet up` must not
+            // reach the nodes it leaves running.
+            use std::os::unix::process::CommandExt as _;
+            cmd.process_group(0);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&self.opts.data_dir)
             .args(["--node-name", &self.opts.name])
@@ -194,7 +292,22 @@ impl Node {
             .spawn()
             .context("cannot start shoald")?;
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(30))
+        self.foreign_pid = None;
+        let ready = self.wait_ready(Duration::from_secs(30));
+        if self.detached {
+            let mut child = self.child.take();
+            match &ready {
+                // Dropping a `Child` leaves the process running: it outlives this handle.
+                Ok(()) => self.foreign_pid = child.as_ref().map(Child::id),
+                Err(_) => {
+                    if let Some(c) = child.as_mut() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                }
+            }
+        }
+        ready
     }
 
     /// Polls `/healthz` until it answers, the process exits, or the deadline passes.
@@ -273,7 +386,7 @@ impl Node {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Child::id).or(self.foreign_pid)
     }
 
     /// An HTTP client that sends the admin token.
@@ -353,6 +466,13 @@ impl Node {
             child.kill()?;
             child.wait()?;
         }
+        if let Some(pid) = self.live_foreign_pid() {
+            signal(pid, "KILL")?;
+            if !wait_gone(pid, &self.opts.data_dir, Duration::from_secs(10)) {
+                bail!("shoald {pid} still runs 10 s after SIGKILL");
+            }
+        }
+        self.foreign_pid = None;
         Ok(())
     }
 
@@ -360,6 +480,9 @@ impl Node {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             self.stop()?;
+        }
+        if self.live_foreign_pid().is_some() {
+            self.shutdown()?;
         }
         self.spawn()
     }
@@ -398,6 +521,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -413,6 +539,73 @@ impl Drop for Node {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// Whether `pid` is a live (not zombie) `shoald` whose command line names `data_dir`: the
+/// check before signalling a pid read from a file, which may be stale and reused.
+fn is_shoald_of(pid: u32, data_dir: &Path) -> bool {
+    !proc_state(pid).is_none_or(|s| s == "Z" || s == "X")
+        && cmdline_is_shoald_of(pid, data_dir) == Some(true)
+}
+
+/// The state letter of `pid` in /proc (`R`, `S`, `Z`, ...); none when there is no such pid.
+fn proc_state(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may hold spaces.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_string)
+}
+
+/// Whether `pid`'s command line is `shoald --data-dir <data_dir> ...`; none when it has no
+/// command line any more (an exiting process has released its memory).
+fn cmdline_is_shoald_of(pid: u32, data_dir: &Path) -> Option<bool> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if cmdline.is_empty() {
+        return None;
+    }
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_shoald = args
+        .first()
+        .is_some_and(|a| Path::new(&*String::from_utf8_lossy(a)).ends_with("shoald"));
+    let dir = data_dir.as_os_str().as_encoded_bytes();
+    Some(
+        is_shoald
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--data-dir" && w[1] == dir),
+    )
+}
+
+/// Sends `SIGsig` to `pid` with kill(1) (this crate has no unsafe code for libc's kill).
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run kill")?;
+    // The process may have exited in between: that is what was wanted.
+    if !status.success() && fs::metadata(format!("/proc/{pid}")).is_ok() {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}
+
+/// Waits until `pid`, `data_dir`'s shoald, has exited (a zombie, gone, or the pid reused by
+/// another program); false when `timeout` passes first. An exiting process is not done while
+/// it still holds its files: its listening sockets would keep a restart off its ports.
+fn wait_gone(pid: u32, data_dir: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let exited = proc_state(pid).is_none_or(|s| s == "Z" || s == "X")
+            || cmdline_is_shoald_of(pid, data_dir) == Some(false);
+        if exited {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -31,6 +31,9 @@ pub(crate) enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
     },
+    Reset {
+        peer: PeerId,
+    },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
@@ -120,6 +123,15 @@ impl NetHandle {
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
         self.commands
             .send(Command::Connect { peer, addrs })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Closes every connection to `peer` and dials it again, so that both sides start afresh.
+    /// Fire and forget.
+    pub async fn reset(&self, peer: PeerId) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Reset { peer })
             .await
             .map_err(|_| NetError::Stopped)
     }

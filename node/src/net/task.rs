@@ -261,6 +261,11 @@ impl NetTask {
                     debug!(%peer, error = %e, "cannot dial a member");
                 }
             }
+            Command::Reset { peer } => {
+                if self.swarm.is_connected(&peer) {
+                    self.reset(peer);
+                }
+            }
             Command::Peers { reply } => {
                 let _ = reply.send(self.peer_infos());
             }
@@ -552,8 +557,9 @@ impl NetTask {
         }
     }
 
-    /// Closes every connection to a peer that restarted and dials it again once they are
-    /// closed: its old connections are stale, and gossip would go on sending on them.
+    /// Closes every connection to a peer and dials it again once they are closed: after the
+    /// peer restarted (its old connections are stale, and gossip would go on sending on them),
+    /// or when its gossip stopped reaching us although it is connected.
     fn reset(&mut self, peer: PeerId) {
         self.restarted.remove(&peer);
         let addrs = self
@@ -561,7 +567,7 @@ impl NetTask {
             .get(&peer)
             .map(|p| p.listen_addrs.clone())
             .unwrap_or_default();
-        info!(%peer, "peer restarted: reconnecting");
+        info!(%peer, "reconnecting to the peer");
         if !addrs.is_empty() {
             self.redial.insert(peer, addrs);
         }
@@ -704,6 +710,7 @@ impl NetTask {
                     p.run = run;
                 }
                 if restarted && self.admitted.contains(&peer_id) {
+                    info!(peer = %peer_id, "peer restarted");
                     self.restarted.insert(peer_id, tokio::time::Instant::now());
                 }
             }
