@@ -159,7 +159,8 @@ pub fn pod_object(pod: &DesiredPod, observed: Option<(&str, &PodStatus)>) -> Val
     })
 }
 
-/// The status of a pod no node reports yet.
+/// The status of a pod no node reports yet: Pending, and `PodScheduled` False with the
+/// scheduler's message while the slot has no node (as Kubernetes shows an unschedulable pod).
 pub fn pending_status(slot: &Slot) -> PodStatus {
     let scheduled = if slot.node.is_empty() {
         PodCondition {
@@ -167,7 +168,11 @@ pub fn pending_status(slot: &Slot) -> PodStatus {
             status: "False".into(),
             last_transition_time: None,
             reason: Some("Unschedulable".into()),
-            message: Some("no node is assigned yet".into()),
+            message: Some(
+                slot.unschedulable
+                    .clone()
+                    .unwrap_or_else(|| "no node is assigned yet".into()),
+            ),
         }
     } else {
         PodCondition {

@@ -46,6 +46,10 @@ pub struct Slot {
     pub revision: String,
     /// The node the pod is assigned to; empty while no node is assigned (Pending).
     pub node: String,
+    /// Why no node can take the pod, in the scheduler's words (`0/3 nodes are available: 3
+    /// Insufficient memory.`), while it has none; written only when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<String>,
 }
 
 impl Slot {

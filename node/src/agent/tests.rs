@@ -66,6 +66,7 @@ fn slot(name: &str) -> Slot {
         index: 0,
         revision: String::new(),
         node: NODE.into(),
+        unschedulable: None,
     }
 }
 

@@ -67,6 +67,7 @@ fn unslotted(p: &Pod, namespace: String) -> DesiredPod {
             index: 0,
             revision: String::new(),
             node: String::new(),
+            unschedulable: None,
         },
         metadata: p.metadata.clone(),
         spec: p.spec.clone(),

@@ -3,20 +3,22 @@
 //!
 //! Owns no state of its own: everything it decides is written to the desired-state store
 //! (ReplicaSet objects, slots) and everything it reads comes from the store and from observed
-//! state (pod readiness drives rollouts, node heartbeats drive placement).
+//! state (pod readiness drives rollouts, node heartbeats and capacity drive placement).
 //!
 //! Layout:
 //! - [`plan()`]: the pure decision, from a snapshot of inputs to a list of [`Action`]s;
 //! - `deployment`: template hashes, ownership, revisions, the rollout steps;
 //! - `replicaset`: ReplicaSets and bare Pods into slots;
-//! - [`placement`]: which node a slot goes to (one call, replaced later by the scheduler);
+//! - [`placement`]: which node each slot goes to, through the scheduler (a slot that fits
+//!   nowhere carries the scheduler's message);
 //! - `status`: Deployment and ReplicaSet status, availability, progress tracking, rollback;
 //! - `task`: the task around `plan`: reads, plans, writes only what differs, on changes and
 //!   on a tick.
 //!
-//! Talks to: `state` (reads objects and slots, writes ReplicaSets and slots), `observed`
-//! (reads pod statuses and node records). The API calls [`deployment_status`],
-//! [`replicaset_status`] and [`rollback_template`]; the node agent reads the slots.
+//! Talks to: `state` (reads objects, Node objects and slots, writes ReplicaSets and slots),
+//! `observed` (reads pod statuses and node records), `scheduler` (places slots). The API
+//! calls [`deployment_status`], [`replicaset_status`] and [`rollback_template`]; the node
+//! agent reads the slots.
 
 mod deployment;
 pub mod placement;

@@ -1,107 +1,119 @@
-//! Placement: which node a slot goes to. A pure function behind one call ([`place`]), so
-//! that the scheduler can replace it without touching the controllers.
+//! Placement: which node each slot goes to, through the scheduler ([`crate::scheduler`]).
 //!
-//! For now: a slot keeps its node while that node is known; otherwise it goes to an alive
-//! node (heartbeat within a few seconds; this node always counts), spreading the replicas of
-//! one owner: fewest slots of this owner, then fewest slots in all, then the name.
+//! One round ([`place`]) builds a [`Schedule`] from the alive nodes (capacity from membership,
+//! labels, taints and cordon from the registered Node objects), counts every slot that keeps
+//! its node, then places the slots that need one in a fixed order (namespace, owner, replica
+//! index), each seeing those before it. A slot keeps its node while that node is known (has a
+//! membership record, alive or not), so that a late heartbeat does not move pods; moving pods
+//! off dead nodes comes later. A slot that fits nowhere stays without a node and carries the
+//! scheduler's message (`0/3 nodes are available: 3 Insufficient memory.`), which the pod's
+//! `PodScheduled` condition shows.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::Value;
 use shoal_protocol::cluster::Slot;
 
-use crate::observed::Liveness;
+use crate::observed::{Liveness, NodeRecord};
+use crate::scheduler::{NodeInfo, PodRequest, Schedule};
 
 /// The nodes placement may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nodes {
-    /// Nodes that may take new slots: heartbeat recent enough.
-    pub alive: BTreeSet<String>,
-    /// Every node with a record, alive or not: a slot keeps a node that is still known, so
-    /// that a late heartbeat does not move pods.
+    /// Nodes that may take new slots (heartbeat recent enough), as the scheduler sees them.
+    pub alive: Vec<NodeInfo>,
+    /// Every node with a record, alive or not: a slot keeps a node that is still known.
     pub known: BTreeSet<String>,
 }
 
 impl Nodes {
-    /// The nodes of membership: every known one, alive as membership judges. `local` (this
-    /// process) is always alive.
+    /// The nodes of membership: every known one, alive as membership judges (this node always
+    /// is). An alive node's capacity comes from its record, its labels, taints and cordon from
+    /// its registered Node object in `node_objects` (any other object is ignored).
     pub fn from_members<'a>(
-        members: impl IntoIterator<Item = (&'a str, Liveness)>,
-        local: &str,
+        members: impl IntoIterator<Item = (&'a NodeRecord, Liveness)>,
+        node_objects: &[Value],
     ) -> Nodes {
+        let objects: BTreeMap<&str, &Value> = node_objects
+            .iter()
+            .filter_map(|o| Some((o.pointer("/metadata/name")?.as_str()?, o)))
+            .collect();
         let mut nodes = Nodes::default();
-        for (name, liveness) in members {
-            nodes.known.insert(name.to_string());
+        for (record, liveness) in members {
+            nodes.known.insert(record.name.clone());
             if liveness == Liveness::Alive {
-                nodes.alive.insert(name.to_string());
+                let mut info = NodeInfo::from_record(record);
+                if let Some(object) = objects.get(record.name.as_str()) {
+                    info = info.with_node_object(object);
+                }
+                nodes.alive.push(info);
             }
-        }
-        if !local.is_empty() {
-            nodes.known.insert(local.to_string());
-            nodes.alive.insert(local.to_string());
         }
         nodes
     }
 
-    /// One alive node.
-    pub fn single(name: &str) -> Nodes {
-        let set: BTreeSet<String> = [name.to_string()].into_iter().collect();
+    /// These nodes, all alive.
+    pub fn alive(alive: impl IntoIterator<Item = NodeInfo>) -> Nodes {
+        let alive: Vec<NodeInfo> = alive.into_iter().collect();
         Nodes {
-            alive: set.clone(),
-            known: set,
+            known: alive.iter().map(|n| n.name.clone()).collect(),
+            alive,
         }
     }
-}
 
-/// Slots per node, in all and per owner: what spreading looks at. Built from the slots that
-/// keep their node, then updated by [`Load::assign`] as a round places more.
-#[derive(Debug, Clone, Default)]
-pub struct Load {
-    total: BTreeMap<String, usize>,
-    by_owner: BTreeMap<(String, String, String), BTreeMap<String, usize>>,
-}
-
-fn owner(slot: &Slot) -> (String, String, String) {
-    (
-        slot.namespace.clone(),
-        slot.owner_kind.clone(),
-        slot.owner_name.clone(),
-    )
-}
-
-impl Load {
-    /// Counts `slot` on `node`.
-    pub fn assign(&mut self, slot: &Slot, node: &str) {
-        *self.total.entry(node.to_string()).or_default() += 1;
-        *self
-            .by_owner
-            .entry(owner(slot))
-            .or_default()
-            .entry(node.to_string())
-            .or_default() += 1;
+    /// One alive node, with room to spare (4 CPUs, 8 GiB).
+    pub fn single(name: &str) -> Nodes {
+        Nodes::alive(
+            [NodeInfo::new(name, 4000, 8 << 30).with_label("kubernetes.io/hostname", name)],
+        )
     }
 
-    fn of_owner(&self, slot: &Slot, node: &str) -> usize {
-        self.by_owner
-            .get(&owner(slot))
-            .and_then(|m| m.get(node))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn total(&self, node: &str) -> usize {
-        self.total.get(node).copied().unwrap_or(0)
+    /// Whether a slot on `node` keeps it.
+    pub fn keeps(&self, node: &str) -> bool {
+        !node.is_empty() && self.known.contains(node)
     }
 }
 
-/// The node for `slot`: its own while known, else the alive node with the fewest slots of the
-/// same owner, then the fewest slots, then the first name. None when no node is alive.
-pub fn place(slot: &Slot, nodes: &Nodes, load: &Load) -> Option<String> {
-    if !slot.node.is_empty() && nodes.known.contains(&slot.node) {
-        return Some(slot.node.clone());
+/// Gives every slot of `slots` a node: its own while that node is known, else the
+/// scheduler's choice among the alive nodes. `request` tells what a slot's pod needs (its
+/// owner's template); a slot without one is left as it is. A slot that fits nowhere gets no
+/// node and the scheduler's message in `unschedulable`; every other slot's is cleared.
+pub fn place<'a>(
+    slots: impl IntoIterator<Item = &'a mut Slot>,
+    nodes: &Nodes,
+    request: impl Fn(&Slot) -> Option<PodRequest>,
+) {
+    let mut schedule = Schedule::new(nodes.alive.iter().cloned(), &BTreeMap::new());
+    let mut to_place: Vec<(&'a mut Slot, PodRequest)> = Vec::new();
+    for slot in slots {
+        let Some(pod) = request(slot) else { continue };
+        if nodes.keeps(&slot.node) {
+            schedule.assign(&slot.node, &pod);
+            slot.unschedulable = None;
+        } else {
+            to_place.push((slot, pod));
+        }
     }
-    nodes
-        .alive
-        .iter()
-        .min_by_key(|n| (load.of_owner(slot, n), load.total(n), n.as_str()))
-        .cloned()
+    // A fixed order, so that every node that plans from the same inputs places alike.
+    to_place.sort_by(|(a, _), (b, _)| {
+        (&a.namespace, &a.owner_kind, &a.owner_name, a.index, &a.pod).cmp(&(
+            &b.namespace,
+            &b.owner_kind,
+            &b.owner_name,
+            b.index,
+            &b.pod,
+        ))
+    });
+    for (slot, pod) in to_place {
+        match schedule.place(&pod) {
+            Ok(node) => {
+                slot.node = node;
+                slot.unschedulable = None;
+            }
+            Err(why) => {
+                slot.node = String::new();
+                slot.unschedulable = Some(why.to_string());
+            }
+        }
+    }
 }

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use shoal_protocol::cluster::{POD_TEMPLATE_HASH_LABEL, Slot, slot_key};
 use shoal_protocol::kinds::{Pod, ReplicaSet};
 
-use super::placement::{Load, Nodes, place};
+use crate::scheduler::{OwnerKey, PodRequest};
+
+use super::placement::{self, Nodes};
 use super::status::{Ctx, is_available};
 
 const OWNER_REPLICASET: &str = "ReplicaSet";
@@ -64,30 +66,16 @@ pub(crate) fn plan_slots(
                 index: 0,
                 revision: String::new(),
                 node,
+                unschedulable: None,
             },
         );
     }
 
-    // Placement: slots that keep their node count first, then the others are placed in key
-    // order, each seeing the load of those placed before it.
-    let mut load = Load::default();
-    let mut to_place = Vec::new();
-    for (key, slot) in &wanted {
-        if !slot.node.is_empty() && nodes.known.contains(&slot.node) {
-            load.assign(slot, &slot.node);
-        } else {
-            to_place.push(key.clone());
-        }
-    }
-    for key in to_place {
-        if let Some(slot) = wanted.get_mut(&key) {
-            let node = place(slot, nodes, &load).unwrap_or_default();
-            if !node.is_empty() {
-                load.assign(slot, &node);
-            }
-            slot.node = node;
-        }
-    }
+    // Placement: each slot's pod asks what its owner's template asks.
+    let requests = owner_requests(replicasets, pods);
+    placement::place(wanted.values_mut(), nodes, |slot| {
+        requests.get(&OwnerKey::of_slot(slot)).cloned()
+    });
 
     let puts: Vec<Slot> = wanted
         .values()
@@ -103,6 +91,24 @@ pub(crate) fn plan_slots(
         .map(|(k, _)| k.clone())
         .collect();
     (puts, deletes)
+}
+
+/// What the pods of each owner ask of a node, from its template (a bare Pod's own spec).
+fn owner_requests(replicasets: &[ReplicaSet], pods: &[Pod]) -> BTreeMap<OwnerKey, PodRequest> {
+    let mut out = BTreeMap::new();
+    for rs in replicasets {
+        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let owner = OwnerKey::new(namespace, OWNER_REPLICASET, &rs.metadata.name);
+        let request = PodRequest::from_spec(owner.clone(), &rs.spec.template.spec);
+        out.insert(owner, request);
+    }
+    for pod in pods {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let owner = OwnerKey::new(namespace, OWNER_POD, &pod.metadata.name);
+        let request = PodRequest::from_spec(owner.clone(), &pod.spec);
+        out.insert(owner, request);
+    }
+    out
 }
 
 /// The slots one ReplicaSet should own, with the nodes they already have.
@@ -135,6 +141,7 @@ fn replicaset_slots(rs: &ReplicaSet, ctx: &Ctx<'_>) -> Vec<Slot> {
             index: s.index,
             revision: revision.clone(),
             node: s.node.clone(),
+            unschedulable: None,
         })
         .collect();
     let mut index = 0u32;
@@ -148,6 +155,7 @@ fn replicaset_slots(rs: &ReplicaSet, ctx: &Ctx<'_>) -> Vec<Slot> {
                 index,
                 revision: revision.clone(),
                 node: String::new(),
+                unschedulable: None,
             });
         }
         index += 1;

@@ -52,7 +52,7 @@ pub enum ControllerError {
 pub struct Controllers {
     pub state: StateHandle,
     pub observed: ObservedHandle,
-    /// This node: always a placement candidate.
+    /// This node's name (membership always sees it alive, so it is always a candidate).
     pub node_name: String,
     /// A round at least this often, even without changes (time alone moves
     /// `minReadySeconds` and progress deadlines).
@@ -155,9 +155,17 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     let slots = c.state.slots().await.map_err(ControllerError::Read)?;
     let observed = c.observed.pods();
     let members = c.observed.members();
+    let node_objects: Vec<serde_json::Value> = c
+        .state
+        .list(Kind::Node, None)
+        .await
+        .map_err(ControllerError::Read)?
+        .into_iter()
+        .map(|o| o.value)
+        .collect();
     let nodes = Nodes::from_members(
-        members.iter().map(|(n, m)| (n.as_str(), m.liveness)),
-        &c.node_name,
+        members.values().map(|m| (&m.record, m.liveness)),
+        &node_objects,
     );
 
     let actions = plan(&Inputs {

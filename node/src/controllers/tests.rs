@@ -7,7 +7,7 @@ use shoal_protocol::status::{PodCondition, PodStatus};
 use shoal_protocol::{Kind, Resource};
 
 use super::deployment::{Scale, fenceposts, new_rs_replicas, scale_down_old};
-use super::placement::{Load, Nodes, place};
+use super::placement::{Nodes, place};
 use super::status::{PROGRESS_AT_ANNOTATION, ProgressMark, parse_rfc3339};
 use super::*;
 
@@ -733,6 +733,7 @@ fn orphans_are_removed_and_bare_pods_get_a_slot() {
         index: 0,
         revision: "x".into(),
         node: "n1".into(),
+        unschedulable: None,
     };
     let orphan = Slot {
         pod: "gone-abc-0".into(),
@@ -801,64 +802,245 @@ fn slot(owner: &str, index: u32, node: &str) -> Slot {
         index,
         revision: "h".into(),
         node: node.into(),
+        unschedulable: None,
     }
+}
+
+const GIB: u64 = 1 << 30;
+
+fn node(name: &str, cpus: u32, memory_bytes: u64) -> crate::observed::NodeRecord {
+    crate::observed::NodeRecord {
+        name: name.into(),
+        cpus,
+        memory_bytes,
+        ..crate::observed::NodeRecord::default()
+    }
+}
+
+/// A Deployment whose one container requests `cpu` and `memory`.
+fn requesting(name: &str, replicas: i32, cpu: &str, memory: &str) -> Deployment {
+    let mut v = deployment_json(name, replicas, "img:1");
+    v["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": cpu, "memory": memory}});
+    typed_deployment(v)
+}
+
+fn nodes_of(sim: &Sim) -> Vec<(&str, &str)> {
+    let mut got: Vec<(&str, &str)> = sim
+        .slots
+        .iter()
+        .map(|s| (s.pod.as_str(), s.node.as_str()))
+        .collect();
+    got.sort();
+    got
+}
+
+fn per_node(sim: &Sim) -> std::collections::BTreeMap<&str, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for s in &sim.slots {
+        *m.entry(s.node.as_str()).or_default() += 1;
+    }
+    m
 }
 
 #[test]
 fn placement_spreads_and_sticks() {
-    let nodes = Nodes {
-        alive: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
-        known: ["a", "b", "c", "dead"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+    let members = [
+        (node("a", 2, 4 * GIB), crate::observed::Liveness::Alive),
+        (node("b", 2, 4 * GIB), crate::observed::Liveness::Alive),
+        (node("c", 2, 4 * GIB), crate::observed::Liveness::Alive),
+        (node("dead", 2, 4 * GIB), crate::observed::Liveness::Dead),
+    ];
+    let nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &[]);
+    // Pods without requests: scoring counts Kubernetes' default requests.
+    let request = |s: &Slot| {
+        Some(crate::scheduler::PodRequest::new(
+            crate::scheduler::OwnerKey::of_slot(s),
+        ))
     };
-    let mut load = Load::default();
-    // Another owner already loads `a`.
-    load.assign(&slot("other", 0, "a"), "a");
-    let mut got = Vec::new();
-    for i in 0..6 {
-        let s = slot("web", i, "");
-        let n = place(&s, &nodes, &load).unwrap();
-        load.assign(&s, &n);
-        got.push(n);
-    }
-    assert_eq!(got, vec!["b", "c", "a", "b", "c", "a"]);
-    // A slot keeps a known node, even one that stopped heartbeating; an unknown one moves.
+    // Another owner already loads `a`; `web-9` keeps a known node that stopped
+    // heartbeating; `web-8` was on a node that vanished and moves.
+    let mut slots = vec![
+        slot("other", 0, "a"),
+        slot("web", 9, "dead"),
+        slot("web", 8, "vanished"),
+    ];
+    slots.extend((0..6).map(|i| slot("web", i, "")));
+    place(slots.iter_mut(), &nodes, request);
+    let got: Vec<(&str, &str)> = slots
+        .iter()
+        .map(|s| (s.pod.as_str(), s.node.as_str()))
+        .collect();
+    // The slots to place go in index order, spreading over the alive nodes first, then by
+    // load (`a` holds another owner's pod, so it loses ties), never to the dead node.
     assert_eq!(
-        place(&slot("web", 9, "dead"), &nodes, &load).unwrap(),
-        "dead"
+        got,
+        vec![
+            ("other-0", "a"),
+            ("web-9", "dead"),
+            ("web-8", "b"),
+            ("web-0", "b"),
+            ("web-1", "c"),
+            ("web-2", "a"),
+            ("web-3", "b"),
+            ("web-4", "c"),
+            ("web-5", "a"),
+        ]
     );
-    assert!(place(&slot("web", 9, "vanished"), &nodes, &load).is_some_and(|n| n != "vanished"));
-    assert_eq!(place(&slot("x", 0, ""), &Nodes::default(), &load), None);
+    assert!(slots.iter().all(|s| s.unschedulable.is_none()));
+    // No alive node at all: nowhere, and the slot says why.
+    let mut lone = [slot("x", 0, "")];
+    place(lone.iter_mut(), &Nodes::default(), request);
+    assert_eq!(lone[0].node, "");
+    assert_eq!(
+        lone[0].unschedulable.as_deref(),
+        Some("no nodes available to schedule pods")
+    );
 }
 
 #[test]
 fn slots_spread_over_nodes_in_a_round() {
     let d = rolling("web", 4, json!(1), json!(0));
     let mut sim = Sim::new(vec![d]);
-    sim.nodes = Nodes {
-        alive: ["a", "b"].iter().map(|s| s.to_string()).collect(),
-        known: ["a", "b"].iter().map(|s| s.to_string()).collect(),
-    };
+    sim.nodes = Nodes::alive([
+        crate::scheduler::NodeInfo::new("a", 2000, 4 * GIB),
+        crate::scheduler::NodeInfo::new("b", 2000, 4 * GIB),
+    ]);
     sim.converge();
     let on_a = sim.slots.iter().filter(|s| s.node == "a").count();
     assert_eq!(on_a, 2);
 }
 
 #[test]
+fn replicas_with_requests_spread_over_three_nodes() {
+    let members = [
+        (node("a", 4, 8 * GIB), crate::observed::Liveness::Alive),
+        (node("b", 4, 8 * GIB), crate::observed::Liveness::Alive),
+        (node("c", 4, 8 * GIB), crate::observed::Liveness::Alive),
+        (node("d", 4, 8 * GIB), crate::observed::Liveness::Dead),
+    ];
+    let mut sim = Sim::new(vec![requesting("web", 4, "500m", "1Gi")]);
+    sim.nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &[]);
+    sim.converge();
+    let counts: Vec<usize> = per_node(&sim).into_values().collect();
+    let mut sorted = counts.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 1, 2], "{:?}", nodes_of(&sim));
+    assert!(!sim.slots.iter().any(|s| s.node == "d" || s.node.is_empty()));
+    assert!(sim.slots.iter().all(|s| s.unschedulable.is_none()));
+}
+
+#[test]
+fn a_cordoned_node_gets_no_new_pods() {
+    let members = [
+        (node("a", 4, 8 * GIB), crate::observed::Liveness::Alive),
+        (node("b", 4, 8 * GIB), crate::observed::Liveness::Alive),
+        (node("c", 4, 8 * GIB), crate::observed::Liveness::Alive),
+    ];
+    let objects = vec![
+        crate::nodes::registration("a", "peer-a"),
+        {
+            let mut b = crate::nodes::registration("b", "peer-b");
+            b["spec"] = json!({"unschedulable": true});
+            b
+        },
+        crate::nodes::registration("c", "peer-c"),
+    ];
+    let mut sim = Sim::new(vec![requesting("web", 6, "100m", "128Mi")]);
+    sim.nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &objects);
+    sim.converge();
+    let counts = per_node(&sim);
+    assert_eq!(counts.get("b"), None, "{:?}", nodes_of(&sim));
+    assert_eq!((counts.get("a"), counts.get("c")), (Some(&3), Some(&3)));
+    // With every node cordoned, new pods go nowhere and say why.
+    let cordon = |mut o: Value| {
+        o["spec"] = json!({"unschedulable": true});
+        o
+    };
+    let all: Vec<Value> = objects.into_iter().map(cordon).collect();
+    sim.nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &all);
+    sim.deployments[0].spec.replicas = 7;
+    sim.settle(5);
+    let new = sim.slots.iter().find(|s| s.node.is_empty()).unwrap();
+    assert_eq!(
+        new.unschedulable.as_deref(),
+        Some("0/3 nodes are available: 3 node(s) were unschedulable.")
+    );
+    // The pods already placed keep their nodes.
+    assert_eq!(sim.slots.iter().filter(|s| !s.node.is_empty()).count(), 6);
+}
+
+#[test]
+fn a_pod_that_fits_nowhere_is_pending_with_the_reason() {
+    let members = [
+        (node("a", 4, 2 * GIB), crate::observed::Liveness::Alive),
+        (node("b", 4, 2 * GIB), crate::observed::Liveness::Alive),
+        (node("c", 4, 4 * GIB), crate::observed::Liveness::Alive),
+    ];
+    let mut sim = Sim::new(vec![requesting("big", 2, "100m", "16Gi")]);
+    sim.nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &[]);
+    let why = "0/3 nodes are available: 3 Insufficient memory.";
+    let writes_before = sim.writes;
+    sim.settle(5);
+    assert_eq!(sim.slots.len(), 2);
+    for s in &sim.slots {
+        assert_eq!(
+            (s.node.as_str(), s.unschedulable.as_deref()),
+            ("", Some(why))
+        );
+    }
+    // Written once: later rounds that see the same cluster write nothing.
+    let writes = sim.writes;
+    assert!(writes > writes_before);
+    for _ in 0..3 {
+        sim.now += 100;
+        assert_eq!(sim.plan(), vec![]);
+    }
+
+    // The pod as the API shows it: Pending, PodScheduled False, Unschedulable, the message.
+    let desired = crate::pods::join(&sim.slots, &sim.replicasets, &[]);
+    assert_eq!(desired.len(), 2);
+    let pod = crate::pods::pod_object(&desired[0], None);
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let scheduled = condition(&pod["status"], "PodScheduled");
+    assert_eq!(scheduled["status"], "False");
+    assert_eq!(scheduled["reason"], "Unschedulable");
+    assert_eq!(scheduled["message"], why);
+    assert!(pod["spec"].get("nodeName").is_none());
+
+    // A node with room joins: the slots are placed and the message is cleared.
+    let mut bigger = members.to_vec();
+    bigger.push((node("d", 4, 64 * GIB), crate::observed::Liveness::Alive));
+    sim.nodes = Nodes::from_members(bigger.iter().map(|(r, l)| (r, *l)), &[]);
+    sim.settle(5);
+    for s in &sim.slots {
+        assert_eq!((s.node.as_str(), s.unschedulable.as_deref()), ("d", None));
+    }
+    let desired = crate::pods::join(&sim.slots, &sim.replicasets, &[]);
+    let pod = crate::pods::pod_object(&desired[0], None);
+    assert_eq!(condition(&pod["status"], "PodScheduled")["status"], "True");
+}
+
+#[test]
 fn alive_nodes_come_from_membership() {
     use crate::observed::Liveness;
     let members = [
-        ("fresh", Liveness::Alive),
-        ("slow", Liveness::Suspect),
-        ("stale", Liveness::Dead),
-        ("gone", Liveness::Left),
+        (node("fresh", 2, GIB), Liveness::Alive),
+        (node("slow", 2, GIB), Liveness::Suspect),
+        (node("stale", 2, GIB), Liveness::Dead),
+        (node("gone", 2, GIB), Liveness::Left),
     ];
-    let nodes = Nodes::from_members(members, "me");
-    let alive: Vec<&str> = nodes.alive.iter().map(String::as_str).collect();
-    assert_eq!(alive, vec!["fresh", "me"]);
-    assert_eq!(nodes.known.len(), 5);
+    let mut fresh = crate::nodes::registration("fresh", "p");
+    fresh["metadata"]["labels"]["zone"] = json!("z1");
+    fresh["spec"] = json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]});
+    let nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &[fresh]);
+    let alive: Vec<&str> = nodes.alive.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(alive, vec!["fresh"]);
+    assert_eq!(nodes.known.len(), 4);
+    let info = &nodes.alive[0];
+    assert_eq!((info.cpu_millis, info.memory_bytes), (2000, GIB));
+    assert_eq!(info.labels.get("zone").map(String::as_str), Some("z1"));
+    assert_eq!(info.taints.len(), 1);
 }
 
 // ------------------------------------------------------------------------------ status

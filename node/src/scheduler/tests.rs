@@ -797,6 +797,7 @@ fn owner_of_a_slot() {
         index: 0,
         revision: "abc".into(),
         node: String::new(),
+        unschedulable: None,
     };
     assert_eq!(
         OwnerKey::of_slot(&slot),

@@ -952,6 +952,7 @@ fn slot(pod: &str, index: u32, node: &str) -> shoal_protocol::cluster::Slot {
         index,
         revision: "abc".into(),
         node: node.into(),
+        unschedulable: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn slot(pod: &str, owner_kind: &str, owner: &str, index: u32, node: &str) -> Slo
             String::new()
         },
         node: node.into(),
+        unschedulable: None,
     }
 }
 
