@@ -51,8 +51,11 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// A peer unheard for this long is suspect, in milliseconds.
     pub suspect_after_ms: u64,
-    /// A peer unheard for this long is dead (its pods go elsewhere), in milliseconds.
+    /// A peer unheard for this long is dead, in milliseconds.
     pub dead_after_ms: u64,
+    /// How long after a node is dead (or has left) its pods are placed on other nodes, in
+    /// milliseconds: a shorter flap moves nothing.
+    pub reschedule_grace_ms: u64,
     pub log_format: LogFormat,
     /// Where the peer-to-peer network listens: TCP and QUIC (UDP) on the same address and
     /// port.
@@ -79,6 +82,7 @@ impl Default for Config {
             heartbeat_interval_ms: 1000,
             suspect_after_ms: 3000,
             dead_after_ms: 6000,
+            reschedule_grace_ms: 5000,
             log_format: LogFormat::Text,
             p2p_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
             join: Vec::new(),

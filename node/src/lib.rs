@@ -184,11 +184,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         stop.clone(),
     ));
     let leader: controllers::Leader = Arc::new(move || held_rx.borrow().is_some());
-    tracker.spawn(controllers::run(
+    let mut controllers =
         controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
-            .with_leader(leader),
-        stop.clone(),
-    ));
+            .with_leader(leader);
+    controllers.reschedule_grace = Duration::from_millis(config.reschedule_grace_ms);
+    tracker.spawn(controllers::run(controllers, stop.clone()));
     write_join_token(&config, &identity);
     let router = api::router(
         api::ApiState {

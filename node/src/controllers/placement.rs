@@ -3,9 +3,10 @@
 //! One round ([`place`]) builds a [`Schedule`] from the alive nodes (capacity from membership,
 //! labels, taints and cordon from the registered Node objects), counts every slot that keeps
 //! its node, then places the slots that need one in a fixed order (namespace, owner, replica
-//! index), each seeing those before it. A slot keeps its node while that node is known (has a
-//! membership record, alive or not), so that a late heartbeat does not move pods; moving pods
-//! off dead nodes comes later. A slot that fits nowhere stays without a node and carries the
+//! index), each seeing those before it. A slot keeps its node while that node is known (a
+//! membership record or a registration) and not [`Nodes::movable`]: a node dead (or gone)
+//! for longer than the grace period loses its slots to the others, while a shorter flap moves
+//! nothing. A slot that fits nowhere stays without a node and carries the
 //! scheduler's message (`0/3 nodes are available: 3 Insufficient memory.`), which the pod's
 //! `PodScheduled` condition shows.
 
@@ -22,8 +23,11 @@ use crate::scheduler::{NodeInfo, PodRequest, Schedule};
 pub struct Nodes {
     /// Nodes that may take new slots (heartbeat recent enough), as the scheduler sees them.
     pub alive: Vec<NodeInfo>,
-    /// Every node with a record, alive or not: a slot keeps a node that is still known.
+    /// Every node with a record or a registration, alive or not: a slot keeps a node that is
+    /// still known, unless it is movable.
     pub known: BTreeSet<String>,
+    /// Known nodes whose slots go elsewhere: dead (or departed) for longer than the grace.
+    pub movable: BTreeSet<String>,
 }
 
 impl Nodes {
@@ -58,6 +62,7 @@ impl Nodes {
         Nodes {
             known: alive.iter().map(|n| n.name.clone()).collect(),
             alive,
+            movable: BTreeSet::new(),
         }
     }
 
@@ -70,7 +75,7 @@ impl Nodes {
 
     /// Whether a slot on `node` keeps it.
     pub fn keeps(&self, node: &str) -> bool {
-        !node.is_empty() && self.known.contains(node)
+        !node.is_empty() && self.known.contains(node) && !self.movable.contains(node)
     }
 }
 

@@ -7,6 +7,7 @@
 //! Writes happen only for actions, and the planner emits none on a converged cluster: every
 //! write stays in the automerge history forever.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use shoal_protocol::kinds::{Deployment, Pod, ReplicaSet};
@@ -61,6 +62,8 @@ pub struct Controllers {
     pub debounce: Duration,
     /// Whether this node holds the controller role now; `None`: always (a node alone).
     pub leader: Option<Leader>,
+    /// How long after a node is declared dead (or leaves) its slots move to other nodes.
+    pub reschedule_grace: Duration,
 }
 
 /// Tells whether this node holds the controller role. The controllers are a singleton role:
@@ -79,6 +82,7 @@ impl Controllers {
             tick: Duration::from_secs(1),
             debounce: Duration::from_millis(100),
             leader: None,
+            reschedule_grace: Duration::from_secs(5),
         }
     }
 
@@ -163,9 +167,21 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         .into_iter()
         .map(|o| o.value)
         .collect();
-    let nodes = Nodes::from_members(
+    let mut nodes = Nodes::from_members(
         members.values().map(|m| (&m.record, m.liveness)),
         &node_objects,
+    );
+    let registered: Vec<String> = node_objects
+        .iter()
+        .filter_map(|o| Some(o.pointer("/metadata/name")?.as_str()?.to_string()))
+        .collect();
+    nodes.known.extend(registered.iter().cloned());
+    nodes.movable = movable(
+        &members,
+        &registered,
+        c.observed.timing().dead_after,
+        c.reschedule_grace,
+        c.observed.uptime(),
     );
 
     let actions = plan(&Inputs {
@@ -182,6 +198,39 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         execute(c, actions).await?;
     }
     Ok(n)
+}
+
+/// The nodes whose slots go elsewhere: a member dead for longer than `dead_after + grace`
+/// without a word, one that left more than `grace` ago, and a registered node not heard from
+/// since this process started once it has been up for `dead_after + grace`. Pure.
+pub(crate) fn movable(
+    members: &BTreeMap<String, crate::observed::Member>,
+    registered: &[String],
+    dead_after: Duration,
+    grace: Duration,
+    uptime: Duration,
+) -> BTreeSet<String> {
+    use crate::observed::Liveness;
+    let mut out = BTreeSet::new();
+    for (name, m) in members {
+        let quiet = m.record.seen.map(|t| t.elapsed());
+        let moves = match m.liveness {
+            Liveness::Alive | Liveness::Suspect => false,
+            Liveness::Left => quiet.is_none_or(|q| q >= grace),
+            Liveness::Dead => quiet.is_none_or(|q| q >= dead_after + grace),
+        };
+        if moves {
+            out.insert(name.clone());
+        }
+    }
+    if uptime >= dead_after + grace {
+        for name in registered {
+            if !members.contains_key(name) {
+                out.insert(name.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Executes actions: ReplicaSet writes first (so that slots never name a ReplicaSet that

@@ -1290,3 +1290,76 @@ async fn a_node_that_is_not_the_leader_writes_nothing() {
     }
     stop.cancel();
 }
+
+#[test]
+fn slots_move_off_a_node_only_after_it_is_dead_for_the_grace() {
+    use crate::observed::{Liveness, Member};
+    use std::time::Duration;
+    let now = tokio::time::Instant::now();
+    let member = |name: &str, liveness, quiet_secs: u64| {
+        let mut record = node(name, 2, 4 * GIB);
+        record.seen = Some(now - Duration::from_secs(quiet_secs));
+        (
+            name.to_string(),
+            Member {
+                record,
+                liveness,
+                last_seen: None,
+            },
+        )
+    };
+    let members: BTreeMap<String, Member> = [
+        member("alive", Liveness::Alive, 0),
+        member("suspect", Liveness::Suspect, 4),
+        // Dead after 6 s; the grace adds 5 s.
+        member("dead-briefly", Liveness::Dead, 8),
+        member("dead-long", Liveness::Dead, 12),
+        member("left-now", Liveness::Left, 1),
+        member("left-long", Liveness::Left, 6),
+    ]
+    .into_iter()
+    .collect();
+    let registered = vec!["alive".to_string(), "unheard".to_string()];
+    let (dead_after, grace) = (Duration::from_secs(6), Duration::from_secs(5));
+    let moving = super::task::movable(
+        &members,
+        &registered,
+        dead_after,
+        grace,
+        Duration::from_secs(3),
+    );
+    assert_eq!(
+        moving.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["dead-long", "left-long"]
+    );
+    // A registered node never heard since this node started moves once this node has been up
+    // long enough to have heard it.
+    let moving = super::task::movable(
+        &members,
+        &registered,
+        dead_after,
+        grace,
+        Duration::from_secs(12),
+    );
+    assert!(moving.contains("unheard"), "{moving:?}");
+
+    // Placement: slots on a node within its grace stay; those on a movable node go to the
+    // alive ones, and nothing else moves.
+    let mut nodes = Nodes::from_members(members.values().map(|m| (&m.record, m.liveness)), &[]);
+    nodes.movable = moving;
+    let request = |s: &Slot| {
+        Some(crate::scheduler::PodRequest::new(
+            crate::scheduler::OwnerKey::of_slot(s),
+        ))
+    };
+    let mut slots = [
+        slot("web", 0, "alive"),
+        slot("web", 1, "dead-briefly"),
+        slot("web", 2, "dead-long"),
+        slot("web", 3, "left-long"),
+        slot("web", 4, "suspect"),
+    ];
+    place(slots.iter_mut(), &nodes, request);
+    let got: Vec<&str> = slots.iter().map(|s| s.node.as_str()).collect();
+    assert_eq!(got, ["alive", "dead-briefly", "alive", "alive", "suspect"]);
+}

@@ -181,6 +181,16 @@ impl ObservedHandle {
         }
     }
 
+    /// The timings of membership.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// How long ago this process started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Whether this process started so recently that it may not have heard from every alive
     /// peer yet (less than `dead_after` ago).
     pub fn starting(&self) -> bool {
