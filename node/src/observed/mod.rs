@@ -224,10 +224,15 @@ impl ObservedHandle {
     }
 
     /// Every reported pod status, by `namespace/pod`. A pod two nodes report (one still
-    /// stopping it) keeps the report of the node whose heartbeat is newer.
+    /// stopping it) keeps the report of the node whose heartbeat is newer. Reports of dead or
+    /// departed nodes are stale and left out: their pods are unknown until another node runs
+    /// them.
     pub fn pods(&self) -> BTreeMap<String, PodStatus> {
         let snapshot = self.snapshot();
-        let mut records: Vec<&NodeRecord> = snapshot.values().collect();
+        let mut records: Vec<&NodeRecord> = snapshot
+            .values()
+            .filter(|r| matches!(self.liveness(r), Liveness::Alive | Liveness::Suspect))
+            .collect();
         records.sort_by_key(|r| r.heartbeat_at);
         let mut out = BTreeMap::new();
         for r in records {

@@ -1,0 +1,166 @@
+//! Self-healing across nodes with real processes and the real Docker engine: a Deployment with
+//! requests spreads over a 3-node testnet, and when the `shoald` holding two of its replicas
+//! is killed, the replicas come back on the other nodes while the pods there are untouched.
+//!
+//! In a testnet all nodes share one Docker engine, so a killed `shoald` leaves its containers
+//! running (as a crashed agent would on a live machine); what is checked is what the cluster
+//! reports and runs on the surviving nodes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
+
+const IMAGE: &str = "shoal-test/echo:latest";
+
+fn docker_ready() -> bool {
+    let ok = std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and the Docker engine is unreachable"
+        );
+        eprintln!("skipping: no Docker engine here");
+        return false;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(shoal_testnet::image::ensure_echo_image())
+        .expect("building the test image");
+    true
+}
+
+/// Ready pods of `app=web` as `node` reports them: pod name → (node, container id).
+fn ready_pods(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+    let (code, list) = node
+        .api()?
+        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")?;
+    anyhow::ensure!(code == 200, "pods: {code} {list}");
+    let mut out = BTreeMap::new();
+    for p in list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if !ready {
+            continue;
+        }
+        let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let on = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        let id = p["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        out.insert(name, (on, id));
+    }
+    Ok(out)
+}
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: shoal-test/echo:latest
+        resources:
+          requests: {cpu: 100m, memory: 32Mi}
+";
+
+#[test]
+fn replicas_of_a_killed_node_come_back_elsewhere_and_the_others_are_untouched() {
+    if !docker_ready() {
+        return;
+    }
+    assert!(WEB.contains(IMAGE));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::up(3, dir.path()).unwrap();
+    let _cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
+    let (code, body) = cluster.nodes()[0].api().unwrap().apply(WEB).unwrap();
+    assert!(code == 200 || code == 201, "{code} {body}");
+
+    // Spread: 2/1/1 over the three nodes, all ready.
+    let before = wait_until(Duration::from_secs(90), "4 ready replicas", || {
+        let pods = ready_pods(&cluster.nodes()[0])?;
+        Ok((pods.len() == 4).then_some(pods))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for (on, _) in before.values() {
+        *per_node.entry(on.as_str()).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_node.values().copied().collect();
+    counts.sort();
+    assert_eq!(counts, [1, 1, 2], "spread over the nodes: {per_node:?}");
+    let victim = per_node
+        .iter()
+        .find(|(_, n)| **n == 2)
+        .map(|(name, _)| name.to_string())
+        .unwrap();
+    let survivors: BTreeSet<String> = cluster
+        .names()
+        .into_iter()
+        .filter(|n| *n != victim)
+        .collect();
+    let untouched: BTreeMap<String, (String, String)> = before
+        .iter()
+        .filter(|(_, (on, _))| *on != victim)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+
+    // kill -9 of the node with two replicas.
+    let killed = Instant::now();
+    cluster.kill(&victim).unwrap();
+    let watcher = cluster
+        .nodes()
+        .iter()
+        .find(|n| n.opts.name != victim)
+        .unwrap();
+    let after = wait_until(
+        Duration::from_secs(15),
+        "4 ready replicas on the surviving nodes",
+        || {
+            let pods = ready_pods(watcher)?;
+            let on_survivors = pods.values().all(|(on, _)| survivors.contains(on));
+            Ok((pods.len() == 4 && on_survivors).then_some(pods))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nnow: {:?}\n{}",
+            ready_pods(watcher),
+            cluster.log_tails(60)
+        )
+    });
+    eprintln!(
+        "4 ready replicas again {:?} after the kill",
+        killed.elapsed()
+    );
+    // The pods that ran on the surviving nodes kept their containers.
+    for (name, (on, id)) in &untouched {
+        assert_eq!(
+            after.get(name),
+            Some(&(on.clone(), id.clone())),
+            "{name} was untouched"
+        );
+    }
+}
