@@ -69,6 +69,11 @@ fn ready_pods(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String)>>
     Ok(out)
 }
 
+struct Testnet {
+    cluster: Cluster,
+    _cleanup: DockerCleanup,
+}
+
 const WEB: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -93,8 +98,15 @@ fn replicas_of_a_killed_node_come_back_elsewhere_and_the_others_are_untouched() 
     }
     assert!(WEB.contains(IMAGE));
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::up(3, dir.path()).unwrap();
-    let _cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
+    let cluster = Cluster::up(3, dir.path()).unwrap();
+    let cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
+    // Fields drop in order: the nodes die before their containers are removed, so that no
+    // agent starts them again.
+    let mut t = Testnet {
+        cluster,
+        _cleanup: cleanup,
+    };
+    let cluster = &mut t.cluster;
     let (code, body) = cluster.nodes()[0].api().unwrap().apply(WEB).unwrap();
     assert!(code == 200 || code == 201, "{code} {body}");
 
