@@ -82,6 +82,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the command that joins a new node to this node's cluster
     JoinToken(JoinTokenArgs),
+    /// Mark a node unschedulable: its pods stay, new ones go elsewhere
+    Cordon(NodeArgs),
+    /// Mark a node schedulable again
+    Uncordon(NodeArgs),
     /// Print the client's and the node's versions
     Version,
     /// Print a shell completion script
@@ -161,6 +165,12 @@ pub struct StatusArgs {
     /// Print the node's answer as YAML or JSON instead of the summary
     #[arg(short = 'o', long, value_name = "FORMAT")]
     pub output: Option<RawFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name (see `shoal get nodes`)
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,8 @@ pub struct NodeView {
     /// Its last record, if this node has heard from it since it started.
     pub record: Option<NodeRecord>,
     pub roles: Vec<&'static str>,
+    /// Cordoned: `spec.unschedulable` of its Node object.
+    pub unschedulable: bool,
 }
 
 /// The Node object a node registers for itself.
@@ -66,6 +68,7 @@ pub fn registration(name: &str, peer_id: &str) -> Value {
 /// Writes this node's registration unless the same is there already (then nothing is
 /// written).
 pub async fn register(state: &StateHandle, name: &str, peer_id: &str) -> Result<(), StateError> {
+    let mut object = registration(name, peer_id);
     if let Some(o) = state.get(Kind::Node, None, name).await? {
         let registered = o
             .value
@@ -75,10 +78,12 @@ pub async fn register(state: &StateHandle, name: &str, peer_id: &str) -> Result<
         if registered == Some(peer_id) {
             return Ok(());
         }
+        // A cordon outlives a new node key.
+        if let Some(spec) = o.value.get("spec").filter(|s| s.is_object()) {
+            object["spec"] = spec.clone();
+        }
     }
-    state
-        .apply_values(vec![(Kind::Node, registration(name, peer_id))])
-        .await?;
+    state.apply_values(vec![(Kind::Node, object)]).await?;
     tracing::info!(node = %name, "registered this node");
     Ok(())
 }
@@ -116,6 +121,37 @@ pub fn controller<'a>(members: impl IntoIterator<Item = &'a Member>) -> Option<S
                 .cmp(&(b.record.peer_id.as_str(), b.record.name.as_str()))
         })
         .map(|m| m.record.name.clone())
+}
+
+/// Cordons (`true`) or uncordons a registered node: sets `spec.unschedulable` of its Node
+/// object, which the scheduler reads. Returns whether the node is registered.
+pub async fn set_unschedulable(
+    state: &StateHandle,
+    name: &str,
+    unschedulable: bool,
+) -> Result<bool, StateError> {
+    let Some(o) = state.get(Kind::Node, None, name).await? else {
+        return Ok(false);
+    };
+    let mut v = o.value;
+    if unschedulable {
+        v["spec"]["unschedulable"] = json!(true);
+    } else if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("unschedulable");
+    }
+    // Only what a registration holds: server-set metadata is the store's.
+    let keep = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": v["metadata"]["name"],
+            "labels": v["metadata"]["labels"],
+            "annotations": v["metadata"]["annotations"],
+        },
+        "spec": v.get("spec").cloned().unwrap_or_else(|| json!({})),
+    });
+    state.apply_values(vec![(Kind::Node, keep)]).await?;
+    Ok(true)
 }
 
 /// Keeps a leader role: whenever membership picks this node ([`controller`]) and the newest
@@ -238,6 +274,8 @@ pub fn join<'a>(
                 last_seen: None,
                 record: None,
                 roles: Vec::new(),
+                unschedulable: v.pointer("/spec/unschedulable").and_then(Value::as_bool)
+                    == Some(true),
             },
         );
     }
@@ -254,6 +292,7 @@ pub fn join<'a>(
             last_seen: None,
             record: None,
             roles: Vec::new(),
+            unschedulable: false,
         });
         entry.liveness = m.liveness;
         entry.last_seen = m.last_seen;

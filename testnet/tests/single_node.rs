@@ -399,3 +399,81 @@ fn oversized_body_is_refused() {
     assert_eq!(code, 413, "{body}");
     assert_eq!(body["reason"], "RequestEntityTooLarge");
 }
+
+fn deployment(name: &str, memory: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - name: c\n        image: registry.invalid/none:1\n        resources: {{requests: {{memory: {memory}}}}}\n"
+    )
+}
+
+/// The one pod of `app=NAME`, once it exists.
+fn only_pod(node: &Node, app: &str) -> Value {
+    shoal_testnet::wait_until(Duration::from_secs(30), &format!("a pod of {app}"), || {
+        let (_, list) = node.api()?.get(&format!(
+            "/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"
+        ))?;
+        Ok(list["items"].as_array().and_then(|i| i.first()).cloned())
+    })
+    .unwrap()
+}
+
+fn scheduled_message(pod: &Value) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .map(|c| format!("{} {}", c["status"], c["message"]))
+        .unwrap_or_default()
+}
+
+#[test]
+fn resources_and_cordon_decide_where_pods_go_and_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&dir);
+    let apply = |m: &str| {
+        node.cli_with_input(&["apply", "-f", "-"], Some(m))
+            .unwrap()
+            .success()
+            .unwrap()
+    };
+    // More memory than any node has: Pending, and describe says why.
+    apply(&deployment("big", "100Ti"));
+    let pod = only_pod(&node, "big");
+    let msg = "0/1 nodes are available: 1 Insufficient memory.";
+    assert!(scheduled_message(&pod).contains(msg), "{pod:#}");
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let out = node
+        .cli(&["describe", "pod", name])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(out.stdout.contains(msg), "{}", out.stdout);
+    assert!(out.stdout.contains("Unschedulable"), "{}", out.stdout);
+
+    // Cordoned: new pods wait, saying so; uncordoned: they are placed.
+    let out = node.cli(&["cordon", "n1"]).unwrap().success().unwrap();
+    assert_eq!(out.stdout, "node/n1 cordoned\n");
+    let out = node.cli(&["get", "nodes"]).unwrap().success().unwrap();
+    assert!(
+        out.stdout.contains("Alive,SchedulingDisabled"),
+        "{}",
+        out.stdout
+    );
+    apply(&deployment("small", "16Mi"));
+    let pod = only_pod(&node, "small");
+    assert!(
+        scheduled_message(&pod).contains("1 node(s) were unschedulable"),
+        "{pod:#}"
+    );
+    node.cli(&["uncordon", "n1"]).unwrap().success().unwrap();
+    shoal_testnet::wait_until(Duration::from_secs(30), "small placed on n1", || {
+        Ok((only_pod(&node, "small")["spec"]["nodeName"] == "n1").then_some(()))
+    })
+    .unwrap();
+    let out = node.cli(&["cordon", "nope"]).unwrap();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("nope"), "{out:?}");
+}

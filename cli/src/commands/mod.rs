@@ -4,6 +4,7 @@
 
 mod apply;
 mod config;
+mod cordon;
 mod delete;
 mod describe;
 mod exec;
@@ -50,6 +51,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollout(c) => rollout::run(&connect(g)?, c),
         Command::Status(a) => status::run(&connect(g)?, &a),
         Command::JoinToken(a) => join_token::run(&connect(g)?, &a),
+        Command::Cordon(a) => cordon::run(&connect(g)?, &a.name, true),
+        Command::Uncordon(a) => cordon::run(&connect(g)?, &a.name, false),
         Command::Version => version::run(g),
         Command::Config(c) => config::run(&config_path(g), g, c),
         Command::Completion { shell } => {

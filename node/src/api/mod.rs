@@ -64,6 +64,7 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
         .route(APPLY_PATH, post(resources::apply_batch))
         .route(STATUS_PATH, get(status::status))
         .route(JOIN_TOKEN_PATH, get(status::join_token))
+        .route("/shoal/v1/nodes/{name}/{action}", post(nodes::cordon))
         .route("/api/v1/{plural}", get(resources::list_core))
         .route(
             "/api/v1/{plural}/{name}",

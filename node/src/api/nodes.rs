@@ -59,6 +59,28 @@ pub async fn delete(api: &ApiState, name: &str) -> Result<Value, ApiError> {
     Ok(rendered)
 }
 
+/// `POST /shoal/v1/nodes/{name}/cordon` and `/uncordon`: marks a node (un)schedulable. Pods
+/// already on it stay; new ones go elsewhere.
+pub async fn cordon(
+    axum::extract::State(api): axum::extract::State<ApiState>,
+    axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let unschedulable = match action.as_str() {
+        "cordon" => true,
+        "uncordon" => false,
+        _ => {
+            return Err(ApiError::not_found_path(&format!(
+                "/shoal/v1/nodes/{name}/{action}"
+            )));
+        }
+    };
+    if !nodes::set_unschedulable(&api.state, &name, unschedulable).await? {
+        return Err(ApiError::not_found(Kind::Node, None, &name));
+    }
+    tracing::info!(node = %name, unschedulable, "node cordon changed");
+    get(&api, &name).await.map(axum::Json)
+}
+
 fn condition(l: Liveness) -> (&'static str, &'static str, &'static str) {
     match l {
         Liveness::Alive => ("True", "NodeAlive", "shoald is running and heard from"),
@@ -114,6 +136,14 @@ pub fn render(n: &NodeView) -> Value {
         status["allocatable"] = resources;
         status["nodeInfo"]["shoalVersion"] = json!(r.shoal_version);
     }
+    let spec = if n.unschedulable {
+        json!({
+            "unschedulable": true,
+            "taints": [{ "key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule" }],
+        })
+    } else {
+        json!({})
+    };
     let created = n
         .created
         .clone()
@@ -126,7 +156,7 @@ pub fn render(n: &NodeView) -> Value {
             "creationTimestamp": created,
             "labels": labels,
         },
-        "spec": {},
+        "spec": spec,
         "status": status,
     })
 }
