@@ -176,3 +176,113 @@ fn replicas_of_a_killed_node_come_back_elsewhere_and_the_others_are_untouched() 
         );
     }
 }
+
+/// Pod names of the running `web` containers of a cluster, from the engine that every node of
+/// the testnet shares.
+fn running_web(cluster_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=shoal.cluster={cluster_id}"),
+            "--filter",
+            "status=running",
+            "--format",
+            "{{.Label \"shoal.pod\"}}",
+        ])
+        .output()
+        .unwrap();
+    let mut pods: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|p| p.starts_with("web-"))
+        .map(str::to_string)
+        .collect();
+    pods.sort();
+    pods
+}
+
+/// A partition 3|2 while a Deployment runs on both sides: each side keeps serving (it moves
+/// the other side's replicas onto its own nodes once they are dead past the grace); after the
+/// heal, the merged slots leave exactly the declared replicas running.
+#[test]
+fn after_a_3_2_partition_heals_exactly_the_declared_replicas_run() {
+    if !docker_ready() {
+        return;
+    }
+    if shoal_testnet::partition::available().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and nft is unusable"
+        );
+        eprintln!("skipping: nftables is not usable here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::up(5, dir.path()).unwrap();
+    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
+    let cleanup = DockerCleanup::new(&cluster_id);
+    let mut t = Testnet {
+        cluster,
+        _cleanup: cleanup,
+    };
+    let cluster = &mut t.cluster;
+    let (code, body) = cluster.nodes()[0].api().unwrap().apply(WEB).unwrap();
+    assert!(code == 200 || code == 201, "{code} {body}");
+    wait_until(Duration::from_secs(90), "4 ready replicas", || {
+        Ok((ready_pods(&cluster.nodes()[0])?.len() == 4).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+
+    let (majority, minority) = (
+        vec!["n1".to_string(), "n2".to_string(), "n3".to_string()],
+        vec!["n4".to_string(), "n5".to_string()],
+    );
+    cluster
+        .partition(&[majority.clone(), minority.clone()])
+        .unwrap();
+    // Each side runs the four replicas on its own nodes.
+    for side in [&majority, &minority] {
+        let watcher = cluster.node(&side[0]).unwrap();
+        wait_until(
+            Duration::from_secs(40),
+            &format!("4 ready replicas on {side:?}"),
+            || {
+                let pods = ready_pods(watcher)?;
+                Ok(
+                    (pods.len() == 4 && pods.values().all(|(on, _)| side.contains(on)))
+                        .then_some(()),
+                )
+            },
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\nnow: {:?}\n{}",
+                ready_pods(watcher),
+                cluster.log_tails(40)
+            )
+        });
+    }
+
+    cluster.heal().unwrap();
+    // Merged: every node agrees on the four slots, and only four containers run.
+    let settled = wait_until(Duration::from_secs(60), "exactly 4 web containers", || {
+        let running = running_web(&cluster_id);
+        let ready: Vec<_> = cluster
+            .nodes()
+            .iter()
+            .map(ready_pods)
+            .collect::<anyhow::Result<_>>()?;
+        let agree = ready.iter().all(|r| r.len() == 4 && *r == ready[0]);
+        Ok((running.len() == 4 && agree).then_some(running))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nrunning: {:?}\n{}",
+            running_web(&cluster_id),
+            cluster.log_tails(40)
+        )
+    });
+    // And it stays so.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running_web(&cluster_id), settled);
+}
