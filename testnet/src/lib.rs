@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod bench_convergence;
+pub mod bench_failover;
 pub mod cleanup;
 pub mod cluster;
 pub mod image;

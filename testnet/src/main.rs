@@ -104,6 +104,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Time from kill -9 of the node with the most replicas of a Deployment until they all
+    /// serve HTTP on the other nodes (3 nodes, 4 replicas).
+    Failover {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
     /// Time from an apply on one node until every node shows it (p50, p99), and bytes each
     /// idle node sends per second; next to a 3-member etcd cluster when etcd is installed.
     Convergence {
@@ -166,6 +172,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::ApplyToServing { replicas, runs },
         } => shoal_testnet::bench::apply_to_serving(replicas, runs),
+        Cmd::Bench {
+            command: BenchCmd::Failover { runs },
+        } => shoal_testnet::bench_failover::failover(runs).map(|_| ()),
         Cmd::Bench {
             command:
                 BenchCmd::Convergence {

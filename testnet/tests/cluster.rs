@@ -287,7 +287,7 @@ fn membership_sees_crashes_departures_and_returns() {
         .unwrap();
     assert_eq!(wide.stdout.matches("Alive").count(), 3, "{}", wide.stdout);
 
-    // kill -9: suspect, then dead, within the default timings (3 s and 6 s).
+    // kill -9: suspect, then dead, within the default timings (1.5 s and 3 s).
     n3.kill().unwrap();
     wait_states(
         &n1,

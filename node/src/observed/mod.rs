@@ -116,9 +116,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat: Duration::from_secs(1),
-            suspect_after: Duration::from_secs(3),
-            dead_after: Duration::from_secs(6),
+            heartbeat: Duration::from_millis(500),
+            suspect_after: Duration::from_millis(1500),
+            dead_after: Duration::from_secs(3),
             full_every: 5,
         }
     }

@@ -148,6 +148,16 @@ impl Publish for HubPublish {
     }
 }
 
+/// The timings these tests were written for: heartbeat 1 s, suspect after 3 s, dead after 6 s.
+fn timing() -> Timing {
+    Timing {
+        heartbeat: Duration::from_secs(1),
+        suspect_after: Duration::from_secs(3),
+        dead_after: Duration::from_secs(6),
+        full_every: 5,
+    }
+}
+
 fn gossiping(
     hub: &Arc<Hub>,
     name: &str,
@@ -156,7 +166,7 @@ fn gossiping(
     CancellationToken,
     tokio::task::JoinHandle<()>,
 ) {
-    let (handle, _reporter, hb) = start(named(name, 0), Timing::default(), 16);
+    let (handle, _reporter, hb) = start(named(name, 0), timing(), 16);
     let (tx, rx) = mpsc::channel(64);
     hub.nodes.lock().unwrap().push((name.to_string(), tx));
     let publish = Arc::new(HubPublish {
@@ -226,7 +236,7 @@ async fn a_restarted_node_wins_over_its_previous_run() {
 
 #[tokio::test(start_paused = true)]
 async fn heartbeat_bumps_version() {
-    let (h, reporter, hb) = start(rec(0, "a"), Timing::default(), 4);
+    let (h, reporter, hb) = start(rec(0, "a"), timing(), 4);
     let v0 = h.snapshot().get("n1").unwrap().version;
     let stop = CancellationToken::new();
     let task = tokio::spawn(hb.run(stop.clone()));
