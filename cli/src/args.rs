@@ -86,6 +86,8 @@ pub enum Command {
     Cordon(NodeArgs),
     /// Mark a node schedulable again
     Uncordon(NodeArgs),
+    /// Cordon a node and move its pods elsewhere, within each workload's maxUnavailable
+    Drain(DrainArgs),
     /// Print the client's and the node's versions
     Version,
     /// Print a shell completion script
@@ -171,6 +173,18 @@ pub struct StatusArgs {
 pub struct NodeArgs {
     /// The node's name (see `shoal get nodes`)
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The node's name (see `shoal get nodes`)
+    pub name: String,
+    /// Move every pod at once, ignoring maxUnavailable
+    #[arg(long)]
+    pub force: bool,
+    /// Give up waiting after this many seconds (the drain goes on in the cluster)
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,9 @@ use crate::state::{StateError, StateHandle};
 /// The annotation of a registered Node that holds its libp2p peer id.
 pub const PEER_ID_ANNOTATION: &str = "shoal.dev/peer-id";
 
+/// The annotation of a Node being drained: `true`, or `force`.
+pub const DRAIN_ANNOTATION: &str = "shoal.dev/drain";
+
 /// The name of the one role so far.
 pub const CONTROLLER_ROLE: &str = "controller";
 
@@ -130,10 +133,38 @@ pub async fn set_unschedulable(
     name: &str,
     unschedulable: bool,
 ) -> Result<bool, StateError> {
+    set_schedule(state, name, unschedulable, None).await
+}
+
+/// [`set_unschedulable`], and starts a drain (`Some(force)`) or ends one (`None`: uncordon
+/// ends it, a cordon keeps it).
+pub async fn set_schedule(
+    state: &StateHandle,
+    name: &str,
+    unschedulable: bool,
+    drain: Option<bool>,
+) -> Result<bool, StateError> {
     let Some(o) = state.get(Kind::Node, None, name).await? else {
         return Ok(false);
     };
     let mut v = o.value;
+    let annotations = v["metadata"]["annotations"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut annotations = Value::Object(annotations);
+    match (drain, unschedulable) {
+        (Some(force), _) => {
+            annotations[DRAIN_ANNOTATION] = json!(if force { "force" } else { "true" });
+        }
+        (None, false) => {
+            if let Some(a) = annotations.as_object_mut() {
+                a.remove(DRAIN_ANNOTATION);
+            }
+        }
+        (None, true) => {}
+    }
+    v["metadata"]["annotations"] = annotations;
     if unschedulable {
         v["spec"]["unschedulable"] = json!(true);
     } else if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {

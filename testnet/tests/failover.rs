@@ -286,3 +286,79 @@ fn after_a_3_2_partition_heals_exactly_the_declared_replicas_run() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(running_web(&cluster_id), settled);
 }
+
+/// `shoal drain` empties a node (its pods move within the Deployment's maxUnavailable and
+/// the Deployment stays ready), and `uncordon` makes it take pods again.
+#[test]
+fn drain_empties_a_node_and_uncordon_makes_it_usable_again() {
+    if !docker_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::up(3, dir.path()).unwrap();
+    let cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
+    let t = Testnet {
+        cluster,
+        _cleanup: cleanup,
+    };
+    let cluster = &t.cluster;
+    let n1 = &cluster.nodes()[0];
+    let (code, body) = n1.api().unwrap().apply(WEB).unwrap();
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let pods = wait_until(Duration::from_secs(90), "4 ready replicas", || {
+        let pods = ready_pods(n1)?;
+        Ok((pods.len() == 4).then_some(pods))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for (on, _) in pods.values() {
+        *per_node.entry(on.clone()).or_default() += 1;
+    }
+    let busiest = per_node
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(name, _)| name.clone())
+        .unwrap();
+
+    let out = n1
+        .cli(&["drain", &busiest, "--timeout", "90"])
+        .unwrap()
+        .success()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    assert!(
+        out.stdout.contains(&format!("node/{busiest} drained")),
+        "{}",
+        out.stdout
+    );
+    let after = wait_until(
+        Duration::from_secs(60),
+        "4 ready replicas elsewhere",
+        || {
+            let pods = ready_pods(n1)?;
+            Ok((pods.len() == 4 && pods.values().all(|(on, _)| *on != busiest)).then_some(()))
+        },
+    );
+    after.unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    let nodes = n1.cli(&["get", "nodes"]).unwrap().success().unwrap();
+    assert!(
+        nodes.stdout.contains("SchedulingDisabled"),
+        "{}",
+        nodes.stdout
+    );
+
+    // Uncordoned, it takes the next pods again.
+    n1.cli(&["uncordon", &busiest]).unwrap().success().unwrap();
+    n1.cli(&["scale", "deploy/web", "--replicas", "6"])
+        .unwrap()
+        .success()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "pods on the uncordoned node",
+        || {
+            let pods = ready_pods(n1)?;
+            Ok((pods.len() == 6 && pods.values().any(|(on, _)| *on == busiest)).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+}

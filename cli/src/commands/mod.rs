@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::JoinToken(a) => join_token::run(&connect(g)?, &a),
         Command::Cordon(a) => cordon::run(&connect(g)?, &a.name, true),
         Command::Uncordon(a) => cordon::run(&connect(g)?, &a.name, false),
+        Command::Drain(a) => cordon::drain(&connect(g)?, &a),
         Command::Version => version::run(g),
         Command::Config(c) => config::run(&config_path(g), g, c),
         Command::Completion { shell } => {

@@ -59,25 +59,35 @@ pub async fn delete(api: &ApiState, name: &str) -> Result<Value, ApiError> {
     Ok(rendered)
 }
 
-/// `POST /shoal/v1/nodes/{name}/cordon` and `/uncordon`: marks a node (un)schedulable. Pods
-/// already on it stay; new ones go elsewhere.
+/// Query of a drain.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DrainQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /shoal/v1/nodes/{name}/cordon`, `/uncordon` and `/drain[?force=true]`: marks a node
+/// (un)schedulable; a drain also moves its pods elsewhere, within each workload's
+/// maxUnavailable unless forced. Pods already on a cordoned node stay.
 pub async fn cordon(
     axum::extract::State(api): axum::extract::State<ApiState>,
     axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<DrainQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let unschedulable = match action.as_str() {
-        "cordon" => true,
-        "uncordon" => false,
+    let (unschedulable, drain) = match action.as_str() {
+        "cordon" => (true, None),
+        "uncordon" => (false, None),
+        "drain" => (true, Some(q.force)),
         _ => {
             return Err(ApiError::not_found_path(&format!(
                 "/shoal/v1/nodes/{name}/{action}"
             )));
         }
     };
-    if !nodes::set_unschedulable(&api.state, &name, unschedulable).await? {
+    if !nodes::set_schedule(&api.state, &name, unschedulable, drain).await? {
         return Err(ApiError::not_found(Kind::Node, None, &name));
     }
-    tracing::info!(node = %name, unschedulable, "node cordon changed");
+    tracing::info!(node = %name, action = %action, force = q.force, "node scheduling changed");
     get(&api, &name).await.map(axum::Json)
 }
 

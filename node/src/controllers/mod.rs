@@ -160,8 +160,25 @@ pub fn plan(inputs: &Inputs<'_>) -> Vec<Action> {
     }
 
     let replicasets: Vec<ReplicaSet> = after.into_values().collect();
-    let (puts, deletes) =
-        replicaset::plan_slots(&replicasets, inputs.pods, inputs.slots, &ctx, inputs.nodes);
+    // How many pods of each ReplicaSet a drain may take away at once: its Deployment's
+    // maxUnavailable, at least one.
+    let mut drain_budgets: BTreeMap<(String, String), i32> = BTreeMap::new();
+    for rs in &replicasets {
+        let budget = inputs
+            .deployments
+            .iter()
+            .find(|d| deployment::owns(d, rs))
+            .map_or(1, |d| deployment::max_unavailable(d).max(1));
+        drain_budgets.insert(deployment::rs_key(rs), budget);
+    }
+    let (puts, deletes) = replicaset::plan_slots(
+        &replicasets,
+        inputs.pods,
+        inputs.slots,
+        &ctx,
+        inputs.nodes,
+        &drain_budgets,
+    );
     actions.extend(puts.into_iter().map(Action::PutSlot));
     actions.extend(deletes.into_iter().map(Action::DeleteSlot));
     actions

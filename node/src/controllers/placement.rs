@@ -28,6 +28,9 @@ pub struct Nodes {
     pub known: BTreeSet<String>,
     /// Known nodes whose slots go elsewhere: dead (or departed) for longer than the grace.
     pub movable: BTreeSet<String>,
+    /// Nodes being drained, and whether by force (every pod at once, not within each
+    /// workload's maxUnavailable).
+    pub draining: BTreeMap<String, bool>,
 }
 
 impl Nodes {
@@ -43,6 +46,17 @@ impl Nodes {
             .filter_map(|o| Some((o.pointer("/metadata/name")?.as_str()?, o)))
             .collect();
         let mut nodes = Nodes::default();
+        for o in node_objects {
+            let (Some(name), Some(mode)) = (
+                o.pointer("/metadata/name").and_then(Value::as_str),
+                o.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(crate::nodes::DRAIN_ANNOTATION))
+                    .and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            nodes.draining.insert(name.to_string(), mode == "force");
+        }
         for (record, liveness) in members {
             nodes.known.insert(record.name.clone());
             if liveness == Liveness::Alive {
@@ -63,6 +77,7 @@ impl Nodes {
             known: alive.iter().map(|n| n.name.clone()).collect(),
             alive,
             movable: BTreeSet::new(),
+            draining: BTreeMap::new(),
         }
     }
 

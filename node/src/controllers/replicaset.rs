@@ -32,6 +32,7 @@ pub(crate) fn plan_slots(
     slots: &[Slot],
     ctx: &Ctx<'_>,
     nodes: &Nodes,
+    drain_budgets: &BTreeMap<(String, String), i32>,
 ) -> (Vec<Slot>, Vec<String>) {
     let existing: BTreeMap<String, &Slot> = slots.iter().map(|s| (s.key(), s)).collect();
     // Every slot that should exist, by key, its node possibly still to choose.
@@ -71,6 +72,7 @@ pub(crate) fn plan_slots(
         );
     }
 
+    evict_for_drain(&mut wanted, nodes, ctx, drain_budgets);
     // Placement: each slot's pod asks what its owner's template asks.
     let requests = owner_requests(replicasets, pods);
     placement::place(wanted.values_mut(), nodes, |slot| {
@@ -91,6 +93,71 @@ pub(crate) fn plan_slots(
         .map(|(k, _)| k.clone())
         .collect();
     (puts, deletes)
+}
+
+/// Takes slots off draining nodes (their node cleared, so that placement moves them), per
+/// owner as many as its budget allows: the budget (the Deployment's maxUnavailable, at least
+/// one; one for other owners) minus the owner's pods that are not ready now. A forced drain
+/// takes every slot at once. Slots go in index order.
+fn evict_for_drain(
+    wanted: &mut BTreeMap<String, Slot>,
+    nodes: &Nodes,
+    ctx: &Ctx<'_>,
+    budgets: &BTreeMap<(String, String), i32>,
+) {
+    if nodes.draining.is_empty() {
+        return;
+    }
+    let mut owners: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    for (key, s) in wanted.iter() {
+        owners
+            .entry((
+                s.namespace.clone(),
+                s.owner_kind.clone(),
+                s.owner_name.clone(),
+            ))
+            .or_default()
+            .push(key.clone());
+    }
+    for ((namespace, kind, name), keys) in owners {
+        let mut on_drain: Vec<&String> = keys
+            .iter()
+            .filter(|k| nodes.draining.contains_key(&wanted[*k].node))
+            .collect();
+        if on_drain.is_empty() {
+            continue;
+        }
+        on_drain.sort_by_key(|k| wanted[*k].index);
+        let force = on_drain
+            .iter()
+            .any(|k| nodes.draining.get(&wanted[*k].node) == Some(&true));
+        let allowed = if force {
+            on_drain.len()
+        } else {
+            let budget = if kind == OWNER_REPLICASET {
+                budgets.get(&(namespace, name)).copied().unwrap_or(1)
+            } else {
+                1
+            };
+            let unready = keys
+                .iter()
+                .filter(|k| {
+                    let s = &wanted[*k];
+                    s.node.is_empty() || !ctx.observed.get(*k).is_some_and(|p| p.is_ready())
+                })
+                .count();
+            usize::try_from(budget.max(1))
+                .unwrap_or(1)
+                .saturating_sub(unready)
+        };
+        let chosen: Vec<String> = on_drain.into_iter().take(allowed).cloned().collect();
+        for k in chosen {
+            if let Some(s) = wanted.get_mut(&k) {
+                tracing::info!(pod = %k, from = %s.node, "draining: moving the pod");
+                s.node = String::new();
+            }
+        }
+    }
 }
 
 /// What the pods of each owner ask of a node, from its template (a bare Pod's own spec).

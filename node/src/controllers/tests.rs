@@ -1363,3 +1363,71 @@ fn slots_move_off_a_node_only_after_it_is_dead_for_the_grace() {
     let got: Vec<&str> = slots.iter().map(|s| s.node.as_str()).collect();
     assert_eq!(got, ["alive", "dead-briefly", "alive", "alive", "suspect"]);
 }
+
+#[test]
+fn drain_moves_pods_within_max_unavailable_and_force_moves_them_all() {
+    use crate::scheduler::NodeInfo;
+    let d = rolling("web", 4, json!(1), json!(1));
+    let mut sim = Sim::new(vec![d]);
+    let node = |n: &str| NodeInfo::new(n, 4000, 8 * GIB);
+    sim.nodes = Nodes::alive([node("a"), node("b"), node("c")]);
+    sim.converge();
+    let count_on = |sim: &Sim, n: &str| sim.slots.iter().filter(|s| s.node == n).count();
+    // The node with two pods (4 over 3 nodes spread 2/1/1).
+    let busiest = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| count_on(&sim, n) == 2)
+        .unwrap_or_else(|| panic!("{:?}", nodes_of(&sim)));
+    let others: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| *n != busiest)
+        .collect();
+
+    // Drain it: cordoned, and its pods leave one at a time (maxUnavailable 1), each only once
+    // the one before is ready again elsewhere.
+    sim.nodes = Nodes::alive([node(others[0]), node(busiest).cordoned(), node(others[1])]);
+    sim.nodes.draining.insert(busiest.into(), false);
+    let mut rounds_with_a_move = 0;
+    for _ in 0..20 {
+        let before: BTreeMap<String, String> = sim
+            .slots
+            .iter()
+            .map(|s| (s.key(), s.node.clone()))
+            .collect();
+        sim.step();
+        let moved: Vec<String> = sim
+            .slots
+            .iter()
+            .filter(|s| before.get(&s.key()).is_some_and(|n| *n != s.node))
+            .map(Slot::key)
+            .collect();
+        assert!(moved.len() <= 1, "one at a time: {moved:?}");
+        rounds_with_a_move += usize::from(!moved.is_empty());
+        for k in &moved {
+            // The pod starts again on its new node: not ready yet.
+            sim.observed.remove(k);
+        }
+        let ready = sim
+            .slots
+            .iter()
+            .filter(|s| sim.observed.get(&s.key()).is_some_and(PodStatus::is_ready))
+            .count();
+        assert!(ready >= 3, "never more than maxUnavailable down: {ready}");
+        assert!(sim.slots.iter().all(|s| !s.node.is_empty()));
+        if count_on(&sim, busiest) == 0 {
+            break;
+        }
+        sim.some_ready(1);
+    }
+    assert_eq!(count_on(&sim, busiest), 0, "{:?}", nodes_of(&sim));
+    assert_eq!(rounds_with_a_move, 2, "two pods, one after the other");
+    sim.converge();
+
+    // A forced drain of another node takes all its pods at once.
+    let target = others[0];
+    assert!(count_on(&sim, target) >= 2, "{:?}", nodes_of(&sim));
+    sim.nodes = Nodes::alive([node(target).cordoned(), node(busiest), node(others[1])]);
+    sim.nodes.draining.insert(target.into(), true);
+    sim.step();
+    assert_eq!(count_on(&sim, target), 0, "{:?}", nodes_of(&sim));
+}
