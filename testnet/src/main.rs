@@ -104,6 +104,17 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Resident memory and CPU of idle shoald processes, next to an idle etcd member.
+    Idle {
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Seconds to let the nodes settle before measuring.
+        #[arg(long, default_value_t = 10)]
+        settle_secs: u64,
+        /// Seconds over which CPU is measured.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// Time from kill -9 of the node with the most replicas of a Deployment until they all
     /// serve HTTP on the other nodes (3 nodes, 4 replicas).
     Failover {
@@ -172,6 +183,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::ApplyToServing { replicas, runs },
         } => shoal_testnet::bench::apply_to_serving(replicas, runs),
+        Cmd::Bench {
+            command:
+                BenchCmd::Idle {
+                    nodes,
+                    settle_secs,
+                    secs,
+                },
+        } => shoal_testnet::bench_idle::idle(nodes, settle_secs, secs),
         Cmd::Bench {
             command: BenchCmd::Failover { runs },
         } => shoal_testnet::bench_failover::failover(runs).map(|_| ()),
