@@ -139,6 +139,7 @@ fn etcd_idle(settle_secs: u64, secs: u64) -> anyhow::Result<Usage> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
