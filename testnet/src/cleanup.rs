@@ -32,15 +32,18 @@ impl DockerCleanup {
 
 /// Ids of the containers carrying `label` (`key=value`), running or not.
 pub fn containers_with_label(label: &str) -> Vec<String> {
-    Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label={label}"),
-        ])
-        .stderr(Stdio::null())
+    containers_with_labels(&[label])
+}
+
+/// Ids of the containers carrying every one of `labels` (`key=value`), running or not; none
+/// when the `docker` CLI is missing or fails.
+pub fn containers_with_labels(labels: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-aq", "--no-trunc"]);
+    for l in labels {
+        cmd.args(["--filter", &format!("label={l}")]);
+    }
+    cmd.stderr(Stdio::null())
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)

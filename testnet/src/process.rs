@@ -528,10 +528,22 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // The node's pod network: Docker's default address pool holds only about 30 bridge
-        // networks, so tests must not leave theirs behind. (Removal fails while containers
-        // still use it: `DockerCleanup` removes those and then the network.)
+        // The node's containers (a test that fails between a create and its cleanup must
+        // not leave them running), then its pod network: Docker's default address pool holds
+        // only about 30 bridge networks, so tests must not leave theirs behind.
         if let Ok(cluster_id) = self.cluster_id() {
+            let ids = crate::cleanup::containers_with_labels(&[
+                &format!("shoal.cluster={cluster_id}"),
+                &format!("shoal.node={}", self.opts.name),
+            ]);
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let network = shoal_node::agent::spec::network_name(&cluster_id, &self.opts.name);
             let _ = Command::new("docker")
                 .args(["network", "rm", &network])
