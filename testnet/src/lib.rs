@@ -24,6 +24,34 @@ pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
 
 use std::time::{Duration, Instant};
 
+/// Whether the tests that need containers can run: the Docker engine answers, and the test
+/// image is built and loaded. Without an engine this says so and returns false, except where
+/// `CI` is set: there a missing engine fails the test.
+pub fn docker_ready() -> bool {
+    let ok = std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and the Docker engine is unreachable"
+        );
+        eprintln!("skipping: no Docker engine here");
+        return false;
+    }
+    let built = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(image::ensure_echo_image()));
+    if let Err(e) = built {
+        panic!("building the test image: {e:#}");
+    }
+    true
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with the last
 /// thing `describe` says about the state (tests never sleep a fixed time).
 pub fn wait_until<T>(

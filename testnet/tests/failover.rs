@@ -15,28 +15,6 @@ use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
 
 const IMAGE: &str = "shoal-test/echo:latest";
 
-fn docker_ready() -> bool {
-    let ok = std::process::Command::new("docker")
-        .arg("info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set and the Docker engine is unreachable"
-        );
-        eprintln!("skipping: no Docker engine here");
-        return false;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(shoal_testnet::image::ensure_echo_image())
-        .expect("building the test image");
-    true
-}
-
 /// Ready pods of `app=web` as `node` reports them: pod name → (node, container id).
 fn ready_pods(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let (code, list) = node
@@ -93,7 +71,7 @@ spec:
 
 #[test]
 fn replicas_of_a_killed_node_come_back_elsewhere_and_the_others_are_untouched() {
-    if !docker_ready() {
+    if !shoal_testnet::docker_ready() {
         return;
     }
     assert!(WEB.contains(IMAGE));
@@ -206,7 +184,7 @@ fn running_web(cluster_id: &str) -> Vec<String> {
 /// heal, the merged slots leave exactly the declared replicas running.
 #[test]
 fn after_a_3_2_partition_heals_exactly_the_declared_replicas_run() {
-    if !docker_ready() {
+    if !shoal_testnet::docker_ready() {
         return;
     }
     if shoal_testnet::partition::available().is_err() {
@@ -291,7 +269,7 @@ fn after_a_3_2_partition_heals_exactly_the_declared_replicas_run() {
 /// the Deployment stays ready), and `uncordon` makes it take pods again.
 #[test]
 fn drain_empties_a_node_and_uncordon_makes_it_usable_again() {
-    if !docker_ready() {
+    if !shoal_testnet::docker_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -18,29 +18,6 @@ use shoal_testnet::{DockerCleanup, Node, NodeOptions, wait_until};
 
 const IMAGE: &str = "shoal-test/echo:latest";
 
-/// Docker and the test image, or None (after saying why) where there is no engine and no CI.
-fn docker_ready() -> bool {
-    let ok = std::process::Command::new("docker")
-        .arg("info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set and the Docker engine is unreachable"
-        );
-        eprintln!("skipping: no Docker engine here");
-        return false;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(shoal_testnet::image::ensure_echo_image())
-        .expect("building the test image");
-    true
-}
-
 struct Setup {
     node: Node,
     cleanup: DockerCleanup,
@@ -48,7 +25,7 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
-    if !docker_ready() {
+    if !shoal_testnet::docker_ready() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
