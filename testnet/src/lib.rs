@@ -9,6 +9,7 @@
 //! ([`partition`]).
 
 pub mod bench;
+pub mod bench_applies;
 pub mod bench_convergence;
 pub mod bench_failover;
 pub mod bench_idle;

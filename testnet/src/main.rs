@@ -104,6 +104,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Sequential small applies per second through one node's API, next to sequential puts
+    /// through one etcd member's JSON gateway.
+    Applies {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+    },
     /// Resident memory and CPU of idle shoald processes, next to an idle etcd member.
     Idle {
         #[arg(long, default_value_t = 1)]
@@ -183,6 +189,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::ApplyToServing { replicas, runs },
         } => shoal_testnet::bench::apply_to_serving(replicas, runs),
+        Cmd::Bench {
+            command: BenchCmd::Applies { count },
+        } => shoal_testnet::bench_applies::applies(count).map(|_| ()),
         Cmd::Bench {
             command:
                 BenchCmd::Idle {
