@@ -17,10 +17,15 @@ const IMAGE: &str = "shoal-test/echo:latest";
 
 /// Whether an HTTP GET of `/` on 127.0.0.1:`port` answers 200.
 fn serves(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    ) else {
+    serves_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Whether an HTTP GET of `/` on `addr` answers 200; never tried off loopback.
+pub(crate) fn serves_at(addr: std::net::SocketAddr) -> bool {
+    if !addr.ip().is_loopback() {
+        return false;
+    }
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));

@@ -6,10 +6,9 @@
 //! ConfigMap of a few bytes, acknowledged only once it is on disk (fsynced), as each etcd put
 //! is. It also prints what the desired-state document takes on disk afterwards.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use base64::Engine as _;
 use serde_json::json;
 
@@ -62,59 +61,33 @@ pub fn applies(count: usize) -> anyhow::Result<(f64, Option<f64>)> {
 }
 
 fn etcd_puts(count: usize) -> anyhow::Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let ip = crate::cluster::pick_addresses(1)?[0].to_string();
-    let (client, peer) = (crate::free_port(&ip)?, crate::free_port(&ip)?);
-    let url = format!("http://{ip}:{client}");
-    let mut child = Command::new("etcd")
-        .args([
-            "--data-dir",
-            &dir.path().join("e").to_string_lossy(),
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-            "--listen-peer-urls",
-            &format!("http://{ip}:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://{ip}:{peer}"),
-            "--initial-cluster",
-            &format!("default=http://{ip}:{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("etcd is not installed (apt-get install etcd-server)")?;
-    let result = (|| {
-        let http = reqwest::blocking::Client::new();
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let put = |key: &str| -> anyhow::Result<()> {
-            let r = http
-                .post(format!("{url}/v3/kv/put"))
-                .json(&json!({"key": b64(key), "value": b64("v")}))
-                .send()?;
-            if !r.status().is_success() {
-                bail!("etcd put: {}", r.status());
-            }
-            Ok(())
-        };
-        let began = Instant::now();
-        while put("warmup").is_err() {
-            if began.elapsed() > Duration::from_secs(20) {
-                bail!("etcd did not start within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    let etcd = crate::etcd::EtcdMember::start()?;
+    let url = etcd.url();
+    let http = reqwest::blocking::Client::new();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let put = |key: &str| -> anyhow::Result<()> {
+        let r = http
+            .post(format!("{url}/v3/kv/put"))
+            .json(&json!({"key": b64(key), "value": b64("v")}))
+            .send()?;
+        if !r.status().is_success() {
+            bail!("etcd put: {}", r.status());
         }
-        for i in 0..20 {
-            put(&format!("w{i}"))?;
+        Ok(())
+    };
+    let began = Instant::now();
+    while put("warmup").is_err() {
+        if began.elapsed() > Duration::from_secs(20) {
+            bail!("etcd did not start within 20 s");
         }
-        let started = Instant::now();
-        for i in 0..count {
-            put(&format!("a{i}"))?;
-        }
-        Ok(count as f64 / started.elapsed().as_secs_f64())
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..20 {
+        put(&format!("w{i}"))?;
+    }
+    let started = Instant::now();
+    for i in 0..count {
+        put(&format!("a{i}"))?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
 }

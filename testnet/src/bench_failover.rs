@@ -10,8 +10,6 @@
 //! cluster serving from the others.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -74,22 +72,9 @@ fn ready(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String, u16)>>
 }
 
 fn serves(ip: &str, port: u16) -> bool {
-    let Ok(addr) = format!("{ip}:{port}").parse::<std::net::SocketAddr>() else {
-        return false;
-    };
-    if !addr.ip().is_loopback() {
-        return false;
-    }
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 12];
-    s.read(&mut buf)
-        .is_ok_and(|n| n >= 12 && &buf[9..12] == b"200")
+    format!("{ip}:{port}")
+        .parse()
+        .is_ok_and(crate::bench::serves_at)
 }
 
 /// Runs the benchmark; returns the times of the runs.

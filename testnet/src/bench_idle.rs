@@ -6,7 +6,6 @@
 //! read from `/proc/PID/stat` (user + system ticks) and its resident set from
 //! `/proc/PID/status` (`VmRSS`) at the end. No request is made meanwhile.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -103,38 +102,12 @@ pub fn idle(nodes: usize, settle_secs: u64, secs: u64) -> anyhow::Result<()> {
 }
 
 fn etcd_idle(settle_secs: u64, secs: u64) -> anyhow::Result<Usage> {
-    let dir = tempfile::tempdir()?;
-    let ip = crate::cluster::pick_addresses(1)?[0].to_string();
-    let (client, peer) = (crate::free_port(&ip)?, crate::free_port(&ip)?);
-    let mut child = Command::new("etcd")
-        .args([
-            "--data-dir",
-            &dir.path().join("e").to_string_lossy(),
-            "--listen-client-urls",
-            &format!("http://{ip}:{client}"),
-            "--advertise-client-urls",
-            &format!("http://{ip}:{client}"),
-            "--listen-peer-urls",
-            &format!("http://{ip}:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://{ip}:{peer}"),
-            "--initial-cluster",
-            &format!("default=http://{ip}:{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("etcd is not installed (apt-get install etcd-server)")?;
-    let result = (|| {
-        std::thread::sleep(Duration::from_secs(settle_secs));
-        if child.try_wait()?.is_some() {
-            bail!("etcd exited");
-        }
-        Ok(measure(&[child.id()], secs)?[0])
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let mut etcd = crate::etcd::EtcdMember::start()?;
+    std::thread::sleep(Duration::from_secs(settle_secs));
+    if etcd.exited()? {
+        bail!("etcd exited");
+    }
+    Ok(measure(&[etcd.pid()], secs)?[0])
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod bench_failover;
 pub mod bench_idle;
 pub mod cleanup;
 pub mod cluster;
+pub mod etcd;
 pub mod image;
 pub mod partition;
 mod process;
