@@ -182,6 +182,7 @@ fn body(kind: Kind) -> Body {
         Kind::Deployment => deployment,
         Kind::ReplicaSet => statefulset,
         Kind::StatefulSet => statefulset,
+        Kind::ControllerRevision => controllerrevision,
         Kind::Pod => pod,
         Kind::Service => service,
         Kind::ConfigMap => configmap,
@@ -735,6 +736,23 @@ fn node(d: &mut Doc, v: &Value, opts: Options) {
             }
         }
     }
+}
+
+fn controllerrevision(d: &mut Doc, v: &Value, _: Options) {
+    d.field(
+        0,
+        "Revision",
+        or_none(at(v, "/revision").map(|r| r.to_string())),
+    );
+    d.field(
+        0,
+        "Containers",
+        list(v, "/data/spec/template/spec/containers")
+            .iter()
+            .filter_map(|c| Some(format!("{} ({})", text(c, "/name")?, text(c, "/image")?)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
 }
 
 fn pvc(d: &mut Doc, v: &Value, _: Options) {

@@ -309,6 +309,21 @@ const STATEFULSET: &[Column] = &[
     wide("IMAGES", template_images),
 ];
 
+const CONTROLLERREVISION: &[Column] = &[
+    col("NAME", name),
+    col("CONTROLLER", |v, _| {
+        list(v, "/metadata/ownerReferences")
+            .first()
+            .and_then(|o| {
+                let kind = text(o, "/kind")?.to_lowercase();
+                Some(format!("{kind}.apps/{}", text(o, "/name")?))
+            })
+            .unwrap_or_default()
+    }),
+    col("REVISION", |v, _| count(v, "/revision")),
+    col("AGE", age),
+];
+
 /// READY of a pod: ready containers / containers.
 fn pod_ready(v: &Value) -> String {
     let statuses = list(v, "/status/containerStatuses");
@@ -647,6 +662,7 @@ pub fn columns(kind: Kind) -> &'static [Column] {
         Kind::Deployment => DEPLOYMENT,
         Kind::ReplicaSet => REPLICASET,
         Kind::StatefulSet => STATEFULSET,
+        Kind::ControllerRevision => CONTROLLERREVISION,
         Kind::Pod => POD,
         Kind::Service => SERVICE,
         Kind::ConfigMap => CONFIGMAP,

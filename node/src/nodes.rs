@@ -113,6 +113,91 @@ pub async fn keep_registered(
     }
 }
 
+/// How many of the known nodes this node hears: the ground of the rule that at most one copy
+/// of a StatefulSet pod ever runs (see `docs/architecture.md`, "StatefulSets: at most one
+/// copy").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quorum {
+    /// Nodes registered in the desired state, plus members heard but not registered yet (this
+    /// one included). A dead or departed member whose Node object was deleted is forgotten.
+    pub known: usize,
+    /// Known nodes that membership sees alive (this one always is).
+    pub alive: usize,
+    /// Known nodes heard within the dead timeout: alive or suspect.
+    pub heard: usize,
+}
+
+impl Quorum {
+    /// Counts `members` against the registered node names. Pure.
+    pub fn count<'a>(
+        members: impl IntoIterator<Item = &'a Member>,
+        registered: &[String],
+    ) -> Quorum {
+        let mut known: std::collections::BTreeSet<&str> =
+            registered.iter().map(String::as_str).collect();
+        let (mut alive, mut heard) = (0, 0);
+        let mut seen: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        for m in members {
+            if !seen.insert(m.record.name.as_str()) {
+                continue;
+            }
+            if matches!(m.liveness, Liveness::Alive | Liveness::Suspect) {
+                known.insert(m.record.name.as_str());
+            } else if !known.contains(m.record.name.as_str()) {
+                continue;
+            }
+            match m.liveness {
+                Liveness::Alive => {
+                    alive += 1;
+                    heard += 1;
+                }
+                Liveness::Suspect => heard += 1,
+                Liveness::Dead | Liveness::Left => {}
+            }
+        }
+        Quorum {
+            known: known.len(),
+            alive,
+            heard,
+        }
+    }
+
+    /// Whether this node sees a majority of the known nodes alive: only then may it move a
+    /// StatefulSet pod off a node it cannot hear.
+    pub fn sees_majority(&self) -> bool {
+        self.alive * 2 > self.known
+    }
+
+    /// Whether the nodes this node cannot hear are a majority of the known ones, so that one
+    /// of them may move this node's StatefulSet pods: then this node must stop them. On an
+    /// exact half neither side sees a majority, so neither moves anything and neither stops.
+    pub fn must_fence(&self) -> bool {
+        self.known.saturating_sub(self.heard) * 2 > self.known
+    }
+}
+
+/// This node's [`Quorum`] now: membership against the registered Node objects. While this
+/// process is younger than the dead timeout, a registered node it has not heard from yet
+/// counts as heard: it is unknown, not lost (a restarted `shoald` must not stop its
+/// StatefulSet pods before its peers could be heard).
+pub async fn quorum(state: &StateHandle, observed: &ObservedHandle) -> Result<Quorum, StateError> {
+    let registered: Vec<String> = state
+        .list(Kind::Node, None)
+        .await?
+        .into_iter()
+        .filter_map(|o| Some(o.value.pointer("/metadata/name")?.as_str()?.to_string()))
+        .collect();
+    let members = observed.members();
+    let mut q = Quorum::count(members.values(), &registered);
+    if observed.uptime() < observed.timing().dead_after {
+        q.heard += registered
+            .iter()
+            .filter(|n| !members.contains_key(*n))
+            .count();
+    }
+    Ok(q)
+}
+
 /// The holder of the controller role among `members`: the alive one with the lowest peer id
 /// (then name).
 pub fn controller<'a>(members: impl IntoIterator<Item = &'a Member>) -> Option<String> {

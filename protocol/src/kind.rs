@@ -16,6 +16,7 @@ pub enum Kind {
     Deployment,
     ReplicaSet,
     StatefulSet,
+    ControllerRevision,
 }
 
 struct KindInfo {
@@ -143,12 +144,24 @@ const KINDS: &[KindInfo] = &[
         namespaced: true,
         appliable: true,
     },
+    KindInfo {
+        kind: Kind::ControllerRevision,
+        name: "ControllerRevision",
+        group: "apps",
+        version: "v1",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        short: &[],
+        namespaced: true,
+        // StatefulSets own their revisions: one per template.
+        appliable: false,
+    },
 ];
 
 impl Kind {
     /// Every kind, in the order in which a batch is applied (namespaces first, so that objects
     /// in the same file can live in a namespace the file creates).
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Namespace,
         Kind::Node,
         Kind::ConfigMap,
@@ -159,6 +172,7 @@ impl Kind {
         Kind::Deployment,
         Kind::ReplicaSet,
         Kind::StatefulSet,
+        Kind::ControllerRevision,
     ];
 
     fn info(self) -> &'static KindInfo {

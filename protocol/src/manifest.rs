@@ -502,6 +502,7 @@ fn typed(kind: Kind, value: Value) -> Result<Resource, FieldError> {
         Kind::Deployment => Resource::Deployment(de(value)?),
         Kind::ReplicaSet => Resource::ReplicaSet(de(value)?),
         Kind::StatefulSet => Resource::StatefulSet(de(value)?),
+        Kind::ControllerRevision => Resource::ControllerRevision(de(value)?),
         Kind::Node => {
             return Err(FieldError::new(
                 "kind",

@@ -5,8 +5,8 @@ use serde_json::Value;
 use crate::error::{FieldError, ManifestErrors};
 use crate::kind::Kind;
 use crate::kinds::{
-    ConfigMap, Deployment, Namespace, PersistentVolumeClaim, Pod, ReplicaSet, Secret, Service,
-    StatefulSet,
+    ConfigMap, ControllerRevision, Deployment, Namespace, PersistentVolumeClaim, Pod, ReplicaSet,
+    Secret, Service, StatefulSet,
 };
 use crate::meta::ObjectMeta;
 
@@ -22,6 +22,7 @@ pub enum Resource {
     Deployment(Deployment),
     ReplicaSet(ReplicaSet),
     StatefulSet(StatefulSet),
+    ControllerRevision(ControllerRevision),
 }
 
 macro_rules! each_variant {
@@ -36,6 +37,7 @@ macro_rules! each_variant {
             Resource::Deployment($r) => $body,
             Resource::ReplicaSet($r) => $body,
             Resource::StatefulSet($r) => $body,
+            Resource::ControllerRevision($r) => $body,
         }
     };
 }
@@ -52,6 +54,7 @@ impl Resource {
             Resource::Deployment(_) => Kind::Deployment,
             Resource::ReplicaSet(_) => Kind::ReplicaSet,
             Resource::StatefulSet(_) => Kind::StatefulSet,
+            Resource::ControllerRevision(_) => Kind::ControllerRevision,
         }
     }
 

@@ -278,6 +278,13 @@ pub(crate) fn validate(resource: &Resource) -> Vec<FieldError> {
             &[],
         ),
         Resource::StatefulSet(s) => validate_stateful_set(&mut e, s),
+        Resource::ControllerRevision(r) => {
+            validate_template_meta(
+                &mut e,
+                &r.data.spec.template.metadata,
+                "data.spec.template.metadata",
+            );
+        }
     }
     e.0
 }

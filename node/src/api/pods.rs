@@ -17,13 +17,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use shoal_protocol::cluster::Slot;
+use shoal_protocol::cluster::slot_key;
 use shoal_protocol::kinds::{Pod, ReplicaSet};
 use shoal_protocol::status::PodStatus;
 use shoal_protocol::{Kind, Resource};
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::pods::{DesiredPod, join, pod_key, pod_object, typed};
+use crate::pods::{DesiredPod, join_owners, owners, pod_key, pod_object, typed};
 use crate::runtime::{LogOptions, Runtime, RuntimeError};
 
 /// Container labels the node agent sets on every container of a pod.
@@ -34,26 +35,17 @@ pub const CONTAINER_LABEL: &str = "shoal.container";
 /// Every pod that should exist, plus bare Pods whose slot is not written yet.
 async fn all_pods(api: &ApiState) -> Result<(Vec<DesiredPod>, Vec<ReplicaSet>), ApiError> {
     let slots = api.state.slots().await?;
-    let replicasets = typed(&api.state, Kind::ReplicaSet, |r| match r {
-        Resource::ReplicaSet(rs) => Some(rs),
-        _ => None,
-    })
-    .await?;
-    let bare = typed(&api.state, Kind::Pod, |r| match r {
-        Resource::Pod(p) => Some(p),
-        _ => None,
-    })
-    .await?;
-    let mut pods = join(&slots, &replicasets, &bare);
+    let owners = owners(&api.state).await?;
+    let mut pods = join_owners(&slots, &owners);
     let have: std::collections::BTreeSet<String> = pods.iter().map(DesiredPod::key).collect();
-    for p in &bare {
+    for p in &owners.pods {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         if !have.contains(&pod_key(&ns, &p.metadata.name)) {
             pods.push(unslotted(p, ns));
         }
     }
     pods.sort_by(|a, b| (&a.slot.namespace, &a.slot.pod).cmp(&(&b.slot.namespace, &b.slot.pod)));
-    Ok((pods, replicasets))
+    Ok((pods, owners.replicasets))
 }
 
 /// A bare Pod the controller has not given a slot yet: Pending, on no node.
@@ -105,6 +97,28 @@ async fn find(
 pub async fn get(api: &ApiState, ns: &str, name: &str) -> Result<Value, ApiError> {
     let (pod, _) = find(api, ns, name).await?;
     Ok(object(&pod, &api.observed.pods()))
+}
+
+/// Deletes a StatefulSet's pod, as `kubectl delete pod db-1` does: its slot goes, its node
+/// stops it, and the StatefulSet makes it again under the same name (on the update revision
+/// under `OnDelete`). None when the pod is not a StatefulSet's.
+pub async fn delete_statefulset_pod(
+    api: &ApiState,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    let Ok((pod, _)) = find(api, ns, name).await else {
+        return Ok(None);
+    };
+    if pod.slot.owner_kind != "StatefulSet" {
+        return Ok(None);
+    }
+    let shown = object(&pod, &api.observed.pods());
+    api.state
+        .write_slots(Vec::new(), vec![slot_key(ns, name)])
+        .await?;
+    tracing::info!(pod = %slot_key(ns, name), "deleted a StatefulSet pod; it is made again");
+    Ok(Some(shown))
 }
 
 /// Refuses to delete a pod that a ReplicaSet owns (its controller would only make it again)

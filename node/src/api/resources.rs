@@ -259,6 +259,9 @@ async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>
     }
     if t.kind == Kind::Pod {
         let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        if let Some(deleted) = pods::delete_statefulset_pod(api, ns, name).await? {
+            return Ok(Json(deleted));
+        }
         pods::check_delete(api, ns, name).await?;
     }
     match api

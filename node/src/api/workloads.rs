@@ -1,5 +1,5 @@
-//! Workload routes beyond plain objects: the observed `status` of Deployments and
-//! ReplicaSets (computed by the controllers' status functions, never stored), the `scale`
+//! Workload routes beyond plain objects: the observed `status` of Deployments, ReplicaSets
+//! and StatefulSets (computed by the controllers' status functions, never stored), the `scale`
 //! subresource, and rollback.
 //!
 //! It decides nothing itself: status and rollback templates come from
@@ -34,7 +34,10 @@ pub struct StatusInputs {
 impl StatusInputs {
     /// Loads the inputs when `kind` has a computed status, else None.
     pub async fn load_for(api: &ApiState, kind: Kind) -> Result<Option<StatusInputs>, ApiError> {
-        if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+        if !matches!(
+            kind,
+            Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet
+        ) {
             return Ok(None);
         }
         Ok(Some(StatusInputs::load(api).await?))
@@ -82,6 +85,12 @@ impl StatusInputs {
             Ok(Resource::Deployment(d)) => Some(controllers::deployment_status(
                 &d,
                 &self.replicasets_in(ns),
+                &self.slots_in(ns),
+                &self.observed,
+                self.now,
+            )),
+            Ok(Resource::StatefulSet(s)) => Some(controllers::statefulset::statefulset_status(
+                &s,
                 &self.slots_in(ns),
                 &self.observed,
                 self.now,

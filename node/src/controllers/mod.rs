@@ -9,6 +9,8 @@
 //! - [`plan()`]: the pure decision, from a snapshot of inputs to a list of [`Action`]s;
 //! - `deployment`: template hashes, ownership, revisions, the rollout steps;
 //! - `replicaset`: ReplicaSets and bare Pods into slots;
+//! - `statefulset`: StatefulSets into ordinal slots and ControllerRevisions, with the rule that
+//!   at most one copy of an ordinal runs;
 //! - [`placement`]: which node each slot goes to, through the scheduler (a slot that fits
 //!   nowhere carries the scheduler's message);
 //! - `status`: Deployment and ReplicaSet status, availability, progress tracking, rollback;
@@ -23,9 +25,12 @@
 mod deployment;
 pub mod placement;
 mod replicaset;
+pub mod statefulset;
 mod status;
 mod task;
 
+#[cfg(test)]
+mod statefulset_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,7 +38,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use shoal_protocol::cluster::Slot;
-use shoal_protocol::kinds::{Deployment, Pod, PodTemplateSpec, ReplicaSet};
+use shoal_protocol::kinds::{
+    ControllerRevision, Deployment, Pod, PodTemplateSpec, ReplicaSet, StatefulSet,
+};
 use shoal_protocol::status::PodStatus;
 
 pub use deployment::{owns, revision, template_hash};
@@ -92,6 +99,12 @@ pub enum Action {
     PutSlot(Slot),
     /// Remove the slot with this key (`namespace/pod`).
     DeleteSlot(String),
+    /// Create or update a StatefulSet's ControllerRevision. Boxed as a ReplicaSet.
+    PutRevision(Box<ControllerRevision>),
+    DeleteRevision {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// Everything one planning round reads: a consistent snapshot of the store and of observed
@@ -101,9 +114,14 @@ pub struct Inputs<'a> {
     pub deployments: &'a [Deployment],
     pub replicasets: &'a [ReplicaSet],
     pub pods: &'a [Pod],
+    pub statefulsets: &'a [StatefulSet],
+    pub revisions: &'a [ControllerRevision],
     pub slots: &'a [Slot],
     pub observed: &'a PodStatuses,
     pub nodes: &'a Nodes,
+    /// How many of the known nodes this node hears (StatefulSet pods move off a lost node
+    /// only with a majority).
+    pub quorum: crate::nodes::Quorum,
     /// Seconds since the Unix epoch.
     pub now: i64,
 }
@@ -171,6 +189,22 @@ pub fn plan(inputs: &Inputs<'_>) -> Vec<Action> {
             .map_or(1, |d| deployment::max_unavailable(d).max(1));
         drain_budgets.insert(deployment::rs_key(rs), budget);
     }
+    let stateful = statefulset::plan_statefulsets(
+        inputs.statefulsets,
+        inputs.revisions,
+        inputs.slots,
+        inputs.observed,
+        inputs.nodes,
+        inputs.quorum,
+        inputs.now,
+    );
+    actions.extend(
+        stateful
+            .revision_puts
+            .iter()
+            .cloned()
+            .map(|r| Action::PutRevision(Box::new(r))),
+    );
     let (puts, deletes) = replicaset::plan_slots(
         &replicasets,
         inputs.pods,
@@ -178,8 +212,15 @@ pub fn plan(inputs: &Inputs<'_>) -> Vec<Action> {
         &ctx,
         inputs.nodes,
         &drain_budgets,
+        &stateful,
     );
     actions.extend(puts.into_iter().map(Action::PutSlot));
     actions.extend(deletes.into_iter().map(Action::DeleteSlot));
+    actions.extend(
+        stateful
+            .revision_deletes
+            .into_iter()
+            .map(|(namespace, name)| Action::DeleteRevision { namespace, name }),
+    );
     actions
 }

@@ -28,6 +28,9 @@ pub struct Nodes {
     pub known: BTreeSet<String>,
     /// Known nodes whose slots go elsewhere: dead (or departed) for longer than the grace.
     pub movable: BTreeSet<String>,
+    /// Known nodes that announced they left (a graceful stop of `shoald`: their containers
+    /// may still run).
+    pub left: BTreeSet<String>,
     /// Nodes being drained, and whether by force (every pod at once, not within each
     /// workload's maxUnavailable).
     pub draining: BTreeMap<String, bool>,
@@ -59,6 +62,9 @@ impl Nodes {
         }
         for (record, liveness) in members {
             nodes.known.insert(record.name.clone());
+            if liveness == Liveness::Left {
+                nodes.left.insert(record.name.clone());
+            }
             if liveness == Liveness::Alive {
                 let mut info = NodeInfo::from_record(record);
                 if let Some(object) = objects.get(record.name.as_str()) {
@@ -77,6 +83,7 @@ impl Nodes {
             known: alive.iter().map(|n| n.name.clone()).collect(),
             alive,
             movable: BTreeSet::new(),
+            left: BTreeSet::new(),
             draining: BTreeMap::new(),
         }
     }

@@ -8,8 +8,9 @@
 //! rollout's arithmetic honest: the rollout scales an old ReplicaSet down by its unavailable
 //! pods first, and exactly those go. A bare Pod owns one slot named as the Pod.
 //!
-//! Slots whose ReplicaSet or Pod is gone are removed. Slots of other owner kinds (later:
-//! StatefulSets) are left alone.
+//! Slots whose ReplicaSet or Pod is gone are removed. The StatefulSets' slots arrive planned
+//! (see `statefulset`) and are placed here with the others, so that all share one view of
+//! the nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,7 @@ use shoal_protocol::kinds::{Pod, ReplicaSet};
 use crate::scheduler::{OwnerKey, PodRequest};
 
 use super::placement::{self, Nodes};
+use super::statefulset::{OWNER_STATEFULSET, StatefulPlan};
 use super::status::{Ctx, is_available};
 
 const OWNER_REPLICASET: &str = "ReplicaSet";
@@ -33,6 +35,7 @@ pub(crate) fn plan_slots(
     ctx: &Ctx<'_>,
     nodes: &Nodes,
     drain_budgets: &BTreeMap<(String, String), i32>,
+    stateful: &StatefulPlan,
 ) -> (Vec<Slot>, Vec<String>) {
     let existing: BTreeMap<String, &Slot> = slots.iter().map(|s| (s.key(), s)).collect();
     // Every slot that should exist, by key, its node possibly still to choose.
@@ -72,12 +75,48 @@ pub(crate) fn plan_slots(
         );
     }
 
-    evict_for_drain(&mut wanted, nodes, ctx, drain_budgets);
+    for (key, slot) in &stateful.slots {
+        if wanted.contains_key(key) {
+            tracing::warn!(pod = %key, "a StatefulSet pod has the name of another owner's pod; not run");
+            continue;
+        }
+        wanted.insert(key.clone(), slot.clone());
+    }
+
+    evict_for_drain(&mut wanted, nodes, ctx, drain_budgets, &stateful.pinned);
+    // At most one copy of a StatefulSet pod: one that lost its node is placed again only once
+    // no alive node reports it (its old copy has stopped).
+    let mut held = stateful.held.clone();
+    for (key, slot) in &wanted {
+        if slot.owner_kind == OWNER_STATEFULSET
+            && slot.node.is_empty()
+            && !held.contains_key(key)
+            && ctx.observed.contains_key(key)
+        {
+            held.insert(
+                key.clone(),
+                "waiting for the pod's previous copy to stop".to_string(),
+            );
+        }
+    }
     // Placement: each slot's pod asks what its owner's template asks.
     let requests = owner_requests(replicasets, pods);
     placement::place(wanted.values_mut(), nodes, |slot| {
-        requests.get(&OwnerKey::of_slot(slot)).cloned()
+        let key = slot.key();
+        if held.contains_key(&key) {
+            return None;
+        }
+        stateful
+            .requests
+            .get(&key)
+            .or_else(|| requests.get(&OwnerKey::of_slot(slot)))
+            .cloned()
     });
+    for (key, why) in held {
+        if let Some(slot) = wanted.get_mut(&key) {
+            slot.unschedulable = Some(why);
+        }
+    }
 
     let puts: Vec<Slot> = wanted
         .values()
@@ -87,7 +126,9 @@ pub(crate) fn plan_slots(
     let deletes: Vec<String> = existing
         .iter()
         .filter(|(k, s)| {
-            (s.owner_kind == OWNER_REPLICASET || s.owner_kind == OWNER_POD)
+            (s.owner_kind == OWNER_REPLICASET
+                || s.owner_kind == OWNER_POD
+                || s.owner_kind == OWNER_STATEFULSET)
                 && !wanted.contains_key(*k)
         })
         .map(|(k, _)| k.clone())
@@ -98,12 +139,14 @@ pub(crate) fn plan_slots(
 /// Takes slots off draining nodes (their node cleared, so that placement moves them), per
 /// owner as many as its budget allows: the budget (the Deployment's maxUnavailable, at least
 /// one; one for other owners) minus the owner's pods that are not ready now. A forced drain
-/// takes every slot at once. Slots go in index order.
+/// takes every slot at once. Slots go in index order. A StatefulSet pod whose volumes pin it
+/// to its node (its key is in `pinned`) stays unless the drain is forced.
 fn evict_for_drain(
     wanted: &mut BTreeMap<String, Slot>,
     nodes: &Nodes,
     ctx: &Ctx<'_>,
     budgets: &BTreeMap<(String, String), i32>,
+    pinned: &BTreeSet<String>,
 ) {
     if nodes.draining.is_empty() {
         return;
@@ -122,7 +165,12 @@ fn evict_for_drain(
     for ((namespace, kind, name), keys) in owners {
         let mut on_drain: Vec<&String> = keys
             .iter()
-            .filter(|k| nodes.draining.contains_key(&wanted[*k].node))
+            .filter(|k| {
+                nodes
+                    .draining
+                    .get(&wanted[*k].node)
+                    .is_some_and(|force| *force || !pinned.contains(*k))
+            })
             .collect();
         if on_drain.is_empty() {
             continue;

@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_protocol::kinds::{Deployment, Pod, ReplicaSet};
+use shoal_protocol::kinds::{ControllerRevision, Deployment, Pod, ReplicaSet, StatefulSet};
 use shoal_protocol::{Kind, Resource};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{Action, Inputs, Nodes, plan};
+use crate::observed::Liveness;
 use crate::observed::ObservedHandle;
 use crate::pods::typed;
 use crate::state::{StateError, StateHandle};
@@ -34,6 +35,13 @@ pub enum ControllerError {
     },
     #[error("deleting ReplicaSet {namespace}/{name}: {source}")]
     DeleteReplicaSet {
+        namespace: String,
+        name: String,
+        #[source]
+        source: StateError,
+    },
+    #[error("writing ControllerRevision {namespace}/{name}: {source}")]
+    WriteRevision {
         namespace: String,
         name: String,
         #[source]
@@ -156,6 +164,18 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     })
     .await
     .map_err(ControllerError::Read)?;
+    let statefulsets = typed::<StatefulSet>(&c.state, Kind::StatefulSet, |r| match r {
+        Resource::StatefulSet(s) => Some(s),
+        _ => None,
+    })
+    .await
+    .map_err(ControllerError::Read)?;
+    let revisions = typed::<ControllerRevision>(&c.state, Kind::ControllerRevision, |r| match r {
+        Resource::ControllerRevision(r) => Some(r),
+        _ => None,
+    })
+    .await
+    .map_err(ControllerError::Read)?;
     let slots = c.state.slots().await.map_err(ControllerError::Read)?;
     let observed = c.observed.pods();
     let members = c.observed.members();
@@ -176,6 +196,15 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         .filter_map(|o| Some(o.pointer("/metadata/name")?.as_str()?.to_string()))
         .collect();
     nodes.known.extend(registered.iter().cloned());
+    // A dead or departed member whose Node object was deleted (`shoal delete node`) is
+    // forgotten: its slots go elsewhere at once, StatefulSet pods included.
+    for (name, m) in &members {
+        if matches!(m.liveness, Liveness::Dead | Liveness::Left) && !registered.contains(name) {
+            nodes.known.remove(name);
+            nodes.left.remove(name);
+        }
+    }
+    let quorum = crate::nodes::Quorum::count(members.values(), &registered);
     nodes.movable = movable(
         &members,
         &registered,
@@ -188,9 +217,12 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         deployments: &deployments,
         replicasets: &replicasets,
         pods: &pods,
+        statefulsets: &statefulsets,
+        revisions: &revisions,
         slots: &slots,
         observed: &observed,
         nodes: &nodes,
+        quorum,
         now,
     });
     let n = actions.len();
@@ -210,7 +242,6 @@ pub(crate) fn movable(
     grace: Duration,
     uptime: Duration,
 ) -> BTreeSet<String> {
-    use crate::observed::Liveness;
     let mut out = BTreeSet::new();
     for (name, m) in members {
         let quiet = m.record.seen.map(|t| t.elapsed());
@@ -238,10 +269,13 @@ pub(crate) fn movable(
 async fn execute(c: &Controllers, actions: Vec<Action>) -> Result<(), ControllerError> {
     let (mut rs_puts, mut rs_deletes, mut slot_puts, mut slot_deletes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rev_puts, mut rev_deletes) = (Vec::new(), Vec::new());
     for a in actions {
         match a {
             Action::PutReplicaSet(rs) => rs_puts.push(*rs),
             Action::DeleteReplicaSet { namespace, name } => rs_deletes.push((namespace, name)),
+            Action::PutRevision(r) => rev_puts.push(*r),
+            Action::DeleteRevision { namespace, name } => rev_deletes.push((namespace, name)),
             Action::PutSlot(s) => slot_puts.push(s),
             Action::DeleteSlot(k) => slot_deletes.push(k),
         }
@@ -261,6 +295,21 @@ async fn execute(c: &Controllers, actions: Vec<Action>) -> Result<(), Controller
                 source,
             })?;
     }
+    for r in rev_puts {
+        let namespace = r.metadata.namespace.clone().unwrap_or_default();
+        let name = r.metadata.name.clone();
+        tracing::info!(revision = %format!("{namespace}/{name}"), number = r.revision,
+            "writing ControllerRevision");
+        let value = Resource::ControllerRevision(r).to_value();
+        c.state
+            .apply_values(vec![(Kind::ControllerRevision, value)])
+            .await
+            .map_err(|source| ControllerError::WriteRevision {
+                namespace,
+                name,
+                source,
+            })?;
+    }
     if !slot_puts.is_empty() || !slot_deletes.is_empty() {
         let (puts, deletes) = (slot_puts.len(), slot_deletes.len());
         tracing::debug!(puts, deletes, "writing slots");
@@ -270,6 +319,18 @@ async fn execute(c: &Controllers, actions: Vec<Action>) -> Result<(), Controller
             .map_err(|source| ControllerError::WriteSlots {
                 puts,
                 deletes,
+                source,
+            })?;
+    }
+    // Revisions go after the slots, whose pods may still name them.
+    for (namespace, name) in rev_deletes {
+        tracing::info!(revision = %format!("{namespace}/{name}"), "deleting ControllerRevision");
+        c.state
+            .delete(Kind::ControllerRevision, Some(&namespace), &name)
+            .await
+            .map_err(|source| ControllerError::WriteRevision {
+                namespace,
+                name,
                 source,
             })?;
     }

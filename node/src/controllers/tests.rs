@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use shoal_protocol::cluster::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Slot};
-use shoal_protocol::kinds::{Deployment, Pod, ReplicaSet};
+use shoal_protocol::kinds::{ControllerRevision, Deployment, Pod, ReplicaSet, StatefulSet};
 use shoal_protocol::status::{PodCondition, PodStatus};
 use shoal_protocol::{Kind, Resource};
 
@@ -11,7 +11,7 @@ use super::placement::{Nodes, place};
 use super::status::{PROGRESS_AT_ANNOTATION, ProgressMark, parse_rfc3339};
 use super::*;
 
-const T0: i64 = 1_795_631_220;
+pub(super) const T0: i64 = 1_795_631_220;
 
 // ------------------------------------------------------------------------------ fixtures
 
@@ -54,7 +54,7 @@ fn set_image(d: &mut Deployment, image: &str) {
     d.spec.template.spec.containers[0].image = image.into();
 }
 
-fn ready_status(since: i64) -> PodStatus {
+pub(super) fn ready_status(since: i64) -> PodStatus {
     PodStatus {
         phase: "Running".into(),
         conditions: vec![PodCondition {
@@ -68,7 +68,7 @@ fn ready_status(since: i64) -> PodStatus {
     }
 }
 
-fn running_unready() -> PodStatus {
+pub(super) fn running_unready() -> PodStatus {
     PodStatus {
         phase: "Running".into(),
         ..PodStatus::default()
@@ -77,47 +77,68 @@ fn running_unready() -> PodStatus {
 
 /// An in-memory cluster: the planner's inputs, and its actions applied as the store would
 /// (the store keeps no owner references and sets the creation time).
-struct Sim {
-    deployments: Vec<Deployment>,
-    replicasets: Vec<ReplicaSet>,
-    pods: Vec<Pod>,
-    slots: Vec<Slot>,
-    observed: PodStatuses,
-    nodes: Nodes,
-    now: i64,
-    writes: usize,
+pub(super) struct Sim {
+    pub(super) deployments: Vec<Deployment>,
+    pub(super) replicasets: Vec<ReplicaSet>,
+    pub(super) pods: Vec<Pod>,
+    pub(super) statefulsets: Vec<StatefulSet>,
+    pub(super) revisions: Vec<ControllerRevision>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) observed: PodStatuses,
+    pub(super) nodes: Nodes,
+    pub(super) quorum: crate::nodes::Quorum,
+    pub(super) now: i64,
+    pub(super) writes: usize,
 }
 
 impl Sim {
-    fn new(deployments: Vec<Deployment>) -> Sim {
+    pub(super) fn new(deployments: Vec<Deployment>) -> Sim {
         Sim {
             deployments,
             replicasets: Vec::new(),
             pods: Vec::new(),
+            statefulsets: Vec::new(),
+            revisions: Vec::new(),
             slots: Vec::new(),
             observed: PodStatuses::new(),
             nodes: Nodes::single("n1"),
+            quorum: crate::nodes::Quorum {
+                known: 1,
+                alive: 1,
+                heard: 1,
+            },
             now: T0,
             writes: 0,
         }
     }
 
-    fn plan(&self) -> Vec<Action> {
+    pub(super) fn plan(&self) -> Vec<Action> {
         plan(&Inputs {
             deployments: &self.deployments,
             replicasets: &self.replicasets,
             pods: &self.pods,
+            statefulsets: &self.statefulsets,
+            revisions: &self.revisions,
             slots: &self.slots,
             observed: &self.observed,
             nodes: &self.nodes,
+            quorum: self.quorum,
             now: self.now,
         })
     }
 
-    fn apply(&mut self, actions: &[Action]) {
+    pub(super) fn apply(&mut self, actions: &[Action]) {
         for a in actions {
             self.writes += 1;
             match a {
+                Action::PutRevision(r) => {
+                    self.revisions
+                        .retain(|x| x.metadata.name != r.metadata.name);
+                    self.revisions.push((**r).clone());
+                }
+                Action::DeleteRevision { name, .. } => {
+                    self.revisions.retain(|x| &x.metadata.name != name)
+                }
                 Action::PutReplicaSet(rs) => {
                     let mut rs = (**rs).clone();
                     rs.metadata.owner_references.clear();
@@ -155,14 +176,14 @@ impl Sim {
     }
 
     /// plan + apply; returns the actions.
-    fn step(&mut self) -> Vec<Action> {
+    pub(super) fn step(&mut self) -> Vec<Action> {
         let actions = self.plan();
         self.apply(&actions);
         actions
     }
 
     /// Steps until no action (at most `n` rounds).
-    fn settle(&mut self, n: usize) {
+    pub(super) fn settle(&mut self, n: usize) {
         for _ in 0..n {
             if self.step().is_empty() {
                 return;
@@ -172,7 +193,7 @@ impl Sim {
     }
 
     /// Every slot's pod becomes ready now.
-    fn all_ready(&mut self) {
+    pub(super) fn all_ready(&mut self) {
         for s in &self.slots {
             self.observed
                 .entry(s.key())
@@ -724,11 +745,12 @@ fn orphans_are_removed_and_bare_pods_get_a_slot() {
         _ => unreachable!(),
     };
     sim.pods = vec![pod];
-    // A slot of a StatefulSet (another controller's) and an orphan ReplicaSet slot.
+    // A slot of an owner kind this version does not know (a newer node's) and an orphan
+    // ReplicaSet slot.
     let foreign = Slot {
         namespace: "default".into(),
         pod: "db-0".into(),
-        owner_kind: "StatefulSet".into(),
+        owner_kind: "DaemonSet".into(),
         owner_name: "db".into(),
         index: 0,
         revision: "x".into(),

@@ -30,7 +30,8 @@ pub use self::service::{
     Service, ServiceAffinity, ServicePort, ServiceSpec, ServiceType, TrafficPolicy,
 };
 pub use self::workloads::{
-    Deployment, DeploymentSpec, DeploymentStrategy, DeploymentStrategyType, PodManagementPolicy,
-    ReplicaSet, ReplicaSetSpec, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy,
-    StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy, StatefulSetUpdateStrategyType,
+    ControllerRevision, Deployment, DeploymentSpec, DeploymentStrategy, DeploymentStrategyType,
+    PodManagementPolicy, ReplicaSet, ReplicaSetSpec, RevisionData, RevisionSpec,
+    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec,
+    StatefulSetUpdateStrategy, StatefulSetUpdateStrategyType,
 };

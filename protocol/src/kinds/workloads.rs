@@ -1,4 +1,5 @@
-//! Deployment and StatefulSet: pods kept running from a template.
+//! Deployment and StatefulSet: pods kept running from a template; ReplicaSets and
+//! ControllerRevisions, the revisions their controllers keep.
 
 use serde::{Deserialize, Serialize};
 
@@ -229,5 +230,42 @@ impl StatefulSet {
         for c in &mut self.spec.volume_claim_templates {
             c.default_fields();
         }
+    }
+}
+
+/// A ControllerRevision (`apps/v1`): one template revision of a StatefulSet, named
+/// `<statefulset>-<revision hash>`, kept so that each pod is (re)made from the template of its
+/// own revision while an update is under way, below a rolling update's partition, or under
+/// `OnDelete`. Written by the controllers only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerRevision {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The revision's template, as Kubernetes keeps it: `{"spec": {"template": ...}}`.
+    pub data: RevisionData,
+    /// 1 for the first template, then one more for each new one.
+    #[serde(default)]
+    pub revision: i64,
+}
+
+/// The state a ControllerRevision keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevisionData {
+    pub spec: RevisionSpec,
+}
+
+/// The part of a StatefulSet's spec a revision keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevisionSpec {
+    pub template: PodTemplateSpec,
+}
+
+impl ControllerRevision {
+    /// The template's defaults.
+    pub fn default_fields(&mut self) {
+        self.data.spec.template.spec.default_fields();
     }
 }
