@@ -153,6 +153,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_secs(10),
         stop.clone(),
     ));
+    // The agent fences this node's StatefulSet pods while it cannot hear a majority.
+    let (fence_tx, fence_rx) = tokio::sync::watch::channel(agent::FenceState::new());
+    tracker.spawn(agent::watch_fence(
+        state.clone(),
+        observed.clone(),
+        fence_tx,
+        agent::FENCE_EVERY,
+        stop.clone(),
+    ));
     tracker.spawn(
         agent::Agent::new(
             agent::AgentConfig {
@@ -166,6 +175,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             engine.clone(),
             Some(pod_reporter),
         )
+        .with_fencing(agent::Fencing {
+            fence: fence_rx,
+            observed: observed.clone(),
+            dead_after: config.membership_timing().dead_after,
+            reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
+        })
         .run(stop.clone()),
     );
     tracker.spawn(

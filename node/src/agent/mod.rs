@@ -16,6 +16,13 @@
 //! Talks to: the state store (slots, templates, ConfigMaps, Secrets; its change
 //! notifications), the runtime through [`Engine`], and observed state through
 //! [`PodReporter`] (the whole set of this node's pods after each round).
+//!
+//! StatefulSet pods are guarded so that at most one copy of each ever runs, even in a
+//! partition (the rules are in `plan.rs`, "StatefulSets: at most one copy"): [`watch_fence`]
+//! evaluates this node's [`nodes::Quorum`] every 250 ms into a [`FenceState`], and the agent
+//! ([`Agent::with_fencing`]) stops its StatefulSet pods while the nodes it cannot hear are a
+//! majority, starts none until it has heard a majority again for `dead_after`, starts none
+//! another node reports, and reports those it is still stopping as `Terminating`.
 
 pub mod plan;
 pub mod probe;
@@ -36,15 +43,16 @@ use shoal_protocol::Kind;
 use shoal_protocol::Resource;
 use shoal_protocol::kinds::Probe;
 use shoal_protocol::status::PodStatus;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::plan::{Action, Persisted, PodInput, PodMemory, Retry, Selection};
+use self::plan::{Action, Guard, Mode, Persisted, PodInput, PodMemory, Retry, Selection};
 use self::probe::{ProbeEvent, ProbeKind, ProbeTarget};
 use self::spec::{ConfigSources, NodeContext, SourceKind, labels};
-use crate::observed::PodReporter;
+use crate::nodes;
+use crate::observed::{ObservedHandle, PodReporter};
 use crate::pods::{DesiredPod, desired_pods};
 use crate::runtime::{ContainerState, Engine, Runtime, RuntimeError};
 use crate::state::StateHandle;
@@ -68,6 +76,94 @@ pub struct AgentConfig {
     pub channel_size: usize,
 }
 
+/// Whether this node must fence its StatefulSet pods, as [`watch_fence`] last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceState {
+    /// The node's quorum at the last evaluation.
+    pub quorum: nodes::Quorum,
+    /// [`nodes::Quorum::must_fence`], except while this process is starting (see
+    /// [`watch_fence`]).
+    pub fenced: bool,
+    /// When `fenced` last changed, or when the watch started: the hold-off counts from it.
+    pub since: Instant,
+}
+
+impl FenceState {
+    /// Not fenced, since now: a node that has just started holds its StatefulSet pods off for
+    /// `dead_after`, as after a fence.
+    pub fn new() -> FenceState {
+        FenceState {
+            quorum: nodes::Quorum::default(),
+            fenced: false,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Default for FenceState {
+    fn default() -> FenceState {
+        FenceState::new()
+    }
+}
+
+/// How often [`watch_fence`] evaluates the quorum.
+pub const FENCE_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps `tx` up to date with this node's [`nodes::quorum`], every `every`, until
+/// `shutdown`. Readers are woken only when `fenced` changes.
+///
+/// While this process is starting ([`ObservedHandle::starting`]), it has not had the time to
+/// hear its peers, which the quorum would count as unheard: it does not fence then (a restart
+/// of `shoald` must not stop the StatefulSet pods), and the agent holds them off anyway.
+pub async fn watch_fence(
+    state: StateHandle,
+    observed: ObservedHandle,
+    tx: watch::Sender<FenceState>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let quorum = match nodes::quorum(&state, &observed).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot count the quorum; keeping the last verdict");
+                continue;
+            }
+        };
+        let fenced = quorum.must_fence() && !observed.starting();
+        tx.send_if_modified(|s| {
+            s.quorum = quorum;
+            if s.fenced == fenced {
+                return false;
+            }
+            s.fenced = fenced;
+            s.since = Instant::now();
+            true
+        });
+    }
+}
+
+/// What the agent needs to guard StatefulSet pods (see the module documentation).
+#[derive(Clone)]
+pub struct Fencing {
+    /// Fed by [`watch_fence`].
+    pub fence: watch::Receiver<FenceState>,
+    /// Which pods the other nodes report.
+    pub observed: ObservedHandle,
+    /// Membership's `dead_after`: the hold-off after a fence.
+    pub dead_after: Duration,
+    /// How long the controllers wait after `dead_after` before they move a pod off a node
+    /// they cannot hear; fenced pods get half of it as their stop grace.
+    pub reschedule_grace: Duration,
+}
+
 /// The node agent task. Build with [`Agent::new`], run with [`Agent::run`].
 pub struct Agent {
     ctx: NodeContext,
@@ -83,9 +179,17 @@ pub struct Agent {
     background: JoinSet<String>,
     /// Container ids a background task works on.
     busy: HashSet<String>,
+    /// The busy containers' stops in flight: id → (how many, the shortest grace).
+    stopping: BTreeMap<String, (u32, Duration)>,
     network_ready: bool,
     last_report: Option<(BTreeMap<String, PodStatus>, Instant)>,
     last_statuses: BTreeMap<String, PodStatus>,
+    /// None: StatefulSet pods are not guarded (tests, tools).
+    fencing: Option<Fencing>,
+    /// The mode of the last round, to log its changes.
+    last_mode: Mode,
+    /// StatefulSet pods reported as terminating, with when they first were.
+    terminating: BTreeMap<String, String>,
 }
 
 struct Worker {
@@ -128,10 +232,20 @@ impl Agent {
             probe_root: CancellationToken::new(),
             background: JoinSet::new(),
             busy: HashSet::new(),
+            stopping: BTreeMap::new(),
             network_ready: false,
             last_report: None,
             last_statuses: BTreeMap::new(),
+            fencing: None,
+            last_mode: Mode::Open,
+            terminating: BTreeMap::new(),
         }
+    }
+
+    /// Guards this node's StatefulSet pods with `fencing` (see the module documentation).
+    pub fn with_fencing(mut self, fencing: Fencing) -> Agent {
+        self.fencing = Some(fencing);
+        self
     }
 
     /// Reconciles until `shutdown`. Containers keep running when it stops: the next `shoald`
@@ -139,6 +253,7 @@ impl Agent {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut changes = self.state.subscribe();
         let mut watching = true;
+        let mut fence = self.fencing.as_ref().map(|f| f.fence.clone());
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(node = %self.ctx.node_name, network = %self.ctx.network, "node agent started");
@@ -150,6 +265,13 @@ impl Agent {
                     if r.is_err() {
                         // The store stopped (shutdown): keep the timer only.
                         watching = false;
+                    }
+                    Wake::Reconcile
+                }
+                r = changed(&mut fence) => {
+                    if r.is_err() {
+                        // The quorum watch stopped (shutdown): its last verdict stays.
+                        fence = None;
                     }
                     Wake::Reconcile
                 }
@@ -166,9 +288,7 @@ impl Agent {
                     }
                 }
                 Wake::Done(done) => match done {
-                    Ok(id) => {
-                        self.busy.remove(&id);
-                    }
+                    Ok(id) => self.finished(&id),
                     Err(e) => tracing::warn!(error = %e, "a background container task failed"),
                 },
             }
@@ -196,6 +316,66 @@ impl Agent {
         }
     }
 
+    /// A background task on container `id` is done.
+    fn finished(&mut self, id: &str) {
+        match self.stopping.get_mut(id) {
+            Some((n, _)) if *n > 1 => *n -= 1,
+            _ => {
+                self.stopping.remove(id);
+                self.busy.remove(id);
+            }
+        }
+    }
+
+    /// A background task starts on container `id`, stopping it with `grace` if any.
+    fn started(&mut self, id: &str, grace: Option<Duration>) {
+        self.busy.insert(id.to_string());
+        let e = self
+            .stopping
+            .entry(id.to_string())
+            .or_insert((0, Duration::MAX));
+        e.0 += 1;
+        if let Some(g) = grace {
+            e.1 = e.1.min(g);
+        }
+    }
+
+    /// What StatefulSet pods may do this round; logs the changes of mode.
+    fn guard(&mut self, now: Instant) -> Guard {
+        let Some(f) = &self.fencing else {
+            return Guard::default();
+        };
+        let fence = *f.fence.borrow();
+        let mode = Mode::of(fence.fenced, fence.since, now, f.dead_after);
+        let guard = Guard {
+            mode,
+            elsewhere: {
+                let snapshot = f.observed.snapshot();
+                plan::reported_elsewhere(
+                    snapshot.values().map(|r| (r, f.observed.liveness(r))),
+                    &self.ctx.node_name,
+                    now,
+                    f.dead_after + f.reschedule_grace,
+                )
+            },
+            grace_cap: plan::fence_grace(f.reschedule_grace),
+        };
+        if mode != self.last_mode {
+            let q = fence.quorum;
+            match mode {
+                Mode::Fenced => tracing::warn!(known = q.known, heard = q.heard,
+                    grace = ?guard.grace_cap, "no majority heard: stopping StatefulSet pods"),
+                Mode::Holding if self.last_mode == Mode::Fenced => tracing::info!(
+                    known = q.known, heard = q.heard, hold_off = ?f.dead_after,
+                    "a majority is heard again: StatefulSet pods start after the hold-off"),
+                Mode::Holding => {}
+                Mode::Open => tracing::info!("StatefulSet pods may start"),
+            }
+            self.last_mode = mode;
+        }
+        guard
+    }
+
     fn filter(&self) -> [(&str, &str); 2] {
         [
             (labels::CLUSTER, self.ctx.cluster_id.as_str()),
@@ -205,25 +385,39 @@ impl Agent {
 
     /// One reconcile round; returns the status of every pod of this node.
     pub async fn reconcile(&mut self) -> BTreeMap<String, PodStatus> {
-        let now = Instant::now();
-        let wall = crate::time::rfc3339_now();
-        let desired = match desired_pods(&self.state).await {
-            Ok(d) => d,
+        match desired_pods(&self.state).await {
+            Ok(d) => self.reconcile_pods(d).await,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read desired pods; retrying");
-                return self.last_statuses.clone();
+                self.last_statuses.clone()
             }
-        };
-        let desired: Vec<DesiredPod> = desired
+        }
+    }
+
+    /// One round against `all`, the desired pods of every node.
+    async fn reconcile_pods(&mut self, all: Vec<DesiredPod>) -> BTreeMap<String, PodStatus> {
+        let now = Instant::now();
+        let wall = crate::time::rfc3339_now();
+        let guard = self.guard(now);
+        // Owner kinds of every slot, wherever it is: a container of a slot that moved away
+        // is known to be a StatefulSet's even without its label.
+        let kinds: BTreeMap<String, String> = all
+            .iter()
+            .map(|p| (p.key(), p.slot.owner_kind.clone()))
+            .collect();
+        let desired: Vec<DesiredPod> = all
             .into_iter()
             .filter(|p| p.slot.node == self.ctx.node_name)
             .collect();
         let sources = self.fetch_sources(&desired).await;
-        let mut inputs: Vec<PodInput> = desired
+        let inputs: Vec<PodInput> = desired
             .iter()
             .map(|p| PodInput::build(&self.ctx, p, &sources))
             .collect();
         self.load_memory(&inputs);
+        // Fenced StatefulSet pods are not desired this round; their memory and directories
+        // are kept for when the fence lifts.
+        let (mut inputs, fenced) = plan::fence(inputs, guard.mode);
 
         let rt = match self.engine.get() {
             Ok(rt) => rt,
@@ -266,7 +460,13 @@ impl Agent {
         let actions = {
             let sel = plan::select(&inputs, &observed);
             plan::observe(&mut self.pods, &inputs, &sel, now, &wall);
-            plan::plan(&inputs, &sel, &self.pods, &self.busy, now)
+            let actions = plan::plan(&inputs, &sel, &self.pods, &self.busy, now);
+            let stopping: BTreeMap<String, Duration> = self
+                .stopping
+                .iter()
+                .map(|(id, (_, grace))| (id.clone(), *grace))
+                .collect();
+            plan::guard(actions, &inputs, &sel, &kinds, &guard, &stopping)
         };
         let acted = !actions.is_empty();
         for action in actions {
@@ -289,11 +489,24 @@ impl Agent {
         let mut statuses = BTreeMap::new();
         for input in &inputs {
             let mem = self.pods.entry(input.key.clone()).or_default();
-            let st = status::pod_status(input, &sel, mem, self.ctx.advertise, now, &wall);
+            let mut st = status::pod_status(input, &sel, mem, self.ctx.advertise, now, &wall);
+            if st.phase == "Pending" && plan::is_stateful(&input.pod.slot.owner_kind) {
+                st.message = guard.held(&input.key);
+            }
             statuses.insert(input.key.clone(), st);
         }
+        let terminating = plan::terminating(&inputs, &sel, &kinds);
+        self.terminating.retain(|k, _| terminating.contains_key(k));
+        for (key, containers) in terminating {
+            let since = self
+                .terminating
+                .entry(key.clone())
+                .or_insert_with(|| wall.clone());
+            let st = status::terminating(&containers, self.ctx.advertise, since);
+            statuses.insert(key, st);
+        }
         self.save_memory(&inputs);
-        self.cleanup(&inputs, &sel);
+        self.cleanup(&inputs, &fenced, &sel);
         self.last_statuses = statuses.clone();
         statuses
     }
@@ -403,8 +616,9 @@ impl Agent {
                 grace,
                 reason,
             } => {
-                tracing::info!(container = %name, id = %short(&id), reason, "removing container");
-                self.busy.insert(id.clone());
+                tracing::info!(container = %name, id = %short(&id), reason, ?grace,
+                    "removing container");
+                self.started(&id, Some(grace));
                 let rt = rt.clone();
                 self.background.spawn(async move {
                     if !grace.is_zero()
@@ -431,7 +645,7 @@ impl Agent {
             } => {
                 tracing::info!(pod = %pod, container = %container, reason = %reason,
                     "stopping container for a restart");
-                self.busy.insert(id.clone());
+                self.started(&id, Some(grace));
                 let rt = rt.clone();
                 self.background.spawn(async move {
                     if let Err(e) = rt.stop(&id, grace).await {
@@ -664,11 +878,19 @@ impl Agent {
     }
 
     /// Forgets pods that are gone, and removes their directories once no container of theirs
-    /// is left.
-    fn cleanup(&mut self, inputs: &[PodInput], sel: &Selection<'_>) {
-        let keys: HashSet<&str> = inputs.iter().map(|i| i.key.as_str()).collect();
+    /// is left. `fenced` pods are not gone: they come back when the fence lifts.
+    fn cleanup(&mut self, inputs: &[PodInput], fenced: &[PodInput], sel: &Selection<'_>) {
+        let keys: HashSet<&str> = inputs
+            .iter()
+            .chain(fenced)
+            .map(|i| i.key.as_str())
+            .collect();
         self.pods.retain(|k, _| keys.contains(k.as_str()));
-        let mut keep: HashSet<PathBuf> = inputs.iter().map(|i| i.pod_dir.clone()).collect();
+        let mut keep: HashSet<PathBuf> = inputs
+            .iter()
+            .chain(fenced)
+            .map(|i| i.pod_dir.clone())
+            .collect();
         for (c, _) in &sel.extra {
             let ns = c
                 .labels
@@ -726,6 +948,16 @@ fn write_memory(pod_dir: &Path, persisted: &Persisted) -> std::io::Result<()> {
     let tmp = pod_dir.join(format!("{MEMORY_FILE}.tmp"));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, pod_dir.join(MEMORY_FILE))
+}
+
+/// Waits for a change of the fence, forever when there is none to watch.
+async fn changed(
+    fence: &mut Option<watch::Receiver<FenceState>>,
+) -> Result<(), watch::error::RecvError> {
+    match fence {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn short(id: &str) -> &str {

@@ -2,6 +2,10 @@
 //! container ([`select`]), what the agent remembers about each ([`PodMemory`], updated by
 //! [`observe`]), and what to do about the difference ([`plan`] → [`Action`]s). Back-off math
 //! lives here too. The task in `mod.rs` executes the actions; nothing here does I/O.
+//!
+//! The rule that at most one copy of a StatefulSet pod ever runs, even in a partition, is
+//! decided here too ([`Mode`], [`fence`], [`guard`], [`terminating`], [`reported_elsewhere`]):
+//! see "StatefulSets: at most one copy" below.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -15,6 +19,7 @@ use tokio::time::Instant;
 use super::probe::ProbeMemory;
 use super::spec::{self, ConfigError, ConfigSources, NodeContext, labels};
 use super::volumes::{self, Projected, VolumeLayout};
+use crate::observed::{Liveness, NodeRecord};
 use crate::pods::DesiredPod;
 use crate::runtime::{ContainerInfo, ContainerSpec, ContainerState};
 
@@ -471,4 +476,242 @@ pub fn terminated(info: &ContainerInfo) -> StateTerminated {
         started_at: info.started_at.clone(),
         finished_at: info.finished_at.clone(),
     }
+}
+
+// ---- StatefulSets: at most one copy ----
+//
+// A StatefulSet pod owns its identity and its data, so two running copies of it (say after a
+// partition, each side believing it holds the pod) may corrupt that data. The controllers move
+// a StatefulSet slot off a node they cannot hear only when the mover hears a majority of the
+// known nodes, and only `dead_after + reschedule_grace` after it last heard that node. The
+// agent does the other half, here:
+// - **fence**: while the nodes this node cannot hear are a majority ([`Mode::Fenced`]), its
+//   StatefulSet slots count as not desired: their containers are stopped with a grace of at
+//   most `reschedule_grace / 2` ([`fence_grace`]), so they are dead before the majority may
+//   start them elsewhere, and none is started;
+// - **hold-off**: after the fence lifts (and when the agent starts), none is started until
+//   the node has not needed the fence for `dead_after` ([`Mode::Holding`]), so that the
+//   desired state the majority wrote meanwhile (the slot may have moved) arrives first;
+// - **one reporter**: none is started while another node reports its pod key
+//   ([`reported_elsewhere`]), and a node reports every StatefulSet pod it still has a
+//   container of, with reason `Terminating` ([`terminating`]), so the new home waits for the
+//   old copy to be gone.
+
+/// The owner kind of a StatefulSet's slots.
+pub const STATEFUL_SET: &str = "StatefulSet";
+
+/// What the agent may do with the StatefulSet pods of this node this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep and start them.
+    Open,
+    /// Keep those that run; start none. The fence lifted, or the agent started, less than
+    /// `dead_after` ago.
+    Holding,
+    /// Stop every one; start none. The nodes this node cannot hear are a majority.
+    Fenced,
+}
+
+impl Mode {
+    /// The mode from the fence (`fenced`, and `since`: when it last changed, or when the
+    /// watch of the quorum started). Pure.
+    pub fn of(fenced: bool, since: Instant, now: Instant, dead_after: Duration) -> Mode {
+        if fenced {
+            Mode::Fenced
+        } else if now.saturating_duration_since(since) < dead_after {
+            Mode::Holding
+        } else {
+            Mode::Open
+        }
+    }
+}
+
+/// The longest stop grace a fenced StatefulSet container gets: half the reschedule grace, so
+/// that it is dead well before a majority that stopped hearing this node may start its pod
+/// elsewhere.
+pub fn fence_grace(reschedule_grace: Duration) -> Duration {
+    reschedule_grace / 2
+}
+
+/// What this round allows StatefulSet pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub mode: Mode,
+    /// Pod keys another node reports, with the (first) node that does.
+    pub elsewhere: BTreeMap<String, String>,
+    /// The longest grace of a stop while fenced ([`fence_grace`]).
+    pub grace_cap: Duration,
+}
+
+impl Default for Guard {
+    /// No fencing: a node that knows of no quorum (tests, tools) runs everything.
+    fn default() -> Guard {
+        Guard {
+            mode: Mode::Open,
+            elsewhere: BTreeMap::new(),
+            grace_cap: Duration::MAX,
+        }
+    }
+}
+
+impl Guard {
+    /// Why the StatefulSet pod `key` may not be started now, or None when it may.
+    pub fn held(&self, key: &str) -> Option<String> {
+        let why = match self.mode {
+            Mode::Fenced => "no majority of the nodes is heard: StatefulSet pods are stopped",
+            Mode::Holding => {
+                "a majority of the nodes was heard again only recently: StatefulSet pods wait \
+                 for the desired state to catch up"
+            }
+            Mode::Open => {
+                let node = self.elsewhere.get(key)?;
+                return Some(format!(
+                    "node {node} still reports this pod: waiting until its copy is gone"
+                ));
+            }
+        };
+        Some(why.to_string())
+    }
+}
+
+/// Whether a slot is a StatefulSet's.
+pub fn is_stateful(owner_kind: &str) -> bool {
+    owner_kind == STATEFUL_SET
+}
+
+/// Whether a container is a StatefulSet pod's: by the owner kind of its slot when some node
+/// has that slot (`kinds`: pod key → owner kind, every desired slot of the cluster), else by
+/// its label (its slot is gone). Containers made before the label existed, of a slot that is
+/// gone, are not known to be.
+pub fn stateful_container(c: &ContainerInfo, kinds: &BTreeMap<String, String>) -> bool {
+    match kinds.get(label(c, labels::SLOT)) {
+        Some(kind) => is_stateful(kind),
+        None => is_stateful(label(c, labels::OWNER_KIND)),
+    }
+}
+
+/// Splits this node's desired pods into those it keeps and, when fenced, its StatefulSet
+/// pods, which count as not desired (their containers become extra and are stopped).
+pub fn fence(inputs: Vec<PodInput>, mode: Mode) -> (Vec<PodInput>, Vec<PodInput>) {
+    if mode != Mode::Fenced {
+        return (inputs, Vec::new());
+    }
+    inputs
+        .into_iter()
+        .partition(|i| !is_stateful(&i.pod.slot.owner_kind))
+}
+
+/// Why a fenced StatefulSet container is removed.
+pub const FENCED: &str = "no majority heard: stopping StatefulSet pods";
+
+/// [`plan`]'s actions under the guard: no StatefulSet pod is started (created or restarted)
+/// while the guard holds it, and while fenced every StatefulSet container is stopped within
+/// the grace cap, including one a background stop with a longer grace is already working on
+/// (`stopping`: container id → the shortest grace of its stops in flight).
+pub fn guard(
+    actions: Vec<Action>,
+    inputs: &[PodInput],
+    sel: &Selection<'_>,
+    kinds: &BTreeMap<String, String>,
+    guard: &Guard,
+    stopping: &BTreeMap<String, Duration>,
+) -> Vec<Action> {
+    let held = |pod: &str| {
+        inputs
+            .iter()
+            .find(|i| i.key == pod)
+            .is_some_and(|i| is_stateful(&i.pod.slot.owner_kind))
+            && guard.held(pod).is_some()
+    };
+    let fenced = guard.mode == Mode::Fenced;
+    let stateful = |id: &str| {
+        sel.extra
+            .iter()
+            .any(|(c, _)| c.id == id && stateful_container(c, kinds))
+    };
+    let mut out: Vec<Action> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Create { ref pod, .. } | Action::Restart { ref pod, .. } if held(pod) => None,
+            Action::Remove {
+                id,
+                name,
+                grace,
+                reason: _,
+            } if fenced && stateful(&id) => Some(Action::Remove {
+                grace: grace.min(guard.grace_cap),
+                reason: FENCED,
+                id,
+                name,
+            }),
+            a => Some(a),
+        })
+        .collect();
+    if fenced {
+        for (c, _) in &sel.extra {
+            let Some(grace) = stopping.get(&c.id) else {
+                continue;
+            };
+            if *grace > guard.grace_cap && stateful_container(c, kinds) {
+                out.push(Action::Remove {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    grace: guard.grace_cap,
+                    reason: FENCED,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The StatefulSet pods this node still has containers of but does not keep (moved away,
+/// deleted, fenced): pod key → those containers. The node reports them as terminating until
+/// they are gone, so that no other node starts them meanwhile.
+pub fn terminating<'a>(
+    inputs: &[PodInput],
+    sel: &Selection<'a>,
+    kinds: &BTreeMap<String, String>,
+) -> BTreeMap<String, Vec<&'a ContainerInfo>> {
+    let kept: BTreeSet<&str> = inputs.iter().map(|i| i.key.as_str()).collect();
+    let mut out: BTreeMap<String, Vec<&ContainerInfo>> = BTreeMap::new();
+    for (c, _) in &sel.extra {
+        let key = label(c, labels::SLOT);
+        if key.is_empty() || kept.contains(key) || !stateful_container(c, kinds) {
+            continue;
+        }
+        out.entry(key.to_string()).or_default().push(c);
+    }
+    out
+}
+
+/// The pod keys nodes other than `local` report, with the node. A node that is dead or left
+/// counts until `window` (`dead_after + reschedule_grace`) after this node last heard it:
+/// until then its StatefulSet pods may still run there (a fenced node stops them within that
+/// time), after it the majority may move them anyway.
+pub fn reported_elsewhere<'a>(
+    records: impl IntoIterator<Item = (&'a NodeRecord, Liveness)>,
+    local: &str,
+    now: Instant,
+    window: Duration,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (r, liveness) in records {
+        if r.name == local {
+            continue;
+        }
+        let counts = match liveness {
+            Liveness::Alive | Liveness::Suspect => true,
+            Liveness::Dead | Liveness::Left => r
+                .seen
+                .is_some_and(|seen| now.saturating_duration_since(seen) < window),
+        };
+        if !counts {
+            continue;
+        }
+        for key in r.pods.keys() {
+            out.entry(key.clone()).or_insert_with(|| r.name.clone());
+        }
+    }
+    out
 }

@@ -34,6 +34,11 @@ pub mod labels {
     pub const GRACE: &str = "shoal.grace-seconds";
     /// On named volumes of PersistentVolumeClaims: `namespace/claim`.
     pub const PVC: &str = "shoal.pvc";
+    /// The kind of the slot's owner (`StatefulSet`, `ReplicaSet`, `Pod`), so that a
+    /// container whose slot is gone is still known to be a StatefulSet's, which this node
+    /// reports while it stops it (see `plan.rs`, "StatefulSets: at most one copy").
+    /// Containers made before this label existed have none.
+    pub const OWNER_KIND: &str = "shoal.owner-kind";
 }
 
 /// ConfigMaps and Secrets the pods of this round refer to, by `(namespace, name)`; an absent
@@ -208,6 +213,7 @@ pub fn container_labels(
         (labels::REVISION, slot.revision.clone()),
         (labels::CONTAINER, container.to_string()),
         (labels::TEMPLATE_HASH, hash.to_string()),
+        (labels::OWNER_KIND, slot.owner_kind.clone()),
         (
             labels::GRACE,
             pod.spec.termination_grace_period_seconds.max(0).to_string(),

@@ -1,6 +1,9 @@
 //! The pod status the agent reports, in Kubernetes' shape, from what it planned against and
 //! what the engine reports. Pure, apart from recording condition transition times in memory
 //! (a condition keeps the time it last changed, not the time of the report).
+//!
+//! Also the report of a StatefulSet pod this node no longer keeps but still has containers of
+//! ([`terminating`]): other nodes wait for it to disappear before they start that pod.
 
 use std::net::IpAddr;
 
@@ -281,4 +284,78 @@ pub fn engine_unavailable(input: &PodInput, advertise: IpAddr, message: &str) ->
         })
         .collect();
     s
+}
+
+/// The reason of a StatefulSet pod this node is stopping (see `plan.rs`, "StatefulSets: at
+/// most one copy").
+pub const TERMINATING: &str = "Terminating";
+
+/// The status this node reports for a StatefulSet pod it no longer keeps while its
+/// `containers` still exist here: Running, not ready, reason `Terminating`. Controllers place
+/// the pod elsewhere only once no node reports it. `since`: when this node first reported it
+/// so (a stable transition time, so an unchanged report is not sent again).
+pub fn terminating(containers: &[&ContainerInfo], advertise: IpAddr, since: &str) -> PodStatus {
+    let message = "the pod is being stopped on this node".to_string();
+    let mut statuses: Vec<ContainerStatus> = Vec::new();
+    for info in containers {
+        let name = info
+            .labels
+            .get(super::spec::labels::CONTAINER)
+            .cloned()
+            .unwrap_or_else(|| info.name.clone());
+        if statuses.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let state = match info.state {
+            ContainerState::Exited | ContainerState::Dead => KState {
+                terminated: Some(terminated(info)),
+                ..KState::default()
+            },
+            _ => KState {
+                running: Some(StateRunning {
+                    started_at: info.started_at.clone().unwrap_or_else(|| since.into()),
+                }),
+                ..KState::default()
+            },
+        };
+        statuses.push(ContainerStatus {
+            name,
+            image: info.image.clone(),
+            container_id: Some(format!("docker://{}", info.id)),
+            state,
+            ..ContainerStatus::default()
+        });
+    }
+    statuses.sort_by(|a, b| a.name.cmp(&b.name));
+    let condition = |type_: &str, ok: bool, reason: Option<String>| PodCondition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: Some(since.to_string()),
+        reason,
+        message: (!ok).then(|| message.clone()),
+    };
+    let revision = containers
+        .iter()
+        .find_map(|c| c.labels.get(super::spec::labels::REVISION))
+        .filter(|r| !r.is_empty())
+        .cloned();
+    PodStatus {
+        phase: "Running".into(),
+        conditions: vec![
+            condition("PodScheduled", true, None),
+            condition("Initialized", true, None),
+            condition("ContainersReady", false, Some(TERMINATING.into())),
+            condition("Ready", false, Some(TERMINATING.into())),
+        ],
+        reason: Some(TERMINATING.into()),
+        message: Some(message.clone()),
+        host_ip: Some(advertise.to_string()),
+        pod_ip: containers
+            .iter()
+            .find_map(|c| c.ip.clone().filter(|ip| !ip.is_empty())),
+        start_time: None,
+        container_statuses: statuses,
+        host_ports: Vec::new(),
+        revision,
+    }
 }

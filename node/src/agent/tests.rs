@@ -670,7 +670,13 @@ impl Harness {
 
     /// One round, after handing pending probe results to the agent.
     async fn round(&mut self) -> BTreeMap<String, PodStatus> {
-        // Let background stops/removals and probe workers run.
+        self.settle().await;
+        self.agent.reconcile().await
+    }
+
+    /// Lets background stops/removals and probe workers run, and hands their results to the
+    /// agent.
+    async fn settle(&mut self) {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -678,9 +684,8 @@ impl Harness {
             self.agent.on_probe(ev);
         }
         while let Some(done) = self.agent.background.try_join_next() {
-            self.agent.busy.remove(&done.unwrap());
+            self.agent.finished(&done.unwrap());
         }
-        self.agent.reconcile().await
     }
 
     async fn status(&mut self, pod: &str) -> PodStatus {
@@ -1298,4 +1303,559 @@ async fn an_unreachable_engine_is_reported_not_fatal() {
             .contains("engine")
     );
     stop.cancel();
+}
+
+// ---- StatefulSets: at most one copy ----
+
+const DEAD_AFTER: Duration = Duration::from_secs(3);
+const RESCHEDULE_GRACE: Duration = Duration::from_secs(5);
+
+/// A desired pod of a slot owned by `kind`.
+fn owned(name: &str, kind: &str) -> DesiredPod {
+    let mut p = desired(
+        name,
+        json!({"terminationGracePeriodSeconds": 30,
+               "containers": [{"name": "web", "image": IMAGE}]}),
+    );
+    p.slot.owner_kind = kind.into();
+    p.slot.owner_name = "owner".into();
+    p
+}
+
+/// A StatefulSet pod, a ReplicaSet pod and a bare Pod.
+fn mixed() -> Vec<DesiredPod> {
+    vec![
+        owned("db-0", "StatefulSet"),
+        owned("web-1", "ReplicaSet"),
+        owned("p", "Pod"),
+    ]
+}
+
+fn kinds_of(pods: &[DesiredPod]) -> BTreeMap<String, String> {
+    pods.iter()
+        .map(|p| (p.key(), p.slot.owner_kind.clone()))
+        .collect()
+}
+
+fn inputs_of(pods: &[DesiredPod]) -> Vec<plan::PodInput> {
+    pods.iter()
+        .map(|p| plan::PodInput::build(&ctx(), p, &sources()))
+        .collect()
+}
+
+fn guard_of(mode: Mode, elsewhere: &[(&str, &str)]) -> Guard {
+    Guard {
+        mode,
+        elsewhere: elsewhere
+            .iter()
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect(),
+        grace_cap: plan::fence_grace(RESCHEDULE_GRACE),
+    }
+}
+
+#[test]
+fn the_mode_fences_then_holds_off_for_dead_after() {
+    let t0 = tokio::time::Instant::now();
+    let cases = [
+        (true, Duration::ZERO, Mode::Fenced),
+        (true, Duration::from_secs(60), Mode::Fenced),
+        (false, Duration::ZERO, Mode::Holding),
+        (false, DEAD_AFTER - Duration::from_millis(1), Mode::Holding),
+        (false, DEAD_AFTER, Mode::Open),
+    ];
+    for (fenced, after, want) in cases {
+        assert_eq!(
+            Mode::of(fenced, t0, t0 + after, DEAD_AFTER),
+            want,
+            "fenced {fenced}, {after:?} after"
+        );
+    }
+    assert_eq!(
+        plan::fence_grace(RESCHEDULE_GRACE),
+        Duration::from_millis(2500)
+    );
+}
+
+#[test]
+fn fenced_statefulset_containers_are_removed_with_the_capped_grace() {
+    let pods = mixed();
+    let mut kinds = kinds_of(&pods);
+    let inputs = inputs_of(&pods);
+    let mut observed: Vec<ContainerInfo> = inputs
+        .iter()
+        .zip(["sts", "rs", "pod"])
+        .map(|(input, id)| info(id, input, "web", ContainerState::Running))
+        .collect();
+    // A StatefulSet container whose slot is gone: known by its label.
+    let mut gone = info("gone", &inputs[0], "web", ContainerState::Running);
+    gone.labels
+        .insert(labels::SLOT.into(), "default/db-1".into());
+    // One of an earlier agent (no owner label) whose slot moved to another node: known by
+    // the slot's owner kind.
+    let mut old = info("old", &inputs[0], "web", ContainerState::Running);
+    old.labels.remove(labels::OWNER_KIND);
+    old.labels
+        .insert(labels::SLOT.into(), "default/db-2".into());
+    kinds.insert("default/db-2".into(), "StatefulSet".into());
+    // One without the label whose slot is gone: not known to be a StatefulSet's.
+    let mut unknown = info("unknown", &inputs[0], "web", ContainerState::Running);
+    unknown.labels.remove(labels::OWNER_KIND);
+    unknown
+        .labels
+        .insert(labels::SLOT.into(), "default/x-0".into());
+    observed.extend([gone, old, unknown]);
+    assert_eq!(observed[0].labels[labels::OWNER_KIND], "StatefulSet");
+
+    let now = tokio::time::Instant::now();
+    let removals = |mode: Mode, stopping: &BTreeMap<String, Duration>| {
+        let (kept, fenced) = plan::fence(inputs.clone(), mode);
+        let sel = plan::select(&kept, &observed);
+        let busy = stopping.keys().cloned().collect();
+        let actions = plan::plan(&kept, &sel, &BTreeMap::new(), &busy, now);
+        let actions = plan::guard(actions, &kept, &sel, &kinds, &guard_of(mode, &[]), stopping);
+        let removed: BTreeMap<String, (Duration, &str)> = actions
+            .into_iter()
+            .map(|a| match a {
+                Action::Remove {
+                    id, grace, reason, ..
+                } => (id, (grace, reason)),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        let fenced: Vec<String> = fenced.into_iter().map(|i| i.key).collect();
+        (removed, fenced)
+    };
+    let cap = Duration::from_millis(2500);
+    let full = Duration::from_secs(30);
+
+    // Fenced: every StatefulSet container goes within the cap; the ReplicaSet's and the bare
+    // Pod's are untouched.
+    let (removed, fenced) = removals(Mode::Fenced, &BTreeMap::new());
+    assert_eq!(fenced, ["default/db-0"]);
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    for id in ["sts", "gone", "old"] {
+        assert_eq!(removed[id], (cap, plan::FENCED), "{id}");
+    }
+    assert_eq!(removed["unknown"].0, full);
+    assert!(!removed.contains_key("rs") && !removed.contains_key("pod"));
+
+    // Not fenced (holding or open): the pod runs on, the others get their full grace.
+    for mode in [Mode::Holding, Mode::Open] {
+        let (removed, fenced) = removals(mode, &BTreeMap::new());
+        assert!(fenced.is_empty());
+        assert_eq!(
+            removed.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["gone", "old", "unknown"]
+        );
+        assert!(removed.values().all(|(g, _)| *g == full), "{removed:?}");
+    }
+
+    // A stop already in flight with a longer grace is overtaken by one within the cap; one
+    // within the cap is left to finish.
+    let long = BTreeMap::from([("sts".to_string(), full)]);
+    let (removed, _) = removals(Mode::Fenced, &long);
+    assert_eq!(removed["sts"], (cap, plan::FENCED));
+    let short = BTreeMap::from([("sts".to_string(), Duration::from_secs(1))]);
+    let (removed, _) = removals(Mode::Fenced, &short);
+    assert!(!removed.contains_key("sts"), "{removed:?}");
+    let (removed, _) = removals(Mode::Open, &long);
+    assert!(!removed.contains_key("sts"), "{removed:?}");
+}
+
+#[test]
+fn held_statefulset_pods_are_neither_created_nor_restarted() {
+    let pods = mixed();
+    let kinds = kinds_of(&pods);
+    let inputs = inputs_of(&pods);
+    let now = tokio::time::Instant::now();
+    let started = |guard: &Guard, observed: &[ContainerInfo]| {
+        let sel = plan::select(&inputs, observed);
+        let mut memory = BTreeMap::new();
+        plan::observe(&mut memory, &inputs, &sel, now, "2026-01-01T00:00:00Z");
+        let actions = plan::plan(&inputs, &sel, &memory, &Default::default(), now);
+        plan::guard(actions, &inputs, &sel, &kinds, guard, &BTreeMap::new())
+            .into_iter()
+            .map(|a| match a {
+                Action::Create { pod, .. } => format!("create {pod}"),
+                Action::Restart { pod, .. } => format!("restart {pod}"),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    let all = [
+        "create default/db-0",
+        "create default/p",
+        "create default/web-1",
+    ];
+    let others = ["create default/p", "create default/web-1"];
+    assert_eq!(started(&guard_of(Mode::Open, &[]), &[]), all);
+    assert_eq!(started(&Guard::default(), &[]), all);
+    assert_eq!(started(&guard_of(Mode::Holding, &[]), &[]), others);
+    // Another node reports the StatefulSet pod: held. A ReplicaSet pod is not.
+    let elsewhere = guard_of(
+        Mode::Open,
+        &[("default/db-0", "n2"), ("default/web-1", "n2")],
+    );
+    assert_eq!(started(&elsewhere, &[]), others);
+    assert!(elsewhere.held("default/db-0").unwrap().contains("n2"));
+    assert_eq!(elsewhere.held("default/db-1"), None);
+
+    // An exited container is not restarted while held either.
+    let mut exited = info("sts", &inputs[0], "web", ContainerState::Exited);
+    exited.exit_code = Some(1);
+    exited.finished_at = Some("2026-01-01T00:00:05Z".into());
+    let observed = [exited];
+    assert!(
+        started(&guard_of(Mode::Open, &[]), &observed).contains(&"restart default/db-0".into())
+    );
+    for guard in [
+        guard_of(Mode::Holding, &[]),
+        guard_of(Mode::Open, &[("default/db-0", "n2")]),
+    ] {
+        assert_eq!(started(&guard, &observed), others);
+    }
+}
+
+#[test]
+fn pods_reported_by_alive_or_recently_heard_nodes_are_elsewhere() {
+    use crate::observed::{Liveness, NodeRecord};
+    let t0 = tokio::time::Instant::now();
+    let now = t0 + Duration::from_secs(20);
+    let window = DEAD_AFTER + RESCHEDULE_GRACE;
+    let record = |name: &str, seen: Option<u64>, pod: &str| NodeRecord {
+        name: name.into(),
+        seen: seen.map(|s| t0 + Duration::from_secs(s)),
+        pods: BTreeMap::from([(format!("default/{pod}"), PodStatus::default())]),
+        ..NodeRecord::default()
+    };
+    let records = [
+        (record(NODE, Some(20), "mine"), Liveness::Alive),
+        (record("alive", Some(20), "a"), Liveness::Alive),
+        (record("suspect", Some(18), "b"), Liveness::Suspect),
+        (record("dead-lately", Some(15), "c"), Liveness::Dead),
+        (record("dead-long", Some(12), "d"), Liveness::Dead),
+        (record("left-lately", Some(19), "e"), Liveness::Left),
+        (record("never-heard", None, "f"), Liveness::Dead),
+    ];
+    let got = plan::reported_elsewhere(records.iter().map(|(r, l)| (r, *l)), NODE, now, window);
+    let want: BTreeMap<String, String> = [
+        ("default/a", "alive"),
+        ("default/b", "suspect"),
+        ("default/c", "dead-lately"),
+        ("default/e", "left-lately"),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn only_statefulset_pods_no_longer_kept_are_reported_terminating() {
+    let pods = mixed();
+    let kinds = kinds_of(&pods);
+    let inputs = inputs_of(&pods);
+    let mut ip = info("sts", &inputs[0], "web", ContainerState::Running);
+    ip.ip = Some("10.0.0.9".into());
+    let observed = vec![
+        ip,
+        info("rs", &inputs[1], "web", ContainerState::Running),
+        info("pod", &inputs[2], "web", ContainerState::Running),
+    ];
+    // Kept: nothing is terminating.
+    let sel = plan::select(&inputs, &observed);
+    assert!(plan::terminating(&inputs, &sel, &kinds).is_empty());
+    // None kept (moved away, deleted or fenced): only the StatefulSet pod is reported.
+    let sel = plan::select(&[], &observed);
+    let t = plan::terminating(&[], &sel, &kinds);
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["default/db-0"]);
+    let s = status::terminating(&t["default/db-0"], ctx().advertise, "2026-01-01T00:00:09Z");
+    assert_eq!(s.phase, "Running");
+    assert_eq!(s.reason.as_deref(), Some(status::TERMINATING));
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason.as_deref(), Some(status::TERMINATING));
+    assert_eq!(s.pod_ip.as_deref(), Some("10.0.0.9"));
+    assert_eq!(s.host_ip.as_deref(), Some("127.0.0.7"));
+    assert_eq!(s.container_statuses.len(), 1);
+    assert_eq!(s.container_statuses[0].name, "web");
+    assert!(!s.container_statuses[0].ready);
+    assert!(s.container_statuses[0].state.running.is_some());
+}
+
+/// Drives the fence and the peers' reports of a [`Harness`] with fencing.
+struct FenceCtl {
+    fence: tokio::sync::watch::Sender<FenceState>,
+    gossip: mpsc::Sender<crate::observed::Inbound>,
+}
+
+impl FenceCtl {
+    fn set(&self, fenced: bool) {
+        self.fence.send_modify(|s| {
+            s.fenced = fenced;
+            s.since = tokio::time::Instant::now();
+        });
+    }
+
+    /// Node `name`'s record (version `version`) reports `pods`.
+    async fn peer(&self, name: &str, version: u64, pods: &[&str]) {
+        let r = crate::observed::NodeRecord {
+            name: name.into(),
+            version,
+            pods: pods
+                .iter()
+                .map(|p| (format!("default/{p}"), PodStatus::default()))
+                .collect(),
+            ..Default::default()
+        };
+        let data = crate::observed::Message::Record(r).encode().unwrap();
+        self.gossip
+            .send(crate::observed::Inbound::Gossip { data })
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+struct Quiet;
+
+#[async_trait::async_trait]
+impl crate::observed::Publish for Quiet {
+    async fn publish(&self, _: Vec<u8>) {}
+}
+
+fn membership_timing() -> crate::observed::Timing {
+    crate::observed::Timing {
+        heartbeat: Duration::from_millis(500),
+        suspect_after: Duration::from_millis(1500),
+        dead_after: DEAD_AFTER,
+        full_every: 5,
+    }
+}
+
+/// Observed state with this node only, its heartbeat running with scripted peers.
+fn observed_here(
+    stop: &CancellationToken,
+) -> (ObservedHandle, mpsc::Sender<crate::observed::Inbound>) {
+    let me = crate::observed::NodeRecord {
+        name: NODE.into(),
+        ..Default::default()
+    };
+    let (observed, _reporter, heartbeat) = crate::observed::start(me, membership_timing(), 16);
+    let (gossip, rx) = mpsc::channel(16);
+    tokio::spawn(heartbeat.with_gossip(Arc::new(Quiet), rx).run(stop.clone()));
+    (observed, gossip)
+}
+
+impl Harness {
+    /// A harness whose agent guards StatefulSet pods; the fence starts lifted just now.
+    async fn fencing() -> (Harness, FenceCtl) {
+        let mut h = Harness::new().await;
+        let (observed, gossip) = observed_here(&h.stop);
+        let (fence, rx) = tokio::sync::watch::channel(FenceState::new());
+        h.agent = Harness::agent(&h.data_dir, &h.state, &h.rt).with_fencing(Fencing {
+            fence: rx,
+            observed,
+            dead_after: DEAD_AFTER,
+            reschedule_grace: RESCHEDULE_GRACE,
+        });
+        (h, FenceCtl { fence, gossip })
+    }
+
+    /// One round against `all` (desired pods of every node).
+    async fn round_with(&mut self, all: &[DesiredPod]) -> BTreeMap<String, PodStatus> {
+        self.settle().await;
+        self.agent.reconcile_pods(all.to_vec()).await
+    }
+
+    /// Pod key → container id, of every container.
+    async fn by_pod(&self) -> BTreeMap<String, String> {
+        self.containers()
+            .await
+            .into_iter()
+            .map(|c| (c.labels[labels::SLOT].clone(), c.id))
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_node_stops_its_statefulset_pods_and_holds_them_off_after() {
+    let (mut h, ctl) = Harness::fencing().await;
+    let all = mixed();
+    // Just started: the StatefulSet pod waits out the hold-off; the others start at once.
+    let s = h.round_with(&all).await;
+    assert_eq!(s["default/db-0"].phase, "Pending");
+    assert!(
+        s["default/db-0"]
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("recently")
+    );
+    assert_eq!(
+        h.by_pod().await.into_keys().collect::<Vec<_>>(),
+        ["default/p", "default/web-1"]
+    );
+    tokio::time::advance(DEAD_AFTER).await;
+    h.round_with(&all).await;
+    let before = h.by_pod().await;
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // No majority heard: the StatefulSet pod is stopped within half the reschedule grace,
+    // and reported terminating while its container exists.
+    ctl.set(true);
+    let s = h.round_with(&all).await;
+    let db = &s["default/db-0"];
+    assert_eq!(db.phase, "Running");
+    assert_eq!(db.reason.as_deref(), Some("Terminating"));
+    let ready = db.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    let sts_id = &before["default/db-0"];
+    assert_eq!(
+        h.agent.stopping.get(sts_id).map(|(_, g)| *g),
+        Some(Duration::from_millis(2500))
+    );
+    assert_eq!(s["default/web-1"].phase, "Running");
+    h.round_with(&all).await;
+    let s = h.round_with(&all).await;
+    assert!(
+        !s.contains_key("default/db-0"),
+        "gone, so no longer reported"
+    );
+    let mut after = before.clone();
+    after.remove("default/db-0");
+    assert_eq!(h.by_pod().await, after, "the other pods are untouched");
+    assert_eq!(h.rt.calls("stop"), 1);
+    // Its directory stays for when the fence lifts.
+    assert!(h.data_dir.join("pods/default_db-0").is_dir());
+
+    // Still fenced: not started again, however long.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    h.round_with(&all).await;
+    assert!(!h.by_pod().await.contains_key("default/db-0"));
+
+    // The fence lifts: the pod waits dead_after more, then starts.
+    ctl.set(false);
+    let s = h.round_with(&all).await;
+    assert_eq!(s["default/db-0"].phase, "Pending");
+    tokio::time::advance(DEAD_AFTER - Duration::from_millis(100)).await;
+    h.round_with(&all).await;
+    assert!(!h.by_pod().await.contains_key("default/db-0"));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    h.round_with(&all).await;
+    assert!(h.by_pod().await.contains_key("default/db-0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_statefulset_pod_another_node_reports_is_not_started() {
+    let (mut h, ctl) = Harness::fencing().await;
+    tokio::time::advance(DEAD_AFTER).await;
+    let all = vec![
+        owned("db-0", "StatefulSet"),
+        owned("db-1", "StatefulSet"),
+        owned("web-1", "ReplicaSet"),
+    ];
+    // n2 still has both StatefulSet pods (stopping them), and the ReplicaSet's.
+    ctl.peer("n2", 1, &["db-0", "db-1", "web-1"]).await;
+    let s = h.round_with(&all).await;
+    assert!(s["default/db-0"].message.as_ref().unwrap().contains("n2"));
+    assert_eq!(
+        h.by_pod().await.into_keys().collect::<Vec<_>>(),
+        ["default/web-1"]
+    );
+    // n2 no longer reports db-0: it starts; db-1 waits.
+    ctl.peer("n2", 2, &["db-1"]).await;
+    h.round_with(&all).await;
+    assert_eq!(
+        h.by_pod().await.into_keys().collect::<Vec<_>>(),
+        ["default/db-0", "default/web-1"]
+    );
+    // n2 falls silent while reporting db-1: its report counts until dead_after +
+    // reschedule_grace after it was last heard (by then a fenced n2 has stopped it).
+    tokio::time::advance(DEAD_AFTER + RESCHEDULE_GRACE - Duration::from_millis(100)).await;
+    h.round_with(&all).await;
+    assert!(!h.by_pod().await.contains_key("default/db-1"));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    h.round_with(&all).await;
+    assert!(h.by_pod().await.contains_key("default/db-1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_statefulset_pod_moved_away_is_reported_terminating_until_gone() {
+    let (mut h, _ctl) = Harness::fencing().await;
+    tokio::time::advance(DEAD_AFTER).await;
+    let mut all = mixed();
+    h.round_with(&all).await;
+    assert_eq!(h.by_pod().await.len(), 3);
+    // Every slot moves to n2: only the StatefulSet pod is reported while it stops.
+    for p in &mut all {
+        p.slot.node = "n2".into();
+    }
+    let s = h.round_with(&all).await;
+    assert_eq!(s.keys().collect::<Vec<_>>(), ["default/db-0"]);
+    assert_eq!(s["default/db-0"].reason.as_deref(), Some("Terminating"));
+    assert_eq!(s["default/db-0"].phase, "Running");
+    // Its full grace: it is not fenced.
+    let id = h
+        .containers()
+        .await
+        .into_iter()
+        .find(|c| c.labels[labels::SLOT] == "default/db-0")
+        .unwrap()
+        .id;
+    assert_eq!(
+        h.agent.stopping.get(&id).map(|(_, g)| *g),
+        Some(Duration::from_secs(30))
+    );
+    h.round_with(&all).await;
+    let s = h.round_with(&all).await;
+    assert!(s.is_empty(), "{s:?}");
+    assert!(h.containers().await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_fence_fences_when_a_majority_is_unheard_but_not_while_starting() {
+    let h = Harness::new().await;
+    for (n, p) in [(NODE, "p1"), ("n2", "p2"), ("n3", "p3")] {
+        crate::nodes::register(&h.state, n, p).await.unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    let (observed, gossip) = observed_here(&h.stop);
+    let (tx, mut rx) = tokio::sync::watch::channel(FenceState::new());
+    tokio::spawn(watch_fence(
+        h.state.clone(),
+        observed,
+        tx,
+        FENCE_EVERY,
+        h.stop.clone(),
+    ));
+    // One of three heard: the fence comes, but only once the node is no longer starting.
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.fenced))
+        .await
+        .unwrap()
+        .unwrap();
+    let s = *rx.borrow();
+    assert!(started.elapsed() >= DEAD_AFTER, "{:?}", started.elapsed());
+    assert_eq!((s.quorum.known, s.quorum.heard), (3, 1));
+    // A second node heard: two of three, the fence lifts.
+    let peer = crate::observed::NodeRecord {
+        name: "n2".into(),
+        version: 1,
+        ..Default::default()
+    };
+    let data = crate::observed::Message::Record(peer).encode().unwrap();
+    gossip
+        .send(crate::observed::Inbound::Gossip { data })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| !s.fenced))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rx.borrow().quorum.heard, 2);
 }
