@@ -183,6 +183,7 @@ fn body(kind: Kind) -> Body {
         Kind::ReplicaSet => statefulset,
         Kind::StatefulSet => statefulset,
         Kind::ControllerRevision => controllerrevision,
+        Kind::Endpoints => endpoints,
         Kind::Pod => pod,
         Kind::Service => service,
         Kind::ConfigMap => configmap,
@@ -598,6 +599,7 @@ fn pod(d: &mut Doc, v: &Value, _: Options) {
 }
 
 fn service(d: &mut Doc, v: &Value, _: Options) {
+    d.field(0, "DNS Name", or_none(text(v, "/status/dnsName")));
     d.field(0, "Selector", or_none(joined_map(v, "/spec/selector")));
     d.field(
         0,
@@ -753,6 +755,38 @@ fn controllerrevision(d: &mut Doc, v: &Value, _: Options) {
             .collect::<Vec<_>>()
             .join(", "),
     );
+}
+
+fn endpoints(d: &mut Doc, v: &Value, _: Options) {
+    for s in list(v, "/subsets") {
+        let ips = |key: &str| -> String {
+            let found: Vec<String> = list(s, key)
+                .iter()
+                .filter_map(|a| {
+                    let ip = text(a, "/ip")?;
+                    Some(match text(a, "/targetRef/name") {
+                        Some(pod) => format!("{ip} ({pod})"),
+                        None => ip,
+                    })
+                })
+                .collect();
+            or_none(Some(found.join(",")))
+        };
+        d.field(0, "Addresses", ips("/addresses"));
+        d.field(0, "NotReadyAddresses", ips("/notReadyAddresses"));
+        for p in list(s, "/ports") {
+            d.field(
+                0,
+                "Port",
+                format!(
+                    "{}  {}/{}",
+                    text(p, "/name").unwrap_or_else(|| "<unset>".into()),
+                    text(p, "/port").unwrap_or_default(),
+                    text(p, "/protocol").unwrap_or_else(|| "TCP".into())
+                ),
+            );
+        }
+    }
 }
 
 fn pvc(d: &mut Doc, v: &Value, _: Options) {

@@ -430,12 +430,68 @@ const SERVICE: &[Column] = &[
     col("TYPE", |v, _| {
         text(v, "/spec/type").unwrap_or_else(|| "ClusterIP".into())
     }),
-    col("CLUSTER-IP", |v, _| or_none(text(v, "/spec/clusterIP"))),
-    col("EXTERNAL-IP", |v, _| service_external_ips(v)),
+    col("DNS-NAME", |v, _| or_none(text(v, "/status/dnsName"))),
     col("PORT(S)", |v, _| service_ports(v)),
+    col("ENDPOINTS", |v, _| {
+        match (
+            count_opt(v, "/status/readyEndpoints"),
+            count_opt(v, "/status/endpoints"),
+        ) {
+            (Some(r), Some(t)) => format!("{r}/{t}"),
+            _ => "<none>".into(),
+        }
+    }),
     col("AGE", age),
+    wide("CLUSTER-IP", |v, _| or_none(text(v, "/spec/clusterIP"))),
+    wide("EXTERNAL-IP", |v, _| service_external_ips(v)),
     wide("SELECTOR", |v, _| or_none(joined_map(v, "/spec/selector"))),
 ];
+
+fn count_opt(v: &Value, pointer: &str) -> Option<i64> {
+    at(v, pointer).and_then(Value::as_i64)
+}
+
+const ENDPOINTS: &[Column] = &[
+    col("NAME", name),
+    col("ENDPOINTS", |v, _| endpoints_cell(v)),
+    col("AGE", age),
+    wide("NOT-READY", |v, _| {
+        let n: usize = list(v, "/subsets")
+            .iter()
+            .map(|s| list(s, "/notReadyAddresses").len())
+            .sum();
+        n.to_string()
+    }),
+];
+
+/// `ip:port,ip:port + N more...` of the ready addresses, as kubectl shows them.
+fn endpoints_cell(v: &Value) -> String {
+    let mut all: Vec<String> = Vec::new();
+    for s in list(v, "/subsets") {
+        let ports: Vec<String> = list(s, "/ports")
+            .iter()
+            .filter_map(|p| text(p, "/port"))
+            .collect();
+        for a in list(s, "/addresses") {
+            let ip = text(a, "/ip").unwrap_or_default();
+            if ports.is_empty() {
+                all.push(ip.clone());
+            }
+            for p in &ports {
+                all.push(format!("{ip}:{p}"));
+            }
+        }
+    }
+    if all.is_empty() {
+        return "<none>".into();
+    }
+    if all.len() > 3 {
+        let more = all.len() - 3;
+        all.truncate(3);
+        return format!("{} + {more} more...", all.join(","));
+    }
+    all.join(",")
+}
 
 fn map_len(v: &Value, pointer: &str) -> usize {
     map(v, pointer).map_or(0, Map::len)
@@ -663,6 +719,7 @@ pub fn columns(kind: Kind) -> &'static [Column] {
         Kind::ReplicaSet => REPLICASET,
         Kind::StatefulSet => STATEFULSET,
         Kind::ControllerRevision => CONTROLLERREVISION,
+        Kind::Endpoints => ENDPOINTS,
         Kind::Pod => POD,
         Kind::Service => SERVICE,
         Kind::ConfigMap => CONFIGMAP,
@@ -958,17 +1015,52 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_columns() {
+        let ep = json!({"metadata": {"name": "web"}, "subsets": [{
+            "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+            "notReadyAddresses": [{"ip": "10.0.0.3"}],
+            "ports": [{"port": 8080}, {"port": 9090}]}]});
+        let t = table(Kind::Endpoints, &[ep], true, false, NOW);
+        assert!(
+            t.contains("10.0.0.1:8080,10.0.0.1:9090,10.0.0.2:8080 + 1 more..."),
+            "{t}"
+        );
+        assert!(
+            t.lines().nth(1).unwrap().trim_end().ends_with('1'),
+            "one not ready: {t}"
+        );
+        let none = table(
+            Kind::Endpoints,
+            &[json!({"metadata": {"name": "x"}})],
+            false,
+            false,
+            NOW,
+        );
+        assert!(none.contains("<none>"));
+    }
+
+    #[test]
     fn service_columns() {
         let svc = json!({
             "metadata": {"name": "web"},
             "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "selector": {"app": "web"},
-                     "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}
+                     "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]},
+            "status": {"dnsName": "web.default.svc.shoal.home.arpa", "endpoints": 3,
+                       "readyEndpoints": 2}
         });
         assert_eq!(
-            table(Kind::Service, &[svc], true, false, NOW),
-            "NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)               AGE         SELECTOR\n\
-             web    NodePort   10.96.0.10   <none>        80:30080/TCP,53/UDP   <unknown>   app=web\n"
+            table(Kind::Service, std::slice::from_ref(&svc), false, false, NOW),
+            "NAME   TYPE       DNS-NAME                          PORT(S)               ENDPOINTS   AGE\n\
+             web    NodePort   web.default.svc.shoal.home.arpa   80:30080/TCP,53/UDP   2/3         <unknown>\n"
         );
+        let wide = table(Kind::Service, &[svc], true, false, NOW);
+        assert!(
+            wide.lines()
+                .next()
+                .unwrap()
+                .ends_with("CLUSTER-IP   EXTERNAL-IP   SELECTOR")
+        );
+        assert!(wide.contains("10.96.0.10") && wide.contains("app=web"));
         let lb = json!({"spec": {"type": "LoadBalancer"}});
         assert_eq!(service_external_ips(&lb), "<pending>");
     }

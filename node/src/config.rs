@@ -67,7 +67,70 @@ pub struct Config {
     pub join_token: Option<Redacted>,
     /// Discover nodes of the same cluster on the LAN with mDNS.
     pub mdns: bool,
+    /// Where the DNS server listens, UDP and TCP on the same address and port
+    /// (`--dns-listen`): an `ip:port`, or `off` for no DNS server. Unset: port 53 on the
+    /// advertise address. A port that cannot be bound (in use, or port 53 without the
+    /// privilege) is logged as an error and the node runs on without DNS.
+    pub dns_listen: Option<DnsListen>,
+    /// The cluster domain the DNS server answers for (`--cluster-domain`): services are
+    /// `<service>.<namespace>.svc.<domain>`.
+    pub cluster_domain: String,
+    /// The resolvers that names outside the cluster domain are forwarded to, each `ip` or
+    /// `ip:port` (`--dns-upstream`, repeatable; IPv6 with a port as `[ip]:port`). Unset: the
+    /// `nameserver`s of the host's `/etc/resolv.conf`. An empty list forwards nothing: such
+    /// names get REFUSED. This node's own DNS address is never used.
+    pub dns_upstream: Option<Vec<String>>,
+    /// The TTL of the cluster zone's answers, in seconds: clients re-ask this often, so
+    /// answers follow readiness within that time.
+    pub dns_ttl_secs: u32,
 }
+
+/// The DNS server's listen setting: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DnsListen {
+    /// No DNS server on this node.
+    Off,
+    /// UDP and TCP on this address (port 0: a free port, for tests).
+    Addr(SocketAddr),
+}
+
+impl std::str::FromStr for DnsListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(DnsListen::Off);
+        }
+        s.parse::<SocketAddr>().map(DnsListen::Addr).map_err(|_| {
+            format!("{s:?} is neither `off` nor an ip:port address (e.g. 192.168.1.10:53)")
+        })
+    }
+}
+
+impl TryFrom<String> for DnsListen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DnsListen> for String {
+    fn from(l: DnsListen) -> String {
+        match l {
+            DnsListen::Off => "off".to_string(),
+            DnsListen::Addr(a) => a.to_string(),
+        }
+    }
+}
+
+/// The default cluster domain: RFC 8375's home-network domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "shoal.home.arpa";
+
+/// The standard DNS port.
+pub const DNS_PORT: u16 = 53;
 
 impl Default for Config {
     fn default() -> Self {
@@ -88,6 +151,10 @@ impl Default for Config {
             join: Vec::new(),
             join_token: None,
             mdns: true,
+            dns_listen: None,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+            dns_upstream: None,
+            dns_ttl_secs: 5,
         }
     }
 }
@@ -188,7 +255,73 @@ impl Config {
             }
         }
         self.join_token()?;
+        if !is_domain_name(&self.cluster_domain) {
+            return invalid(
+                "cluster-domain",
+                "must be a domain name: DNS labels (letters, digits and '-') separated by \
+                 dots, at most 253 characters, e.g. shoal.home.arpa",
+            );
+        }
+        if self.dns_ttl_secs > 3600 {
+            return invalid("dns-ttl-secs", "must be at most 3600");
+        }
+        if let Some(dns) = self.dns_listen_addr()
+            && dns == self.api_listen
+        {
+            return invalid("dns-listen", "must not be the api-listen address");
+        }
+        for upstream in self.dns_upstream.iter().flatten() {
+            if let Err(e) = parse_dns_upstream(upstream) {
+                return invalid("dns-upstream", &e);
+            }
+        }
         Ok(())
+    }
+
+    /// Where the DNS server listens, or `None` when it is off: the setting, else port 53 on
+    /// the advertise address.
+    pub fn dns_listen_addr(&self) -> Option<SocketAddr> {
+        match self.dns_listen {
+            None => Some(SocketAddr::new(self.advertise_addr(), DNS_PORT)),
+            Some(DnsListen::Off) => None,
+            Some(DnsListen::Addr(a)) => Some(a),
+        }
+    }
+
+    /// The cluster domain as the DNS server uses it: lower case, without a trailing dot.
+    pub fn dns_domain(&self) -> String {
+        self.cluster_domain
+            .strip_suffix('.')
+            .unwrap_or(&self.cluster_domain)
+            .to_ascii_lowercase()
+    }
+
+    /// The upstream resolvers in force: the setting (entries that do not parse are skipped;
+    /// [`Config::validate`] rejects them), else the host's `/etc/resolv.conf`; without this
+    /// node's own DNS address, so that the server never forwards to itself.
+    pub fn dns_upstreams(&self) -> Vec<SocketAddr> {
+        let configured = match &self.dns_upstream {
+            Some(list) => list
+                .iter()
+                .filter_map(|u| parse_dns_upstream(u).ok())
+                .collect(),
+            None => std::fs::read_to_string("/etc/resolv.conf")
+                .map(|text| parse_resolv_conf(&text))
+                .unwrap_or_default(),
+        };
+        let own = self.dns_listen_addr();
+        let advertise = self.advertise_addr();
+        configured
+            .into_iter()
+            .filter(|u| match own {
+                None => true,
+                Some(own) if own.ip().is_unspecified() => {
+                    !(u.port() == own.port()
+                        && (u.ip().is_loopback() || u.ip().is_unspecified() || u.ip() == advertise))
+                }
+                Some(own) => *u != own,
+            })
+            .collect()
     }
 
     /// The decoded join token, if one is set.
@@ -262,6 +395,40 @@ pub fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A domain name of DNS labels (in any case: DNS names are case-insensitive), at most 253
+/// characters; one trailing dot is allowed.
+pub fn is_domain_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// An upstream resolver: `ip` (port 53) or `ip:port` (`[ipv6]:port`).
+pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .map_err(|_| format!("{s:?} is not an ip or ip:port address (e.g. 192.168.1.1:53)"))
+}
+
+/// The `nameserver` addresses of a `resolv.conf` text, port 53. Scoped IPv6 addresses
+/// (`fe80::1%eth0`) are skipped: a socket address cannot carry an interface name.
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split(['#', ';']).next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            if words.next() != Some("nameserver") {
+                return None;
+            }
+            let ip = words.next()?.parse::<IpAddr>().ok()?;
+            Some(SocketAddr::new(ip, DNS_PORT))
+        })
+        .collect()
 }
 
 /// The host's name turned into a DNS label, for the default node name.
@@ -391,6 +558,135 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn dns_settings() {
+        let c = Config {
+            advertise: Some("10.1.2.3".parse().unwrap()),
+            dns_upstream: Some(vec![]),
+            ..Config::default()
+        };
+        assert_eq!(c.cluster_domain, "shoal.home.arpa");
+        assert_eq!(c.dns_ttl_secs, 5);
+        assert_eq!(c.dns_listen_addr().unwrap().to_string(), "10.1.2.3:53");
+        assert!(c.dns_upstreams().is_empty());
+        c.validate().unwrap();
+
+        let file = "dns-listen = \"127.0.0.7:5353\"\ncluster-domain = \"Lab.Example.\"\n\
+                    dns-upstream = [\"9.9.9.9\", \"127.0.0.7:5353\", \"[::1]:5300\"]\n\
+                    dns-ttl-secs = 30\n";
+        let c: Config = toml::from_str(file).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.dns_domain(), "lab.example");
+        assert_eq!(c.dns_ttl_secs, 30);
+        assert_eq!(
+            c.dns_listen,
+            Some(DnsListen::Addr("127.0.0.7:5353".parse().unwrap()))
+        );
+        // The node's own address is never an upstream.
+        let ups: Vec<String> = c.dns_upstreams().iter().map(|a| a.to_string()).collect();
+        assert_eq!(ups, ["9.9.9.9:53", "[::1]:5300"]);
+
+        let c: Config = toml::from_str("dns-listen = \"off\"\n").unwrap();
+        assert_eq!(c.dns_listen, Some(DnsListen::Off));
+        assert_eq!(c.dns_listen_addr(), None);
+        let err = toml::from_str::<Config>("dns-listen = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns-listen") && err.contains("off"), "{err}");
+        assert_eq!("OFF".parse::<DnsListen>(), Ok(DnsListen::Off));
+
+        for (setting, c) in [
+            (
+                "cluster-domain",
+                Config {
+                    cluster_domain: "bad_domain".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "cluster-domain",
+                Config {
+                    cluster_domain: "a..b".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "dns-ttl-secs",
+                Config {
+                    dns_ttl_secs: 86400,
+                    ..Config::default()
+                },
+            ),
+            (
+                "dns-upstream",
+                Config {
+                    dns_upstream: Some(vec!["resolver.example".into()]),
+                    ..Config::default()
+                },
+            ),
+            (
+                "dns-listen",
+                Config {
+                    dns_listen: Some(DnsListen::Addr("127.0.0.1:7070".parse().unwrap())),
+                    ..Config::default()
+                },
+            ),
+        ] {
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with(&format!("setting {setting}:")), "{err}");
+        }
+    }
+
+    #[test]
+    fn dns_upstream_skips_own_wildcard_listener() {
+        let c = Config {
+            advertise: Some("10.1.2.3".parse().unwrap()),
+            dns_listen: Some(DnsListen::Addr("0.0.0.0:53".parse().unwrap())),
+            dns_upstream: Some(vec![
+                "127.0.0.1".into(),
+                "10.1.2.3".into(),
+                "10.1.2.3:5353".into(),
+                "10.9.9.9".into(),
+            ]),
+            ..Config::default()
+        };
+        let ups: Vec<String> = c.dns_upstreams().iter().map(|a| a.to_string()).collect();
+        assert_eq!(ups, ["10.1.2.3:5353", "10.9.9.9:53"]);
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# generated\nsearch lan\nnameserver 192.168.1.1\n  nameserver ::1 # v6\n\
+                    nameserver fe80::1%eth0\n;nameserver 1.1.1.1\noptions ndots:1\nnameserver\n";
+        let got: Vec<String> = parse_resolv_conf(text)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["192.168.1.1:53", "[::1]:53"]);
+        assert_eq!(
+            parse_dns_upstream(" 1.1.1.1 ").unwrap().to_string(),
+            "1.1.1.1:53"
+        );
+        assert_eq!(
+            parse_dns_upstream("1.1.1.1:5300").unwrap().to_string(),
+            "1.1.1.1:5300"
+        );
+        assert!(parse_dns_upstream("1.1.1.1:x").is_err());
+        for ok in ["shoal.home.arpa", "Shoal.Home.Arpa.", "cluster", "a-1.b"] {
+            assert!(is_domain_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            &format!("{}.a", "a".repeat(64)),
+        ] {
+            assert!(!is_domain_name(bad), "{bad}");
+        }
     }
 
     #[test]

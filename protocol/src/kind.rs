@@ -17,6 +17,8 @@ pub enum Kind {
     ReplicaSet,
     StatefulSet,
     ControllerRevision,
+    /// Computed from Services and pods on every read; never stored (not in [`Kind::ALL`]).
+    Endpoints,
 }
 
 struct KindInfo {
@@ -156,10 +158,22 @@ const KINDS: &[KindInfo] = &[
         // StatefulSets own their revisions: one per template.
         appliable: false,
     },
+    KindInfo {
+        kind: Kind::Endpoints,
+        name: "Endpoints",
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        singular: "endpoints",
+        short: &["ep"],
+        namespaced: true,
+        // The pods each Service's selector matches, computed on read.
+        appliable: false,
+    },
 ];
 
 impl Kind {
-    /// Every kind, in the order in which a batch is applied (namespaces first, so that objects
+    /// Every stored kind (all but [`Kind::Endpoints`]), in the order in which a batch is applied (namespaces first, so that objects
     /// in the same file can live in a namespace the file creates).
     pub const ALL: [Kind; 11] = [
         Kind::Namespace,
@@ -217,6 +231,11 @@ impl Kind {
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
         self.info().namespaced
+    }
+
+    /// Whether objects of this kind are kept in the desired state (Endpoints are computed).
+    pub fn stored(self) -> bool {
+        self != Kind::Endpoints
     }
 
     /// Whether users may apply objects of this kind.

@@ -503,6 +503,13 @@ fn typed(kind: Kind, value: Value) -> Result<Resource, FieldError> {
         Kind::ReplicaSet => Resource::ReplicaSet(de(value)?),
         Kind::StatefulSet => Resource::StatefulSet(de(value)?),
         Kind::ControllerRevision => Resource::ControllerRevision(de(value)?),
+        Kind::Endpoints => {
+            return Err(FieldError::new(
+                "kind",
+                "Endpoints are computed from each Service's selector and the ready pods: apply \
+                 the Service",
+            ));
+        }
         Kind::Node => {
             return Err(FieldError::new(
                 "kind",

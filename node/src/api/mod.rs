@@ -10,6 +10,7 @@ mod exec;
 mod nodes;
 mod pods;
 mod resources;
+mod services;
 mod status;
 mod workloads;
 
@@ -55,6 +56,19 @@ pub struct ClusterInfo {
     pub p2p_address: String,
     /// The encoded join token (a secret: it carries the cluster secret and admin token).
     pub join_token: String,
+    /// The DNS domain of the cluster (`shoal.home.arpa` when empty).
+    pub cluster_domain: String,
+}
+
+impl ClusterInfo {
+    /// The cluster domain, defaulted.
+    pub fn domain(&self) -> &str {
+        if self.cluster_domain.is_empty() {
+            crate::config::DEFAULT_CLUSTER_DOMAIN
+        } else {
+            &self.cluster_domain
+        }
+    }
 }
 
 /// Builds the router; tests call it directly.

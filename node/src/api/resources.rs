@@ -17,7 +17,7 @@ use shoal_protocol::{FieldError, Kind, Resource, manifest};
 
 use super::error::ApiError;
 use super::workloads::{self, StatusInputs};
-use super::{ApiState, exec, nodes, pods};
+use super::{ApiState, exec, nodes, pods, services};
 use crate::state::StoredObject;
 
 /// The namespace objects go to when neither the manifest nor the request names one.
@@ -56,6 +56,7 @@ pub async fn apply_batch(
         q.namespace.as_deref(),
         q.default_namespace.as_deref(),
     )?;
+    check_service_ports(&api, &batch).await?;
     let items = api.state.apply(batch).await?;
     for r in &items {
         if r.action != ApplyAction::Unchanged {
@@ -64,6 +65,43 @@ pub async fn apply_batch(
         }
     }
     Ok(Json(ApplyResponse { items }))
+}
+
+/// Refuses a batch with a Service whose node-facing port another Service already takes (ports
+/// are cluster-wide: every node listens on each Service's port). Nothing is applied then.
+async fn check_service_ports(
+    api: &ApiState,
+    batch: &[shoal_protocol::Resource],
+) -> Result<(), ApiError> {
+    let new: Vec<&shoal_protocol::kinds::Service> = batch
+        .iter()
+        .filter_map(|r| match r {
+            shoal_protocol::Resource::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let key = |s: &shoal_protocol::kinds::Service| {
+        (s.metadata.namespace.clone(), s.metadata.name.clone())
+    };
+    let replaced: std::collections::BTreeSet<_> = new.iter().map(|s| key(s)).collect();
+    let mut others: Vec<shoal_protocol::kinds::Service> = crate::dns::feed::services(&api.state)
+        .await?
+        .into_iter()
+        .filter(|s| !replaced.contains(&key(s)))
+        .collect();
+    for s in new {
+        if let Some(why) = crate::proxy::port_conflict(s, &others) {
+            return Err(ApiError::invalid(
+                format!("{why}; nothing was applied"),
+                vec![shoal_protocol::FieldError::new("spec.ports", why)],
+            ));
+        }
+        others.push(s.clone());
+    }
+    Ok(())
 }
 
 fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
@@ -199,6 +237,16 @@ async fn list(api: &ApiState, t: Target, q: ListQuery) -> Result<Json<Value>, Ap
         nodes::list(api).await?
     } else if t.kind == Kind::Pod {
         pods::list(api, t.namespace.as_deref()).await?
+    } else if t.kind == Kind::Endpoints {
+        services::list_endpoints(api, t.namespace.as_deref()).await?
+    } else if t.kind == Kind::Service {
+        let inputs = services::ServiceInputs::load(api).await?;
+        api.state
+            .list(t.kind, t.namespace.as_deref())
+            .await?
+            .into_iter()
+            .map(|o| service_with_status(&inputs, o))
+            .collect()
     } else {
         let inputs = StatusInputs::load_for(api, t.kind).await?;
         api.state
@@ -239,6 +287,17 @@ async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, A
         let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
         return pods::get(api, ns, name).await.map(Json);
     }
+    if t.kind == Kind::Endpoints {
+        let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        return services::get_endpoints(api, ns, name).await.map(Json);
+    }
+    if t.kind == Kind::Service {
+        let inputs = services::ServiceInputs::load(api).await?;
+        return match api.state.get(t.kind, t.namespace.as_deref(), name).await? {
+            Some(o) => Ok(Json(service_with_status(&inputs, o))),
+            None => Err(ApiError::not_found(t.kind, t.namespace.as_deref(), name)),
+        };
+    }
     let inputs = StatusInputs::load_for(api, t.kind).await?;
     match api.state.get(t.kind, t.namespace.as_deref(), name).await? {
         Some(o) => Ok(Json(with_status(inputs.as_ref(), o))),
@@ -249,6 +308,14 @@ async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, A
 async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, ApiError> {
     if t.kind == Kind::Node {
         return nodes::delete(api, name).await.map(Json);
+    }
+    if t.kind == Kind::Endpoints {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "endpoints are computed from the Service's selector and the ready pods: change or \
+             delete the service",
+        ));
     }
     if t.kind == Kind::ReplicaSet {
         return Err(ApiError::new(
@@ -316,6 +383,7 @@ async fn put_one(
         batch[0].namespace().map(str::to_string),
         batch[0].name().to_string(),
     );
+    check_service_ports(api, &batch).await?;
     let results = api.state.apply(batch).await?;
     let created = results
         .first()
@@ -339,6 +407,19 @@ async fn put_one(
 
 /// Merges an object of desired state with what is observed of it. `inputs` are loaded for
 /// the kinds whose status the controllers compute.
+/// A stored Service with its computed status.
+fn service_with_status(inputs: &services::ServiceInputs, o: StoredObject) -> Value {
+    let status = match shoal_protocol::Resource::from_value(o.kind, o.value.clone()) {
+        Ok(shoal_protocol::Resource::Service(s)) => Some(inputs.status_of(&s)),
+        _ => None,
+    };
+    let mut v = o.value;
+    if let (Some(status), Value::Object(map)) = (status, &mut v) {
+        map.insert("status".into(), status);
+    }
+    v
+}
+
 fn with_status(inputs: Option<&StatusInputs>, o: StoredObject) -> Value {
     let status = match o.kind {
         Kind::Namespace => Some(json!({ "phase": "Active" })),

@@ -70,6 +70,7 @@ fn harness() -> Harness {
                 peer_id: "p1".into(),
                 p2p_address: "127.0.0.1:7946".into(),
                 join_token: "shoal1.secret".into(),
+                cluster_domain: "shoal.home.arpa".into(),
             }),
         },
         64 * 1024,
@@ -420,3 +421,56 @@ async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted()
 }
 
 mod workloads;
+
+#[tokio::test]
+async fn a_service_port_taken_by_another_service_is_refused_and_nothing_is_applied() {
+    let h = harness();
+    let web = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 8080}]\n";
+    let (code, body) = h.call(Method::POST, "/shoal/v1/apply", web).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Re-applying the same Service is no conflict.
+    let (code, body) = h.call(Method::POST, "/shoal/v1/apply", web).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let clash = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: side}\ndata: {k: v}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec:\n  selector: {app: api}\n  ports: [{port: 8080}]\n";
+    let (code, body) = h.call(Method::POST, "/shoal/v1/apply", clash).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("default/web") && message.contains("8080"),
+        "{message}"
+    );
+    let (code, _) = h
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/side",
+            "",
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "nothing of the batch was applied"
+    );
+    // Services show their DNS name; Endpoints are computed and cannot be deleted.
+    let (_, svc) = h
+        .call(Method::GET, "/api/v1/namespaces/default/services/web", "")
+        .await;
+    assert_eq!(svc["status"]["dnsName"], "web.default.svc.shoal.home.arpa");
+    assert_eq!(svc["status"]["readyEndpoints"], 0);
+    let (code, ep) = h
+        .call(Method::GET, "/api/v1/namespaces/default/endpoints/web", "")
+        .await;
+    assert_eq!(code, StatusCode::OK, "{ep}");
+    assert_eq!(ep["kind"], "Endpoints");
+    let (code, list) = h.call(Method::GET, "/api/v1/endpoints", "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(list["kind"], "EndpointsList");
+    let (code, _) = h
+        .call(
+            Method::DELETE,
+            "/api/v1/namespaces/default/endpoints/web",
+            "",
+        )
+        .await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -44,6 +44,20 @@ struct Flags {
     /// Do not discover nodes on the LAN with mDNS.
     #[arg(long, env = "SHOAL_NO_MDNS")]
     no_mdns: bool,
+    /// Where the DNS server listens, UDP and TCP: ip:port, or `off`
+    /// [default: port 53 on the advertise address].
+    #[arg(long, env = "SHOAL_DNS_LISTEN")]
+    dns_listen: Option<shoal_node::config::DnsListen>,
+    /// The cluster's DNS domain [default: shoal.home.arpa].
+    #[arg(long, env = "SHOAL_CLUSTER_DOMAIN")]
+    cluster_domain: Option<String>,
+    /// An upstream resolver for names outside the cluster domain (ip or ip:port); repeat it
+    /// or separate with commas [default: the nameservers of /etc/resolv.conf].
+    #[arg(long, env = "SHOAL_DNS_UPSTREAM", value_delimiter = ',')]
+    dns_upstream: Vec<String>,
+    /// The TTL of the cluster's answers, in seconds [default: 5].
+    #[arg(long, env = "SHOAL_DNS_TTL_SECS")]
+    dns_ttl_secs: Option<u32>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -84,6 +98,24 @@ impl Flags {
         }
         if self.no_mdns {
             config.mdns = false;
+        }
+        if let Some(v) = self.dns_listen {
+            config.dns_listen = Some(v);
+        }
+        if let Some(v) = self.cluster_domain {
+            config.cluster_domain = v;
+        }
+        let upstreams: Vec<String> = self
+            .dns_upstream
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !upstreams.is_empty() {
+            config.dns_upstream = Some(upstreams);
+        }
+        if let Some(v) = self.dns_ttl_secs {
+            config.dns_ttl_secs = v;
         }
         match self.log_format.as_deref() {
             Some("json") => config.log_format = LogFormat::Json,

@@ -1,0 +1,133 @@
+//! Keeps the DNS server's zone current: rebuilds it ([`super::records::build`]) from the store
+//! (Services, pods) and observed state (readiness, membership) after every change, after a
+//! short debounce, and at least every second, and publishes it only when it differs. The
+//! server reads the newest zone on every query, so answers follow readiness within about a
+//! second of the report reaching this node.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::kinds::Service;
+use shoal_protocol::{Kind, Resource};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::records::{PodEntry, build};
+use super::zone::Zone;
+use crate::observed::{Liveness, ObservedHandle};
+use crate::pods::{desired_pods, typed};
+use crate::state::{StateError, StateHandle};
+
+/// What the zone is built for.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    pub domain: String,
+    pub ttl: u32,
+    /// This node's DNS addresses (the NS record's glue).
+    pub ns_addresses: Vec<IpAddr>,
+}
+
+/// The address of every node membership hears (alive or suspect), by name.
+pub fn heard_nodes(observed: &ObservedHandle) -> BTreeMap<String, IpAddr> {
+    observed
+        .members()
+        .into_iter()
+        .filter(|(_, m)| matches!(m.liveness, Liveness::Alive | Liveness::Suspect))
+        .filter_map(|(name, m)| Some((name, m.record.address.parse().ok()?)))
+        .collect()
+}
+
+/// Every desired pod as the zone and the endpoints see it.
+pub async fn pod_entries(
+    state: &StateHandle,
+    observed: &ObservedHandle,
+) -> Result<Vec<PodEntry>, StateError> {
+    let statuses = observed.pods();
+    Ok(desired_pods(state)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let status = statuses.get(&p.key());
+            PodEntry {
+                namespace: p.slot.namespace.clone(),
+                name: p.slot.pod.clone(),
+                labels: p.metadata.labels.clone(),
+                node: p.slot.node.clone(),
+                ready: status.is_some_and(|s| s.is_ready()),
+                pod_ip: status.and_then(|s| s.pod_ip.clone()),
+                hostname: p.spec.hostname.clone(),
+                subdomain: p.spec.subdomain.clone(),
+            }
+        })
+        .collect())
+}
+
+/// Every stored Service.
+pub async fn services(state: &StateHandle) -> Result<Vec<Service>, StateError> {
+    typed(state, Kind::Service, |r| match r {
+        Resource::Service(s) => Some(s),
+        _ => None,
+    })
+    .await
+}
+
+async fn zone(
+    config: &ZoneConfig,
+    state: &StateHandle,
+    observed: &ObservedHandle,
+) -> Result<Zone, StateError> {
+    Ok(build(
+        &config.domain,
+        config.ttl,
+        &services(state).await?,
+        &pod_entries(state, observed).await?,
+        &heard_nodes(observed),
+        config.ns_addresses.clone(),
+    ))
+}
+
+/// Feeds `tx` until `shutdown`.
+pub async fn keep_zone(
+    config: ZoneConfig,
+    state: StateHandle,
+    observed: ObservedHandle,
+    tx: watch::Sender<Arc<Zone>>,
+    shutdown: CancellationToken,
+) {
+    let mut state_rx = state.subscribe();
+    let mut observed_rx = observed.subscribe();
+    let (mut state_open, mut observed_open) = (true, true);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = state_rx.changed(), if state_open => state_open = r.is_ok(),
+            r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        state_rx.borrow_and_update();
+        observed_rx.borrow_and_update();
+        match zone(&config, &state, &observed).await {
+            Ok(z) => {
+                tx.send_if_modified(|current| {
+                    if **current == z {
+                        return false;
+                    }
+                    tracing::debug!(serial = z.serial, names = z.lan.len(), "DNS zone changed");
+                    *current = Arc::new(z);
+                    true
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "building the DNS zone failed; retrying"),
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The cluster zone, built from Services, pods and membership (pure), and the endpoints of each
+//! Service (which the API shows too).
+//!
+//! Names (`<domain>` is the cluster domain, `shoal.home.arpa` by default):
+//! - `<svc>.<ns>.svc.<domain>`: A/AAAA. A Service with a selector answers the addresses of the
+//!   alive nodes that have a ready endpoint (every node forwards the Service's port to a ready
+//!   endpoint, so a plain A lookup and the port reach it); a headless Service
+//!   (`clusterIP: None`) answers, per ready pod, the address of the node it runs on.
+//! - `_<port>._<proto>.<svc>.<ns>.svc.<domain>`: SRV, one per Service port (`<port>` is the
+//!   port's name, or its number when unnamed), with the port to use (the nodePort where set,
+//!   else the port). Headless: one per ready pod, targeting the pod's own name.
+//! - `<hostname>.<subdomain>.<ns>.svc.<domain>`: a ready pod whose `subdomain` names a
+//!   headless Service in its namespace (every StatefulSet pod: hostname = its name, subdomain
+//!   = `serviceName`): the address of its node.
+//!
+//! A pod counts once a node that membership hears (alive or suspect) reports it Ready; a dead
+//! node's pods and unready pods leave the answers at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use shoal_protocol::kinds::{Protocol, Service};
+
+use super::zone::{RecordData, Records, Zone};
+
+/// A pod as the zone sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEntry {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The node the pod runs on ("" when none).
+    pub node: String,
+    /// Reported Ready by a node membership hears.
+    pub ready: bool,
+    /// The pod's own address on its node's network, when reported.
+    pub pod_ip: Option<String>,
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
+}
+
+/// One endpoint of a Service: a pod its selector matches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub pod: String,
+    pub node: String,
+    /// The address of the pod's node, when membership knows it.
+    pub node_address: Option<IpAddr>,
+    pub pod_ip: Option<String>,
+    pub ready: bool,
+}
+
+/// The endpoints of `svc`: the pods of its namespace that its selector matches (none without
+/// a selector), ready ones first, then by name. `nodes`: the address of each node membership
+/// hears.
+pub fn endpoints(
+    svc: &Service,
+    pods: &[PodEntry],
+    nodes: &BTreeMap<String, IpAddr>,
+) -> Vec<Endpoint> {
+    let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
+    if svc.spec.selector.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Endpoint> = pods
+        .iter()
+        .filter(|p| p.namespace == namespace)
+        .filter(|p| {
+            svc.spec
+                .selector
+                .iter()
+                .all(|(k, v)| p.labels.get(k) == Some(v))
+        })
+        .map(|p| Endpoint {
+            pod: p.name.clone(),
+            node: p.node.clone(),
+            node_address: nodes.get(&p.node).copied(),
+            pod_ip: p.pod_ip.clone(),
+            ready: p.ready && nodes.contains_key(&p.node),
+        })
+        .collect();
+    out.sort_by(|a, b| (!a.ready, &a.pod).cmp(&(!b.ready, &b.pod)));
+    out
+}
+
+fn proto_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "_tcp",
+        Protocol::Udp => "_udp",
+        Protocol::Sctp => "_sctp",
+    }
+}
+
+/// The name of a Service: `<svc>.<ns>.svc.<domain>`.
+pub fn service_name(svc: &str, namespace: &str, domain: &str) -> String {
+    format!("{svc}.{namespace}.svc.{domain}").to_ascii_lowercase()
+}
+
+/// Builds the zone. `nodes`: the address of each node membership hears; `ns_addresses`: this
+/// node's DNS addresses (NS glue).
+pub fn build(
+    domain: &str,
+    ttl: u32,
+    services: &[Service],
+    pods: &[PodEntry],
+    nodes: &BTreeMap<String, IpAddr>,
+    ns_addresses: Vec<IpAddr>,
+) -> Zone {
+    let mut zone = Zone::empty(domain, ttl);
+    zone.ns_addresses = ns_addresses;
+    let domain = zone.domain.clone();
+    let mut records = Records::new();
+    let headless: BTreeSet<(String, String)> = services
+        .iter()
+        .filter(|s| s.spec.is_headless())
+        .map(|s| {
+            (
+                s.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                s.metadata.name.clone(),
+            )
+        })
+        .collect();
+
+    for svc in services {
+        let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let name = service_name(&svc.metadata.name, namespace, &domain);
+        let ready: Vec<Endpoint> = endpoints(svc, pods, nodes)
+            .into_iter()
+            .filter(|e| e.ready && e.node_address.is_some())
+            .collect();
+        let addresses: BTreeSet<IpAddr> = ready.iter().filter_map(|e| e.node_address).collect();
+        records
+            .entry(name.clone())
+            .or_default()
+            .extend(addresses.iter().copied().map(RecordData::Address));
+        for port in &svc.spec.ports {
+            let label = if port.name.is_empty() {
+                port.port.to_string()
+            } else {
+                port.name.to_ascii_lowercase()
+            };
+            let srv_name = format!("_{label}.{}.{name}", proto_label(port.protocol));
+            let number = u16::try_from(port.node_port.unwrap_or(port.port)).unwrap_or(0);
+            let entry = records.entry(srv_name).or_default();
+            if svc.spec.is_headless() {
+                for e in &ready {
+                    entry.push(RecordData::Srv {
+                        priority: 0,
+                        weight: 10,
+                        port: number,
+                        target: format!("{}.{name}", pod_label(pods, namespace, &e.pod)),
+                    });
+                }
+            } else if !addresses.is_empty() {
+                entry.push(RecordData::Srv {
+                    priority: 0,
+                    weight: 10,
+                    port: number,
+                    target: name.clone(),
+                });
+            }
+        }
+    }
+
+    // Pods of headless Services by their own names.
+    for p in pods {
+        let Some(sub) = &p.subdomain else { continue };
+        if !headless.contains(&(p.namespace.clone(), sub.clone())) {
+            continue;
+        }
+        let host = p.hostname.clone().unwrap_or_else(|| p.name.clone());
+        let name = format!(
+            "{}.{}",
+            host.to_ascii_lowercase(),
+            service_name(sub, &p.namespace, &domain)
+        );
+        let entry = records.entry(name).or_default();
+        if p.ready
+            && let Some(addr) = nodes.get(&p.node)
+        {
+            entry.push(RecordData::Address(*addr));
+        }
+    }
+
+    for list in records.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    zone.serial = serial_of(&records);
+    zone.pods = records.clone();
+    zone.lan = records;
+    zone
+}
+
+/// The label a headless Service's SRV targets for a pod: its hostname, else its name.
+fn pod_label(pods: &[PodEntry], namespace: &str, pod: &str) -> String {
+    pods.iter()
+        .find(|p| p.namespace == namespace && p.name == pod)
+        .and_then(|p| p.hostname.clone())
+        .unwrap_or_else(|| pod.to_string())
+        .to_ascii_lowercase()
+}
+
+/// A serial that changes when the records do (FNV-1a over their text), never 0.
+fn serial_of(records: &Records) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for (name, list) in records {
+        for b in name.bytes().chain(format!("{list:?}").bytes()) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::json;
+    use shoal_protocol::{Kind, Resource};
+
+    use super::*;
+
+    fn service(v: serde_json::Value) -> Service {
+        match Resource::from_value(Kind::Service, v).unwrap() {
+            Resource::Service(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    fn pod(name: &str, node: &str, ready: bool) -> PodEntry {
+        PodEntry {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            node: node.into(),
+            ready,
+            pod_ip: None,
+            hostname: None,
+            subdomain: None,
+        }
+    }
+
+    fn nodes() -> BTreeMap<String, IpAddr> {
+        [
+            ("n1".to_string(), "127.0.0.11".parse().unwrap()),
+            ("n2".to_string(), "127.0.0.12".parse().unwrap()),
+        ]
+        .into()
+    }
+
+    const D: &str = "shoal.home.arpa";
+
+    fn web() -> Service {
+        service(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 8080}, {"port": 53, "protocol": "UDP"}]}}))
+    }
+
+    fn addr(s: &str) -> RecordData {
+        RecordData::Address(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_service_answers_the_nodes_with_ready_endpoints() {
+        let pods = vec![
+            pod("web-0", "n1", true),
+            pod("web-1", "n1", true),
+            pod("web-2", "n2", false),
+            pod("web-3", "n3", true), // n3 is not heard: left out
+        ];
+        let z = build(D, 5, &[web()], &pods, &nodes(), vec![]);
+        assert_eq!(
+            z.lan.get("web.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.11")])
+        );
+        assert_eq!(
+            z.lan.get("_http._tcp.web.default.svc.shoal.home.arpa"),
+            Some(&vec![RecordData::Srv {
+                priority: 0,
+                weight: 10,
+                port: 8080,
+                target: "web.default.svc.shoal.home.arpa".into()
+            }])
+        );
+        assert!(
+            z.lan
+                .contains_key("_53._udp.web.default.svc.shoal.home.arpa")
+        );
+        // web-2 becomes ready: n2 joins the answer, and the serial moves.
+        let mut ready = pods.clone();
+        ready[2].ready = true;
+        let z2 = build(D, 5, &[web()], &ready, &nodes(), vec![]);
+        assert_eq!(
+            z2.lan.get("web.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.11"), addr("127.0.0.12")])
+        );
+        assert_ne!(z.serial, z2.serial);
+    }
+
+    #[test]
+    fn a_service_without_ready_endpoints_exists_with_no_address() {
+        let z = build(
+            D,
+            5,
+            &[web()],
+            &[pod("web-0", "n1", false)],
+            &nodes(),
+            vec![],
+        );
+        assert_eq!(z.lan.get("web.default.svc.shoal.home.arpa"), Some(&vec![]));
+    }
+
+    #[test]
+    fn headless_services_answer_pods_and_their_names() {
+        let db = service(json!({"metadata": {"name": "db", "namespace": "default"},
+            "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                     "ports": [{"name": "pg", "port": 5432}]}}));
+        let mut p0 = pod("db-0", "n1", true);
+        p0.hostname = Some("db-0".into());
+        p0.subdomain = Some("db".into());
+        let mut p1 = pod("db-1", "n2", true);
+        p1.hostname = Some("db-1".into());
+        p1.subdomain = Some("db".into());
+        let mut p2 = pod("db-2", "n2", false);
+        p2.hostname = Some("db-2".into());
+        p2.subdomain = Some("db".into());
+        let z = build(D, 5, &[db], &[p0, p1, p2], &nodes(), vec![]);
+        assert_eq!(
+            z.lan.get("db-0.db.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.11")])
+        );
+        assert_eq!(
+            z.lan.get("db-1.db.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.12")])
+        );
+        // Not ready: the name exists without an address.
+        assert_eq!(
+            z.lan.get("db-2.db.default.svc.shoal.home.arpa"),
+            Some(&vec![])
+        );
+        let srv = z
+            .lan
+            .get("_pg._tcp.db.default.svc.shoal.home.arpa")
+            .unwrap();
+        assert_eq!(srv.len(), 2);
+        assert!(srv.contains(&RecordData::Srv {
+            priority: 0,
+            weight: 10,
+            port: 5432,
+            target: "db-1.db.default.svc.shoal.home.arpa".into()
+        }));
+    }
+
+    #[test]
+    fn endpoints_follow_the_selector_and_the_namespace() {
+        let mut other = pod("web-9", "n1", true);
+        other.namespace = "prod".into();
+        let mut unlabelled = pod("api-0", "n1", true);
+        unlabelled.labels.clear();
+        let e = endpoints(
+            &web(),
+            &[
+                pod("web-1", "n2", false),
+                pod("web-0", "n1", true),
+                other,
+                unlabelled,
+            ],
+            &nodes(),
+        );
+        let names: Vec<(&str, bool)> = e.iter().map(|e| (e.pod.as_str(), e.ready)).collect();
+        assert_eq!(names, vec![("web-0", true), ("web-1", false)]);
+    }
+}
