@@ -21,18 +21,21 @@
 //! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
 //! - [`controllers`]: Deployments into ReplicaSets, ReplicaSets and Pods into slots.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
+//! - [`dns`]: the DNS server: authoritative for the cluster domain, forwarding other names.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod agent;
 pub mod api;
 pub mod config;
 pub mod controllers;
+pub mod dns;
 pub mod identity;
 pub mod join;
 pub mod net;
 pub mod nodes;
 pub mod observed;
 pub mod pods;
+pub mod proxy;
 pub mod replication;
 pub mod runtime;
 pub mod scheduler;
@@ -205,6 +208,46 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     controllers.reschedule_grace = Duration::from_millis(config.reschedule_grace_ms);
     tracker.spawn(controllers::run(controllers, stop.clone()));
     write_join_token(&config, &identity);
+    // The DNS server. A port it cannot bind (in use; 53 without the privilege) is logged as
+    // an error naming the address and `--dns-listen`, and the node goes on without DNS.
+    let (zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(dns::zone::Zone::empty(
+        &config.dns_domain(),
+        config.dns_ttl_secs,
+    )));
+    // Every node forwards each Service's port to a ready endpoint.
+    tracker.spawn(proxy::run(
+        proxy::ProxyConfig {
+            node_name: identity.node_name.clone(),
+            address: config.advertise_addr(),
+        },
+        state.clone(),
+        observed.clone(),
+        stop.clone(),
+    ));
+    // The zone follows Services, pods and membership.
+    tracker.spawn(dns::feed::keep_zone(
+        dns::feed::ZoneConfig {
+            domain: config.dns_domain(),
+            ttl: config.dns_ttl_secs,
+            ns_addresses: config
+                .dns_listen_addr()
+                .map(|a| vec![a.ip()])
+                .unwrap_or_default(),
+        },
+        state.clone(),
+        observed.clone(),
+        zone_tx,
+        stop.clone(),
+    ));
+    if let Some(dns_listen) = config.dns_listen_addr() {
+        let dns_config = dns::server::DnsConfig::new(dns_listen, config.dns_upstreams());
+        let dns_stop = stop.clone();
+        tracker.spawn(async move {
+            if let Err(e) = dns::server::serve(dns_config, zone_rx, dns_stop).await {
+                tracing::error!("{e}; the node runs on without its DNS server");
+            }
+        });
+    }
     let router = api::router(
         api::ApiState {
             state,
@@ -217,6 +260,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
                 peer_id,
                 p2p_address: config.p2p_advertise().to_string(),
                 join_token: join_token_for(&config, &identity).encode(),
+                cluster_domain: config.dns_domain(),
             }),
         },
         config.api_max_body_bytes,
