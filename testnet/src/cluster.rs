@@ -87,16 +87,31 @@ impl Cluster {
     /// join it with its token. Returns once every node sees all `n` members alive. The nodes
     /// die with the returned handle.
     pub fn up(n: usize, dir: &Path) -> anyhow::Result<Cluster> {
-        Cluster::start(n, dir, false)
+        Cluster::start(n, dir, false, None)
+    }
+
+    /// [`Cluster::up`] with nodes that forward names outside the cluster domain to
+    /// `dns_upstream` (`ip:port` on loopback, such as a resolver the test runs).
+    pub fn up_with_dns_upstream(
+        n: usize,
+        dir: &Path,
+        dns_upstream: &str,
+    ) -> anyhow::Result<Cluster> {
+        Cluster::start(n, dir, false, Some(dns_upstream.to_string()))
     }
 
     /// [`Cluster::up`] with nodes that outlive this handle and this process, each in its own
     /// process group (`shoal-testnet up`). A failed start kills what it started.
     pub fn up_detached(n: usize, dir: &Path) -> anyhow::Result<Cluster> {
-        Cluster::start(n, dir, true)
+        Cluster::start(n, dir, true, None)
     }
 
-    fn start(n: usize, dir: &Path, detached: bool) -> anyhow::Result<Cluster> {
+    fn start(
+        n: usize,
+        dir: &Path,
+        detached: bool,
+        dns_upstream: Option<String>,
+    ) -> anyhow::Result<Cluster> {
         if n == 0 || n > MAX_NODES {
             bail!("a testnet has 1 to {MAX_NODES} nodes, not {n}");
         }
@@ -123,7 +138,7 @@ impl Cluster {
             partition: None,
             owned: !detached,
         };
-        let started = cluster.start_nodes(&ips, detached);
+        let started = cluster.start_nodes(&ips, detached, dns_upstream);
         if let Err(e) = started {
             if detached {
                 cluster.kill_all();
@@ -134,12 +149,18 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn start_nodes(&mut self, ips: &[Ipv4Addr], detached: bool) -> anyhow::Result<()> {
+    fn start_nodes(
+        &mut self,
+        ips: &[Ipv4Addr],
+        detached: bool,
+        dns_upstream: Option<String>,
+    ) -> anyhow::Result<()> {
         for (k, ip) in ips.iter().enumerate() {
             let name = format!("n{}", k + 1);
             let data_dir = self.dir.join(&name);
             let mut opts = NodeOptions::new(&name, &data_dir);
             opts.ip = ip.to_string();
+            opts.dns_upstream = dns_upstream.clone();
             if let Some(first) = self.nodes.first() {
                 opts = opts.joining(first)?;
             }

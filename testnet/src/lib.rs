@@ -21,7 +21,7 @@ pub mod partition;
 mod process;
 
 pub use cleanup::DockerCleanup;
-pub use cluster::{Cluster, ClusterFile, NodeEntry};
+pub use cluster::{Cluster, ClusterFile, NodeEntry, pick_addresses};
 pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
 
 use std::time::{Duration, Instant};

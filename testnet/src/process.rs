@@ -101,6 +101,8 @@ pub struct NodeOptions {
     /// Join a cluster: the p2p address (`ip:port`) of one of its nodes, and the join token
     /// (see [`Node::join_token`]). Used on every (re)start while set.
     pub join: Option<(String, String)>,
+    /// The DNS upstream (`ip:port`, loopback only); [`NO_UPSTREAM`] when None.
+    pub dns_upstream: Option<String>,
 }
 
 impl NodeOptions {
@@ -111,6 +113,7 @@ impl NodeOptions {
             ip: "127.0.0.1".into(),
             extra_args: Vec::new(),
             join: None,
+            dns_upstream: None,
         }
     }
 
@@ -121,13 +124,27 @@ impl NodeOptions {
     }
 }
 
+/// Where test nodes forward names outside the cluster domain unless a test says otherwise:
+/// a loopback port where nothing answers, so that no query ever leaves the machine for the
+/// host's real resolvers.
+pub const NO_UPSTREAM: &str = "127.0.0.1:9";
+
 /// The flags every test node gets for the p2p network: its own address and port, and no
-/// mDNS (tests run in parallel and must never discover each other).
-fn p2p_args(p2p_addr: SocketAddr, join: Option<&(String, String)>) -> Vec<String> {
+/// mDNS (tests run in parallel and must never discover each other); and for DNS: port 53 on
+/// its own address, and an upstream on loopback.
+fn p2p_args(
+    p2p_addr: SocketAddr,
+    join: Option<&(String, String)>,
+    dns_upstream: Option<&str>,
+) -> Vec<String> {
     let mut args = vec![
         "--p2p-listen".to_string(),
         p2p_addr.to_string(),
         "--no-mdns".to_string(),
+        "--dns-listen".to_string(),
+        SocketAddr::new(p2p_addr.ip(), 53).to_string(),
+        "--dns-upstream".to_string(),
+        dns_upstream.unwrap_or(NO_UPSTREAM).to_string(),
     ];
     if let Some((addr, token)) = join {
         args.extend([
@@ -283,7 +300,11 @@ impl Node {
             .args(["--node-name", &self.opts.name])
             .args(["--api-listen", &self.api_addr.to_string()])
             .args(["--advertise", &self.opts.ip])
-            .args(p2p_args(self.p2p_addr, self.opts.join.as_ref()))
+            .args(p2p_args(
+                self.p2p_addr,
+                self.opts.join.as_ref(),
+                self.opts.dns_upstream.as_deref(),
+            ))
             .args(&self.opts.extra_args)
             .env("SHOAL_LOG", "info")
             .stdin(Stdio::null())
@@ -496,7 +517,11 @@ impl Node {
             .arg(&opts.data_dir)
             .args(["--node-name", &opts.name])
             .args(["--api-listen", &format!("{}:{port}", opts.ip)])
-            .args(p2p_args(p2p_addr, opts.join.as_ref()))
+            .args(p2p_args(
+                p2p_addr,
+                opts.join.as_ref(),
+                opts.dns_upstream.as_deref(),
+            ))
             .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
