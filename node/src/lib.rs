@@ -41,6 +41,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod state;
 pub mod time;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;

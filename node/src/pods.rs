@@ -164,21 +164,14 @@ fn from_statefulset(slot: &Slot, s: &StatefulSet, template: &PodTemplateSpec) ->
         "apps.kubernetes.io/pod-index".to_string(),
         slot.index.to_string(),
     );
-    DesiredPod {
-        slot: slot.clone(),
-        metadata: ObjectMeta {
-            name: slot.pod.clone(),
-            namespace: Some(slot.namespace.clone()),
-            labels,
-            annotations: template.metadata.annotations.clone(),
-            uid: None,
-            generation: None,
-            resource_version: None,
-            creation_timestamp: s.metadata.creation_timestamp.clone(),
-            owner_references: vec![owner_ref(Kind::StatefulSet, &s.metadata)],
-        },
-        spec: statefulset_pod_spec_from(s, template, &slot.pod, slot.index),
-    }
+    owned_pod(
+        slot,
+        labels,
+        template,
+        Kind::StatefulSet,
+        &s.metadata,
+        statefulset_pod_spec_from(s, template, &slot.pod, slot.index),
+    )
 }
 
 fn owner_ref(kind: Kind, meta: &ObjectMeta) -> OwnerReference {
@@ -191,10 +184,16 @@ fn owner_ref(kind: Kind, meta: &ObjectMeta) -> OwnerReference {
     }
 }
 
-fn from_replicaset(slot: &Slot, rs: &ReplicaSet) -> DesiredPod {
-    let template = &rs.spec.template;
-    let mut labels = template.metadata.labels.clone();
-    labels.insert(POD_TEMPLATE_HASH_LABEL.to_string(), slot.revision.clone());
+/// A pod a controller owns: named as its slot, with `labels` (the template's and the
+/// controller's own), the template's annotations, and a controller reference to its owner.
+fn owned_pod(
+    slot: &Slot,
+    labels: BTreeMap<String, String>,
+    template: &PodTemplateSpec,
+    owner_kind: Kind,
+    owner: &ObjectMeta,
+    spec: PodSpec,
+) -> DesiredPod {
     DesiredPod {
         slot: slot.clone(),
         metadata: ObjectMeta {
@@ -205,11 +204,25 @@ fn from_replicaset(slot: &Slot, rs: &ReplicaSet) -> DesiredPod {
             uid: None,
             generation: None,
             resource_version: None,
-            creation_timestamp: rs.metadata.creation_timestamp.clone(),
-            owner_references: vec![owner_ref(Kind::ReplicaSet, &rs.metadata)],
+            creation_timestamp: owner.creation_timestamp.clone(),
+            owner_references: vec![owner_ref(owner_kind, owner)],
         },
-        spec: template.spec.clone(),
+        spec,
     }
+}
+
+fn from_replicaset(slot: &Slot, rs: &ReplicaSet) -> DesiredPod {
+    let template = &rs.spec.template;
+    let mut labels = template.metadata.labels.clone();
+    labels.insert(POD_TEMPLATE_HASH_LABEL.to_string(), slot.revision.clone());
+    owned_pod(
+        slot,
+        labels,
+        template,
+        Kind::ReplicaSet,
+        &rs.metadata,
+        template.spec.clone(),
+    )
 }
 
 fn from_pod(slot: &Slot, pod: &Pod) -> DesiredPod {

@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_protocol::kinds::{ControllerRevision, Deployment, Pod, ReplicaSet, StatefulSet};
+use crate::wake::Wakeup;
+use shoal_protocol::kinds::Deployment;
 use shoal_protocol::{Kind, Resource};
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{Action, Inputs, Nodes, plan};
@@ -109,28 +109,9 @@ pub fn should_act(c: &Controllers) -> bool {
 
 /// Runs the controllers until `shutdown`.
 pub async fn run(c: Controllers, shutdown: CancellationToken) {
-    let mut state_rx = c.state.subscribe();
-    let mut observed_rx = c.observed.subscribe();
-    let (mut state_open, mut observed_open) = (true, true);
-    let mut tick = tokio::time::interval(c.tick);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut wake = Wakeup::new(&c.state, &c.observed, c.tick, c.debounce);
     tracing::info!(node = %c.node_name, "controllers started");
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            r = state_rx.changed(), if state_open => state_open = r.is_ok(),
-            r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(c.debounce) => {}
-        }
-        // What arrived during the debounce is seen by this round.
-        state_rx.borrow_and_update();
-        observed_rx.borrow_and_update();
+    while wake.next(&shutdown).await {
         if !should_act(&c) {
             continue;
         }
@@ -152,30 +133,14 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     })
     .await
     .map_err(ControllerError::Read)?;
-    let replicasets = typed::<ReplicaSet>(&c.state, Kind::ReplicaSet, |r| match r {
-        Resource::ReplicaSet(rs) => Some(rs),
-        _ => None,
-    })
-    .await
-    .map_err(ControllerError::Read)?;
-    let pods = typed::<Pod>(&c.state, Kind::Pod, |r| match r {
-        Resource::Pod(p) => Some(p),
-        _ => None,
-    })
-    .await
-    .map_err(ControllerError::Read)?;
-    let statefulsets = typed::<StatefulSet>(&c.state, Kind::StatefulSet, |r| match r {
-        Resource::StatefulSet(s) => Some(s),
-        _ => None,
-    })
-    .await
-    .map_err(ControllerError::Read)?;
-    let revisions = typed::<ControllerRevision>(&c.state, Kind::ControllerRevision, |r| match r {
-        Resource::ControllerRevision(r) => Some(r),
-        _ => None,
-    })
-    .await
-    .map_err(ControllerError::Read)?;
+    let crate::pods::Owners {
+        replicasets,
+        pods,
+        statefulsets,
+        revisions,
+    } = crate::pods::owners(&c.state)
+        .await
+        .map_err(ControllerError::Read)?;
     let slots = c.state.slots().await.map_err(ControllerError::Read)?;
     let observed = c.observed.pods();
     let members = c.observed.members();

@@ -1,0 +1,64 @@
+//! [`Wakeup`]: when a task that derives something from both kinds of state (the controllers,
+//! the DNS zone, the node proxies) runs its next round: after a change of the desired-state
+//! store or of observed state, or a tick, then a short debounce so that a burst of changes
+//! makes one round. Every round recomputes from scratch, so a missed event never matters.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::observed::{Observed, ObservedHandle};
+use crate::state::StateHandle;
+
+/// Wakes a task on store commits, observed changes and a tick.
+pub struct Wakeup {
+    state: watch::Receiver<u64>,
+    observed: watch::Receiver<Observed>,
+    state_open: bool,
+    observed_open: bool,
+    tick: Interval,
+    debounce: Duration,
+}
+
+impl Wakeup {
+    /// Wakes at least every `tick`, and `debounce` after a change.
+    pub fn new(
+        state: &StateHandle,
+        observed: &ObservedHandle,
+        tick: Duration,
+        debounce: Duration,
+    ) -> Wakeup {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Wakeup {
+            state: state.subscribe(),
+            observed: observed.subscribe(),
+            state_open: true,
+            observed_open: true,
+            tick: interval,
+            debounce,
+        }
+    }
+
+    /// Waits for the next round; false once `shutdown` fires. What arrives during the
+    /// debounce is seen by the round that follows.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return false,
+            r = self.state.changed(), if self.state_open => self.state_open = r.is_ok(),
+            r = self.observed.changed(), if self.observed_open => self.observed_open = r.is_ok(),
+            _ = self.tick.tick() => {}
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(self.debounce) => {}
+        }
+        self.state.borrow_and_update();
+        self.observed.borrow_and_update();
+        true
+    }
+}
