@@ -21,7 +21,10 @@
 //! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
 //! - [`controllers`]: Deployments into ReplicaSets, ReplicaSets and Pods into slots.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
-//! - [`dns`]: the DNS server: authoritative for the cluster domain, forwarding other names.
+//! - [`dns`]: the DNS server: authoritative for the cluster domain, forwarding other names;
+//!   it answers the node's pods too, at their network's gateway.
+//! - [`proxy`]: the node proxies: each Service's port on the advertise address and, for the
+//!   node's pods, on their network's gateway, forwarded to a ready endpoint.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod agent;
@@ -166,27 +169,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         agent::FENCE_EVERY,
         stop.clone(),
     ));
-    tracker.spawn(
-        agent::Agent::new(
-            agent::AgentConfig {
-                node_name: identity.node_name.clone(),
-                cluster_id: identity.cluster_id.clone(),
-                data_dir: config.data_dir.clone(),
-                advertise: config.advertise_addr(),
-                channel_size: config.channel_size,
-            },
-            state.clone(),
-            engine.clone(),
-            Some(pod_reporter),
-        )
-        .with_fencing(agent::Fencing {
-            fence: fence_rx,
-            observed: observed.clone(),
-            dead_after: config.membership_timing().dead_after,
-            reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
-        })
-        .run(stop.clone()),
-    );
+    // Containers use this node's DNS server when it is on (at their network's gateway).
+    let agent = agent::Agent::new(
+        agent::AgentConfig {
+            node_name: identity.node_name.clone(),
+            cluster_id: identity.cluster_id.clone(),
+            data_dir: config.data_dir.clone(),
+            advertise: config.advertise_addr(),
+            channel_size: config.channel_size,
+            cluster_domain: config.dns_listen_addr().map(|_| config.dns_domain()),
+        },
+        state.clone(),
+        engine.clone(),
+        Some(pod_reporter),
+    )
+    .with_fencing(agent::Fencing {
+        fence: fence_rx,
+        observed: observed.clone(),
+        dead_after: config.membership_timing().dead_after,
+        reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
+    });
+    // The pod network's gateway and subnet, once the agent has made the network: the DNS
+    // server and the proxies listen there for the pods, and the zone gives pods its address.
+    let pod_network = agent.pod_network();
+    tracker.spawn(agent.run(stop.clone()));
     tracker.spawn(
         engine
             .clone()
@@ -215,7 +221,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         &config.dns_domain(),
         config.dns_ttl_secs,
     )));
-    // Every node forwards each Service's port to a ready endpoint.
+    // Every node forwards each Service's port to a ready endpoint, on its advertise address
+    // and, for its pods, on its pod network's gateway.
     tracker.spawn(proxy::run(
         proxy::ProxyConfig {
             node_name: identity.node_name.clone(),
@@ -223,6 +230,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         },
         state.clone(),
         observed.clone(),
+        pod_network.clone(),
         stop.clone(),
     ));
     // The zone follows Services, pods and membership.
@@ -234,20 +242,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
                 .dns_listen_addr()
                 .map(|a| vec![a.ip()])
                 .unwrap_or_default(),
+            node_address: config.advertise_addr(),
         },
         state.clone(),
         observed.clone(),
+        pod_network.clone(),
         zone_tx,
         stop.clone(),
     ));
     if let Some(dns_listen) = config.dns_listen_addr() {
         let dns_config = dns::server::DnsConfig::new(dns_listen, config.dns_upstreams());
+        // One forwarder (and cache) for the LAN's listener and the pods'.
+        let forwarder = Arc::new(dns::forward::Forwarder::new(dns_config.forward.clone()));
+        let (main_config, main_zone, main_forwarder) =
+            (dns_config.clone(), zone_rx.clone(), forwarder.clone());
         let dns_stop = stop.clone();
         tracker.spawn(async move {
-            if let Err(e) = dns::server::serve(dns_config, zone_rx, dns_stop).await {
-                tracing::error!("{e}; the node runs on without its DNS server");
+            match dns::server::DnsServer::bind(main_config).await {
+                Ok(server) => server.run_with(main_zone, main_forwarder, dns_stop).await,
+                Err(e) => tracing::error!("{e}; the node runs on without its DNS server"),
             }
         });
+        // The pods' resolver: port 53 of the pod network's gateway, once the agent knows it.
+        tracker.spawn(dns::server::serve_pods(
+            dns_config,
+            zone_rx,
+            pod_network,
+            forwarder,
+            stop.clone(),
+        ));
     }
     let router = api::router(
         api::ApiState {

@@ -111,6 +111,49 @@ fn dig(server: &str, name: &str, qtype: &str) -> Answer {
     }
 }
 
+/// SRV records as (port, target).
+type SrvSet = BTreeSet<(u16, String)>;
+
+/// The same names through hickory's resolver (a second, independent client): the addresses
+/// of `name` and the (port, target) of the SRV records of `srv`.
+fn hickory(
+    server: &str,
+    name: &str,
+    srv: &str,
+) -> anyhow::Result<(BTreeSet<String>, SrvSet)> {
+    use hickory_resolver::Resolver;
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::proto::rr::{RData, RecordType};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let config =
+            ResolverConfig::from_parts(None, vec![], vec![NameServerConfig::udp(server.parse()?)]);
+        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        builder.options_mut().cache_size = 0;
+        let resolver = builder.build()?;
+        let ips = resolver
+            .lookup_ip(format!("{name}."))
+            .await?
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        let srvs = resolver
+            .lookup(format!("{srv}."), RecordType::SRV)
+            .await?
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some((srv.port, srv.target.to_string())),
+                _ => None,
+            })
+            .collect();
+        Ok((ips, srvs))
+    })
+}
+
 /// A DNS server on loopback that answers every A query with [`UPSTREAM_ANSWER`] (others with
 /// no records) and counts the queries; or, `silent`, never answers.
 struct Upstream {
@@ -336,6 +379,12 @@ fn names_answer(cluster: &Cluster, server: &str) -> anyhow::Result<()> {
         "{web_name} on {server}: {:?}, ready web pods on {:?}",
         a.of_type("A"),
         ready_addresses(cluster, &web)
+    );
+    let (ips, srvs) = hickory(server, &web_name, &format!("_http._tcp.{web_name}"))?;
+    anyhow::ensure!(
+        ips == ready_addresses(cluster, &web)
+            && srvs == BTreeSet::from([(18080, format!("{web_name}."))]),
+        "hickory's resolver on {server}: {ips:?} {srvs:?}"
     );
     let srv = dig(server, &format!("_http._tcp.{web_name}"), "SRV");
     anyhow::ensure!(

@@ -17,6 +17,14 @@
 //! notifications), the runtime through [`Engine`], and observed state through
 //! [`PodReporter`] (the whole set of this node's pods after each round).
 //!
+//! The pod network (`shoal-<node>-<cluster8>`) is made with the first pod; its gateway (the
+//! node's own address on the bridge) and subnet are published through [`Agent::pod_network`]
+//! to the DNS server and the proxies, which listen there for the pods, and, when the node's
+//! DNS is on, every container is made with that gateway as its resolver, the search path
+//! `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5` ([`spec::resolv_settings`]).
+//! Containers made before (or with DNS off) keep the engine's resolver: the resolver is no
+//! part of the template hash, so it never recreates a running container.
+//!
 //! StatefulSet pods are guarded so that at most one copy of each ever runs, even in a
 //! partition (the rules are in `plan.rs`, "StatefulSets: at most one copy"): [`watch_fence`]
 //! evaluates this node's [`nodes::Quorum`] every 250 ms into a [`FenceState`], and the agent
@@ -54,7 +62,7 @@ use self::spec::{ConfigSources, NodeContext, SourceKind, labels};
 use crate::nodes;
 use crate::observed::{ObservedHandle, PodReporter};
 use crate::pods::{DesiredPod, desired_pods};
-use crate::runtime::{ContainerState, Engine, Runtime, RuntimeError};
+use crate::runtime::{ContainerState, Engine, PodNetwork, Runtime, RuntimeError};
 use crate::state::StateHandle;
 
 /// How often the agent reconciles without being woken.
@@ -63,6 +71,9 @@ pub const RESYNC: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The name of the file in a pod directory that keeps what outlives `shoald`.
 pub const MEMORY_FILE: &str = "agent.json";
+/// How often the agent inspects its pod network again once it knows the gateway (a network
+/// removed and made again behind its back gets a new one).
+const NETWORK_RECHECK: Duration = Duration::from_secs(30);
 
 /// What the agent needs to know about its node.
 #[derive(Debug, Clone)]
@@ -74,6 +85,9 @@ pub struct AgentConfig {
     pub advertise: IpAddr,
     /// Size of the probe results channel.
     pub channel_size: usize,
+    /// The cluster domain when this node's DNS server is on: containers then use it (at the
+    /// pod network's gateway) with Kubernetes' search path. `None`: the engine's default DNS.
+    pub cluster_domain: Option<String>,
 }
 
 /// Whether this node must fence its StatefulSet pods, as [`watch_fence`] last saw it.
@@ -182,6 +196,10 @@ pub struct Agent {
     /// The busy containers' stops in flight: id → (how many, the shortest grace).
     stopping: BTreeMap<String, (u32, Duration)>,
     network_ready: bool,
+    /// When the pod network was last inspected.
+    network_checked: Option<Instant>,
+    /// Publishes the pod network's gateway and subnet once known ([`Agent::pod_network`]).
+    pod_network: watch::Sender<Option<PodNetwork>>,
     last_report: Option<(BTreeMap<String, PodStatus>, Instant)>,
     last_statuses: BTreeMap<String, PodStatus>,
     /// None: StatefulSet pods are not guarded (tests, tools).
@@ -221,6 +239,8 @@ impl Agent {
                 node_name: config.node_name,
                 advertise: config.advertise,
                 pods_dir: config.data_dir.join("pods"),
+                cluster_domain: config.cluster_domain,
+                dns_server: None,
             },
             state,
             engine,
@@ -234,12 +254,21 @@ impl Agent {
             busy: HashSet::new(),
             stopping: BTreeMap::new(),
             network_ready: false,
+            network_checked: None,
+            pod_network: watch::channel(None).0,
             last_report: None,
             last_statuses: BTreeMap::new(),
             fencing: None,
             last_mode: Mode::Open,
             terminating: BTreeMap::new(),
         }
+    }
+
+    /// This node's pod network (gateway and subnet) once the agent has made and inspected it;
+    /// `None` before (a node that runs no pods has none). The DNS server and the proxies
+    /// listen on the gateway for the pods.
+    pub fn pod_network(&self) -> watch::Receiver<Option<PodNetwork>> {
+        self.pod_network.subscribe()
     }
 
     /// Guards this node's StatefulSet pods with `fencing` (see the module documentation).
@@ -409,6 +438,15 @@ impl Agent {
             .into_iter()
             .filter(|p| p.slot.node == self.ctx.node_name)
             .collect();
+        let engine = self.engine.get();
+        // The pod network is made when the first pod needs it: a node that runs no pods
+        // leaves no trace in the engine. Before the specs are built: they name its gateway
+        // as the pods' DNS server.
+        if let Ok(rt) = &engine
+            && !desired.is_empty()
+        {
+            self.ensure_pod_network(rt, now).await;
+        }
         let sources = self.fetch_sources(&desired).await;
         let inputs: Vec<PodInput> = desired
             .iter()
@@ -419,7 +457,7 @@ impl Agent {
         // are kept for when the fence lifts.
         let (mut inputs, fenced) = plan::fence(inputs, guard.mode);
 
-        let rt = match self.engine.get() {
+        let rt = match engine {
             Ok(rt) => rt,
             Err(e) => {
                 let message = e.to_string();
@@ -434,17 +472,6 @@ impl Agent {
                     .collect();
             }
         };
-        // The pod network is made when the first pod needs it: a node that runs no pods
-        // leaves no trace in the engine.
-        if !self.network_ready && !inputs.is_empty() {
-            match rt.ensure_network(&self.ctx.network).await {
-                Ok(()) => self.network_ready = true,
-                Err(e) => {
-                    tracing::warn!(network = %self.ctx.network, error = %e,
-                        "cannot create the pod network; retrying");
-                }
-            }
-        }
         // Every round: a changed ConfigMap or Secret reaches mounted files within a second.
         for input in &mut inputs {
             sync_files(input);
@@ -509,6 +536,56 @@ impl Agent {
         self.cleanup(&inputs, &fenced, &sel);
         self.last_statuses = statuses.clone();
         statuses
+    }
+
+    /// Makes the pod network unless made, and learns its gateway and subnet (again every
+    /// [`NETWORK_RECHECK`]): they go into the containers' DNS settings and out to the DNS
+    /// server and the proxies through [`Agent::pod_network`].
+    async fn ensure_pod_network(&mut self, rt: &Arc<dyn Runtime>, now: Instant) {
+        if !self.network_ready {
+            match rt.ensure_network(&self.ctx.network).await {
+                Ok(()) => {
+                    self.network_ready = true;
+                    self.network_checked = None;
+                }
+                Err(e) => {
+                    tracing::warn!(network = %self.ctx.network, error = %e,
+                        "cannot create the pod network; retrying");
+                    return;
+                }
+            }
+        }
+        let due = self.ctx.dns_server.is_none()
+            || self
+                .network_checked
+                .is_none_or(|t| now.duration_since(t) >= NETWORK_RECHECK);
+        if !due {
+            return;
+        }
+        self.network_checked = Some(now);
+        match rt.inspect_network(&self.ctx.network).await {
+            Ok(info) => match info.pod_network() {
+                Some(net) => {
+                    if self.ctx.dns_server != Some(net.gateway) {
+                        tracing::info!(network = %self.ctx.network, gateway = %net.gateway,
+                            subnet = %net.subnet, "pod network ready");
+                    }
+                    self.ctx.dns_server = Some(net.gateway);
+                    self.pod_network.send_if_modified(|current| {
+                        let changed = *current != Some(net);
+                        *current = Some(net);
+                        changed
+                    });
+                }
+                None => tracing::warn!(network = %self.ctx.network, ?info.subnet,
+                    ?info.gateway, "the pod network has no subnet or gateway: pods cannot reach \
+                    this node's DNS server or proxies; checking again"),
+            },
+            // Removed behind the agent's back: made again next round.
+            Err(e) if e.is_not_found() => self.network_ready = false,
+            Err(e) => tracing::warn!(network = %self.ctx.network, error = %e,
+                "cannot inspect the pod network; retrying"),
+        }
     }
 
     /// Every ConfigMap and Secret the pods refer to, fetched once per round.
@@ -697,6 +774,13 @@ impl Agent {
         else {
             return;
         };
+        if self.ctx.dns_pending() {
+            // Made now, it would keep the engine's resolver for good; the gateway is learnt
+            // within a round or two of the network.
+            tracing::debug!(pod = %pod, container = %name,
+                "waiting for the pod network's gateway (the pods' DNS server)");
+            return;
+        }
         let image_missing = |mem: &mut PodMemory| {
             let message = format!(
                 "image \"{}\" is not present on this node and no registry can be pulled from",

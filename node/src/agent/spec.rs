@@ -135,6 +135,47 @@ pub struct NodeContext {
     pub network: String,
     /// `<data_dir>/pods`.
     pub pods_dir: PathBuf,
+    /// The cluster domain when this node's DNS server is on: its containers then resolve
+    /// names through it (see [`resolv_settings`]). `None`: the engine's default DNS.
+    pub cluster_domain: Option<String>,
+    /// The node's address on its pod network (the bridge's gateway), where its DNS server
+    /// answers the pods; learnt once the agent has made the network.
+    pub dns_server: Option<IpAddr>,
+}
+
+impl NodeContext {
+    /// Whether containers must wait for [`NodeContext::dns_server`]: the node's DNS is on and
+    /// the pod network's gateway is not known yet. A container made without it would keep the
+    /// engine's default resolver for its whole life.
+    pub fn dns_pending(&self) -> bool {
+        self.cluster_domain.is_some() && self.dns_server.is_none()
+    }
+}
+
+/// A container's `/etc/resolv.conf`, as Kubernetes' `ClusterFirst` DNS policy writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvSettings {
+    pub servers: Vec<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// The resolver settings of a pod in `namespace`: the node's DNS server at `server` (its
+/// address on the pod network), the search path `<ns>.svc.<domain> svc.<domain> <domain>`
+/// (so that `web` finds the Service `web` of the pod's namespace, and `web.prod` that of
+/// `prod`), and `ndots:5`, as Kubernetes sets them: names with fewer than five dots try the
+/// search path first.
+pub fn resolv_settings(domain: &str, namespace: &str, server: IpAddr) -> ResolvSettings {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    ResolvSettings {
+        servers: vec![server.to_string()],
+        search: vec![
+            format!("{}.svc.{domain}", namespace.to_ascii_lowercase()),
+            format!("svc.{domain}"),
+            domain,
+        ],
+        options: vec!["ndots:5".to_string()],
+    }
 }
 
 /// The per-node bridge network's name: `shoal-<node>-<cluster id prefix>`. The cluster part
@@ -237,6 +278,12 @@ pub fn container_spec(
     let env = resolve_env(ctx, pod, container, sources)?;
     let mounts = container_mounts(container, layout)?;
     let (memory_limit, nano_cpus) = limits(container);
+    // The resolver is not part of the template hash: a node that turns its DNS on (or a new
+    // version of shoald) does not recreate running containers; new ones get it.
+    let resolv = match (&ctx.cluster_domain, ctx.dns_server) {
+        (Some(domain), Some(server)) => resolv_settings(domain, ns, server),
+        _ => ResolvSettings::default(),
+    };
     Ok(ContainerSpec {
         name: container_name(ctx, ns, &pod.slot.pod, &container.name),
         image: container.image.clone(),
@@ -251,8 +298,9 @@ pub fn container_spec(
         memory_limit,
         nano_cpus,
         network: Some(ctx.network.clone()),
-        dns_servers: Vec::new(),
-        dns_search: Vec::new(),
+        dns_servers: resolv.servers,
+        dns_search: resolv.search,
+        dns_options: resolv.options,
         stop_signal: None,
         stop_grace: Some(grace(&pod.spec)),
     })

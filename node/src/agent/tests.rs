@@ -36,6 +36,8 @@ fn ctx() -> NodeContext {
         advertise: "127.0.0.7".parse().unwrap(),
         network: spec::network_name(CLUSTER, NODE),
         pods_dir: "/data/pods".into(),
+        cluster_domain: None,
+        dns_server: None,
     }
 }
 
@@ -635,6 +637,7 @@ impl Harness {
                 data_dir: data_dir.to_path_buf(),
                 advertise: "127.0.0.7".parse().unwrap(),
                 channel_size: 16,
+                cluster_domain: Some("shoal.home.arpa".into()),
             },
             state.clone(),
             Engine::ready(Arc::new(rt.clone())),
@@ -1154,6 +1157,110 @@ async fn claims_are_named_volumes_that_outlive_the_pod() {
     assert_eq!(h.rt.list_volumes(&[]).await.unwrap().len(), 1);
 }
 
+#[test]
+fn resolv_settings_follow_kubernetes_cluster_first() {
+    let gw: std::net::IpAddr = "172.18.0.1".parse().unwrap();
+    let cases = [
+        (
+            "shoal.home.arpa",
+            "default",
+            [
+                "default.svc.shoal.home.arpa",
+                "svc.shoal.home.arpa",
+                "shoal.home.arpa",
+            ],
+        ),
+        (
+            "Cluster.Local.",
+            "prod",
+            [
+                "prod.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+            ],
+        ),
+    ];
+    for (domain, ns, search) in cases {
+        let r = spec::resolv_settings(domain, ns, gw);
+        assert_eq!(r.servers, vec!["172.18.0.1".to_string()], "{domain}");
+        assert_eq!(r.search, search.map(String::from).to_vec(), "{domain}");
+        assert_eq!(r.options, vec!["ndots:5".to_string()], "{domain}");
+    }
+}
+
+#[test]
+fn container_specs_name_the_nodes_dns_server_only_when_it_is_on_and_known() {
+    let pod = desired("p", web(json!({})));
+    let dns_of = |ctx: &NodeContext| {
+        let input = plan::PodInput::build(ctx, &pod, &sources());
+        let s = input.containers[0].spec.clone().unwrap();
+        (input.hash, s.dns_servers, s.dns_search, s.dns_options)
+    };
+    // DNS off: the engine's defaults.
+    let off = ctx();
+    assert!(!off.dns_pending());
+    let (hash_off, servers, search, options) = dns_of(&off);
+    assert!(servers.is_empty() && search.is_empty() && options.is_empty());
+    // On, gateway not known yet: nothing yet, and the agent waits before creating.
+    let mut pending = ctx();
+    pending.cluster_domain = Some("shoal.home.arpa".into());
+    assert!(pending.dns_pending());
+    assert!(dns_of(&pending).1.is_empty());
+    // On and known.
+    let mut on = pending.clone();
+    on.dns_server = Some("172.18.0.1".parse().unwrap());
+    assert!(!on.dns_pending());
+    let (hash_on, servers, search, options) = dns_of(&on);
+    assert_eq!(servers, vec!["172.18.0.1".to_string()]);
+    assert_eq!(search[0], "default.svc.shoal.home.arpa");
+    assert_eq!(options, vec!["ndots:5".to_string()]);
+    // The resolver is not in the template hash: turning DNS on recreates nothing.
+    assert_eq!(hash_on, hash_off);
+}
+
+#[tokio::test]
+async fn containers_use_the_pod_networks_gateway_as_their_dns_server() {
+    let mut h = Harness::new().await;
+    let network = h.agent.pod_network();
+    assert_eq!(*network.borrow(), None, "no pods, no network");
+    h.round().await;
+    assert!(h.rt.networks().is_empty());
+    h.pod("p", web(json!({}))).await;
+    let s = h.status("p").await;
+    assert_eq!(s.phase, "Running");
+    let id = h.only_id().await;
+    let spec = h.rt.spec(&id).unwrap();
+    assert_eq!(spec.dns_servers, vec!["172.18.0.1".to_string()]);
+    assert_eq!(
+        spec.dns_search,
+        vec![
+            "default.svc.shoal.home.arpa".to_string(),
+            "svc.shoal.home.arpa".into(),
+            "shoal.home.arpa".into()
+        ]
+    );
+    assert_eq!(spec.dns_options, vec!["ndots:5".to_string()]);
+    let published = (*network.borrow()).unwrap();
+    assert_eq!(published.gateway.to_string(), "172.18.0.1");
+    assert_eq!(published.subnet.to_string(), "172.18.0.0/16");
+}
+
+#[tokio::test]
+async fn a_container_made_without_cluster_dns_is_adopted_not_recreated() {
+    let mut h = Harness::new().await;
+    h.agent.ctx.cluster_domain = None;
+    h.pod("p", web(json!({}))).await;
+    h.round().await;
+    let old = h.only_id().await;
+    assert!(h.rt.spec(&old).unwrap().dns_servers.is_empty());
+    // A new agent with DNS on keeps it.
+    h.agent = Harness::agent(&h.data_dir, &h.state, &h.rt);
+    for _ in 0..3 {
+        h.round().await;
+    }
+    assert_eq!(h.only_id().await, old);
+}
+
 #[tokio::test]
 async fn a_changed_bare_pod_spec_recreates_its_container() {
     let mut h = Harness::new().await;
@@ -1274,6 +1381,7 @@ async fn an_unreachable_engine_is_reported_not_fatal() {
             data_dir: dir.path().to_path_buf(),
             advertise: "127.0.0.7".parse().unwrap(),
             channel_size: 4,
+            cluster_domain: None,
         },
         state.clone(),
         Engine::pending(),

@@ -2,7 +2,8 @@
 //! (Services, pods) and observed state (readiness, membership) after every change, after a
 //! short debounce, and at least every second, and publishes it only when it differs. The
 //! server reads the newest zone on every query, so answers follow readiness within about a
-//! second of the report reaching this node.
+//! second of the report reaching this node. It also follows this node's pod network (from the
+//! agent): once known, the zone's pods view answers its gateway (see `records.rs`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,10 +15,11 @@ use shoal_protocol::{Kind, Resource};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::records::{PodEntry, build};
+use super::records::{LocalPods, PodEntry, build};
 use super::zone::Zone;
 use crate::observed::{Liveness, ObservedHandle};
 use crate::pods::{desired_pods, typed};
+use crate::runtime::PodNetwork;
 use crate::state::{StateError, StateHandle};
 
 /// What the zone is built for.
@@ -27,6 +29,8 @@ pub struct ZoneConfig {
     pub ttl: u32,
     /// This node's DNS addresses (the NS record's glue).
     pub ns_addresses: Vec<IpAddr>,
+    /// This node's advertise address: in the pods view it becomes the pod network's gateway.
+    pub node_address: IpAddr,
 }
 
 /// The address of every node membership hears (alive or suspect), by name.
@@ -77,7 +81,12 @@ async fn zone(
     config: &ZoneConfig,
     state: &StateHandle,
     observed: &ObservedHandle,
+    network: Option<PodNetwork>,
 ) -> Result<Zone, StateError> {
+    let local = network.map(|network| LocalPods {
+        node_address: config.node_address,
+        network,
+    });
     Ok(build(
         &config.domain,
         config.ttl,
@@ -85,20 +94,22 @@ async fn zone(
         &pod_entries(state, observed).await?,
         &heard_nodes(observed),
         config.ns_addresses.clone(),
+        local.as_ref(),
     ))
 }
 
-/// Feeds `tx` until `shutdown`.
+/// Feeds `tx` until `shutdown`. `pod_network`: this node's pod network, from the agent.
 pub async fn keep_zone(
     config: ZoneConfig,
     state: StateHandle,
     observed: ObservedHandle,
+    mut pod_network: watch::Receiver<Option<PodNetwork>>,
     tx: watch::Sender<Arc<Zone>>,
     shutdown: CancellationToken,
 ) {
     let mut state_rx = state.subscribe();
     let mut observed_rx = observed.subscribe();
-    let (mut state_open, mut observed_open) = (true, true);
+    let (mut state_open, mut observed_open, mut network_open) = (true, true, true);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -107,6 +118,7 @@ pub async fn keep_zone(
             _ = shutdown.cancelled() => break,
             r = state_rx.changed(), if state_open => state_open = r.is_ok(),
             r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
+            r = pod_network.changed(), if network_open => network_open = r.is_ok(),
             _ = tick.tick() => {}
         }
         tokio::select! {
@@ -116,7 +128,8 @@ pub async fn keep_zone(
         }
         state_rx.borrow_and_update();
         observed_rx.borrow_and_update();
-        match zone(&config, &state, &observed).await {
+        let network = *pod_network.borrow_and_update();
+        match zone(&config, &state, &observed, network).await {
             Ok(z) => {
                 tx.send_if_modified(|current| {
                     if **current == z {

@@ -15,6 +15,16 @@
 //!
 //! A pod counts once a node that membership hears (alive or suspect) reports it Ready; a dead
 //! node's pods and unready pods leave the answers at once.
+//!
+//! Two views: the LAN's (above), and this node's pods' ([`LocalPods`]), which must reach what
+//! the answer names from inside a container. There a Service name answers the gateway of this
+//! node's pod network (the node's own address on the bridge, where its proxies listen too)
+//! whenever the Service has a ready endpoint anywhere: the proxy forwards to another node when
+//! none is local. Headless Services and pod names keep the LAN's answers, except that this
+//! node's own address becomes the gateway. Limit: a pod reaches another node's address only
+//! where the host routes it for containers (a real LAN does; a testnet's 127.x addresses are
+//! unreachable from any container), so headless answers for pods on other nodes serve pods
+//! only on a real network.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -22,6 +32,16 @@ use std::net::IpAddr;
 use shoal_protocol::kinds::{Protocol, Service};
 
 use super::zone::{RecordData, Records, Zone};
+use crate::runtime::PodNetwork;
+
+/// This node as its own pods reach it: what the pods view is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPods {
+    /// This node's address as membership knows it (the LAN view's answers name it).
+    pub node_address: IpAddr,
+    /// Its pod network: pods query from its subnet and reach the node at its gateway.
+    pub network: PodNetwork,
+}
 
 /// A pod as the zone sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +117,8 @@ pub fn service_name(svc: &str, namespace: &str, domain: &str) -> String {
 }
 
 /// Builds the zone. `nodes`: the address of each node membership hears; `ns_addresses`: this
-/// node's DNS addresses (NS glue).
+/// node's DNS addresses (NS glue); `local`: this node's pod network once known (until then the
+/// pods view is the LAN's).
 pub fn build(
     domain: &str,
     ttl: u32,
@@ -105,6 +126,7 @@ pub fn build(
     pods: &[PodEntry],
     nodes: &BTreeMap<String, IpAddr>,
     ns_addresses: Vec<IpAddr>,
+    local: Option<&LocalPods>,
 ) -> Zone {
     let mut zone = Zone::empty(domain, ttl);
     zone.ns_addresses = ns_addresses;
@@ -124,9 +146,14 @@ pub fn build(
         })
         .collect();
 
+    // The names of the Services the proxies forward (not headless).
+    let mut forwarded: BTreeSet<String> = BTreeSet::new();
     for svc in services {
         let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
         let name = service_name(&svc.metadata.name, namespace, &domain);
+        if !svc.spec.is_headless() {
+            forwarded.insert(name.clone());
+        }
         let ready: Vec<Endpoint> = endpoints(svc, pods, nodes)
             .into_iter()
             .filter(|e| e.ready && e.node_address.is_some())
@@ -189,10 +216,53 @@ pub fn build(
         list.sort();
         list.dedup();
     }
-    zone.serial = serial_of(&records);
-    zone.pods = records.clone();
+    zone.pods = match local {
+        Some(l) => {
+            let subnet = l.network.subnet;
+            zone.pod_networks = vec![(subnet.addr, subnet.prefix)];
+            pods_view(&records, &forwarded, l.node_address, l.network.gateway)
+        }
+        None => records.clone(),
+    };
     zone.lan = records;
+    zone.serial = serial_of(&[&zone.lan, &zone.pods]);
     zone
+}
+
+/// The pods view from the LAN's: each name of `forwarded` (Services the proxies forward) that
+/// has an address answers `gateway` alone; elsewhere `node_address` (this node's) becomes
+/// `gateway`. SRV records stay: their targets are names of the same view.
+pub fn pods_view(
+    lan: &Records,
+    forwarded: &BTreeSet<String>,
+    node_address: IpAddr,
+    gateway: IpAddr,
+) -> Records {
+    lan.iter()
+        .map(|(name, list)| {
+            let is_address = |d: &RecordData| matches!(d, RecordData::Address(_));
+            let mut out: Vec<RecordData> = if forwarded.contains(name) {
+                let mut kept: Vec<RecordData> =
+                    list.iter().filter(|d| !is_address(d)).cloned().collect();
+                if list.iter().any(is_address) {
+                    kept.push(RecordData::Address(gateway));
+                }
+                kept
+            } else {
+                list.iter()
+                    .map(|d| match d {
+                        RecordData::Address(ip) if ip.to_canonical() == node_address => {
+                            RecordData::Address(gateway)
+                        }
+                        other => other.clone(),
+                    })
+                    .collect()
+            };
+            out.sort();
+            out.dedup();
+            (name.clone(), out)
+        })
+        .collect()
 }
 
 /// The label a headless Service's SRV targets for a pod: its hostname, else its name.
@@ -204,13 +274,16 @@ fn pod_label(pods: &[PodEntry], namespace: &str, pod: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// A serial that changes when the records do (FNV-1a over their text), never 0.
-fn serial_of(records: &Records) -> u32 {
+/// A serial that changes when the records of any view do (FNV-1a over their text), never 0.
+fn serial_of(views: &[&Records]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for (name, list) in records {
-        for b in name.bytes().chain(format!("{list:?}").bytes()) {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
+    for (i, records) in views.iter().enumerate() {
+        for (name, list) in records.iter() {
+            let text = format!("{i}{name}{list:?}");
+            for b in text.bytes() {
+                h ^= u32::from(b);
+                h = h.wrapping_mul(0x0100_0193);
+            }
         }
     }
     h.max(1)
@@ -273,7 +346,7 @@ mod tests {
             pod("web-2", "n2", false),
             pod("web-3", "n3", true), // n3 is not heard: left out
         ];
-        let z = build(D, 5, &[web()], &pods, &nodes(), vec![]);
+        let z = build(D, 5, &[web()], &pods, &nodes(), vec![], None);
         assert_eq!(
             z.lan.get("web.default.svc.shoal.home.arpa"),
             Some(&vec![addr("127.0.0.11")])
@@ -294,7 +367,7 @@ mod tests {
         // web-2 becomes ready: n2 joins the answer, and the serial moves.
         let mut ready = pods.clone();
         ready[2].ready = true;
-        let z2 = build(D, 5, &[web()], &ready, &nodes(), vec![]);
+        let z2 = build(D, 5, &[web()], &ready, &nodes(), vec![], None);
         assert_eq!(
             z2.lan.get("web.default.svc.shoal.home.arpa"),
             Some(&vec![addr("127.0.0.11"), addr("127.0.0.12")])
@@ -311,6 +384,7 @@ mod tests {
             &[pod("web-0", "n1", false)],
             &nodes(),
             vec![],
+            None,
         );
         assert_eq!(z.lan.get("web.default.svc.shoal.home.arpa"), Some(&vec![]));
     }
@@ -329,7 +403,7 @@ mod tests {
         let mut p2 = pod("db-2", "n2", false);
         p2.hostname = Some("db-2".into());
         p2.subdomain = Some("db".into());
-        let z = build(D, 5, &[db], &[p0, p1, p2], &nodes(), vec![]);
+        let z = build(D, 5, &[db], &[p0, p1, p2], &nodes(), vec![], None);
         assert_eq!(
             z.lan.get("db-0.db.default.svc.shoal.home.arpa"),
             Some(&vec![addr("127.0.0.11")])
@@ -354,6 +428,106 @@ mod tests {
             port: 5432,
             target: "db-1.db.default.svc.shoal.home.arpa".into()
         }));
+    }
+
+    fn local_n1() -> LocalPods {
+        LocalPods {
+            node_address: "127.0.0.11".parse().unwrap(),
+            network: PodNetwork {
+                gateway: "172.18.0.1".parse().unwrap(),
+                subnet: crate::runtime::Subnet::parse("172.18.0.0/16").unwrap(),
+            },
+        }
+    }
+
+    fn headless_db(pods: &mut [PodEntry]) -> Service {
+        for p in pods.iter_mut() {
+            p.hostname = Some(p.name.clone());
+            p.subdomain = Some("db".into());
+        }
+        service(json!({"metadata": {"name": "db", "namespace": "default"},
+            "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                     "ports": [{"name": "pg", "port": 5432}]}}))
+    }
+
+    #[test]
+    fn pods_get_the_gateway_for_services_with_a_ready_endpoint_anywhere() {
+        let local = local_n1();
+        let web_name = "web.default.svc.shoal.home.arpa";
+        // Cases: (pods of web, the LAN's answer, the pods' answer).
+        let cases: [(Vec<PodEntry>, Vec<RecordData>, Vec<RecordData>); 4] = [
+            // Ready here only.
+            (
+                vec![pod("web-0", "n1", true)],
+                vec![addr("127.0.0.11")],
+                vec![addr("172.18.0.1")],
+            ),
+            // Ready on another node only: still this node's gateway (its proxy forwards).
+            (
+                vec![pod("web-0", "n2", true)],
+                vec![addr("127.0.0.12")],
+                vec![addr("172.18.0.1")],
+            ),
+            // Both: one address, the gateway.
+            (
+                vec![pod("web-0", "n1", true), pod("web-1", "n2", true)],
+                vec![addr("127.0.0.11"), addr("127.0.0.12")],
+                vec![addr("172.18.0.1")],
+            ),
+            // None ready: no address in either view.
+            (vec![pod("web-0", "n2", false)], vec![], vec![]),
+        ];
+        for (pods, lan, want) in cases {
+            let z = build(D, 5, &[web()], &pods, &nodes(), vec![], Some(&local));
+            assert_eq!(z.lan.get(web_name), Some(&lan), "{pods:?}");
+            assert_eq!(z.pods.get(web_name), Some(&want), "{pods:?}");
+            // SRV records are alike: their target resolves in each view.
+            let srv = "_http._tcp.web.default.svc.shoal.home.arpa";
+            assert_eq!(z.pods.get(srv), z.lan.get(srv));
+            assert_eq!(z.pod_networks, vec![("172.18.0.0".parse().unwrap(), 16)]);
+            // Pods query from the subnet and get their view; the LAN gets its own.
+            assert_eq!(z.view("172.18.0.5".parse().unwrap()), &z.pods);
+            assert_eq!(z.view("127.0.0.1".parse().unwrap()), &z.lan);
+        }
+    }
+
+    #[test]
+    fn pods_get_headless_answers_with_this_nodes_address_as_the_gateway() {
+        let mut pods = vec![pod("db-0", "n1", true), pod("db-1", "n2", true)];
+        let db = headless_db(&mut pods);
+        let z = build(D, 5, &[db], &pods, &nodes(), vec![], Some(&local_n1()));
+        assert_eq!(
+            z.pods.get("db.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.12"), addr("172.18.0.1")])
+        );
+        assert_eq!(
+            z.pods.get("db-0.db.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("172.18.0.1")])
+        );
+        assert_eq!(
+            z.pods.get("db-1.db.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.12")])
+        );
+        // The LAN's answers are untouched.
+        assert_eq!(
+            z.lan.get("db-0.db.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("127.0.0.11")])
+        );
+        // Every name exists in both views.
+        assert!(z.lan.keys().eq(z.pods.keys()));
+    }
+
+    #[test]
+    fn without_a_pod_network_the_pods_view_is_the_lans() {
+        let pods = vec![pod("web-0", "n1", true)];
+        let z = build(D, 5, &[web()], &pods, &nodes(), vec![], None);
+        assert_eq!(z.pods, z.lan);
+        assert!(z.pod_networks.is_empty());
+        // Learning the network changes the zone and its serial.
+        let z2 = build(D, 5, &[web()], &pods, &nodes(), vec![], Some(&local_n1()));
+        assert_ne!(z2.pods, z.pods);
+        assert_ne!(z2.serial, z.serial);
+        assert_eq!(z2.lan, z.lan);
     }
 
     #[test]

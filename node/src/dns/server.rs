@@ -1,6 +1,10 @@
 //! The DNS server of every node: UDP and TCP on one address (port 53 of the advertise address
 //! by default), authoritative for the cluster domain and forwarding every other name upstream,
 //! so that a LAN, the host and the containers can all use any node as their DNS server.
+//! [`serve_pods`] adds port 53 of the pod network's gateway once the agent has made the
+//! network: the node's own containers name that address as their resolver (they cannot reach
+//! the node's LAN address wherever that is loopback, as in a testnet), and their queries come
+//! from the pod subnet, so they get the zone's pods view.
 //!
 //! The answers for the cluster domain come from [`answer`], a pure function of the latest
 //! [`Zone`] snapshot (read from a `watch` channel on every query, so that answering never waits
@@ -26,11 +30,13 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{ForwardConfig, Forwarder};
 use super::zone::{RecordData, Records, Zone};
+use crate::runtime::PodNetwork;
 
 /// The DNS server's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +51,9 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// The most UDP queries being answered at once; more are dropped (clients retry).
     pub max_udp_in_flight: usize,
+    /// The port [`serve_pods`] listens on at the pod network's gateway: 53, the only one a
+    /// container's `resolv.conf` can name (tests choose another).
+    pub pod_port: u16,
 }
 
 impl DnsConfig {
@@ -56,6 +65,7 @@ impl DnsConfig {
             tcp_idle_timeout: Duration::from_secs(10),
             max_tcp_connections: 128,
             max_udp_in_flight: 1024,
+            pod_port: 53,
         }
     }
 }
@@ -461,10 +471,21 @@ impl DnsServer {
 
     /// Answers queries until `shutdown`, then waits (briefly) for the queries in progress.
     pub async fn run(self, zone: watch::Receiver<Arc<Zone>>, shutdown: CancellationToken) {
+        let forwarder = Arc::new(Forwarder::new(self.config.forward.clone()));
+        self.run_with(zone, forwarder, shutdown).await;
+    }
+
+    /// [`DnsServer::run`] forwarding through `forwarder` (and its cache), which another
+    /// listener of this node may share.
+    pub async fn run_with(
+        self,
+        zone: watch::Receiver<Arc<Zone>>,
+        forwarder: Arc<Forwarder>,
+        shutdown: CancellationToken,
+    ) {
         let addr = self.local_addr();
         tracing::info!(%addr, domain = %zone.borrow().domain,
             upstreams = ?self.config.forward.upstreams, "DNS server listening (UDP and TCP)");
-        let forwarder = Arc::new(Forwarder::new(self.config.forward.clone()));
         let handler = Handler::new(zone, forwarder);
         let tasks = TaskTracker::new();
         let udp = udp_loop(
@@ -500,6 +521,95 @@ pub async fn serve(
     let server = DnsServer::bind(config).await?;
     server.run(zone, shutdown).await;
     Ok(())
+}
+
+/// How soon a gateway address that could not be bound is tried again.
+const POD_BIND_RETRY: Duration = Duration::from_secs(2);
+/// How often a bind failure that persists is logged again as an error.
+const POD_BIND_ERROR_EVERY: Duration = Duration::from_secs(60);
+
+/// Serves this node's pods until `shutdown`: UDP and TCP on `config.pod_port` (53) of the
+/// gateway that `network` publishes (the agent learns it when it makes the pod network, which
+/// may be long after the node started), moving when it changes. An address that cannot be
+/// bound is logged as an error and tried again every 2 s; it never stops the
+/// node. `config.listen` is not used; `forwarder` is shared with the node's main listener.
+pub async fn serve_pods(
+    config: DnsConfig,
+    zone: watch::Receiver<Arc<Zone>>,
+    mut network: watch::Receiver<Option<PodNetwork>>,
+    forwarder: Arc<Forwarder>,
+    shutdown: CancellationToken,
+) {
+    let tasks = TaskTracker::new();
+    let mut current: Option<(IpAddr, CancellationToken, tokio::task::JoinHandle<()>)> = None;
+    let mut logged: Option<(SocketAddr, Instant)> = None;
+    let mut open = true;
+    loop {
+        let gateway = network.borrow_and_update().map(|n| n.gateway);
+        if let Some((ip, stop, task)) = &current
+            && (Some(*ip) != gateway || task.is_finished())
+        {
+            tracing::info!(address = %ip, "the pods' DNS listener closes");
+            stop.cancel();
+            current = None;
+        }
+        if current.is_none()
+            && let Some(ip) = gateway
+        {
+            let listen = SocketAddr::new(ip, config.pod_port);
+            let bound = DnsServer::bind(DnsConfig {
+                listen,
+                ..config.clone()
+            })
+            .await;
+            match bound {
+                Ok(server) => {
+                    logged = None;
+                    let stop = shutdown.child_token();
+                    let task =
+                        tasks.spawn(server.run_with(zone.clone(), forwarder.clone(), stop.clone()));
+                    current = Some((ip, stop, task));
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    let due = logged.is_none_or(|(addr, at)| {
+                        addr != listen || now.duration_since(at) >= POD_BIND_ERROR_EVERY
+                    });
+                    let source = match &e {
+                        DnsError::Bind {
+                            transport, source, ..
+                        } => format!("{transport}: {source}"),
+                    };
+                    if due {
+                        tracing::error!(address = %listen, error = %source,
+                            "cannot listen for the pods' DNS queries on the pod network's \
+                             gateway; retrying");
+                        logged = Some((listen, now));
+                    } else {
+                        tracing::debug!(address = %listen, error = %source,
+                            "still cannot listen for the pods' DNS queries");
+                    }
+                }
+            }
+        }
+        let retry = current.is_none() && gateway.is_some();
+        let wait = if retry {
+            POD_BIND_RETRY
+        } else {
+            Duration::from_secs(5)
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = network.changed(), if open => open = r.is_ok(),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    if let Some((_, stop, _)) = &current {
+        stop.cancel();
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
 }
 
 async fn udp_loop(

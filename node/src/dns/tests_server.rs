@@ -698,3 +698,103 @@ async fn serve_reports_an_address_it_cannot_bind() {
         "{err}"
     );
 }
+
+/// A port free for both UDP and TCP on `ip` (bound, then released).
+async fn free_port(ip: &str) -> u16 {
+    loop {
+        let udp = UdpSocket::bind((self::ip(ip), 0)).await.unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if tokio::net::TcpListener::bind((self::ip(ip), port))
+            .await
+            .is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+/// A query over TCP to `addr`, or `None` when nothing answers there.
+async fn tcp_ask(addr: SocketAddr, name: &str) -> Option<Message> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let m = request(name, RecordType::A);
+    tokio::time::timeout(Duration::from_secs(2), tcp_query(&mut stream, &m))
+        .await
+        .ok()
+}
+
+/// Polls `f` until it holds, for up to ten seconds.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_pods_listener_follows_the_pod_networks_gateway() {
+    // Loopback stands in for the pod network: its clients get the pods view.
+    let mut z = zone();
+    z.pod_networks = vec![(ip("127.0.0.0"), 8)];
+    let (_zone_tx, zone_rx) = watch::channel(Arc::new(z));
+    let port = free_port("127.0.0.3").await;
+    let mut config = DnsConfig::new("127.0.0.1:0".parse().unwrap(), vec![]);
+    config.pod_port = port;
+    let forwarder = Arc::new(Forwarder::new(config.forward.clone()));
+    let (network_tx, network_rx) = watch::channel(None);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve_pods(
+        config,
+        zone_rx,
+        network_rx,
+        forwarder,
+        shutdown.clone(),
+    ));
+    let network = |gateway: &str| crate::runtime::PodNetwork {
+        gateway: ip(gateway),
+        subnet: crate::runtime::Subnet::parse("127.0.0.0/8").unwrap(),
+    };
+    let first = SocketAddr::new(ip("127.0.0.3"), port);
+    let second = SocketAddr::new(ip("127.0.0.4"), port);
+    let web = format!("{WEB}.");
+    // No network yet: nothing listens.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(tcp_ask(first, &web).await.is_none());
+
+    // The gateway appears: the pods view is answered there, over TCP and UDP.
+    network_tx.send_replace(Some(network("127.0.0.3")));
+    eventually("the gateway answers", || async {
+        tcp_ask(first, &web)
+            .await
+            .is_some_and(|r| addresses(&r.answers) == set(&["10.88.0.1"]))
+    })
+    .await;
+    let r = udp_query(first, &request(&web, RecordType::A)).await;
+    assert_eq!(addresses(&r.answers), set(&["10.88.0.1"]));
+
+    // The gateway moves to an address another socket holds: the old listener closes, the
+    // new one is bound as soon as the address is free.
+    let blocker = UdpSocket::bind(second).await.unwrap();
+    network_tx.send_replace(Some(network("127.0.0.4")));
+    eventually("the old gateway closes", || async {
+        tcp_ask(first, &web).await.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(tcp_ask(second, &web).await.is_none());
+    drop(blocker);
+    eventually("the new gateway answers after a retry", || async {
+        tcp_ask(second, &web).await.is_some()
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("serve_pods stops")
+        .unwrap();
+}

@@ -1,5 +1,6 @@
 //! The node proxies: every node listens on each Service's port (its `nodePort` where set, else
-//! its `port`) at its advertise address, TCP and UDP as declared, and forwards each connection
+//! its `port`) at its advertise address, and at its pod network's gateway for its own pods
+//! (DNS answers them that address), TCP and UDP as declared, and forwards each connection
 //! (TCP) or client flow (UDP) to a ready endpoint: a pod of the Service on this node first,
 //! else another node with one, whose proxy forwards it to its own pods. So any node's address
 //! and the Service's port reach the Service, which is what DNS answers LAN clients
@@ -36,11 +37,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use table::{ListenKey, Route, Table, Transport, port_conflict};
+pub use table::{ListenKey, Listener, Route, Table, Transport, port_conflict};
 
 use crate::dns::feed::{heard_nodes, pod_entries, services};
 use crate::observed::ObservedHandle;
 use crate::pods::desired_pods;
+use crate::runtime::PodNetwork;
 use crate::state::{StateError, StateHandle};
 
 /// What the proxies need to know about this node.
@@ -61,18 +63,20 @@ const BIND_ERROR_EVERY: Duration = Duration::from_secs(60);
 /// How long the port tasks get to stop at shutdown.
 const STOP_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Runs the proxies of this node until `shutdown`.
+/// Runs the proxies of this node until `shutdown`. `pod_network`: this node's pod network,
+/// from the agent; its gateway gets every port too.
 pub async fn run(
     config: ProxyConfig,
     state: StateHandle,
     observed: ObservedHandle,
+    mut pod_network: watch::Receiver<Option<PodNetwork>>,
     shutdown: CancellationToken,
 ) {
     let (table_tx, table_rx) = watch::channel(Arc::new(Table::default()));
     let mut listeners = Listeners::new(config.address, table_rx, shutdown.clone());
     let mut state_rx = state.subscribe();
     let mut observed_rx = observed.subscribe();
-    let (mut state_open, mut observed_open) = (true, true);
+    let (mut state_open, mut observed_open, mut network_open) = (true, true, true);
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warnings: Vec<String> = Vec::new();
@@ -83,6 +87,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             r = state_rx.changed(), if state_open => state_open = r.is_ok(),
             r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
+            r = pod_network.changed(), if network_open => network_open = r.is_ok(),
             _ = tick.tick() => {}
         }
         tokio::select! {
@@ -92,7 +97,8 @@ pub async fn run(
         }
         state_rx.borrow_and_update();
         observed_rx.borrow_and_update();
-        match current_table(&config, &state, &observed).await {
+        let gateway = pod_network.borrow_and_update().map(|n| n.gateway);
+        match current_table(&config, &state, &observed, gateway).await {
             Ok(t) => {
                 if t.warnings != warnings {
                     for w in t.warnings.iter().filter(|w| !warnings.contains(w)) {
@@ -123,6 +129,7 @@ async fn current_table(
     config: &ProxyConfig,
     state: &StateHandle,
     observed: &ObservedHandle,
+    gateway: Option<std::net::IpAddr>,
 ) -> Result<Table, StateError> {
     let services = services(state).await?;
     let pods = pod_entries(state, observed).await?;
@@ -140,6 +147,7 @@ async fn current_table(
         nodes: &heard_nodes(observed),
         node_name: &config.node_name,
         address: config.address,
+        gateway,
     }))
 }
 
@@ -149,9 +157,9 @@ struct Listeners {
     table: watch::Receiver<Arc<Table>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    running: HashMap<ListenKey, (CancellationToken, JoinHandle<()>)>,
-    /// Ports that could not be bound, with when that was last logged as an error.
-    failing: HashMap<ListenKey, Instant>,
+    running: HashMap<Listener, (CancellationToken, JoinHandle<()>)>,
+    /// Sockets that could not be bound, with when that was last logged as an error.
+    failing: HashMap<Listener, Instant>,
 }
 
 impl Listeners {
@@ -170,69 +178,82 @@ impl Listeners {
         }
     }
 
-    /// Opens the ports of `table` that are not open (again, for one whose task ended) and
+    /// Opens the sockets of `table` that are not open (again, for one whose task ended) and
     /// closes those it no longer has, with their connections.
     async fn reconcile(&mut self, table: &Table) {
-        self.running.retain(|key, (stop, task)| {
-            let keep = table.routes.contains_key(key) && !task.is_finished();
+        let wanted = table.listeners(self.address);
+        self.running.retain(|l, (stop, task)| {
+            let keep = wanted.contains(l) && !task.is_finished();
             if !keep {
                 stop.cancel();
-                tracing::info!(port = %key, "node proxy port closed");
+                tracing::info!(port = %l.key, address = %l.addr, "node proxy port closed");
             }
             keep
         });
-        self.failing.retain(|key, _| table.routes.contains_key(key));
-        for (key, route) in &table.routes {
-            if self.running.contains_key(key) {
+        self.failing.retain(|l, _| wanted.contains(l));
+        for l in &wanted {
+            if self.running.contains_key(l) {
                 continue;
             }
-            match self.open(*key).await {
+            let service = table
+                .routes
+                .get(&l.key)
+                .map(|r| r.service.as_str())
+                .unwrap_or_default();
+            match self.open(*l).await {
                 Ok(task) => {
-                    self.failing.remove(key);
-                    tracing::info!(port = %key, service = %route.service,
-                        address = %self.address, "node proxy port open");
-                    self.running.insert(*key, task);
+                    self.failing.remove(l);
+                    tracing::info!(port = %l.key, %service, address = %l.addr, pods = l.pods,
+                        "node proxy port open");
+                    self.running.insert(*l, task);
                 }
                 Err(e) => {
                     let now = Instant::now();
                     let due = self
                         .failing
-                        .get(key)
+                        .get(l)
                         .is_none_or(|t| now.duration_since(*t) >= BIND_ERROR_EVERY);
                     if due {
-                        tracing::error!(port = %key, service = %route.service,
-                            address = %self.address, error = %e,
-                            "cannot listen on the service's port (is another process using \
-                             it?); retrying");
-                        self.failing.insert(*key, now);
+                        tracing::error!(port = %l.key, %service, address = %l.addr,
+                            error = %e, "cannot listen on the service's port (is another \
+                             process using it?); retrying");
+                        self.failing.insert(*l, now);
                     } else {
-                        tracing::debug!(port = %key, service = %route.service, error = %e,
-                            "still cannot listen on the service's port");
+                        tracing::debug!(port = %l.key, %service, address = %l.addr,
+                            error = %e, "still cannot listen on the service's port");
                     }
                 }
             }
         }
     }
 
-    /// Binds `key` and starts its task.
-    async fn open(&self, key: ListenKey) -> std::io::Result<(CancellationToken, JoinHandle<()>)> {
-        let addr = SocketAddr::new(self.address, key.port);
+    /// Binds `l` and starts its task. Connections to other nodes leave from the advertise
+    /// address, whichever address they arrived at.
+    async fn open(&self, l: Listener) -> std::io::Result<(CancellationToken, JoinHandle<()>)> {
+        let addr = SocketAddr::new(l.addr, l.key.port);
         let stop = self.shutdown.child_token();
         let table = self.table.clone();
         let source = Some(self.address);
-        let task = match key.transport {
+        let task = match l.key.transport {
             Transport::Tcp => {
                 let listener = TcpListener::bind(addr).await?;
-                self.tracker
-                    .spawn(tcp::serve(listener, key, table, source, stop.clone()))
+                self.tracker.spawn(tcp::serve(
+                    listener,
+                    l.key,
+                    table,
+                    source,
+                    l.pods,
+                    stop.clone(),
+                ))
             }
             Transport::Udp => {
                 let socket = UdpSocket::bind(addr).await?;
                 self.tracker.spawn(udp::serve(
                     socket,
-                    key,
+                    l.key,
                     table,
                     source,
+                    l.pods,
                     udp::IDLE,
                     stop.clone(),
                 ))

@@ -8,6 +8,11 @@
 //! ones first, round-robin; the other nodes only for clients that are no cluster node, so that
 //! a connection crosses at most one hop between proxies and never loops.
 //!
+//! Each port is open on the node's advertise address (for the LAN and the other nodes) and,
+//! once the agent has made the pod network, on its gateway (for this node's pods, which cannot
+//! reach the advertise address wherever that is loopback): [`Table::listeners`]. Connections
+//! at the gateway come from pods, never from nodes, so they may go on to another node.
+//!
 //! Ports are cluster-wide, like Docker Swarm's published ports: [`port_conflict`] is the check
 //! the API makes at apply time; should two Services still claim a port (applied concurrently on
 //! two partitioned nodes), the table serves the first by `namespace/name` and says so.
@@ -112,10 +117,27 @@ fn rotated<T: Copy>(items: &[T], turn: usize) -> impl Iterator<Item = T> + '_ {
     items[start..].iter().chain(&items[..start]).copied()
 }
 
+/// One listening socket: an address of this node, a port, and whether the clients there are
+/// this node's pods (at the pod network's gateway) rather than the LAN and the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Listener {
+    pub addr: IpAddr,
+    pub key: ListenKey,
+    pub pods: bool,
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.key)
+    }
+}
+
 /// What every proxy of this node serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
     pub routes: BTreeMap<ListenKey, Route>,
+    /// The gateway of this node's pod network, once known: every port is open there too.
+    pub gateway: Option<IpAddr>,
     /// The addresses of the other nodes membership hears (without this node's own): their
     /// connections are forwarded to local endpoints only.
     pub nodes: BTreeSet<IpAddr>,
@@ -128,6 +150,33 @@ impl Table {
     /// Whether `ip` is another cluster node's address.
     pub fn is_node(&self, ip: IpAddr) -> bool {
         self.nodes.contains(&ip.to_canonical())
+    }
+
+    /// Every socket to open: each port on `address` (the advertise address) and on the pod
+    /// network's gateway when known.
+    pub fn listeners(&self, address: IpAddr) -> BTreeSet<Listener> {
+        let mut out = BTreeSet::new();
+        for key in self.routes.keys() {
+            out.insert(Listener {
+                addr: address,
+                key: *key,
+                pods: false,
+            });
+            if let Some(gateway) = self.gateway.filter(|g| *g != address) {
+                out.insert(Listener {
+                    addr: gateway,
+                    key: *key,
+                    pods: true,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether a client at `peer` of `listener` counts as a cluster node (whose connections
+    /// go to local endpoints only): never at the gateway, where only pods connect.
+    pub fn from_node(&self, listener_pods: bool, peer: IpAddr) -> bool {
+        !listener_pods && self.is_node(peer)
     }
 }
 
@@ -143,6 +192,8 @@ pub struct Inputs<'a> {
     /// This node's name and advertise address.
     pub node_name: &'a str,
     pub address: IpAddr,
+    /// This node's pod network gateway, once the agent knows it.
+    pub gateway: Option<IpAddr>,
 }
 
 /// Builds the table. Headless Services are not forwarded (DNS answers their pods directly).
@@ -158,6 +209,7 @@ pub fn build(inputs: &Inputs<'_>) -> Table {
             .filter(|(name, ip)| *name != inputs.node_name && **ip != inputs.address)
             .map(|(_, ip)| ip.to_canonical())
             .collect(),
+        gateway: inputs.gateway,
         ..Table::default()
     };
     let mut services: Vec<&Service> = inputs
@@ -374,6 +426,7 @@ mod tests {
             nodes,
             node_name: ME,
             address: ip("10.0.0.1"),
+            gateway: None,
         })
     }
 
@@ -549,6 +602,61 @@ mod tests {
                 remote: false
             }]
         );
+    }
+
+    #[test]
+    fn ports_open_on_the_gateway_too_and_pods_there_may_go_to_other_nodes() {
+        let svc = web(json!([{"port": 18080, "targetPort": 80}]));
+        let pods = [pod("web-0", "n2", true, "172.19.0.2")];
+        let (specs, heard) = (BTreeMap::new(), nodes());
+        let inputs = |gateway| Inputs {
+            services: std::slice::from_ref(&svc),
+            pods: &pods,
+            specs: &specs,
+            nodes: &heard,
+            node_name: ME,
+            address: ip("10.0.0.1"),
+            gateway,
+        };
+        let key = ListenKey {
+            port: 18080,
+            transport: Transport::Tcp,
+        };
+        // Before the pod network exists: the advertise address only.
+        let t = build(&inputs(None));
+        let lan = Listener {
+            addr: ip("10.0.0.1"),
+            key,
+            pods: false,
+        };
+        assert_eq!(t.listeners(ip("10.0.0.1")), [lan].into());
+        // Then the gateway as well, with the same route.
+        let t = build(&inputs(Some(ip("172.18.0.1"))));
+        let gw = Listener {
+            addr: ip("172.18.0.1"),
+            key,
+            pods: true,
+        };
+        assert_eq!(t.listeners(ip("10.0.0.1")), [lan, gw].into());
+        assert_eq!(gw.to_string(), "172.18.0.1:18080/TCP");
+        // The gateway is no node: it is not in the node set.
+        assert!(!t.is_node(ip("172.18.0.1")));
+        // A pod's connection at the gateway goes on to the node with the endpoint, from the
+        // advertise address (which the other node's proxy recognises as a node's).
+        let route = &t.routes[&key];
+        let from_node = t.from_node(true, ip("172.18.0.5"));
+        assert!(!from_node);
+        assert_eq!(
+            route.candidates(18080, from_node, 0),
+            vec![Target {
+                addr: sa("10.0.0.2:18080"),
+                remote: true
+            }]
+        );
+        // Even a pod address that equals a node's is a pod's at the gateway; at the advertise
+        // address a node's connection stays local.
+        assert!(!t.from_node(true, ip("10.0.0.2")));
+        assert!(t.from_node(false, ip("10.0.0.2")));
     }
 
     #[test]

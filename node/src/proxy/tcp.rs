@@ -20,12 +20,14 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// Serves `listener` (port `key`) until `stop`, forwarding with the newest table of `table`.
 /// `source`: this node's address, which connections to other nodes' proxies come from, so that
-/// those recognise a node and do not forward them again.
+/// those recognise a node and do not forward them again. `pods`: the listener is on the pod
+/// network's gateway, where every client is a pod of this node.
 pub(crate) async fn serve(
     listener: TcpListener,
     key: ListenKey,
     table: watch::Receiver<Arc<Table>>,
     source: Option<IpAddr>,
+    pods: bool,
     stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -51,7 +53,7 @@ pub(crate) async fn serve(
         let Some(route) = current.routes.get(&key) else {
             continue;
         };
-        let from_node = current.is_node(peer.ip());
+        let from_node = current.from_node(pods, peer.ip());
         let candidates = route.candidates(key.port, from_node, turn);
         turn = turn.wrapping_add(1);
         if candidates.is_empty() {

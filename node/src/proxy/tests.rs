@@ -61,6 +61,7 @@ fn table(key: ListenKey, route: Route, nodes: &[&str]) -> Table {
     Table {
         routes: [(key, route)].into(),
         nodes: nodes.iter().map(|n| ip(n)).collect(),
+        gateway: None,
         warnings: vec![],
     }
 }
@@ -86,6 +87,7 @@ fn start_tcp(
         tcp_key(port),
         rx,
         Some(ip(source)),
+        false,
         stop.clone(),
     ));
     tx
@@ -265,6 +267,7 @@ async fn udp_forwards_a_flow_to_a_local_endpoint() {
         key,
         rx,
         Some(ip("127.0.0.2")),
+        false,
         udp::IDLE,
         stop.clone(),
     ));
@@ -304,6 +307,7 @@ async fn udp_flows_keep_their_endpoint_until_idle_and_drop_without_one() {
         key,
         rx,
         None,
+        false,
         Duration::from_millis(300),
         stop.clone(),
     ));
@@ -505,6 +509,7 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
         .await
         .unwrap();
 
+    let (network_tx, network_rx) = watch::channel(None);
     tokio::spawn(run(
         ProxyConfig {
             node_name: "n1".into(),
@@ -512,6 +517,7 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
         },
         n.state.clone(),
         n.observed.clone(),
+        network_rx,
         n.stop.clone(),
     ));
     let svc_addr = SocketAddr::new(ip(ADDR), port);
@@ -519,6 +525,17 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
         echoes(svc_addr)
     })
     .await;
+
+    // The pod network appears (its gateway stands in on another loopback address): the port
+    // opens there too, with the same route.
+    const GATEWAY: &str = "127.0.0.6";
+    let gw_addr = SocketAddr::new(ip(GATEWAY), port);
+    assert!(TcpStream::connect(gw_addr).await.is_err());
+    network_tx.send_replace(Some(crate::runtime::PodNetwork {
+        gateway: ip(GATEWAY),
+        subnet: crate::runtime::Subnet::parse("127.0.0.0/8").unwrap(),
+    }));
+    eventually("the gateway forwards to the pod", || echoes(gw_addr)).await;
 
     // The pod turns unready: connections are closed at once.
     let mut unready = ready_status("127.0.0.1");
@@ -548,7 +565,7 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
         .await
         .unwrap();
     eventually("a deleted service's port closes", || async {
-        TcpStream::connect(svc_addr).await.is_err()
+        TcpStream::connect(svc_addr).await.is_err() && TcpStream::connect(gw_addr).await.is_err()
     })
     .await;
 

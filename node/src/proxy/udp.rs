@@ -29,12 +29,14 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Serves `socket` (port `key`) until `stop`, forwarding with the newest table of `table`;
 /// flows expire after `idle`. `source`: this node's address, which flows to other nodes'
-/// proxies come from (see [`super::tcp::serve`]).
+/// proxies come from; `pods`: the socket is on the pod network's gateway (see
+/// [`super::tcp::serve`]).
 pub(crate) async fn serve(
     socket: UdpSocket,
     key: ListenKey,
     table: watch::Receiver<Arc<Table>>,
     source: Option<IpAddr>,
+    pods: bool,
     idle: Duration,
     stop: CancellationToken,
 ) {
@@ -78,7 +80,7 @@ pub(crate) async fn serve(
         let Some(route) = current.routes.get(&key) else {
             continue;
         };
-        let from_node = current.is_node(client.ip());
+        let from_node = current.from_node(pods, client.ip());
         let Some(target) = route
             .candidates(key.port, from_node, turn)
             .into_iter()

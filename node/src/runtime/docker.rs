@@ -18,8 +18,8 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
     ContainerStatsResponse, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions,
-    MountType, NetworkCreateRequest, PortBinding as DockerPortBinding, RestartPolicy,
-    RestartPolicyNameEnum, Volume, VolumeCreateRequest,
+    MountType, NetworkCreateRequest, NetworkInspect, PortBinding as DockerPortBinding,
+    RestartPolicy, RestartPolicyNameEnum, Volume, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, KillContainerOptions,
@@ -32,8 +32,8 @@ use tracing::{debug, instrument};
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, EXEC_OUTPUT_CAP, ExecChunk,
-    ExecOutput, ExecSession, ExecSpec, LogOptions, MountSpec, PortBinding, Protocol, Runtime,
-    RuntimeError, Stats, VolumeInfo, VolumeSpec,
+    ExecOutput, ExecSession, ExecSpec, LogOptions, MountSpec, NetworkInfo, PortBinding, Protocol,
+    Runtime, RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec,
 };
 
 /// Where bollard's `connect_with_local_defaults` looks when `DOCKER_HOST` names no socket.
@@ -255,6 +255,16 @@ impl Runtime for DockerRuntime {
             .remove_network(name)
             .await
             .map_err(self.err(Target::Object(name)))
+    }
+
+    #[instrument(skip(self), err)]
+    async fn inspect_network(&self, name: &str) -> Result<NetworkInfo, RuntimeError> {
+        let network = self
+            .docker
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+            .map_err(self.err(Target::Object(name)))?;
+        Ok(network_info(name, network))
     }
 
     #[instrument(skip(self), err)]
@@ -638,6 +648,7 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         network_mode: spec.network.clone(),
         dns: (!spec.dns_servers.is_empty()).then(|| spec.dns_servers.clone()),
         dns_search: (!spec.dns_search.is_empty()).then(|| spec.dns_search.clone()),
+        dns_options: (!spec.dns_options.is_empty()).then(|| spec.dns_options.clone()),
         // The agent restarts containers itself (with back-off and counting); an engine policy
         // would race it.
         restart_policy: Some(RestartPolicy {
@@ -670,6 +681,36 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             .map(|g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX)),
         host_config: Some(host_config),
         ..Default::default()
+    }
+}
+
+/// A network's inspect as [`NetworkInfo`]: its first IPv4 IPAM entry with a subnet (else its
+/// first entry with one) gives the subnet and the gateway. Pure.
+pub(crate) fn network_info(name: &str, network: NetworkInspect) -> NetworkInfo {
+    let configs: Vec<(Subnet, Option<std::net::IpAddr>)> = network
+        .ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let subnet = Subnet::parse(c.subnet.as_deref()?)?;
+            let gateway = c
+                .gateway
+                .as_deref()
+                .and_then(|g| g.split('/').next()?.parse().ok());
+            Some((subnet, gateway))
+        })
+        .collect();
+    let chosen = configs
+        .iter()
+        .find(|(s, _)| s.addr.is_ipv4())
+        .or_else(|| configs.first())
+        .copied();
+    NetworkInfo {
+        name: network.name.unwrap_or_else(|| name.to_string()),
+        id: network.id.unwrap_or_default(),
+        subnet: chosen.map(|(s, _)| s),
+        gateway: chosen.and_then(|(_, g)| g),
     }
 }
 
@@ -924,6 +965,7 @@ mod tests {
             network: Some("shoal-node-1".into()),
             dns_servers: vec!["10.0.0.1".into()],
             dns_search: vec!["default.svc.shoal.home.arpa".into()],
+            dns_options: vec!["ndots:5".into()],
             stop_signal: Some("SIGTERM".into()),
             stop_grace: Some(Duration::from_secs(30)),
         }
@@ -955,6 +997,7 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("shoal-node-1"));
         assert_eq!(hc.dns, Some(vec!["10.0.0.1".to_string()]));
         assert_eq!(hc.dns_search.unwrap().len(), 1);
+        assert_eq!(hc.dns_options, Some(vec!["ndots:5".to_string()]));
         assert_eq!(
             hc.restart_policy.unwrap().name,
             Some(RestartPolicyNameEnum::NO)
@@ -995,6 +1038,36 @@ mod tests {
         assert_eq!(hc.mounts, None);
         assert_eq!(hc.memory, None);
         assert_eq!(hc.network_mode, None);
+        assert_eq!((hc.dns, hc.dns_search, hc.dns_options), (None, None, None));
+    }
+
+    #[test]
+    fn network_inspect_gives_the_ipv4_subnet_and_gateway() {
+        let inspect: NetworkInspect = serde_json::from_value(serde_json::json!({
+            "Name": "shoal-n1-c0ffee00", "Id": "abc", "Driver": "bridge",
+            "IPAM": {"Driver": "default", "Config": [
+                {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1"},
+                {"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}
+            ]}
+        }))
+        .unwrap();
+        let info = network_info("shoal-n1-c0ffee00", inspect);
+        assert_eq!(info.id, "abc");
+        assert_eq!(
+            info.subnet.map(|s| s.to_string()).as_deref(),
+            Some("172.18.0.0/16")
+        );
+        assert_eq!(
+            info.gateway.map(|g| g.to_string()).as_deref(),
+            Some("172.18.0.1")
+        );
+        // No IPAM configuration: nothing known, no panic.
+        let bare = network_info("x", NetworkInspect::default());
+        assert_eq!(
+            (bare.name.as_str(), bare.subnet, bare.gateway),
+            ("x", None, None)
+        );
+        assert_eq!(bare.pod_network(), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod sim;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -76,6 +77,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError>;
     /// Removes the network `name`; `NotFound` when absent.
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// The network `name` as the engine reports it (its subnet and gateway); `NotFound` when
+    /// absent.
+    async fn inspect_network(&self, name: &str) -> Result<NetworkInfo, RuntimeError>;
     /// Whether `image` is present locally (never pulls).
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
     /// Creates a container (not started) and returns its id. A missing image is
@@ -142,8 +146,11 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<u64>,
     /// The network to join; the engine's default bridge when `None`.
     pub network: Option<String>,
+    /// The container's `/etc/resolv.conf`: name servers, search domains and options
+    /// (`ndots:5`); the engine's defaults where empty.
     pub dns_servers: Vec<String>,
     pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
     /// e.g. `SIGTERM` (the image's or engine's default when `None`).
     pub stop_signal: Option<String>,
     /// Grace the engine itself allows on `docker stop` without `-t`.
@@ -360,6 +367,63 @@ pub struct Stats {
     pub memory_bytes: u64,
 }
 
+/// An IP network: an address and a prefix length (`172.18.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subnet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Parses `addr/prefix` (IPv4 or IPv6); `None` for anything else, or a prefix longer
+    /// than the address.
+    pub fn parse(s: &str) -> Option<Subnet> {
+        let (addr, prefix) = s.trim().split_once('/')?;
+        let addr: IpAddr = addr.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Subnet { addr, prefix })
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// What the engine reports about a network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: String,
+    /// The network's IPv4 subnet (else its first one), when it has one.
+    pub subnet: Option<Subnet>,
+    /// The host's address on that subnet (the bridge's), when the engine says.
+    pub gateway: Option<IpAddr>,
+}
+
+impl NetworkInfo {
+    /// The network as its pods see the node: both a subnet and a gateway, or `None`.
+    pub fn pod_network(&self) -> Option<PodNetwork> {
+        Some(PodNetwork {
+            gateway: self.gateway?,
+            subnet: self.subnet?,
+        })
+    }
+}
+
+/// A node's pod network as its pods reach the node: the gateway is the node's own address on
+/// the bridge (the host's side), which every container of the network reaches, and the subnet
+/// is where the pods' own addresses (and so their queries and connections) come from. The
+/// agent learns it when it makes the network; the DNS server and the proxies listen on the
+/// gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PodNetwork {
+    pub gateway: IpAddr,
+    pub subnet: Subnet,
+}
+
 /// A named volume to create.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeSpec {
@@ -391,6 +455,7 @@ pub fn labels_match(labels: &BTreeMap<String, String>, filter: &[(&str, &str)]) 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn binding(port: u16, ip: &str, host_port: u16) -> PortBinding {
@@ -431,6 +496,28 @@ mod tests {
         assert!(labels_match(&labels, &[("a", "1"), ("b", "2")]));
         assert!(!labels_match(&labels, &[("a", "2")]));
         assert!(!labels_match(&labels, &[("c", "1")]));
+    }
+
+    #[test]
+    fn subnets_parse() {
+        let s = Subnet::parse("172.18.0.0/16").unwrap();
+        assert_eq!(s.addr, "172.18.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(s.prefix, 16);
+        assert_eq!(s.to_string(), "172.18.0.0/16");
+        assert_eq!(Subnet::parse("fd00::/64").map(|s| s.prefix), Some(64));
+        assert_eq!(Subnet::parse("10.0.0.0/33"), None);
+        assert_eq!(Subnet::parse("10.0.0.0"), None);
+        assert_eq!(Subnet::parse("x/8"), None);
+        let info = NetworkInfo {
+            subnet: Some(s),
+            gateway: Some("172.18.0.1".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            info.pod_network().map(|p| p.gateway.to_string()),
+            Some("172.18.0.1".to_string())
+        );
+        assert_eq!(NetworkInfo::default().pod_network(), None);
     }
 
     #[test]

@@ -24,8 +24,8 @@ use futures_util::StreamExt;
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, ExecChunk, ExecOutput, ExecSession,
-    ExecSpec, LogOptions, PortBinding, Runtime, RuntimeError, Stats, VolumeInfo, VolumeSpec,
-    labels_match,
+    ExecSpec, LogOptions, NetworkInfo, PortBinding, Runtime, RuntimeError, Stats, Subnet,
+    VolumeInfo, VolumeSpec, labels_match,
 };
 
 /// Decides an exec's result in the simulation: given the container and the command.
@@ -49,7 +49,9 @@ struct Sim {
     images: BTreeSet<String>,
     containers: BTreeMap<String, SimContainer>,
     volumes: BTreeMap<String, VolumeInfo>,
-    networks: BTreeSet<String>,
+    /// Networks by name, with the number of each (its subnet is `172.(18+n).0.0/16`).
+    networks: BTreeMap<String, u32>,
+    next_network: u32,
     execs: HashMap<String, i64>,
     calls: BTreeMap<&'static str, u64>,
     failures: HashMap<&'static str, Vec<RuntimeError>>,
@@ -79,7 +81,8 @@ impl SimRuntime {
                     .collect(),
                 containers: BTreeMap::new(),
                 volumes: BTreeMap::new(),
-                networks: BTreeSet::new(),
+                networks: BTreeMap::new(),
+                next_network: 0,
                 execs: HashMap::new(),
                 calls: BTreeMap::new(),
                 failures: HashMap::new(),
@@ -169,7 +172,7 @@ impl SimRuntime {
 
     /// Every network made so far.
     pub fn networks(&self) -> BTreeSet<String> {
-        self.lock().networks.clone()
+        self.lock().networks.keys().cloned().collect()
     }
 
     fn end(&self, id: &str, code: i64, oom: bool) -> Result<(), RuntimeError> {
@@ -283,14 +286,37 @@ impl Runtime for SimRuntime {
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
         let mut sim = self.lock();
         sim.enter("ensure_network")?;
-        sim.networks.insert(name.to_string());
+        if !sim.networks.contains_key(name) {
+            let n = sim.next_network;
+            sim.next_network += 1;
+            sim.networks.insert(name.to_string(), n);
+        }
         Ok(())
+    }
+
+    async fn inspect_network(&self, name: &str) -> Result<NetworkInfo, RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("inspect_network")?;
+        let Some(n) = sim.networks.get(name).copied() else {
+            return Err(RuntimeError::NotFound { id: name.into() });
+        };
+        // 172.18.0.0/16, 172.19.0.0/16, ... as Docker's default pool hands them out.
+        let second = u8::try_from(18 + n % 200).unwrap_or(18);
+        Ok(NetworkInfo {
+            name: name.to_string(),
+            id: format!("{:064x}", fnv(name)),
+            subnet: Some(Subnet {
+                addr: std::net::Ipv4Addr::new(172, second, 0, 0).into(),
+                prefix: 16,
+            }),
+            gateway: Some(std::net::Ipv4Addr::new(172, second, 0, 1).into()),
+        })
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
         let mut sim = self.lock();
         sim.enter("remove_network")?;
-        if !sim.networks.remove(name) {
+        if sim.networks.remove(name).is_none() {
             return Err(RuntimeError::NotFound { id: name.into() });
         }
         Ok(())
@@ -316,7 +342,7 @@ impl Runtime for SimRuntime {
             });
         }
         if let Some(net) = &spec.network
-            && !sim.networks.contains(net)
+            && !sim.networks.contains_key(net)
         {
             return Err(RuntimeError::NotFound {
                 id: format!("network {net}"),
@@ -746,8 +772,20 @@ mod tests {
         let mut s = spec("a");
         s.network = Some("shoal-n1".into());
         assert!(rt.create(&s).await.unwrap_err().is_not_found());
+        assert!(
+            rt.inspect_network("shoal-n1")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
         rt.ensure_network("shoal-n1").await.unwrap();
         rt.ensure_network("shoal-n1").await.unwrap();
+        rt.ensure_network("shoal-n2").await.unwrap();
+        let n1 = rt.inspect_network("shoal-n1").await.unwrap();
+        assert_eq!(n1.gateway, Some("172.18.0.1".parse().unwrap()));
+        assert_eq!(n1.subnet.unwrap().to_string(), "172.18.0.0/16");
+        let n2 = rt.inspect_network("shoal-n2").await.unwrap();
+        assert_eq!(n2.gateway, Some("172.19.0.1".parse().unwrap()));
         let id = rt.create(&s).await.unwrap();
         assert_eq!(
             rt.inspect(&id).await.unwrap().network.as_deref(),

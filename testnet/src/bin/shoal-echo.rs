@@ -10,6 +10,11 @@
 //! - `/env` → every environment variable as a JSON object
 //! - `/file?path=P` → the file's contents (404 if absent); `/write?path=P&data=D` writes it
 //! - `/crash?code=N` → answers, then exits with code N
+//! - `/fetch?url=http://NAME:PORT/PATH` → GETs the URL from inside the container and answers
+//!   its body (502 with the reason when the name does not resolve, nothing answers, or the
+//!   answer is not 2xx). The name goes through the system resolver (`getaddrinfo`), which
+//!   reads the container's `/etc/resolv.conf`, search path and `ndots` included: the image has
+//!   no shell and no wget, so this is how tests look names up inside a pod
 //!
 //! Flags (and environment): `--port N` (`PORT`, default 8080), `--crash-after SECS`
 //! (`CRASH_AFTER`: exit 1 then), `--exit-on-start CODE`, `--alloc-mb N` (`ALLOC_MB`: allocate
@@ -21,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,7 +249,98 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        502 => "Bad Gateway",
         _ => "Internal Server Error",
+    }
+}
+
+/// How long `/fetch` waits to connect, and for the answer.
+const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const FETCH_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer `/fetch` keeps.
+const FETCH_MAX: u64 = 1 << 20;
+
+/// `http://host[:port][/path]` → (host, port, path); IPv6 hosts in brackets.
+fn parse_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: only http:// URLs are fetched"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed ["))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        None => 80,
+        Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok((host.to_string(), port, path.to_string()))
+}
+
+/// GETs `url`: its body when it answers 2xx, else why not.
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let (host, port, path) = parse_url(url)?;
+    let addrs: Vec<_> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let mut last = format!("{host} resolved to no address");
+    let mut stream = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, FETCH_CONNECT_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {addr} ({host}): {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    let io = |e: std::io::Error| format!("{url}: {e}");
+    stream
+        .set_read_timeout(Some(FETCH_READ_TIMEOUT))
+        .map_err(io)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut answer = Vec::new();
+    stream
+        .take(FETCH_MAX)
+        .read_to_end(&mut answer)
+        .map_err(io)?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let body = answer[split + 4..].to_vec();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{url}: no status in {head:?}"))?;
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(format!(
+            "{url}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ))
     }
 }
 
@@ -328,6 +424,19 @@ fn route(target: &str) -> Response {
                 }
             }
             (None, _) => Response::text(400, "path is required"),
+        },
+        "/fetch" => match param("url").map(|u| (u, parse_url(u))) {
+            None => Response::text(400, "url is required"),
+            Some((_, Err(e))) => Response::text(400, e),
+            Some((url, Ok(_))) => match fetch(url) {
+                Ok(body) => Response {
+                    status: 200,
+                    content_type: "application/octet-stream",
+                    body,
+                    then_exit: None,
+                },
+                Err(e) => Response::text(502, e),
+            },
         },
         "/crash" => {
             let code = param("code").and_then(|c| c.parse().ok()).unwrap_or(1);
@@ -509,5 +618,65 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (200, b"a b".as_slice()));
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(route("/crash?code=7").then_exit, Some(7));
+        assert_eq!(route("/fetch").status, 400);
+        assert_eq!(route("/fetch?url=ftp%3A%2F%2Fx%2F").status, 400);
+    }
+
+    #[test]
+    fn urls_parse() {
+        let ok = |u: &str| parse_url(u).unwrap_or_default();
+        assert_eq!(
+            ok("http://web:18080/"),
+            ("web".to_string(), 18080, "/".to_string())
+        );
+        assert_eq!(
+            ok("http://web.default.svc.shoal.home.arpa:8080/a/b?c=d"),
+            (
+                "web.default.svc.shoal.home.arpa".to_string(),
+                8080,
+                "/a/b?c=d".to_string()
+            )
+        );
+        assert_eq!(ok("http://x"), ("x".to_string(), 80, "/".to_string()));
+        assert_eq!(
+            ok("http://[::1]:81/p"),
+            ("::1".to_string(), 81, "/p".to_string())
+        );
+        assert!(parse_url("https://x/").is_err());
+        assert!(parse_url("http://x:port/").is_err());
+        assert!(parse_url("http://:80/").is_err());
+    }
+
+    /// A server on loopback answering one request with `answer`.
+    fn serve_once(answer: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn fetch_returns_the_body_or_a_502() {
+        let port = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        let r = route(&format!("/fetch?url=http://127.0.0.1:{port}/"));
+        assert_eq!((r.status, r.body.as_slice()), (200, b"hello".as_slice()));
+        let port = serve_once("HTTP/1.1 500 Internal Server Error\r\n\r\nboom");
+        let r = route(&format!("/fetch?url=http://127.0.0.1:{port}/"));
+        assert_eq!(r.status, 502);
+        assert!(String::from_utf8_lossy(&r.body).contains("HTTP 500: boom"));
+        // Nothing listening: a 502 naming the address.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let r = route(&format!("/fetch?url=http://127.0.0.1:{closed}/"));
+        assert_eq!(r.status, 502);
+        assert!(String::from_utf8_lossy(&r.body).contains("cannot connect to 127.0.0.1"));
     }
 }

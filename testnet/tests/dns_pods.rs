@@ -1,0 +1,333 @@
+//! Names inside pods, with real `shoald` processes and the real Docker engine: a container
+//! resolves through its node's DNS server (at its pod network's gateway, with the search path
+//! `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`), and `http://web:18080/` from any
+//! pod reaches the Service's ready endpoint wherever it runs, through the gateway and the
+//! node proxies, although the nodes' own addresses (127.x) are out of a container's reach.
+//! The pods look names up with `shoal-echo`'s `/fetch` route (the system resolver of the
+//! container), which the test calls through each pod's published host port.
+//!
+//! Without a Docker engine this test says so and passes, except where `CI` is set: there it
+//! fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
+use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
+
+const DOMAIN: &str = "shoal.home.arpa";
+
+fn apply(node: &Node, manifest: &str) {
+    node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
+        .unwrap()
+        .success()
+        .unwrap_or_else(|e| panic!("apply on {}: {e:#}\n{}", node.opts.name, node.log()));
+}
+
+/// A Deployment `name` of `replicas` echo pods labelled `app: name` in `namespace`, and,
+/// when `port` is set, a Service `name` on that port to their `http` port.
+fn workload(namespace: &str, name: &str, replicas: u32, port: Option<u16>) -> String {
+    let service = port
+        .map(|p| {
+            format!(
+                r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: {p}, targetPort: http}}]
+---
+"#
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"{service}apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: {ECHO_IMAGE}
+        ports: [{{containerPort: {ECHO_PORT}, name: http}}]
+        readinessProbe:
+          httpGet: {{path: /ready, port: http}}
+          periodSeconds: 1
+          failureThreshold: 1
+        resources:
+          requests: {{cpu: 50m, memory: 32Mi}}
+"#
+    )
+}
+
+/// A pod as the API lists it.
+#[derive(Debug, Clone)]
+struct PodView {
+    name: String,
+    node: String,
+    ready: bool,
+    /// Where its echo port is published on the host.
+    host: Option<(String, u16)>,
+}
+
+fn pods(node: &Node, namespace: &str, app: &str) -> anyhow::Result<Vec<PodView>> {
+    let (code, list) = node.api()?.get(&format!(
+        "/api/v1/namespaces/{namespace}/pods?labelSelector=app%3D{app}"
+    ))?;
+    anyhow::ensure!(code == 200, "pods: {code} {list}");
+    let empty = Vec::new();
+    Ok(list["items"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|p| {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let host = p["status"]["hostPorts"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .find(|b| b["containerPort"] == u64::from(ECHO_PORT))
+                .and_then(|b| {
+                    Some((
+                        b["hostIp"].as_str()?.to_string(),
+                        u16::try_from(b["hostPort"].as_u64()?).ok()?,
+                    ))
+                });
+            PodView {
+                name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                ready,
+                host,
+            }
+        })
+        .collect())
+}
+
+/// GET `path` on `host:port` (the answer may take a while: a name that does not resolve goes
+/// through every search domain first): (status, body).
+fn http_get(host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect((host, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP answer: {out:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status: {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// `GET /fetch?url=URL` in `pod`: the pod fetches `url` itself.
+fn fetch_in(pod: &PodView, url: &str) -> anyhow::Result<(u16, String)> {
+    let (host, port) = pod
+        .host
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("{} has no host port", pod.name))?;
+    let (status, body) = http_get(&host, port, &format!("/fetch?url={url}"))?;
+    anyhow::ensure!(
+        !(status == 404 && body.contains("no such route")),
+        "the test image has no /fetch route: is {ECHO_IMAGE} stale?"
+    );
+    Ok((status, body))
+}
+
+/// `docker inspect -f FORMAT` of the container of `pod` in the cluster `cluster_id`.
+fn inspect(cluster_id: &str, pod: &str, format: &str) -> String {
+    let ids = shoal_testnet::cleanup::containers_with_labels(&[
+        &format!("shoal.cluster={cluster_id}"),
+        &format!("shoal.pod={pod}"),
+    ]);
+    assert_eq!(ids.len(), 1, "one container of {pod}: {ids:?}");
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, &ids[0]])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The gateway of node `node`'s pod network (`shoal-<node>-<cluster8>`).
+fn gateway_of(cluster_id: &str, node: &str) -> String {
+    let cluster: String = cluster_id.chars().take(8).collect();
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+            &format!("shoal-{node}-{cluster}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|g| !g.contains(':'))
+        .unwrap_or_default()
+        .to_string()
+}
+
+struct Testnet {
+    cluster: Cluster,
+    _cleanup: DockerCleanup,
+}
+
+#[test]
+fn pods_reach_services_by_name_through_their_nodes_gateway() {
+    if !shoal_testnet::docker_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::up(3, dir.path()).unwrap();
+    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
+    let cleanup = DockerCleanup::new(&cluster_id);
+    // Fields drop in order: the nodes stop before their containers are removed.
+    let t = Testnet {
+        cluster,
+        _cleanup: cleanup,
+    };
+    let cluster = &t.cluster;
+    let n1 = &cluster.nodes()[0];
+    apply(
+        n1,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n",
+    );
+    apply(
+        n1,
+        &[
+            workload("default", "web", 1, Some(18080)),
+            workload("default", "client", 3, None),
+            workload("other", "api", 1, Some(18081)),
+        ]
+        .join("---\n"),
+    );
+    let (web, clients, api) = wait_until(Duration::from_secs(120), "every pod ready", || {
+        let web = pods(n1, "default", "web")?;
+        let clients = pods(n1, "default", "client")?;
+        let api = pods(n1, "other", "api")?;
+        let ready = |ps: &[PodView], n: usize| {
+            ps.len() == n && ps.iter().all(|p| p.ready && p.host.is_some())
+        };
+        Ok((ready(&web, 1) && ready(&clients, 3) && ready(&api, 1)).then_some((web, clients, api)))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    let web = &web[0];
+    let api = &api[0];
+    let nodes: std::collections::BTreeSet<&str> = clients.iter().map(|c| c.node.as_str()).collect();
+    assert!(
+        nodes.len() >= 2,
+        "the clients spread over the nodes: {clients:?}"
+    );
+    let remote = clients
+        .iter()
+        .find(|c| c.node != web.node)
+        .expect("a client on a node without the web pod")
+        .clone();
+    eprintln!(
+        "web pod {} on {}; client {} on {}",
+        web.name, web.node, remote.name, remote.node
+    );
+
+    // The client's container names its node's gateway as resolver, with the search path.
+    let gateway = gateway_of(&cluster_id, &remote.node);
+    assert!(!gateway.is_empty());
+    assert_eq!(
+        inspect(&cluster_id, &remote.name, "{{json .HostConfig.Dns}}"),
+        format!("[\"{gateway}\"]")
+    );
+    assert_eq!(
+        inspect(&cluster_id, &remote.name, "{{json .HostConfig.DnsSearch}}"),
+        format!("[\"default.svc.{DOMAIN}\",\"svc.{DOMAIN}\",\"{DOMAIN}\"]")
+    );
+    assert_eq!(
+        inspect(&cluster_id, &remote.name, "{{json .HostConfig.DnsOptions}}"),
+        "[\"ndots:5\"]"
+    );
+    let (host, port) = remote.host.clone().unwrap();
+    let (status, resolv) = http_get(&host, port, "/file?path=/etc/resolv.conf").unwrap();
+    assert_eq!(status, 200, "{resolv}");
+    assert!(
+        resolv.contains(&format!(
+            "search default.svc.{DOMAIN} svc.{DOMAIN} {DOMAIN}"
+        )) && resolv.contains("ndots:5"),
+        "resolv.conf of {}: {resolv}",
+        remote.name
+    );
+
+    // By its short name, from a node without the web pod: the name answers the gateway, and
+    // the node's proxy there forwards to the other node. The pods' DNS listener may open a
+    // moment after the first pod started: retry for a while.
+    let short = "http://web:18080/";
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{short} from {}", remote.name),
+        || {
+            let (status, body) = fetch_in(&remote, short)?;
+            anyhow::ensure!(status == 200, "{status} {body}");
+            anyhow::ensure!(body.contains(&web.name), "{body}");
+            Ok(Some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+
+    // From every client, by the short name and the fully qualified one.
+    let fqdn = format!("http://web.default.svc.{DOMAIN}:18080/");
+    for client in &clients {
+        for url in [short, fqdn.as_str()] {
+            let (status, body) = wait_until(
+                Duration::from_secs(30),
+                &format!("{url} from {} on {}", client.name, client.node),
+                || fetch_in(client, url).map(|r| (r.0 == 200).then_some(r)),
+            )
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+            assert!(
+                status == 200 && body.contains(&web.name) && body.contains("\"pod\""),
+                "{url} from {}: {status} {body}",
+                client.name
+            );
+        }
+    }
+
+    // Another namespace's Service: by `<svc>.<ns>`, not by its short name alone.
+    let (status, body) = fetch_in(&remote, "http://api.other:18081/").unwrap();
+    assert!(
+        status == 200 && body.contains(&api.name),
+        "api.other from {}: {status} {body}",
+        remote.name
+    );
+    let (status, body) = fetch_in(&remote, "http://api:18081/").unwrap();
+    assert!(
+        status == 502 && body.contains("cannot resolve api"),
+        "a short name of another namespace resolves: {status} {body}"
+    );
+}
