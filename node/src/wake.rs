@@ -10,6 +10,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::observed::{Observed, ObservedHandle};
+use crate::runtime::PodNetwork;
 use crate::state::StateHandle;
 
 /// Wakes a task on store commits, observed changes and a tick.
@@ -20,6 +21,9 @@ pub struct Wakeup {
     observed_open: bool,
     tick: Interval,
     debounce: Duration,
+    /// This node's pod network, from the agent, when the task follows it too.
+    pod_network: Option<watch::Receiver<Option<PodNetwork>>>,
+    pod_network_open: bool,
 }
 
 impl Wakeup {
@@ -39,7 +43,21 @@ impl Wakeup {
             observed_open: true,
             tick: interval,
             debounce,
+            pod_network: None,
+            pod_network_open: false,
         }
+    }
+
+    /// Also wakes when this node's pod network changes.
+    pub fn with_pod_network(mut self, rx: watch::Receiver<Option<PodNetwork>>) -> Wakeup {
+        self.pod_network = Some(rx);
+        self.pod_network_open = true;
+        self
+    }
+
+    /// The pod network as of the last wake-up (None when not followed or not known yet).
+    pub fn pod_network(&self) -> Option<PodNetwork> {
+        self.pod_network.as_ref().and_then(|rx| *rx.borrow())
     }
 
     /// Waits for the next round; false once `shutdown` fires. What arrives during the
@@ -50,6 +68,12 @@ impl Wakeup {
             _ = shutdown.cancelled() => return false,
             r = self.state.changed(), if self.state_open => self.state_open = r.is_ok(),
             r = self.observed.changed(), if self.observed_open => self.observed_open = r.is_ok(),
+            r = async {
+                match self.pod_network.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if self.pod_network_open => self.pod_network_open = r.is_ok(),
             _ = self.tick.tick() => {}
         }
         tokio::select! {
@@ -59,6 +83,9 @@ impl Wakeup {
         }
         self.state.borrow_and_update();
         self.observed.borrow_and_update();
+        if let Some(rx) = self.pod_network.as_mut() {
+            rx.borrow_and_update();
+        }
         true
     }
 }

@@ -21,6 +21,7 @@ use crate::observed::{Liveness, ObservedHandle};
 use crate::pods::{desired_pods, typed};
 use crate::runtime::PodNetwork;
 use crate::state::{StateError, StateHandle};
+use crate::wake::Wakeup;
 
 /// What the zone is built for.
 #[derive(Debug, Clone)]
@@ -103,32 +104,19 @@ pub async fn keep_zone(
     config: ZoneConfig,
     state: StateHandle,
     observed: ObservedHandle,
-    mut pod_network: watch::Receiver<Option<PodNetwork>>,
+    pod_network: watch::Receiver<Option<PodNetwork>>,
     tx: watch::Sender<Arc<Zone>>,
     shutdown: CancellationToken,
 ) {
-    let mut state_rx = state.subscribe();
-    let mut observed_rx = observed.subscribe();
-    let (mut state_open, mut observed_open, mut network_open) = (true, true, true);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            r = state_rx.changed(), if state_open => state_open = r.is_ok(),
-            r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
-            r = pod_network.changed(), if network_open => network_open = r.is_ok(),
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-        state_rx.borrow_and_update();
-        observed_rx.borrow_and_update();
-        let network = *pod_network.borrow_and_update();
+    let mut wake = Wakeup::new(
+        &state,
+        &observed,
+        Duration::from_secs(1),
+        Duration::from_millis(50),
+    )
+    .with_pod_network(pod_network);
+    while wake.next(&shutdown).await {
+        let network = wake.pod_network();
         match zone(&config, &state, &observed, network).await {
             Ok(z) => {
                 tx.send_if_modified(|current| {

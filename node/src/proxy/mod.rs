@@ -44,6 +44,7 @@ use crate::observed::ObservedHandle;
 use crate::pods::desired_pods;
 use crate::runtime::PodNetwork;
 use crate::state::{StateError, StateHandle};
+use crate::wake::Wakeup;
 
 /// What the proxies need to know about this node.
 #[derive(Debug, Clone)]
@@ -69,35 +70,16 @@ pub async fn run(
     config: ProxyConfig,
     state: StateHandle,
     observed: ObservedHandle,
-    mut pod_network: watch::Receiver<Option<PodNetwork>>,
+    pod_network: watch::Receiver<Option<PodNetwork>>,
     shutdown: CancellationToken,
 ) {
     let (table_tx, table_rx) = watch::channel(Arc::new(Table::default()));
     let mut listeners = Listeners::new(config.address, table_rx, shutdown.clone());
-    let mut state_rx = state.subscribe();
-    let mut observed_rx = observed.subscribe();
-    let (mut state_open, mut observed_open, mut network_open) = (true, true, true);
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wake = Wakeup::new(&state, &observed, EVERY, DEBOUNCE).with_pod_network(pod_network);
     let mut warnings: Vec<String> = Vec::new();
     tracing::info!(node = %config.node_name, address = %config.address, "node proxies started");
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            r = state_rx.changed(), if state_open => state_open = r.is_ok(),
-            r = observed_rx.changed(), if observed_open => observed_open = r.is_ok(),
-            r = pod_network.changed(), if network_open => network_open = r.is_ok(),
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(DEBOUNCE) => {}
-        }
-        state_rx.borrow_and_update();
-        observed_rx.borrow_and_update();
-        let gateway = pod_network.borrow_and_update().map(|n| n.gateway);
+    while wake.next(&shutdown).await {
+        let gateway = wake.pod_network().map(|n| n.gateway);
         match current_table(&config, &state, &observed, gateway).await {
             Ok(t) => {
                 if t.warnings != warnings {
