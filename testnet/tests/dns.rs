@@ -116,11 +116,7 @@ type SrvSet = BTreeSet<(u16, String)>;
 
 /// The same names through hickory's resolver (a second, independent client): the addresses
 /// of `name` and the (port, target) of the SRV records of `srv`.
-fn hickory(
-    server: &str,
-    name: &str,
-    srv: &str,
-) -> anyhow::Result<(BTreeSet<String>, SrvSet)> {
+fn hickory(server: &str, name: &str, srv: &str) -> anyhow::Result<(BTreeSet<String>, SrvSet)> {
     use hickory_resolver::Resolver;
     use hickory_resolver::config::{NameServerConfig, ResolverConfig};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
