@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod bench_applies;
 pub mod bench_convergence;
+pub mod bench_dns;
 pub mod bench_failover;
 pub mod bench_idle;
 pub mod cleanup;

@@ -139,6 +139,16 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         idle_secs: u64,
     },
+    /// Queries per second and latency of one node's DNS server (dnsperf), next to unbound and
+    /// dnsmasq answering the same names; needs the dnsperf, unbound and dnsmasq packages.
+    Dns {
+        /// Seconds each server is queried.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Queries per second dnsperf sends at most (-Q).
+        #[arg(long, default_value_t = 200_000)]
+        qps: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,6 +221,9 @@ fn main() -> anyhow::Result<()> {
                     idle_secs,
                 },
         } => shoal_testnet::bench_convergence::convergence(nodes, writes, idle_secs).map(|_| ()),
+        Cmd::Bench {
+            command: BenchCmd::Dns { seconds, qps },
+        } => shoal_testnet::bench_dns::dns(seconds, qps).map(|_| ()),
         Cmd::Image {
             command: ImageCmd::Build,
         } => {
