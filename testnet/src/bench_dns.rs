@@ -9,7 +9,14 @@
 //! The names: the zone apex SOA, `ns.<domain>` A (the server's own address), and the Service's
 //! A, which answers NOERROR without records. Tools missing make the run fail, naming the
 //! Debian package to install.
+//!
+//! dnsperf 2.10 prints only the average and maximum latency, so a small load generator of our
+//! own follows it ([`load`]): for each server and each in-flight setting, one UDP socket keeps
+//! a fixed number of queries (the same names) outstanding for the same number of seconds,
+//! matches responses by id and records every round trip, giving p50, p99 and max. A query
+//! unanswered within 1 s is lost. Loopback only.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -322,6 +329,142 @@ fn dnsperf(
     parse_dnsperf(&text).with_context(|| format!("reading dnsperf's output:\n{text}"))
 }
 
+/// A query unanswered for this long is lost.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// At most this many queries per load run, so a run's samples stay bounded in memory.
+const LOAD_MAX_QUERIES: u64 = 5_000_000;
+
+/// The id and response code of a DNS response; none for anything else (a query, a short
+/// packet).
+fn parse_response(p: &[u8]) -> Option<(u16, u8)> {
+    if p.len() < 12 || p[2] & 0x80 == 0 {
+        return None;
+    }
+    Some((u16::from_be_bytes([p[0], p[1]]), p[3] & 0x0f))
+}
+
+/// The value at percentile `p` (0–100] of ascending `sorted`, by nearest rank: the smallest
+/// value that at least `p` % of the samples do not exceed. None without samples.
+pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// What one load run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadStats {
+    pub in_flight: usize,
+    pub sent: u64,
+    pub completed: u64,
+    /// Unanswered within [`LOAD_TIMEOUT`].
+    pub lost: u64,
+    /// Answers with a response code other than NOERROR (counted as completed).
+    pub errors: u64,
+    pub qps: f64,
+    pub p50_ns: u32,
+    pub p99_ns: u32,
+    pub max_ns: u32,
+}
+
+/// Keeps `in_flight` queries of the query file's names outstanding against `server` for
+/// `seconds` (at most [`LOAD_MAX_QUERIES`]), then waits up to [`LOAD_TIMEOUT`] for the last
+/// ones. Round trips are taken from just before the send to just after the receive.
+pub fn load(server: SocketAddr, in_flight: usize, seconds: u64) -> anyhow::Result<LoadStats> {
+    const SOA: u16 = 6;
+    const A: u16 = 1;
+    let mut packets = [
+        query_packet(0, DOMAIN, SOA),
+        query_packet(0, &format!("ns.{DOMAIN}"), A),
+        query_packet(0, &format!("{SERVICE}.default.svc.{DOMAIN}"), A),
+    ];
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    socket.connect(server)?;
+    socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let in_flight = in_flight.clamp(1, 4096);
+    // Outstanding queries by id; ids go round all 65,536 values, far more than are ever in
+    // flight, so an id is free again long before it comes back.
+    let mut outstanding: HashMap<u16, Instant> = HashMap::with_capacity(in_flight * 2);
+    let mut samples: Vec<u32> = Vec::with_capacity(1 << 20);
+    let (mut sent, mut lost, mut errors) = (0u64, 0u64, 0u64);
+    let mut next_id = 0u16;
+    let mut send =
+        |outstanding: &mut HashMap<u16, Instant>, sent: &mut u64| -> anyhow::Result<()> {
+            let id = next_id;
+            next_id = next_id.wrapping_add(1);
+            let p = &mut packets[(*sent % 3) as usize];
+            p[..2].copy_from_slice(&id.to_be_bytes());
+            let at = Instant::now();
+            socket
+                .send(p)
+                .with_context(|| format!("cannot send a query to {server}"))?;
+            outstanding.insert(id, at);
+            *sent += 1;
+            Ok(())
+        };
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(seconds);
+    let mut last_sweep = start;
+    let mut buf = [0u8; 1500];
+    loop {
+        let now = Instant::now();
+        let sending = now < stop && sent < LOAD_MAX_QUERIES;
+        if sending {
+            while outstanding.len() < in_flight {
+                send(&mut outstanding, &mut sent)?;
+            }
+        } else if outstanding.is_empty() || now > stop + LOAD_TIMEOUT {
+            break;
+        }
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let got = Instant::now();
+                if let Some((id, rcode)) = parse_response(&buf[..n])
+                    && let Some(at) = outstanding.remove(&id)
+                {
+                    let rtt = got.duration_since(at).as_nanos();
+                    samples.push(u32::try_from(rtt).unwrap_or(u32::MAX));
+                    if rcode != 0 {
+                        errors += 1;
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read from {server}")),
+        }
+        let now = Instant::now();
+        if now.duration_since(last_sweep) >= Duration::from_millis(50) {
+            last_sweep = now;
+            let before = outstanding.len();
+            outstanding.retain(|_, at| now.duration_since(*at) < LOAD_TIMEOUT);
+            lost += (before - outstanding.len()) as u64;
+        }
+    }
+    lost += outstanding.len() as u64;
+    let elapsed = start.elapsed().as_secs_f64();
+    samples.sort_unstable();
+    let at = |p| percentile(&samples, p).unwrap_or(0);
+    Ok(LoadStats {
+        in_flight,
+        sent,
+        completed: samples.len() as u64,
+        lost,
+        errors,
+        qps: samples.len() as f64 / elapsed.max(1e-9),
+        p50_ns: at(50.0),
+        p99_ns: at(99.0),
+        max_ns: samples.last().copied().unwrap_or(0),
+    })
+}
+
 fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
@@ -338,11 +481,14 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 pub struct Row {
     pub server: &'static str,
     pub stats: DnsperfStats,
+    /// Our load generator's runs, one per in-flight setting.
+    pub load: Vec<LoadStats>,
 }
 
 /// Runs the benchmark: shoald, then unbound, then dnsmasq, each for `seconds` at up to `qps`
-/// queries per second. Prints a table and whether the target is met; returns the rows.
-pub fn dns(seconds: u64, qps: u64) -> anyhow::Result<Vec<Row>> {
+/// queries per second with dnsperf, then the same with [`load`] once per `in_flight` setting.
+/// Prints two tables and whether the target is met; returns the rows.
+pub fn dns(seconds: u64, qps: u64, in_flight: &[usize]) -> anyhow::Result<Vec<Row>> {
     let dnsperf_bin = tool("dnsperf", "dnsperf")?;
     let unbound_bin = tool("unbound", "unbound")?;
     let dnsmasq_bin = tool("dnsmasq", "dnsmasq")?;
@@ -388,11 +534,12 @@ pub fn dns(seconds: u64, qps: u64) -> anyhow::Result<Vec<Row>> {
         query_file().lines().count()
     );
     let mut rows = Vec::new();
-    for (server, ip) in [
+    let servers = [
         ("shoald", node_ip),
         ("unbound", unbound_ip),
         ("dnsmasq", dnsmasq_ip),
-    ] {
+    ];
+    for (server, ip) in servers {
         let stats = dnsperf(&dnsperf_bin, ip, &data, seconds, qps)?;
         println!(
             "{server} ({ip}): sent {}, completed {}, lost {}, {:.0} q/s, avg {:.0} µs (min {:.0}, max {:.0}, stddev {}), {}",
@@ -408,7 +555,33 @@ pub fn dns(seconds: u64, qps: u64) -> anyhow::Result<Vec<Row>> {
                 .map_or("-".to_string(), |s| format!("{:.0}", s * 1e6)),
             stats.response_codes
         );
-        rows.push(Row { server, stats });
+        rows.push(Row {
+            server,
+            stats,
+            load: Vec::new(),
+        });
+    }
+    println!(
+        "load generator: UDP, in flight {in_flight:?}, {seconds} s each, lost after {} s",
+        LOAD_TIMEOUT.as_secs()
+    );
+    for &n in in_flight {
+        for (row, (server, ip)) in rows.iter_mut().zip(servers) {
+            let l = load(SocketAddr::from((ip, 53)), n, seconds)?;
+            println!(
+                "{server} ({ip}), {} in flight: sent {}, completed {}, lost {}, not NOERROR {}, {:.0} q/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+                l.in_flight,
+                l.sent,
+                l.completed,
+                l.lost,
+                l.errors,
+                l.qps,
+                f64::from(l.p50_ns) / 1e3,
+                f64::from(l.p99_ns) / 1e3,
+                f64::from(l.max_ns) / 1e3
+            );
+            row.load.push(l);
+        }
     }
     let rss = rss_bytes(pid)?;
     unbound.alive()?;
@@ -428,6 +601,24 @@ pub fn dns(seconds: u64, qps: u64) -> anyhow::Result<Vec<Row>> {
             r.stats.avg_latency_s * 1e6,
             r.stats.max_latency_s * 1e6
         );
+    }
+    println!();
+    println!("| server | in flight | q/s | lost | p50 µs | p99 µs | max µs |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in 0..in_flight.len() {
+        for r in &rows {
+            let l = &r.load[n];
+            println!(
+                "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} |",
+                r.server,
+                l.in_flight,
+                l.qps,
+                l.lost,
+                f64::from(l.p50_ns) / 1e3,
+                f64::from(l.p99_ns) / 1e3,
+                f64::from(l.max_ns) / 1e3
+            );
+        }
     }
     let (shoal, unbound) = (&rows[0].stats, &rows[1].stats);
     let ratio = shoal.qps / unbound.qps.max(1e-9);
@@ -531,6 +722,71 @@ Statistics:
         assert!(err.to_string().contains("Queries sent"), "{err}");
         let err = parse_dnsperf(&SAMPLE.replace("Queries per second", "Queries/s")).unwrap_err();
         assert!(err.to_string().contains("Queries per second"), "{err}");
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        let v: Vec<u32> = (1..=100).collect();
+        for (p, want) in [
+            (0.0, 1),
+            (1.0, 1),
+            (50.0, 50),
+            (99.0, 99),
+            (99.5, 100),
+            (100.0, 100),
+        ] {
+            assert_eq!(percentile(&v, p), Some(want), "p{p}");
+        }
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 99.0), Some(990));
+        assert_eq!(percentile(&[10, 20, 30], 50.0), Some(20));
+    }
+
+    #[test]
+    fn responses_are_parsed() {
+        let mut p = query_packet(0xbeef, "shoal.home.arpa", 6);
+        assert_eq!(parse_response(&p), None, "a query is not a response");
+        p[2] |= 0x84; // QR, AA
+        assert_eq!(parse_response(&p), Some((0xbeef, 0)));
+        p[3] = 0x05; // REFUSED
+        assert_eq!(parse_response(&p), Some((0xbeef, 5)));
+        assert_eq!(parse_response(&p[..11]), None);
+    }
+
+    #[test]
+    fn load_matches_responses_by_id() {
+        // A server that answers every query but the fourth, echoing its id with QR set.
+        let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = server.local_addr().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let mut seen = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                let Ok((n, from)) = server.recv_from(&mut buf) else {
+                    continue;
+                };
+                seen += 1;
+                if seen == 4 {
+                    continue;
+                }
+                buf[2] |= 0x80;
+                server.send_to(&buf[..n], from).unwrap();
+            }
+        });
+        let l = load(addr, 4, 1).unwrap();
+        assert_eq!(l.lost, 1, "{l:?}");
+        assert_eq!(l.completed + l.lost, l.sent, "{l:?}");
+        assert!(
+            l.completed > 0 && l.p50_ns <= l.p99_ns && l.p99_ns <= l.max_ns,
+            "{l:?}"
+        );
+        echo.join().unwrap();
     }
 
     #[test]

@@ -139,15 +139,19 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         idle_secs: u64,
     },
-    /// Queries per second and latency of one node's DNS server (dnsperf), next to unbound and
-    /// dnsmasq answering the same names; needs the dnsperf, unbound and dnsmasq packages.
+    /// Queries per second and latency of one node's DNS server (dnsperf, then our own load
+    /// generator for percentiles), next to unbound and dnsmasq answering the same names; needs
+    /// the dnsperf, unbound and dnsmasq packages.
     Dns {
-        /// Seconds each server is queried.
+        /// Seconds each server is queried, per run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Queries per second dnsperf sends at most (-Q).
         #[arg(long, default_value_t = 200_000)]
         qps: u64,
+        /// Queries the load generator keeps outstanding: one run per value, per server.
+        #[arg(long, value_delimiter = ',', default_values_t = [16, 64])]
+        in_flight: Vec<usize>,
     },
 }
 
@@ -222,8 +226,13 @@ fn main() -> anyhow::Result<()> {
                 },
         } => shoal_testnet::bench_convergence::convergence(nodes, writes, idle_secs).map(|_| ()),
         Cmd::Bench {
-            command: BenchCmd::Dns { seconds, qps },
-        } => shoal_testnet::bench_dns::dns(seconds, qps).map(|_| ()),
+            command:
+                BenchCmd::Dns {
+                    seconds,
+                    qps,
+                    in_flight,
+                },
+        } => shoal_testnet::bench_dns::dns(seconds, qps, &in_flight).map(|_| ()),
         Cmd::Image {
             command: ImageCmd::Build,
         } => {
