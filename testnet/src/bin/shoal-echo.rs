@@ -653,9 +653,20 @@ mod tests {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
+                // The whole request first: closing with unread bytes would reset the
+                // connection and could lose the answer.
+                let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = s.write_all(answer.as_bytes());
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                // Drain until the client closes.
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
             }
         });
         port
