@@ -384,14 +384,17 @@ pub fn load(server: SocketAddr, in_flight: usize, seconds: u64) -> anyhow::Resul
     socket.connect(server)?;
     socket.set_read_timeout(Some(Duration::from_millis(20)))?;
     let in_flight = in_flight.clamp(1, 4096);
-    // Outstanding queries by id; ids go round all 65,536 values, far more than are ever in
-    // flight, so an id is free again long before it comes back.
+    // Outstanding queries by id; ids go round all 65,536 values, skipping one still
+    // outstanding (a query lost but not yet timed out), so that no query is ever forgotten.
     let mut outstanding: HashMap<u16, Instant> = HashMap::with_capacity(in_flight * 2);
     let mut samples: Vec<u32> = Vec::with_capacity(1 << 20);
     let (mut sent, mut lost, mut errors) = (0u64, 0u64, 0u64);
     let mut next_id = 0u16;
     let mut send =
         |outstanding: &mut HashMap<u16, Instant>, sent: &mut u64| -> anyhow::Result<()> {
+            while outstanding.contains_key(&next_id) {
+                next_id = next_id.wrapping_add(1);
+            }
             let id = next_id;
             next_id = next_id.wrapping_add(1);
             let p = &mut packets[(*sent % 3) as usize];
