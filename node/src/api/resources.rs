@@ -67,8 +67,12 @@ pub async fn apply_batch(
     Ok(Json(ApplyResponse { items }))
 }
 
-/// Refuses a batch with a Service whose node-facing port another Service already takes (ports
-/// are cluster-wide: every node listens on each Service's port). Nothing is applied then.
+/// Refuses a batch with a NodePort or LoadBalancer Service whose node-facing port another
+/// Service already takes (ports are cluster-wide: every node listens on each Service's port).
+/// Nothing is applied then. ClusterIP Services are not refused: Kubernetes manifests give
+/// several of them one port (the guestbook's two Redis Services), which Kubernetes tells
+/// apart by cluster IP; there the port's node listener goes to the first by namespace/name
+/// and the other is logged.
 async fn check_service_ports(
     api: &ApiState,
     batch: &[shoal_protocol::Resource],
@@ -76,7 +80,15 @@ async fn check_service_ports(
     let new: Vec<&shoal_protocol::kinds::Service> = batch
         .iter()
         .filter_map(|r| match r {
-            shoal_protocol::Resource::Service(s) => Some(s),
+            shoal_protocol::Resource::Service(s)
+                if matches!(
+                    s.spec.type_,
+                    shoal_protocol::kinds::ServiceType::NodePort
+                        | shoal_protocol::kinds::ServiceType::LoadBalancer
+                ) =>
+            {
+                Some(s)
+            }
             _ => None,
         })
         .collect();

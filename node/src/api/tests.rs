@@ -425,18 +425,22 @@ mod workloads;
 #[tokio::test]
 async fn a_service_port_taken_by_another_service_is_refused_and_nothing_is_applied() {
     let h = harness();
-    let web = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 8080}]\n";
+    let web = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 8080, nodePort: 30080}]\n";
     let (code, body) = h.call(Method::POST, "/shoal/v1/apply", web).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     // Re-applying the same Service is no conflict.
     let (code, body) = h.call(Method::POST, "/shoal/v1/apply", web).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    let clash = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: side}\ndata: {k: v}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec:\n  selector: {app: api}\n  ports: [{port: 8080}]\n";
+    // A ClusterIP Service may share a port, as Kubernetes manifests do.
+    let shared = "apiVersion: v1\nkind: Service\nmetadata: {name: peer}\nspec:\n  selector: {app: peer}\n  ports: [{port: 30080}]\n";
+    let (code, body) = h.call(Method::POST, "/shoal/v1/apply", shared).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let clash = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: side}\ndata: {k: v}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec:\n  type: NodePort\n  selector: {app: api}\n  ports: [{port: 9090, nodePort: 30080}]\n";
     let (code, body) = h.call(Method::POST, "/shoal/v1/apply", clash).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(
-        message.contains("default/web") && message.contains("8080"),
+        message.contains("default/") && message.contains("30080"),
         "{message}"
     );
     let (code, _) = h
