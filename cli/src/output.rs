@@ -397,14 +397,18 @@ const POD: &[Column] = &[
     wide("NODE", |v, _| or_none(text(v, "/spec/nodeName"))),
 ];
 
-/// `80/TCP,443:30443/TCP`.
+/// `80/TCP,443:30443/TCP`: the port and, where the nodes serve it on another port (a
+/// nodePort, or the automatic port shoal gives a port another Service holds, from
+/// `status.nodePorts`), that one.
 pub fn service_ports(v: &Value) -> String {
     let ports: Vec<String> = list(v, "/spec/ports")
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let port = text(p, "/port").unwrap_or_default();
             let proto = text(p, "/protocol").unwrap_or_else(|| "TCP".into());
-            match text(p, "/nodePort") {
+            let served = text(v, &format!("/status/nodePorts/{i}")).filter(|np| *np != port);
+            match text(p, "/nodePort").or(served) {
                 Some(np) => format!("{port}:{np}/{proto}"),
                 None => format!("{port}/{proto}"),
             }
@@ -1063,6 +1067,13 @@ mod tests {
         assert!(wide.contains("10.96.0.10") && wide.contains("app=web"));
         let lb = json!({"spec": {"type": "LoadBalancer"}});
         assert_eq!(service_external_ips(&lb), "<pending>");
+        // A port another Service holds is served on an automatic port, which the nodes
+        // report in `status.nodePorts`.
+        let shared = json!({
+            "spec": {"ports": [{"port": 6379}, {"port": 8080}, {"port": 9090}]},
+            "status": {"nodePorts": [31234, 8080, null]}
+        });
+        assert_eq!(service_ports(&shared), "6379:31234/TCP,8080/TCP,9090/TCP");
     }
 
     #[test]

@@ -222,7 +222,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         config.dns_ttl_secs,
     )));
     // Every node forwards each Service's port to a ready endpoint, on its advertise address
-    // and, for its pods, on its pod network's gateway.
+    // and, for its pods, on its pod network's gateway and each Service's own address there.
+    let (service_addresses_tx, service_addresses_rx) =
+        tokio::sync::watch::channel(proxy::ServiceAddresses::default());
     tracker.spawn(proxy::run(
         proxy::ProxyConfig {
             node_name: identity.node_name.clone(),
@@ -231,6 +233,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         state.clone(),
         observed.clone(),
         pod_network.clone(),
+        service_addresses_tx,
         stop.clone(),
     ));
     // The zone follows Services, pods and membership.
@@ -247,6 +250,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         state.clone(),
         observed.clone(),
         pod_network.clone(),
+        service_addresses_rx,
         zone_tx,
         stop.clone(),
     ));

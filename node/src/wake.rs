@@ -10,6 +10,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::observed::{Observed, ObservedHandle};
+use crate::proxy::ServiceAddresses;
 use crate::runtime::PodNetwork;
 use crate::state::StateHandle;
 
@@ -24,6 +25,9 @@ pub struct Wakeup {
     /// This node's pod network, from the agent, when the task follows it too.
     pod_network: Option<watch::Receiver<Option<PodNetwork>>>,
     pod_network_open: bool,
+    /// The Services' own addresses on the pod network, from the proxies, when followed.
+    service_addresses: Option<watch::Receiver<ServiceAddresses>>,
+    service_addresses_open: bool,
 }
 
 impl Wakeup {
@@ -45,6 +49,8 @@ impl Wakeup {
             debounce,
             pod_network: None,
             pod_network_open: false,
+            service_addresses: None,
+            service_addresses_open: false,
         }
     }
 
@@ -53,6 +59,21 @@ impl Wakeup {
         self.pod_network = Some(rx);
         self.pod_network_open = true;
         self
+    }
+
+    /// Also wakes when the Services' own addresses change.
+    pub fn with_service_addresses(mut self, rx: watch::Receiver<ServiceAddresses>) -> Wakeup {
+        self.service_addresses = Some(rx);
+        self.service_addresses_open = true;
+        self
+    }
+
+    /// The Services' own addresses as of the last wake-up (empty when not followed).
+    pub fn service_addresses(&self) -> ServiceAddresses {
+        self.service_addresses
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+            .unwrap_or_default()
     }
 
     /// The pod network as of the last wake-up (None when not followed or not known yet).
@@ -74,6 +95,12 @@ impl Wakeup {
                     None => std::future::pending().await,
                 }
             }, if self.pod_network_open => self.pod_network_open = r.is_ok(),
+            r = async {
+                match self.service_addresses.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if self.service_addresses_open => self.service_addresses_open = r.is_ok(),
             _ = self.tick.tick() => {}
         }
         tokio::select! {
@@ -84,6 +111,9 @@ impl Wakeup {
         self.state.borrow_and_update();
         self.observed.borrow_and_update();
         if let Some(rx) = self.pod_network.as_mut() {
+            rx.borrow_and_update();
+        }
+        if let Some(rx) = self.service_addresses.as_mut() {
             rx.borrow_and_update();
         }
         true

@@ -37,11 +37,22 @@ impl ServiceInputs {
     pub fn status_of(&self, svc: &Service) -> Value {
         let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
         let eps = endpoints(svc, &self.pods, &self.nodes);
-        json!({
+        // The port every node serves each of its ports on (see `proxy::table::node_ports`):
+        // the nodePort or port, or an automatic one when another Service holds the port.
+        let plan = crate::proxy::table::node_ports(&self.services);
+        let id = format!("{namespace}/{}", svc.metadata.name);
+        let node_ports: Vec<Value> = (0..svc.spec.ports.len())
+            .map(|i| plan.get(&id, i).map(Value::from).unwrap_or(Value::Null))
+            .collect();
+        let mut status = json!({
             "dnsName": service_name(&svc.metadata.name, namespace, &self.domain),
             "endpoints": eps.len(),
             "readyEndpoints": eps.iter().filter(|e| e.ready).count(),
-        })
+        });
+        if !svc.spec.is_headless() {
+            status["nodePorts"] = Value::from(node_ports);
+        }
+        status
     }
 
     fn endpoints_object(&self, svc: &Service) -> Value {

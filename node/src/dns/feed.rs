@@ -19,6 +19,7 @@ use super::records::{LocalPods, PodEntry, build};
 use super::zone::Zone;
 use crate::observed::{Liveness, ObservedHandle};
 use crate::pods::{desired_pods, typed};
+use crate::proxy::ServiceAddresses;
 use crate::runtime::PodNetwork;
 use crate::state::{StateError, StateHandle};
 use crate::wake::Wakeup;
@@ -83,10 +84,12 @@ async fn zone(
     state: &StateHandle,
     observed: &ObservedHandle,
     network: Option<PodNetwork>,
+    service_addresses: &BTreeMap<String, IpAddr>,
 ) -> Result<Zone, StateError> {
     let local = network.map(|network| LocalPods {
         node_address: config.node_address,
         network,
+        service_addresses: service_addresses.clone(),
     });
     Ok(build(
         &config.domain,
@@ -99,12 +102,14 @@ async fn zone(
     ))
 }
 
-/// Feeds `tx` until `shutdown`. `pod_network`: this node's pod network, from the agent.
+/// Feeds `tx` until `shutdown`. `pod_network`: this node's pod network, from the agent;
+/// `service_addresses`: the Services' own addresses on it, from the proxies.
 pub async fn keep_zone(
     config: ZoneConfig,
     state: StateHandle,
     observed: ObservedHandle,
     pod_network: watch::Receiver<Option<PodNetwork>>,
+    service_addresses: watch::Receiver<ServiceAddresses>,
     tx: watch::Sender<Arc<Zone>>,
     shutdown: CancellationToken,
 ) {
@@ -114,10 +119,12 @@ pub async fn keep_zone(
         Duration::from_secs(1),
         Duration::from_millis(50),
     )
-    .with_pod_network(pod_network);
+    .with_pod_network(pod_network)
+    .with_service_addresses(service_addresses);
     while wake.next(&shutdown).await {
         let network = wake.pod_network();
-        match zone(&config, &state, &observed, network).await {
+        let own = wake.service_addresses();
+        match zone(&config, &state, &observed, network, &own).await {
             Ok(z) => {
                 tx.send_if_modified(|current| {
                     if **current == z {

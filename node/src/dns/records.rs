@@ -35,12 +35,16 @@ use super::zone::{RecordData, Records, Zone};
 use crate::runtime::PodNetwork;
 
 /// This node as its own pods reach it: what the pods view is built from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPods {
     /// This node's address as membership knows it (the LAN view's answers name it).
     pub node_address: IpAddr,
     /// Its pod network: pods query from its subnet and reach the node at its gateway.
     pub network: PodNetwork,
+    /// Each Service's own address on that network (`namespace/name` → address), where the
+    /// proxies serve it on its own ports (see `proxy::addresses`); a Service without one is
+    /// answered with the gateway.
+    pub service_addresses: BTreeMap<String, IpAddr>,
 }
 
 /// A pod as the zone sees it.
@@ -148,11 +152,21 @@ pub fn build(
 
     // The names of the Services the proxies forward (not headless).
     let mut forwarded: BTreeSet<String> = BTreeSet::new();
+    let node_ports = crate::proxy::table::node_ports(services);
+    // For this node's pods: the Services' own addresses by name, and the SRV records that
+    // name them, with the Service's own port.
+    let mut own_addresses: BTreeMap<String, IpAddr> = BTreeMap::new();
+    let mut own_ports: BTreeMap<String, u16> = BTreeMap::new();
     for svc in services {
         let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
         let name = service_name(&svc.metadata.name, namespace, &domain);
+        let id = format!("{namespace}/{}", svc.metadata.name);
+        let own_address = local.and_then(|l| l.service_addresses.get(&id).copied());
         if !svc.spec.is_headless() {
             forwarded.insert(name.clone());
+            if let Some(ip) = own_address {
+                own_addresses.insert(name.clone(), ip);
+            }
         }
         let ready: Vec<Endpoint> = endpoints(svc, pods, nodes)
             .into_iter()
@@ -163,14 +177,22 @@ pub fn build(
             .entry(name.clone())
             .or_default()
             .extend(addresses.iter().copied().map(RecordData::Address));
-        for port in &svc.spec.ports {
+        for (index, port) in svc.spec.ports.iter().enumerate() {
             let label = if port.name.is_empty() {
                 port.port.to_string()
             } else {
                 port.name.to_ascii_lowercase()
             };
             let srv_name = format!("_{label}.{}.{name}", proto_label(port.protocol));
-            let number = u16::try_from(port.node_port.unwrap_or(port.port)).unwrap_or(0);
+            // The node-facing port: what every node's address serves the port on.
+            let number = node_ports
+                .get(&id, index)
+                .unwrap_or_else(|| u16::try_from(port.node_port.unwrap_or(port.port)).unwrap_or(0));
+            if own_address.is_some()
+                && let Ok(own) = u16::try_from(port.port)
+            {
+                own_ports.insert(srv_name.clone(), own);
+            }
             let entry = records.entry(srv_name).or_default();
             if svc.spec.is_headless() {
                 for e in &ready {
@@ -220,7 +242,21 @@ pub fn build(
         Some(l) => {
             let subnet = l.network.subnet;
             zone.pod_networks = vec![(subnet.addr, subnet.prefix)];
-            pods_view(&records, &forwarded, l.node_address, l.network.gateway)
+            let mut view = pods_view(
+                &records,
+                &forwarded,
+                &own_addresses,
+                l.node_address,
+                l.network.gateway,
+            );
+            for (srv_name, own) in &own_ports {
+                for d in view.get_mut(srv_name).into_iter().flatten() {
+                    if let RecordData::Srv { port, .. } = d {
+                        *port = *own;
+                    }
+                }
+            }
+            view
         }
         None => records.clone(),
     };
@@ -230,11 +266,13 @@ pub fn build(
 }
 
 /// The pods view from the LAN's: each name of `forwarded` (Services the proxies forward) that
-/// has an address answers `gateway` alone; elsewhere `node_address` (this node's) becomes
-/// `gateway`. SRV records stay: their targets are names of the same view.
+/// has an address answers the Service's own address (`own`, by name) where it has one, else
+/// `gateway`, alone; elsewhere `node_address` (this node's) becomes `gateway`. SRV records
+/// stay: their targets are names of the same view.
 pub fn pods_view(
     lan: &Records,
     forwarded: &BTreeSet<String>,
+    own: &BTreeMap<String, IpAddr>,
     node_address: IpAddr,
     gateway: IpAddr,
 ) -> Records {
@@ -245,7 +283,9 @@ pub fn pods_view(
                 let mut kept: Vec<RecordData> =
                     list.iter().filter(|d| !is_address(d)).cloned().collect();
                 if list.iter().any(is_address) {
-                    kept.push(RecordData::Address(gateway));
+                    kept.push(RecordData::Address(
+                        own.get(name).copied().unwrap_or(gateway),
+                    ));
                 }
                 kept
             } else {
@@ -436,7 +476,9 @@ mod tests {
             network: PodNetwork {
                 gateway: "172.18.0.1".parse().unwrap(),
                 subnet: crate::runtime::Subnet::parse("172.18.0.0/16").unwrap(),
+                ip_range: None,
             },
+            service_addresses: BTreeMap::new(),
         }
     }
 
@@ -489,6 +531,50 @@ mod tests {
             assert_eq!(z.view("172.18.0.5".parse().unwrap()), &z.pods);
             assert_eq!(z.view("127.0.0.1".parse().unwrap()), &z.lan);
         }
+    }
+
+    #[test]
+    fn pods_get_a_services_own_address_and_port_where_it_has_one() {
+        let mut local = local_n1();
+        local
+            .service_addresses
+            .insert("default/web".into(), "172.18.128.7".parse().unwrap());
+        // Another Service on web's port number: it gets an automatic node-facing port, which
+        // the LAN's SRV record names, while pods keep the port number at its own address.
+        let mut other = web();
+        other.metadata.name = "other".into();
+        other.metadata.creation_timestamp = Some("2026-11-26T10:00:00Z".into());
+        let mut first = web();
+        first.metadata.creation_timestamp = Some("2026-11-26T09:00:00Z".into());
+        let services = [first, other];
+        let pods = [pod("web-0", "n2", true)];
+        let z = build(D, 5, &services, &pods, &nodes(), vec![], Some(&local));
+        assert_eq!(
+            z.pods.get("web.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("172.18.128.7")])
+        );
+        // Without an own address: the gateway.
+        assert_eq!(
+            z.pods.get("other.default.svc.shoal.home.arpa"),
+            Some(&vec![addr("172.18.0.1")])
+        );
+        let srv_port = |records: &Records, name: &str| match records.get(name).map(Vec::as_slice) {
+            Some([RecordData::Srv { port, .. }]) => *port,
+            other => panic!("{name}: {other:?}"),
+        };
+        let (web_srv, other_srv) = (
+            "_http._tcp.web.default.svc.shoal.home.arpa",
+            "_http._tcp.other.default.svc.shoal.home.arpa",
+        );
+        let auto = crate::proxy::table::node_ports(&services)
+            .get("default/other", 0)
+            .unwrap();
+        assert_ne!(auto, 8080);
+        assert_eq!(srv_port(&z.lan, web_srv), 8080);
+        assert_eq!(srv_port(&z.lan, other_srv), auto);
+        assert_eq!(srv_port(&z.pods, web_srv), 8080);
+        // The pods reach `other` at the gateway, where it is on its node-facing port.
+        assert_eq!(srv_port(&z.pods, other_srv), auto);
     }
 
     #[test]

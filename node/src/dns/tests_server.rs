@@ -757,6 +757,7 @@ async fn the_pods_listener_follows_the_pod_networks_gateway() {
     let network = |gateway: &str| crate::runtime::PodNetwork {
         gateway: ip(gateway),
         subnet: crate::runtime::Subnet::parse("127.0.0.0/8").unwrap(),
+        ip_range: None,
     };
     let first = SocketAddr::new(ip("127.0.0.3"), port);
     let second = SocketAddr::new(ip("127.0.0.4"), port);

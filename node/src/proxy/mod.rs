@@ -18,6 +18,7 @@
 //! bound (another process holds it) is logged and retried at the next round; it never stops
 //! the node.
 
+pub mod addresses;
 pub mod table;
 mod tcp;
 mod udp;
@@ -64,23 +65,75 @@ const BIND_ERROR_EVERY: Duration = Duration::from_secs(60);
 /// How long the port tasks get to stop at shutdown.
 const STOP_DEADLINE: Duration = Duration::from_secs(2);
 
+/// The address of each Service (`namespace/name`) on this node's pod network, as the
+/// proxies serve them: DNS answers them to this node's pods.
+pub type ServiceAddresses = Arc<BTreeMap<String, IpAddr>>;
+
+/// How often the Service addresses on the bridge are checked even when nothing changed (one
+/// removed by hand comes back).
+const ADDRESSES_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs the proxies of this node until `shutdown`. `pod_network`: this node's pod network,
-/// from the agent; its gateway gets every port too.
+/// from the agent; its gateway gets every port too. `addresses_tx`: the Services' own
+/// addresses on it, once they are up and served.
 pub async fn run(
     config: ProxyConfig,
     state: StateHandle,
     observed: ObservedHandle,
     pod_network: watch::Receiver<Option<PodNetwork>>,
+    addresses_tx: watch::Sender<ServiceAddresses>,
     shutdown: CancellationToken,
 ) {
     let (table_tx, table_rx) = watch::channel(Arc::new(Table::default()));
     let mut listeners = Listeners::new(config.address, table_rx, shutdown.clone());
     let mut wake = Wakeup::new(&state, &observed, EVERY, DEBOUNCE).with_pod_network(pod_network);
     let mut warnings: Vec<String> = Vec::new();
+    let mut host = addresses::Host::default();
+    let mut up: BTreeMap<String, IpAddr> = BTreeMap::new();
+    let mut checked: Option<Instant> = None;
+    let mut host_failed = false;
     tracing::info!(node = %config.node_name, address = %config.address, "node proxies started");
     while wake.next(&shutdown).await {
-        let gateway = wake.pod_network().map(|n| n.gateway);
-        match current_table(&config, &state, &observed, gateway).await {
+        let network = wake.pod_network();
+        let services = match services(&state).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the Services failed; retrying");
+                continue;
+            }
+        };
+        // The Services' own addresses: kept while they exist, put on the bridge when they
+        // change (and every so often).
+        let block = network.as_ref().and_then(addresses::block);
+        let wanted = addresses::assign(block, &by_age(&services), &up);
+        let due = checked.is_none_or(|t| t.elapsed() >= ADDRESSES_EVERY);
+        if let (Some(network), Some(block)) = (network, block)
+            && (wanted != up || due)
+        {
+            checked = Some(Instant::now());
+            let ips = wanted.values().copied().collect();
+            match host.sync(network.gateway, block, &ips).await {
+                Ok(present) => {
+                    host_failed = false;
+                    up = wanted
+                        .into_iter()
+                        .filter(|(_, ip)| present.contains(ip))
+                        .collect();
+                }
+                Err(e) => {
+                    if !host_failed {
+                        tracing::warn!(error = %e, "cannot give Services their own addresses \
+                            on the pod network; pods reach them at the gateway");
+                    }
+                    host_failed = true;
+                    up.clear();
+                }
+            }
+        } else if block.is_none() {
+            up.clear();
+        }
+        let gateway = network.map(|n| n.gateway);
+        match current_table(&config, &state, &observed, &services, gateway, &up).await {
             Ok(t) => {
                 if t.warnings != warnings {
                     for w in t.warnings.iter().filter(|w| !warnings.contains(w)) {
@@ -101,9 +154,40 @@ pub async fn run(
         }
         let current = table_tx.borrow().clone();
         listeners.reconcile(&current).await;
+        // Only once their ports are open may DNS answer them.
+        let served: BTreeMap<String, IpAddr> = up
+            .iter()
+            .filter(|(_, ip)| current.service_routes.keys().any(|(a, _)| a == *ip))
+            .map(|(id, ip)| (id.clone(), *ip))
+            .collect();
+        addresses_tx.send_if_modified(|current| {
+            if **current == served {
+                return false;
+            }
+            *current = Arc::new(served);
+            true
+        });
     }
+    addresses_tx.send_replace(Arc::new(BTreeMap::new()));
     listeners.stop().await;
+    host.clear().await;
     tracing::info!("node proxies stopped");
+}
+
+/// The ids (`namespace/name`) of the Services that get an address, oldest first.
+fn by_age(services: &[shoal_protocol::kinds::Service]) -> Vec<String> {
+    let mut list: Vec<(String, String)> = services
+        .iter()
+        .filter(|s| !s.spec.is_headless())
+        .map(|s| {
+            (
+                s.metadata.creation_timestamp.clone().unwrap_or_default(),
+                table::service_id(s),
+            )
+        })
+        .collect();
+    list.sort();
+    list.into_iter().map(|(_, id)| id).collect()
 }
 
 /// The table as the store and observed state say now.
@@ -111,9 +195,10 @@ async fn current_table(
     config: &ProxyConfig,
     state: &StateHandle,
     observed: &ObservedHandle,
+    services: &[shoal_protocol::kinds::Service],
     gateway: Option<std::net::IpAddr>,
+    service_addresses: &BTreeMap<String, IpAddr>,
 ) -> Result<Table, StateError> {
-    let services = services(state).await?;
     let pods = pod_entries(state, observed).await?;
     // Only the specs of this node's pods matter (named target ports of local endpoints).
     let specs: BTreeMap<String, _> = desired_pods(state)
@@ -123,13 +208,14 @@ async fn current_table(
         .map(|p| (p.key(), p.spec))
         .collect();
     Ok(table::build(&table::Inputs {
-        services: &services,
+        services,
         pods: &pods,
         specs: &specs,
         nodes: &heard_nodes(observed),
         node_name: &config.node_name,
         address: config.address,
         gateway,
+        service_addresses,
     }))
 }
 
@@ -178,8 +264,7 @@ impl Listeners {
                 continue;
             }
             let service = table
-                .routes
-                .get(&l.key)
+                .route(l)
                 .map(|r| r.service.as_str())
                 .unwrap_or_default();
             match self.open(*l).await {
@@ -219,23 +304,16 @@ impl Listeners {
         let task = match l.key.transport {
             Transport::Tcp => {
                 let listener = TcpListener::bind(addr).await?;
-                self.tracker.spawn(tcp::serve(
-                    listener,
-                    l.key,
-                    table,
-                    source,
-                    l.pods,
-                    stop.clone(),
-                ))
+                self.tracker
+                    .spawn(tcp::serve(listener, l, table, source, stop.clone()))
             }
             Transport::Udp => {
                 let socket = UdpSocket::bind(addr).await?;
                 self.tracker.spawn(udp::serve(
                     socket,
-                    l.key,
+                    l,
                     table,
                     source,
-                    l.pods,
                     udp::IDLE,
                     stop.clone(),
                 ))

@@ -13,9 +13,11 @@
 //! reach the advertise address wherever that is loopback): [`Table::listeners`]. Connections
 //! at the gateway come from pods, never from nodes, so they may go on to another node.
 //!
-//! Ports are cluster-wide, like Docker Swarm's published ports: [`port_conflict`] is the check
-//! the API makes at apply time; should two Services still claim a port (applied concurrently on
-//! two partitioned nodes), the table serves the first by `namespace/name` and says so.
+//! Node-facing ports are cluster-wide, like Docker Swarm's published ports ([`node_ports`]):
+//! [`port_conflict`] is the check the API makes at apply time for the ports a Service asks for
+//! explicitly (`nodePort`); a Service whose own `port` another Service already holds gets a
+//! node-facing port of [`AUTO_PORTS`] instead, while this node's pods reach it on its own
+//! `port` at its own address on the pod network ([`Table::service_routes`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -71,6 +73,9 @@ impl fmt::Display for ListenKey {
 pub struct Route {
     /// The Service that owns the port: `namespace/name`.
     pub service: String,
+    /// The Service port's node-facing port (see [`node_ports`]): other nodes' proxies listen
+    /// there for it, so a connection that goes on to another node goes to that port.
+    pub port: u16,
     /// The ready endpoints on this node: `podIP:targetPort`, sorted.
     pub local: Vec<SocketAddr>,
     /// The addresses of the other heard nodes with a ready endpoint, sorted: their proxies
@@ -87,10 +92,11 @@ pub struct Target {
 }
 
 impl Route {
-    /// Where to forward a connection to port `port`, in the order to try: the local endpoints,
-    /// then (unless the client is a cluster node, `from_node`) the other nodes' proxies, each
-    /// list rotated by `turn` for round-robin. Empty: refuse the connection.
-    pub fn candidates(&self, port: u16, from_node: bool, turn: usize) -> Vec<Target> {
+    /// Where to forward a connection, in the order to try: the local endpoints, then (unless
+    /// the client is a cluster node, `from_node`) the other nodes' proxies on the node-facing
+    /// port, each list rotated by `turn` for round-robin. Empty: refuse the connection.
+    pub fn candidates(&self, from_node: bool, turn: usize) -> Vec<Target> {
+        let port = self.port;
         let mut out: Vec<Target> = rotated(&self.local, turn)
             .map(|addr| Target {
                 addr,
@@ -135,7 +141,11 @@ impl fmt::Display for Listener {
 /// What every proxy of this node serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
+    /// By node-facing port: what the advertise address and the gateway serve.
     pub routes: BTreeMap<ListenKey, Route>,
+    /// By Service address and the Service's own `port`: what this node's pods reach at the
+    /// address DNS answers them for the Service (see [`super::addresses`]).
+    pub service_routes: BTreeMap<(IpAddr, ListenKey), Route>,
     /// The gateway of this node's pod network, once known: every port is open there too.
     pub gateway: Option<IpAddr>,
     /// The addresses of the other nodes membership hears (without this node's own): their
@@ -152,8 +162,8 @@ impl Table {
         self.nodes.contains(&ip.to_canonical())
     }
 
-    /// Every socket to open: each port on `address` (the advertise address) and on the pod
-    /// network's gateway when known.
+    /// Every socket to open: each node-facing port on `address` (the advertise address) and
+    /// on the pod network's gateway when known, and each Service's own ports on its address.
     pub fn listeners(&self, address: IpAddr) -> BTreeSet<Listener> {
         let mut out = BTreeSet::new();
         for key in self.routes.keys() {
@@ -170,7 +180,32 @@ impl Table {
                 });
             }
         }
+        for (addr, key) in self.service_routes.keys() {
+            out.insert(Listener {
+                addr: *addr,
+                key: *key,
+                pods: true,
+            });
+        }
         out
+    }
+
+    /// The route of a listening socket: its Service's at a Service address, else the
+    /// node-facing port's.
+    pub fn route(&self, listener: &Listener) -> Option<&Route> {
+        if let Some(route) = self.service_routes.get(&(listener.addr, listener.key)) {
+            return Some(route);
+        }
+        let at_service_address = self
+            .service_routes
+            .range((listener.addr, ListenKey::MIN)..=(listener.addr, ListenKey::MAX))
+            .next()
+            .is_some();
+        if at_service_address {
+            None
+        } else {
+            self.routes.get(&listener.key)
+        }
     }
 
     /// Whether a client at `peer` of `listener` counts as a cluster node (whose connections
@@ -178,6 +213,17 @@ impl Table {
     pub fn from_node(&self, listener_pods: bool, peer: IpAddr) -> bool {
         !listener_pods && self.is_node(peer)
     }
+}
+
+impl ListenKey {
+    const MIN: ListenKey = ListenKey {
+        port: 0,
+        transport: Transport::Tcp,
+    };
+    const MAX: ListenKey = ListenKey {
+        port: u16::MAX,
+        transport: Transport::Udp,
+    };
 }
 
 /// What the table is built from.
@@ -194,6 +240,9 @@ pub struct Inputs<'a> {
     pub address: IpAddr,
     /// This node's pod network gateway, once the agent knows it.
     pub gateway: Option<IpAddr>,
+    /// The address of each Service (`namespace/name`) on this node's pod network, where one
+    /// is up.
+    pub service_addresses: &'a BTreeMap<String, IpAddr>,
 }
 
 /// Builds the table. Headless Services are not forwarded (DNS answers their pods directly).
@@ -203,6 +252,7 @@ pub fn build(inputs: &Inputs<'_>) -> Table {
     nodes
         .entry(inputs.node_name.to_string())
         .or_insert(inputs.address);
+    let plan = node_ports(inputs.services);
     let mut table = Table {
         nodes: nodes
             .iter()
@@ -210,49 +260,23 @@ pub fn build(inputs: &Inputs<'_>) -> Table {
             .map(|(_, ip)| ip.to_canonical())
             .collect(),
         gateway: inputs.gateway,
+        warnings: plan.warnings.clone(),
         ..Table::default()
     };
-    let mut services: Vec<&Service> = inputs
-        .services
-        .iter()
-        .filter(|s| !s.spec.is_headless())
-        .collect();
-    services.sort_by_key(|s| service_id(s));
-
-    for svc in services {
+    for svc in inputs.services.iter().filter(|s| !s.spec.is_headless()) {
         let id = service_id(svc);
         let eps = endpoints(svc, inputs.pods, &nodes);
-        for port in &svc.spec.ports {
+        let address = inputs.service_addresses.get(&id).copied();
+        for (index, port) in svc.spec.ports.iter().enumerate() {
+            let Some(node_port) = plan.get(&id, index) else {
+                continue;
+            };
             let Some(transport) = Transport::of(port.protocol) else {
-                table.warnings.push(format!(
-                    "service {id} port {}/SCTP is not forwarded: the node proxies forward TCP \
-                     and UDP only",
-                    port.port
-                ));
                 continue;
             };
-            let Some(number) = node_facing_port(port) else {
-                table.warnings.push(format!(
-                    "service {id} port {} is out of range 1-65535; not forwarded",
-                    port.node_port.unwrap_or(port.port)
-                ));
-                continue;
-            };
-            let key = ListenKey {
-                port: number,
-                transport,
-            };
-            if let Some(owner) = table.routes.get(&key) {
-                if owner.service != id {
-                    table.warnings.push(format!(
-                        "service {id} port {key} is already taken by service {}; not forwarded",
-                        owner.service
-                    ));
-                }
-                continue;
-            }
             let mut route = Route {
                 service: id.clone(),
+                port: node_port,
                 ..Route::default()
             };
             let mut remote = BTreeSet::new();
@@ -272,10 +296,149 @@ pub fn build(inputs: &Inputs<'_>) -> Table {
             route.local.sort();
             route.local.dedup();
             route.remote = remote.into_iter().collect();
-            table.routes.insert(key, route);
+            if let (Some(addr), Ok(own)) = (address, u16::try_from(port.port))
+                && own != 0
+            {
+                let key = ListenKey {
+                    port: own,
+                    transport,
+                };
+                table
+                    .service_routes
+                    .entry((addr, key))
+                    .or_insert_with(|| route.clone());
+            }
+            table.routes.insert(
+                ListenKey {
+                    port: node_port,
+                    transport,
+                },
+                route,
+            );
         }
     }
     table
+}
+
+/// The first and last node-facing port given to a Service port whose own number another
+/// Service holds (Kubernetes' NodePort range).
+pub const AUTO_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Which node-facing port each Service port gets: every node listens there for it. See
+/// [`node_ports`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodePorts {
+    /// By (`namespace/name`, index of the port in `spec.ports`).
+    pub ports: BTreeMap<(String, usize), u16>,
+    /// What gets no port and why, for the log.
+    pub warnings: Vec<String>,
+}
+
+impl NodePorts {
+    /// The node-facing port of port `index` of Service `id` (`namespace/name`).
+    pub fn get(&self, id: &str, index: usize) -> Option<u16> {
+        self.ports.get(&(id.to_string(), index)).copied()
+    }
+}
+
+/// Gives every Service port (of Services that are not headless) its node-facing port, the
+/// same on every node that knows the same Services (pure):
+/// 1. a `nodePort` where set (NodePort and LoadBalancer Services; the API refuses one that
+///    another Service holds, so a clash only comes from applies on both sides of a partition:
+///    the older Service keeps it);
+/// 2. else the Service's own `port`, when free: the older Service (by `creationTimestamp`,
+///    then `namespace/name`) keeps a number two Services share, as the guestbook's two Redis
+///    Services share 6379 — in Kubernetes each has its own cluster IP;
+/// 3. else a port of [`AUTO_PORTS`], from a hash of the Service and port, the first free one
+///    from there. `shoal get svc` shows it (`6379:30412/TCP`), SRV records name it, and the
+///    Service's own address on each node's pod network still serves its `port` (see
+///    [`super::addresses`]), so pods never see the difference.
+pub fn node_ports(services: &[Service]) -> NodePorts {
+    let mut services: Vec<&Service> = services.iter().filter(|s| !s.spec.is_headless()).collect();
+    services.sort_by(|a, b| {
+        let created = |s: &Service| s.metadata.creation_timestamp.clone().unwrap_or_default();
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| service_id(a).cmp(&service_id(b)))
+    });
+    let mut plan = NodePorts::default();
+    let mut taken: BTreeMap<ListenKey, String> = BTreeMap::new();
+    let mut pending: Vec<(String, usize, &ServicePort, Transport)> = Vec::new();
+    for explicit in [true, false] {
+        for svc in &services {
+            let id = service_id(svc);
+            for (index, port) in svc.spec.ports.iter().enumerate() {
+                if port.node_port.is_some() != explicit {
+                    continue;
+                }
+                let Some(transport) = Transport::of(port.protocol) else {
+                    plan.warnings.push(format!(
+                        "service {id} port {}/SCTP is not forwarded: the node proxies forward \
+                         TCP and UDP only",
+                        port.port
+                    ));
+                    continue;
+                };
+                let Some(number) = node_facing_port(port) else {
+                    plan.warnings.push(format!(
+                        "service {id} port {} is out of range 1-65535; not forwarded",
+                        port.node_port.unwrap_or(port.port)
+                    ));
+                    continue;
+                };
+                let key = ListenKey {
+                    port: number,
+                    transport,
+                };
+                match taken.get(&key) {
+                    None => {
+                        taken.insert(key, id.clone());
+                        plan.ports.insert((id.clone(), index), number);
+                    }
+                    // The same Service lists the port twice: the first entry serves it.
+                    Some(owner) if *owner == id => {}
+                    Some(owner) if explicit => plan.warnings.push(format!(
+                        "service {id} nodePort {key} is already taken by service {owner}; not \
+                         forwarded"
+                    )),
+                    Some(_) => pending.push((id.clone(), index, port, transport)),
+                }
+            }
+        }
+    }
+    let span = u32::from(AUTO_PORTS.end() - AUTO_PORTS.start()) + 1;
+    for (id, index, port, transport) in pending {
+        let start = fnv(&format!("{id}/{}/{}", port.port, transport.as_str())) % span;
+        let free = (0..span)
+            .filter_map(|i| u16::try_from((start + i) % span).ok())
+            .map(|offset| ListenKey {
+                port: AUTO_PORTS.start() + offset,
+                transport,
+            })
+            .find(|key| !taken.contains_key(key));
+        match free {
+            Some(key) => {
+                taken.insert(key, id.clone());
+                plan.ports.insert((id, index), key.port);
+            }
+            None => plan.warnings.push(format!(
+                "service {id} port {}/{}: its number is taken and no port of {}-{} is free; not \
+                 forwarded",
+                port.port,
+                transport.as_str(),
+                AUTO_PORTS.start(),
+                AUTO_PORTS.end()
+            )),
+        }
+    }
+    plan
+}
+
+/// FNV-1a of `text`.
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn svc_namespace(svc: &Service) -> String {
@@ -286,7 +449,7 @@ fn svc_namespace(svc: &Service) -> String {
 }
 
 /// `namespace/name`.
-fn service_id(svc: &Service) -> String {
+pub fn service_id(svc: &Service) -> String {
     format!("{}/{}", svc_namespace(svc), svc.metadata.name)
 }
 
@@ -427,6 +590,7 @@ mod tests {
             node_name: ME,
             address: ip("10.0.0.1"),
             gateway: None,
+            service_addresses: &BTreeMap::new(),
         })
     }
 
@@ -449,7 +613,7 @@ mod tests {
         assert_eq!(route.local, vec![sa("172.18.0.2:80"), sa("172.18.0.3:80")]);
         assert_eq!(route.remote, vec![ip("10.0.0.2")]);
         let first: Vec<SocketAddr> = (0..4)
-            .map(|turn| route.candidates(8080, false, turn)[0].addr)
+            .map(|turn| route.candidates(false, turn)[0].addr)
             .collect();
         assert_eq!(
             first,
@@ -461,7 +625,7 @@ mod tests {
             ]
         );
         // The other node comes after the local ones, as a fallback.
-        let all = route.candidates(8080, false, 1);
+        let all = route.candidates(false, 1);
         assert_eq!(
             all,
             vec![
@@ -498,7 +662,7 @@ mod tests {
         assert!(route.local.is_empty());
         assert_eq!(route.remote, vec![ip("10.0.0.2"), ip("10.0.0.3")]);
         let picks: Vec<SocketAddr> = (0..3)
-            .map(|turn| route.candidates(30080, false, turn)[0].addr)
+            .map(|turn| route.candidates(false, turn)[0].addr)
             .collect();
         assert_eq!(
             picks,
@@ -555,7 +719,7 @@ mod tests {
         // The port is still served (and refuses connections at once).
         let route = &t.routes[&TCP8080];
         assert!(route.local.is_empty() && route.remote.is_empty());
-        assert!(route.candidates(8080, false, 0).is_empty());
+        assert!(route.candidates(false, 0).is_empty());
     }
 
     #[test]
@@ -587,8 +751,8 @@ mod tests {
         assert!(!t.is_node(ip("10.0.0.1")), "this node is no peer");
         assert!(!t.is_node(ip("192.168.1.50")));
         let route = &t.routes[&TCP8080];
-        assert!(route.candidates(8080, true, 0).is_empty());
-        assert_eq!(route.candidates(8080, false, 0).len(), 1);
+        assert!(route.candidates(true, 0).is_empty());
+        assert_eq!(route.candidates(false, 0).len(), 1);
 
         let both = [
             pod("web-0", "n1", true, "172.18.0.2"),
@@ -596,7 +760,7 @@ mod tests {
         ];
         let t = table_of(&[svc], &both, &BTreeMap::new(), &nodes());
         assert_eq!(
-            t.routes[&TCP8080].candidates(8080, true, 0),
+            t.routes[&TCP8080].candidates(true, 0),
             vec![Target {
                 addr: sa("172.18.0.2:8080"),
                 remote: false
@@ -608,7 +772,7 @@ mod tests {
     fn ports_open_on_the_gateway_too_and_pods_there_may_go_to_other_nodes() {
         let svc = web(json!([{"port": 18080, "targetPort": 80}]));
         let pods = [pod("web-0", "n2", true, "172.19.0.2")];
-        let (specs, heard) = (BTreeMap::new(), nodes());
+        let (specs, heard, none) = (BTreeMap::new(), nodes(), BTreeMap::new());
         let inputs = |gateway| Inputs {
             services: std::slice::from_ref(&svc),
             pods: &pods,
@@ -617,6 +781,7 @@ mod tests {
             node_name: ME,
             address: ip("10.0.0.1"),
             gateway,
+            service_addresses: &none,
         };
         let key = ListenKey {
             port: 18080,
@@ -647,7 +812,7 @@ mod tests {
         let from_node = t.from_node(true, ip("172.18.0.5"));
         assert!(!from_node);
         assert_eq!(
-            route.candidates(18080, from_node, 0),
+            route.candidates(from_node, 0),
             vec![Target {
                 addr: sa("10.0.0.2:18080"),
                 remote: true
@@ -671,22 +836,157 @@ mod tests {
         let clash = service(json!({"metadata": {"name": "other", "namespace": "prod"},
             "spec": {"selector": {"app": "x"}, "ports": [{"port": 53, "protocol": "UDP"}]}}));
         let t = table_of(
-            &[clash, headless, svc],
+            &[clash.clone(), headless, svc.clone()],
             &[pod("web-0", "n1", true, "172.18.0.2")],
             &BTreeMap::new(),
             &nodes(),
         );
         let keys: Vec<String> = t.routes.keys().map(ToString::to_string).collect();
-        assert_eq!(keys, vec!["53/TCP", "53/UDP"]);
-        // The first by namespace/name keeps a contested port.
+        // The first by namespace/name (none has a creation time here) keeps a contested port;
+        // the other gets one of the automatic range.
+        let auto = node_ports(&[clash.clone(), svc.clone()])
+            .get("prod/other", 0)
+            .unwrap();
+        assert!(AUTO_PORTS.contains(&auto), "{auto}");
+        assert_eq!(keys, vec!["53/TCP", "53/UDP", &format!("{auto}/UDP")]);
         let udp = &t.routes[&ListenKey {
             port: 53,
             transport: Transport::Udp,
         }];
         assert_eq!(udp.service, "default/web");
-        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
         assert!(t.warnings.iter().any(|w| w.contains("3868/SCTP")));
-        assert!(t.warnings.iter().any(|w| w.contains("prod/other")));
+    }
+
+    fn created(mut svc: Service, at: &str) -> Service {
+        svc.metadata.creation_timestamp = Some(at.into());
+        svc
+    }
+
+    #[test]
+    fn the_older_service_keeps_a_shared_port_and_the_other_gets_a_stable_automatic_one() {
+        let redis = |name: &str, at: &str| {
+            created(
+                service(json!({"metadata": {"name": name, "namespace": "default"},
+                    "spec": {"selector": {"app": name}, "ports": [{"port": 6379}]}})),
+                at,
+            )
+        };
+        let master = redis("redis-master", "2026-11-26T10:00:00Z");
+        let replica = redis("redis-replica", "2026-11-26T09:00:00Z");
+        let plan = node_ports(&[master.clone(), replica.clone()]);
+        // The replica is older: it keeps 6379 although "master" sorts first by name.
+        assert_eq!(plan.get("default/redis-replica", 0), Some(6379));
+        let auto = plan.get("default/redis-master", 0).unwrap();
+        assert!(AUTO_PORTS.contains(&auto), "{auto}");
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        // The same on every node, whatever order the Services come in.
+        assert_eq!(node_ports(&[replica.clone(), master.clone()]), plan);
+        // An explicit nodePort wins over an automatic port: the automatic one moves.
+        let np = created(
+            service(json!({"metadata": {"name": "np", "namespace": "default"},
+                "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": auto}]}})),
+            "2026-11-26T11:00:00Z",
+        );
+        let with_np = node_ports(&[master.clone(), replica.clone(), np]);
+        assert_eq!(with_np.get("default/np", 0), Some(auto));
+        let moved = with_np.get("default/redis-master", 0).unwrap();
+        assert!(AUTO_PORTS.contains(&moved) && moved != auto, "{moved}");
+        // A Service that lists one port twice serves it once, with no automatic port.
+        let twice = service(json!({"metadata": {"name": "t", "namespace": "default"},
+            "spec": {"ports": [{"name": "a", "port": 81}, {"name": "b", "port": 81}]}}));
+        let plan = node_ports(&[twice]);
+        assert_eq!(plan.get("default/t", 0), Some(81));
+        assert_eq!(plan.get("default/t", 1), None);
+    }
+
+    #[test]
+    fn each_service_has_its_own_port_at_its_own_address_for_pods() {
+        let master = created(
+            service(
+                json!({"metadata": {"name": "redis-master", "namespace": "default"},
+                "spec": {"selector": {"app": "master"}, "ports": [{"port": 6379}]}}),
+            ),
+            "2026-11-26T09:00:00Z",
+        );
+        let replica = created(
+            service(
+                json!({"metadata": {"name": "redis-replica", "namespace": "default"},
+                "spec": {"selector": {"app": "replica"}, "ports": [{"port": 6379}]}}),
+            ),
+            "2026-11-26T10:00:00Z",
+        );
+        let mut m = pod("m-0", "n1", true, "172.18.0.2");
+        m.labels = [("app".to_string(), "master".to_string())].into();
+        let mut r = pod("r-0", "n2", true, "172.19.0.2");
+        r.labels = [("app".to_string(), "replica".to_string())].into();
+        let services = [master.clone(), replica.clone()];
+        let addresses: BTreeMap<String, IpAddr> = [
+            ("default/redis-master".to_string(), ip("172.18.128.5")),
+            ("default/redis-replica".to_string(), ip("172.18.200.9")),
+        ]
+        .into();
+        let (specs, heard) = (BTreeMap::new(), nodes());
+        let t = build(&Inputs {
+            services: &services,
+            pods: &[m, r],
+            specs: &specs,
+            nodes: &heard,
+            node_name: ME,
+            address: ip("10.0.0.1"),
+            gateway: Some(ip("172.18.0.1")),
+            service_addresses: &addresses,
+        });
+        let auto = node_ports(&services)
+            .get("default/redis-replica", 0)
+            .unwrap();
+        let key = |port| ListenKey {
+            port,
+            transport: Transport::Tcp,
+        };
+        let at = |addr: &str, port, pods| Listener {
+            addr: ip(addr),
+            key: key(port),
+            pods,
+        };
+        let listeners = t.listeners(ip("10.0.0.1"));
+        for l in [
+            at("10.0.0.1", 6379, false),
+            at("10.0.0.1", auto, false),
+            at("172.18.0.1", 6379, true),
+            at("172.18.0.1", auto, true),
+            at("172.18.128.5", 6379, true),
+            at("172.18.200.9", 6379, true),
+        ] {
+            assert!(listeners.contains(&l), "{l} missing from {listeners:?}");
+        }
+        assert_eq!(listeners.len(), 6);
+        // The master's address reaches the master's pod here.
+        let route = t.route(&at("172.18.128.5", 6379, true)).unwrap();
+        assert_eq!(route.service, "default/redis-master");
+        assert_eq!(route.local, vec![sa("172.18.0.2:6379")]);
+        // The replica's, on the same port number, reaches the replica on n2, through n2's
+        // proxy on the replica's node-facing port.
+        let route = t.route(&at("172.18.200.9", 6379, true)).unwrap();
+        assert_eq!(route.service, "default/redis-replica");
+        assert_eq!(
+            route.candidates(false, 0),
+            vec![Target {
+                addr: SocketAddr::new(ip("10.0.0.2"), auto),
+                remote: true
+            }]
+        );
+        // A port a Service's address does not serve has no route there.
+        assert_eq!(t.route(&at("172.18.200.9", auto, true)), None);
+        // The shared addresses keep the node-facing ports.
+        assert_eq!(
+            t.route(&at("10.0.0.1", 6379, false)).unwrap().service,
+            "default/redis-master"
+        );
+        assert_eq!(
+            t.route(&at("10.0.0.1", auto, false)).unwrap().service,
+            "default/redis-replica"
+        );
     }
 
     #[test]

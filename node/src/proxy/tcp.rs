@@ -11,25 +11,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::table::{ListenKey, Table, Target};
+use super::table::{Listener, Table, Target};
 
 /// How long one connection attempt to a target may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many targets a connection tries before it is closed.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Serves `listener` (port `key`) until `stop`, forwarding with the newest table of `table`.
+/// Serves `listener` (the socket of `listener_at`) until `stop`, forwarding with the newest table of `table`.
 /// `source`: this node's address, which connections to other nodes' proxies come from, so that
 /// those recognise a node and do not forward them again. `pods`: the listener is on the pod
 /// network's gateway, where every client is a pod of this node.
 pub(crate) async fn serve(
     listener: TcpListener,
-    key: ListenKey,
+    listener_at: Listener,
     table: watch::Receiver<Arc<Table>>,
     source: Option<IpAddr>,
-    pods: bool,
     stop: CancellationToken,
 ) {
+    let (key, pods) = (listener_at.key, listener_at.pods);
     let connections = TaskTracker::new();
     let mut turn: usize = 0;
     loop {
@@ -50,11 +50,11 @@ pub(crate) async fn serve(
             }
         };
         let current = table.borrow().clone();
-        let Some(route) = current.routes.get(&key) else {
+        let Some(route) = current.route(&listener_at) else {
             continue;
         };
         let from_node = current.from_node(pods, peer.ip());
-        let candidates = route.candidates(key.port, from_node, turn);
+        let candidates = route.candidates(from_node, turn);
         turn = turn.wrapping_add(1);
         if candidates.is_empty() {
             tracing::debug!(port = %key, service = %route.service, client = %peer, from_node,

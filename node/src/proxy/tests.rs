@@ -57,12 +57,16 @@ async fn udp_echo(tag: &'static [u8]) -> SocketAddr {
     addr
 }
 
-fn table(key: ListenKey, route: Route, nodes: &[&str]) -> Table {
+/// A table serving `route` on `key` (which other nodes' proxies serve too, unless the route
+/// names its own port).
+fn table(key: ListenKey, mut route: Route, nodes: &[&str]) -> Table {
+    if route.port == 0 {
+        route.port = key.port;
+    }
     Table {
         routes: [(key, route)].into(),
         nodes: nodes.iter().map(|n| ip(n)).collect(),
-        gateway: None,
-        warnings: vec![],
+        ..Table::default()
     }
 }
 
@@ -80,16 +84,14 @@ fn start_tcp(
     source: &str,
     stop: &CancellationToken,
 ) -> watch::Sender<Arc<Table>> {
-    let port = listener.local_addr().unwrap().port();
+    let local = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(Arc::new(table));
-    tokio::spawn(tcp::serve(
-        listener,
-        tcp_key(port),
-        rx,
-        Some(ip(source)),
-        false,
-        stop.clone(),
-    ));
+    let at = Listener {
+        addr: local.ip(),
+        key: tcp_key(local.port()),
+        pods: false,
+    };
+    tokio::spawn(tcp::serve(listener, at, rx, Some(ip(source)), stop.clone()));
     tx
 }
 
@@ -132,6 +134,7 @@ async fn tcp_forwards_to_a_local_endpoint() {
         service: "default/web".into(),
         local: vec![echo],
         remote: vec![],
+        port: 0,
     };
     let _tx = start_tcp(
         listener,
@@ -185,6 +188,7 @@ async fn tcp_follows_the_newest_table() {
         service: "default/web".into(),
         local: vec![echo],
         remote: vec![],
+        port: 0,
     };
     tx.send_replace(Arc::new(table(key, ready, &[])));
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -215,6 +219,7 @@ async fn tcp_forwards_to_another_nodes_proxy_and_never_back() {
         service: "default/web".into(),
         local: vec![echo],
         remote: vec![],
+        port: 0,
     };
     let _b = start_tcp(
         on_b,
@@ -226,6 +231,7 @@ async fn tcp_forwards_to_another_nodes_proxy_and_never_back() {
         service: "default/web".into(),
         local: vec![],
         remote: vec![ip("127.0.0.3")],
+        port: 0,
     };
     let _a = start_tcp(
         on_a,
@@ -260,14 +266,18 @@ async fn udp_forwards_a_flow_to_a_local_endpoint() {
         service: "default/dns".into(),
         local: vec![echo],
         remote: vec![],
+        port: 0,
     };
     let (_tx, rx) = watch::channel(Arc::new(table(key, route, &[])));
     tokio::spawn(udp::serve(
         socket,
-        key,
+        Listener {
+            addr: addr.ip(),
+            key,
+            pods: false,
+        },
         rx,
         Some(ip("127.0.0.2")),
-        false,
         udp::IDLE,
         stop.clone(),
     ));
@@ -300,14 +310,18 @@ async fn udp_flows_keep_their_endpoint_until_idle_and_drop_without_one() {
         service: "default/dns".into(),
         local,
         remote: vec![],
+        port: 0,
     };
     let (tx, rx) = watch::channel(Arc::new(table(key, route(vec![]), &[])));
     tokio::spawn(udp::serve(
         socket,
-        key,
+        Listener {
+            addr: addr.ip(),
+            key,
+            pods: false,
+        },
         rx,
         None,
-        false,
         Duration::from_millis(300),
         stop.clone(),
     ));
@@ -518,6 +532,7 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
         n.state.clone(),
         n.observed.clone(),
         network_rx,
+        watch::channel(ServiceAddresses::default()).0,
         n.stop.clone(),
     ));
     let svc_addr = SocketAddr::new(ip(ADDR), port);
@@ -534,6 +549,7 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
     network_tx.send_replace(Some(crate::runtime::PodNetwork {
         gateway: ip(GATEWAY),
         subnet: crate::runtime::Subnet::parse("127.0.0.0/8").unwrap(),
+        ip_range: None,
     }));
     eventually("the gateway forwards to the pod", || echoes(gw_addr)).await;
 

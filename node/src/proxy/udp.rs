@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::table::{ListenKey, Table, Target};
+use super::table::{Listener, Table, Target};
 
 /// How long a flow lives without traffic.
 pub(crate) const IDLE: Duration = Duration::from_secs(30);
@@ -27,19 +27,19 @@ const FLOW_QUEUE: usize = 64;
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Serves `socket` (port `key`) until `stop`, forwarding with the newest table of `table`;
+/// Serves `socket` (the socket of `listener_at`) until `stop`, forwarding with the newest table of `table`;
 /// flows expire after `idle`. `source`: this node's address, which flows to other nodes'
 /// proxies come from; `pods`: the socket is on the pod network's gateway (see
 /// [`super::tcp::serve`]).
 pub(crate) async fn serve(
     socket: UdpSocket,
-    key: ListenKey,
+    listener_at: Listener,
     table: watch::Receiver<Arc<Table>>,
     source: Option<IpAddr>,
-    pods: bool,
     idle: Duration,
     stop: CancellationToken,
 ) {
+    let (key, pods) = (listener_at.key, listener_at.pods);
     let socket = Arc::new(socket);
     let flows_tasks = TaskTracker::new();
     let mut flows: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
@@ -77,15 +77,11 @@ pub(crate) async fn serve(
             }
         }
         let current = table.borrow().clone();
-        let Some(route) = current.routes.get(&key) else {
+        let Some(route) = current.route(&listener_at) else {
             continue;
         };
         let from_node = current.from_node(pods, client.ip());
-        let Some(target) = route
-            .candidates(key.port, from_node, turn)
-            .into_iter()
-            .next()
-        else {
+        let Some(target) = route.candidates(from_node, turn).into_iter().next() else {
             tracing::debug!(port = %key, service = %route.service, %client, from_node,
                 "no ready endpoint: datagram dropped");
             continue;

@@ -211,6 +211,63 @@ fn source_chain(err: &dyn std::error::Error) -> String {
     s
 }
 
+impl DockerRuntime {
+    /// Makes the network `name`, just created with a subnet the engine chose, again on the
+    /// same subnet and gateway with containers' addresses taken from the lower half only, so
+    /// that the upper half holds the Services' own addresses (`proxy::addresses`). On any
+    /// failure the network stays or comes back as the engine made it, and pods reach every
+    /// Service at the gateway instead.
+    async fn reserve_upper_half(&self, name: &str) {
+        let Ok(info) = self
+            .docker
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+            .map(|n| network_info(name, n))
+        else {
+            return;
+        };
+        let (Some(subnet), Some(gateway)) = (info.subnet, info.gateway) else {
+            return;
+        };
+        let Some(range) = crate::proxy::addresses::lower_half(&subnet) else {
+            return;
+        };
+        if info.ip_range.is_some() || self.docker.remove_network(name).await.is_err() {
+            return;
+        }
+        let labels = HashMap::from([(NETWORK_LABEL.to_string(), "true".to_string())]);
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    ip_range: Some(range.to_string()),
+                    gateway: Some(gateway.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.create_network(request).await {
+            tracing::warn!(network = name, error = %e,
+                "could not keep the upper half of the pod network for Service addresses; pods \
+                 reach Services at the gateway");
+            let plain = NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            if let Err(e) = self.docker.create_network(plain).await {
+                tracing::warn!(network = name, error = %e, "re-creating the pod network failed");
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Runtime for DockerRuntime {
     #[instrument(skip(self), err)]
@@ -239,6 +296,7 @@ impl Runtime for DockerRuntime {
         match self.docker.create_network(request).await {
             Ok(_) => {
                 debug!(network = name, "created network");
+                self.reserve_upper_half(name).await;
                 Ok(())
             }
             // Another process made it meanwhile: that is what we wanted.
@@ -687,7 +745,8 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 /// A network's inspect as [`NetworkInfo`]: its first IPv4 IPAM entry with a subnet (else its
 /// first entry with one) gives the subnet and the gateway. Pure.
 pub(crate) fn network_info(name: &str, network: NetworkInspect) -> NetworkInfo {
-    let configs: Vec<(Subnet, Option<std::net::IpAddr>)> = network
+    type Entry = (Subnet, Option<std::net::IpAddr>, Option<Subnet>);
+    let configs: Vec<Entry> = network
         .ipam
         .and_then(|i| i.config)
         .unwrap_or_default()
@@ -698,19 +757,21 @@ pub(crate) fn network_info(name: &str, network: NetworkInspect) -> NetworkInfo {
                 .gateway
                 .as_deref()
                 .and_then(|g| g.split('/').next()?.parse().ok());
-            Some((subnet, gateway))
+            let range = c.ip_range.as_deref().and_then(Subnet::parse);
+            Some((subnet, gateway, range))
         })
         .collect();
     let chosen = configs
         .iter()
-        .find(|(s, _)| s.addr.is_ipv4())
+        .find(|(s, _, _)| s.addr.is_ipv4())
         .or_else(|| configs.first())
         .copied();
     NetworkInfo {
         name: network.name.unwrap_or_else(|| name.to_string()),
         id: network.id.unwrap_or_default(),
-        subnet: chosen.map(|(s, _)| s),
-        gateway: chosen.and_then(|(_, g)| g),
+        subnet: chosen.map(|(s, _, _)| s),
+        gateway: chosen.and_then(|(_, g, _)| g),
+        ip_range: chosen.and_then(|(_, _, r)| r),
     }
 }
 

@@ -401,6 +401,8 @@ pub struct NetworkInfo {
     pub subnet: Option<Subnet>,
     /// The host's address on that subnet (the bridge's), when the engine says.
     pub gateway: Option<IpAddr>,
+    /// The part of the subnet the engine gives containers, when narrower than the subnet.
+    pub ip_range: Option<Subnet>,
 }
 
 impl NetworkInfo {
@@ -409,6 +411,7 @@ impl NetworkInfo {
         Some(PodNetwork {
             gateway: self.gateway?,
             subnet: self.subnet?,
+            ip_range: self.ip_range,
         })
     }
 }
@@ -422,6 +425,9 @@ impl NetworkInfo {
 pub struct PodNetwork {
     pub gateway: IpAddr,
     pub subnet: Subnet,
+    /// The part of the subnet the engine gives containers (the lower half when the agent made
+    /// the network): the rest holds the Services' own addresses (`proxy::addresses`).
+    pub ip_range: Option<Subnet>,
 }
 
 /// A named volume to create.

@@ -310,6 +310,7 @@ impl Runtime for SimRuntime {
                 prefix: 16,
             }),
             gateway: Some(std::net::Ipv4Addr::new(172, second, 0, 1).into()),
+            ip_range: None,
         })
     }
 
