@@ -82,6 +82,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the command that joins a new node to this node's cluster
     JoinToken(JoinTokenArgs),
+    /// Write a backup of the desired state (every object; Secrets stay sealed) to stdout or -o
+    Backup(BackupArgs),
+    /// Restore the objects of a backup, all or nothing; objects it lacks are left alone
+    Restore(RestoreArgs),
     /// Mark a node unschedulable: its pods stay, new ones go elsewhere
     Cordon(NodeArgs),
     /// Mark a node schedulable again
@@ -185,6 +189,20 @@ pub struct DrainArgs {
     /// Give up waiting after this many seconds (the drain goes on in the cluster)
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Write the backup to FILE (mode 0600, replaced atomically) instead of stdout
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The file that `shoal backup` wrote, or - for stdin
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
 }
 
 #[derive(Debug, Args)]
@@ -504,6 +522,23 @@ mod tests {
                 "{word} missing from the bash completion"
             );
         }
+    }
+
+    #[test]
+    fn backup_and_restore_parse() {
+        match parse(&["shoal", "backup"]).command {
+            Command::Backup(a) => assert_eq!(a.output, None),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["shoal", "backup", "-o", "b.json"]).command {
+            Command::Backup(a) => assert_eq!(a.output, Some(PathBuf::from("b.json"))),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["shoal", "restore", "b.json"]).command {
+            Command::Restore(a) => assert_eq!(a.file, "b.json"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["shoal", "restore"]).is_err());
     }
 
     #[test]

@@ -117,3 +117,36 @@ pub struct VersionInfo {
     pub cluster_id: String,
     pub node_name: String,
 }
+
+/// `GET`: the cluster's desired state as one [`Backup`] document.
+pub const BACKUP_PATH: &str = "/shoal/v1/backup";
+/// `POST` a [`Backup`]: its objects are restored, all or nothing; the answer is an
+/// [`ApplyResponse`] (created, configured or unchanged per object).
+pub const RESTORE_PATH: &str = "/shoal/v1/restore";
+/// The `format` of the backups that this version writes and reads.
+pub const BACKUP_FORMAT: &str = "shoal.dev/backup/v1";
+
+/// A backup of the desired state: every stored object but Nodes (which belong to the
+/// machines that run them), with server-set metadata (uid, generation, resourceVersion,
+/// creationTimestamp) and owner references as stored, so that controllers recognize what they
+/// own after a restore. A Secret carries `sealedData` (its `data` sealed by the cluster's key,
+/// exactly as stored), never its values in clear: only a cluster with the same cluster secret
+/// can restore it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    /// [`BACKUP_FORMAT`].
+    pub format: String,
+    /// The cluster that made the backup.
+    pub cluster_id: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// The node that made it.
+    pub node_name: String,
+    /// A fingerprint of the key that sealed the Secrets' data (derived one-way from the
+    /// cluster secret; it reveals nothing of the key). A restore compares it with its own
+    /// before anything is written.
+    pub secrets_key_id: String,
+    /// The objects, namespaces first, in the shape the API shows them (without status).
+    pub items: Vec<serde_json::Value>,
+}

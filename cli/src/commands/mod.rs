@@ -3,6 +3,7 @@
 //! or as [`crate::Reported`] when they were already printed.
 
 mod apply;
+mod backup;
 mod config;
 mod cordon;
 mod delete;
@@ -51,6 +52,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollout(c) => rollout::run(&connect(g)?, c),
         Command::Status(a) => status::run(&connect(g)?, &a),
         Command::JoinToken(a) => join_token::run(&connect(g)?, &a),
+        Command::Backup(a) => backup::backup(&connect(g)?, &a),
+        Command::Restore(a) => backup::restore(&connect(g)?, &a),
         Command::Cordon(a) => cordon::run(&connect(g)?, &a.name, true),
         Command::Uncordon(a) => cordon::run(&connect(g)?, &a.name, false),
         Command::Drain(a) => cordon::drain(&connect(g)?, &a),

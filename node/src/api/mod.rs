@@ -5,6 +5,7 @@
 //! (observed state) and merges both into the objects it returns. Client errors are 4xx with a
 //! Kubernetes `Status` body naming what to fix; internal ones are 5xx and logged.
 
+mod backup;
 mod error;
 mod exec;
 mod nodes;
@@ -78,6 +79,8 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
         .route(APPLY_PATH, post(resources::apply_batch))
         .route(STATUS_PATH, get(status::status))
         .route(JOIN_TOKEN_PATH, get(status::join_token))
+        .route(shoal_protocol::api::BACKUP_PATH, get(backup::backup))
+        .route(shoal_protocol::api::RESTORE_PATH, post(backup::restore))
         .route("/shoal/v1/nodes/{name}/{action}", post(nodes::cordon))
         .route("/api/v1/{plural}", get(resources::list_core))
         .route(

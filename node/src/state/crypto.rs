@@ -18,6 +18,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 const INFO: &[u8] = b"shoal secret data v1";
+/// The HKDF info of the key's public fingerprint (see [`Sealer::key_id`]).
+const KEY_ID_INFO: &[u8] = b"shoal secret key id v1";
 const PREFIX: &str = "v1:";
 const NONCE_LEN: usize = 24;
 
@@ -39,6 +41,7 @@ pub(crate) enum CryptoError {
 /// The key that seals Secret data. Deliberately not `Debug`: it must never reach a log.
 pub(crate) struct Sealer {
     cipher: XChaCha20Poly1305,
+    key_id: String,
 }
 
 impl Sealer {
@@ -49,9 +52,19 @@ impl Sealer {
         // 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes, so expand cannot fail;
         // were it ever to, the all-zero key would only make every open fail loudly.
         let _ = hk.expand(INFO, &mut okm);
+        let mut id = [0u8; 8];
+        let _ = hk.expand(KEY_ID_INFO, &mut id);
         Sealer {
             cipher: XChaCha20Poly1305::new(Key::from_slice(&okm)),
+            key_id: hex::encode(id),
         }
+    }
+
+    /// A public fingerprint of the key (16 hex digits): another HKDF output of the same
+    /// secret, so it tells keys apart without revealing anything of them. Backups carry it, so
+    /// that a restore into a cluster with another secret is refused before anything is written.
+    pub(crate) fn key_id(&self) -> &str {
+        &self.key_id
     }
 
     /// Seals `plaintext`, bound to `context` (the object's `namespace/name`).
@@ -143,5 +156,14 @@ mod tests {
         damaged[last] = if damaged[last] == b'A' { b'B' } else { b'A' };
         let damaged = String::from_utf8(damaged).unwrap();
         assert_eq!(s.open(&damaged, "default/db"), Err(CryptoError::Decrypt));
+    }
+
+    #[test]
+    fn key_id_names_the_secret_without_revealing_it() {
+        let a = Sealer::derive(&[7; 32]);
+        assert_eq!(a.key_id().len(), 16);
+        assert_eq!(a.key_id(), Sealer::derive(&[7; 32]).key_id());
+        assert_ne!(a.key_id(), Sealer::derive(&[8; 32]).key_id());
+        assert!(!a.key_id().contains(&hex::encode([7u8; 8])));
     }
 }

@@ -147,6 +147,10 @@ enum Command {
     ReceiveSync(String, Vec<u8>, Reply<()>),
     ResetSync(String, Reply<()>),
     BeginSync(String, Reply<()>),
+    /// Every object a backup holds, in stored form (see [`StateHandle::export`]).
+    Export(Reply<Vec<StoredObject>>),
+    /// Objects of a backup (see [`StateHandle::restore`]).
+    Restore(Vec<(Kind, Value)>, Reply<Vec<ApplyResult>>),
 }
 
 /// A command executed, whose answer waits for the group's commit.
@@ -187,6 +191,8 @@ enum Pending {
 pub struct StateHandle {
     tx: mpsc::Sender<Command>,
     changes: watch::Receiver<u64>,
+    /// The public fingerprint of the key that seals Secret data (fixed for the process).
+    secrets_key_id: std::sync::Arc<str>,
 }
 
 /// The task that owns the document and its files.
@@ -233,6 +239,7 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
         }
     };
     let persisted = store.heads();
+    let secrets_key_id = store.secrets_key_id().into();
     tracing::info!(
         path = %files.snapshot_path().display(),
         objects = store.object_count(),
@@ -248,6 +255,7 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
         StateHandle {
             tx,
             changes: changes_rx,
+            secrets_key_id,
         },
         StateTask {
             rx,
@@ -490,6 +498,24 @@ impl StateHandle {
     pub async fn begin_sync(&self, peer: String) -> Result<(), StateError> {
         self.call(|reply| Command::BeginSync(peer, reply)).await
     }
+
+    /// Every object a backup holds (all stored kinds but Node; namespaces first), in stored
+    /// form: server-set metadata kept, a Secret's data sealed (`sealedData`), never opened.
+    pub async fn export(&self) -> Result<Vec<StoredObject>, StateError> {
+        self.call(Command::Export).await
+    }
+
+    /// Restores objects in the form [`StateHandle::export`] gives, all or nothing (see
+    /// `Store::restore` for the checks and what is written). Results are in input order.
+    pub async fn restore(&self, items: Vec<(Kind, Value)>) -> Result<Vec<ApplyResult>, StateError> {
+        self.call(|reply| Command::Restore(items, reply)).await
+    }
+
+    /// A public fingerprint of the key that seals Secret data (derived one-way from the
+    /// cluster secret): equal on two nodes exactly when they share the cluster secret.
+    pub fn secrets_key_id(&self) -> &str {
+        &self.secrets_key_id
+    }
 }
 
 impl StateTask {
@@ -599,6 +625,25 @@ impl StateTask {
                 }
                 Pending::Done(reply, Ok(()))
             }
+            Command::Export(reply) => {
+                let result = store.export().map(|items| {
+                    items
+                        .into_iter()
+                        .map(|(kind, value)| StoredObject { kind, value })
+                        .collect()
+                });
+                Pending::List(reply, result)
+            }
+            Command::Restore(items, reply) => {
+                let result = store.restore(items);
+                if let Ok(results) = &result {
+                    for r in results {
+                        tracing::debug!(kind = %r.kind, namespace = ?r.namespace, name = %r.name,
+                            action = r.action.as_str(), "restored");
+                    }
+                }
+                Pending::Apply(reply, result)
+            }
         }
     }
 
@@ -706,6 +751,8 @@ impl StateTask {
     }
 }
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod remote_tests;
 #[cfg(test)]

@@ -1042,6 +1042,306 @@ impl Store {
             })
             .sum()
     }
+
+    /// The public fingerprint of the key that seals Secret data (see `Sealer::key_id`).
+    pub(crate) fn secrets_key_id(&self) -> &str {
+        self.sealer.key_id()
+    }
+
+    /// Every object of the kinds a backup holds ([`BACKUP_KINDS`]), in that order, each
+    /// sorted by namespace and name, in its stored form: server-set metadata kept and a
+    /// Secret's data still sealed (`sealedData`), never opened.
+    pub(crate) fn export(&self) -> Result<Vec<(Kind, Value)>, StateError> {
+        let mut out = Vec::new();
+        for kind in BACKUP_KINDS {
+            let Some(map) = self.kind_map(kind)? else {
+                continue;
+            };
+            let mut objects = Vec::new();
+            for doc_key in self.keys_in(&map, None) {
+                if let Some((automerge::Value::Object(_), id)) =
+                    self.doc.get(&map, doc_key.as_str()).map_err(internal)?
+                {
+                    let v = tree::read_obj(&self.doc, &id).map_err(internal)?;
+                    let sort_key = match doc_key.split_once('/') {
+                        Some((ns, name)) => (ns.to_string(), name.to_string()),
+                        None => (String::new(), doc_key.clone()),
+                    };
+                    objects.push((sort_key, present(v)));
+                }
+            }
+            objects.sort_by(|a, b| a.0.cmp(&b.0));
+            out.extend(objects.into_iter().map(|(_, v)| (kind, v)));
+        }
+        Ok(out)
+    }
+
+    /// Restores objects in the stored form that [`Store::export`] gives, all or nothing: on
+    /// any error nothing is written, and the error names every object at fault (its index in
+    /// `items` as the field error's document).
+    ///
+    /// Checks: a kind of [`BACKUP_KINDS`], a valid key, no object twice, its namespace
+    /// restored too or present, and for a Secret, `sealedData` that opens with this store's
+    /// key (never clear `data`). An object equal to the stored one (apart from `generation`
+    /// and `resourceVersion`) is unchanged; any other is written as the backup has it, uid
+    /// and creation time included, with counters above both the stored and the backup's, so
+    /// that they never go back. Objects that the backup does not hold are left alone.
+    pub(crate) fn restore(
+        &mut self,
+        items: Vec<(Kind, Value)>,
+    ) -> Result<Vec<ApplyResult>, StateError> {
+        let now = (self.now)();
+        let batch_namespaces: HashSet<String> = items
+            .iter()
+            .filter(|(k, _)| *k == Kind::Namespace)
+            .filter_map(|(_, v)| v.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        let mut errors = Vec::new();
+        let mut seen: HashSet<ObjKey> = HashSet::new();
+        let mut results = Vec::with_capacity(items.len());
+        let mut planned: Vec<(ObjKey, Value)> = Vec::new();
+        for (i, (kind, value)) in items.into_iter().enumerate() {
+            let (key, value) = match self.check_restored(kind, value) {
+                Ok(x) => x,
+                Err(es) => {
+                    errors.extend(es.into_iter().map(|e| e.in_document(i)));
+                    continue;
+                }
+            };
+            if !seen.insert(key.clone()) {
+                errors.push(
+                    FieldError::new(
+                        "metadata.name",
+                        format!("{} {} appears twice", kind.name(), key.doc_key()),
+                    )
+                    .in_document(i),
+                );
+                continue;
+            }
+            if let Some(ns) = &key.namespace
+                && !batch_namespaces.contains(ns)
+                && !self.namespace_exists(ns)?
+            {
+                errors.push(
+                    FieldError::new(
+                        "metadata.namespace",
+                        format!("namespace {ns:?} is neither in the backup nor in the cluster"),
+                    )
+                    .in_document(i),
+                );
+                continue;
+            }
+            let current = self.stored(&key)?.map(|(_, v)| v);
+            let (action, full) = self.decide_restore(&key, current, value, now)?;
+            results.push(ApplyResult {
+                api_version: kind.api_version().into(),
+                kind: kind.name().into(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                action,
+                generation: full
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+            });
+            if action != ApplyAction::Unchanged {
+                planned.push((key, full));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(StateError::Invalid(errors));
+        }
+        if planned.is_empty() {
+            return Ok(results);
+        }
+        let written = planned
+            .iter()
+            .try_for_each(|(key, stored)| self.write_stored(key, stored));
+        match written {
+            Ok(()) => {
+                self.doc
+                    .commit_with(CommitOptions::default().with_time(now));
+                Ok(results)
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks one restored object and gives its key and stored form.
+    fn check_restored(
+        &self,
+        kind: Kind,
+        mut value: Value,
+    ) -> Result<(ObjKey, Value), Vec<FieldError>> {
+        if !BACKUP_KINDS.contains(&kind) {
+            return Err(vec![FieldError::new(
+                "kind",
+                format!(
+                    "{} objects are not restored (nodes register themselves; endpoints are                      computed)",
+                    kind.name()
+                ),
+            )]);
+        }
+        let Some(map) = value.as_object_mut() else {
+            return Err(vec![FieldError::new("", "must be a JSON object")]);
+        };
+        map.insert("apiVersion".into(), kind.api_version().into());
+        map.insert("kind".into(), kind.name().into());
+        map.remove("status");
+        let Some(meta) = map.get("metadata").and_then(Value::as_object) else {
+            return Err(vec![FieldError::new("metadata.name", "must be set")]);
+        };
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+        let namespace = meta.get("namespace").and_then(Value::as_str);
+        let key = ObjKey::new(kind, namespace, name)?;
+        if key.namespace.is_none()
+            && let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("namespace");
+        }
+        if kind == Kind::Secret {
+            for clear in ["data", "stringData"] {
+                if map.contains_key(clear) {
+                    return Err(vec![FieldError::new(
+                        clear,
+                        "a backup holds a Secret's data only sealed (sealedData), never in                          clear: restore the file `shoal backup` wrote, or apply the Secret                          as a manifest",
+                    )]);
+                }
+            }
+            match map.get(SEALED_DATA) {
+                None => {}
+                Some(Value::String(sealed)) => {
+                    let opened = self
+                        .sealer
+                        .open(sealed, &key.doc_key())
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| {
+                            serde_json::from_slice::<Map<String, Value>>(&bytes)
+                                .map_err(|e| format!("opens to something that is not a map ({e})"))
+                        });
+                    if let Err(why) = opened {
+                        return Err(vec![FieldError::new(
+                            SEALED_DATA,
+                            format!(
+                                "does not open with this cluster's key: {why}. The backup was                                  made by a cluster with another cluster secret (or it was                                  altered): restore it into a cluster started from that                                  cluster's join token"
+                            ),
+                        )]);
+                    }
+                }
+                Some(_) => {
+                    return Err(vec![FieldError::new(SEALED_DATA, "must be a string")]);
+                }
+            }
+        }
+        Ok((key, value))
+    }
+
+    /// What restoring `backup` over `current` does, and the stored value to write.
+    fn decide_restore(
+        &self,
+        key: &ObjKey,
+        current: Option<Value>,
+        mut backup: Value,
+        now: i64,
+    ) -> Result<(ApplyAction, Value), StateError> {
+        let counter = |v: &Value, field: &str| -> i64 {
+            match v.pointer(&format!("/metadata/{field}")) {
+                Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+                Some(Value::String(s)) => s.parse().unwrap_or(0),
+                _ => 0,
+            }
+        };
+        let (generation, resource_version, action) = match &current {
+            None => (
+                counter(&backup, "generation").max(1),
+                counter(&backup, "resourceVersion").max(1),
+                ApplyAction::Created,
+            ),
+            Some(current) => {
+                // Compared with Secret data opened: two sealings of equal data differ.
+                let doc_key = key.doc_key();
+                let open = |v: &Value| {
+                    self.unseal(key.kind, &doc_key, v.clone())
+                        .ok()
+                        .map(|v| without_counters(&v))
+                };
+                let (was, will) = (open(current), open(&backup));
+                if was.is_some() && was == will {
+                    return Ok((ApplyAction::Unchanged, current.clone()));
+                }
+                let spec_changed =
+                    without_key(current, "metadata") != without_key(&backup, "metadata");
+                let generation = counter(current, "generation").max(counter(&backup, "generation"))
+                    + i64::from(spec_changed);
+                let resource_version = counter(current, "resourceVersion")
+                    .max(counter(&backup, "resourceVersion"))
+                    + 1;
+                (generation.max(1), resource_version, ApplyAction::Configured)
+            }
+        };
+        if let Some(meta) = backup.get_mut("metadata").and_then(Value::as_object_mut) {
+            if !meta.get("uid").is_some_and(Value::is_string) {
+                meta.insert("uid".into(), ids::new_uid().map_err(internal)?.into());
+            }
+            if !meta.get("creationTimestamp").is_some_and(Value::is_string) {
+                meta.insert("creationTimestamp".into(), crate::time::rfc3339(now).into());
+            }
+            meta.insert("generation".into(), generation.into());
+            meta.insert(
+                "resourceVersion".into(),
+                resource_version.to_string().into(),
+            );
+        }
+        Ok((action, backup))
+    }
+
+    /// Writes one object in its stored form (Secrets already sealed), touching only what
+    /// differs.
+    fn write_stored(&mut self, key: &ObjKey, stored: &Value) -> Result<(), StateError> {
+        let Some(fields) = stored.as_object() else {
+            return Err(internal("an object to store is not a JSON object"));
+        };
+        let id = match self.stored(key)? {
+            Some((id, _)) if matches!(self.doc.object_type(&id), Ok(ObjType::Map)) => id,
+            _ => {
+                let map = self.kind_map_for_write(key.kind)?;
+                self.doc
+                    .put_object(&map, key.doc_key(), ObjType::Map)
+                    .map_err(internal)?
+            }
+        };
+        tree::write_map(&mut self.doc, &id, fields).map_err(internal)
+    }
+}
+
+/// The kinds a backup holds, in the order in which they are restored (namespaces first): every
+/// stored kind but Node. A Node object names a machine's peer identity, which a wiped machine
+/// no longer has; each node registers itself.
+pub(crate) const BACKUP_KINDS: [Kind; 10] = [
+    Kind::Namespace,
+    Kind::ConfigMap,
+    Kind::Secret,
+    Kind::PersistentVolumeClaim,
+    Kind::Service,
+    Kind::Pod,
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::StatefulSet,
+    Kind::ControllerRevision,
+];
+
+/// A value without its `generation` and `resourceVersion`, which a restore moves forward.
+fn without_counters(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("generation");
+        meta.remove("resourceVersion");
+    }
+    v
 }
 
 /// The apply decision for one object: action, the full plain value to store, generation.
