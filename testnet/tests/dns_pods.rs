@@ -231,18 +231,27 @@ fn pods_reach_services_by_name_through_their_nodes_gateway() {
         ]
         .join("---\n"),
     );
-    let (web, clients, api) = wait_until(Duration::from_secs(120), "every pod ready", || {
+    // A second Service on web's port number (as the guestbook's two Redis Services share
+    // 6379), applied later: it gets its own node-facing port, and pods still reach it on
+    // 18080 at its own address.
+    apply(n1, &workload("default", "web2", 1, Some(18080)));
+    let (web, clients, api, web2) = wait_until(Duration::from_secs(120), "every pod ready", || {
         let web = pods(n1, "default", "web")?;
         let clients = pods(n1, "default", "client")?;
         let api = pods(n1, "other", "api")?;
+        let web2 = pods(n1, "default", "web2")?;
         let ready = |ps: &[PodView], n: usize| {
             ps.len() == n && ps.iter().all(|p| p.ready && p.host.is_some())
         };
-        Ok((ready(&web, 1) && ready(&clients, 3) && ready(&api, 1)).then_some((web, clients, api)))
+        Ok(
+            (ready(&web, 1) && ready(&clients, 3) && ready(&api, 1) && ready(&web2, 1))
+                .then_some((web, clients, api, web2)),
+        )
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
     let web = &web[0];
     let api = &api[0];
+    let web2 = &web2[0];
     let nodes: std::collections::BTreeSet<&str> = clients.iter().map(|c| c.node.as_str()).collect();
     assert!(
         nodes.len() >= 2,
@@ -317,6 +326,56 @@ fn pods_reach_services_by_name_through_their_nodes_gateway() {
             );
         }
     }
+
+    // web2 shares web's port number: from every client, each name reaches its own pod,
+    // including from a node without it (through that node's proxy and the other node's, on
+    // web2's automatic node-facing port).
+    assert!(
+        clients.iter().any(|c| c.node != web2.node),
+        "a client on a node without the web2 pod: {clients:?}, web2 on {}",
+        web2.node
+    );
+    for client in &clients {
+        for (url, pod) in [
+            ("http://web2:18080/", &web2.name),
+            ("http://web:18080/", &web.name),
+        ] {
+            let (status, body) = wait_until(
+                Duration::from_secs(30),
+                &format!("{url} from {} on {}", client.name, client.node),
+                || fetch_in(client, url).map(|r| (r.0 == 200 && r.1.contains(pod)).then_some(r)),
+            )
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+            assert!(status == 200 && body.contains(pod), "{url}: {body}");
+        }
+    }
+    // The LAN sees web2 on its automatic port: `get svc` shows it and it serves there.
+    let (code, svc) = n1
+        .api()
+        .unwrap()
+        .get("/api/v1/namespaces/default/services/web2")
+        .unwrap();
+    assert_eq!(code, 200, "{svc}");
+    let auto = svc["status"]["nodePorts"][0]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("web2 has no node-facing port: {svc}"));
+    assert!((30000..=32767).contains(&auto), "{svc}");
+    let listed = n1
+        .cli(&["get", "svc", "web2"])
+        .unwrap()
+        .success()
+        .unwrap()
+        .stdout;
+    assert!(listed.contains(&format!("18080:{auto}/TCP")), "{listed}");
+    let n1_ip = n1.opts.ip.clone();
+    let (status, body) = wait_until(
+        Duration::from_secs(30),
+        "web2 on its node-facing port from the host",
+        || Ok(http_get(&n1_ip, auto, "/").ok().filter(|r| r.0 == 200)),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    assert!(status == 200 && body.contains(&web2.name), "{body}");
 
     // Another namespace's Service: by `<svc>.<ns>`, not by its short name alone.
     let (status, body) = fetch_in(&remote, "http://api.other:18081/").unwrap();
