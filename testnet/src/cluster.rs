@@ -504,6 +504,55 @@ impl Cluster {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Disaster recovery (the backup tests): losing a node's data, and starting a node anew from a
+// join token, as an operator who rebuilds a cluster does.
+impl Cluster {
+    /// Deletes everything in node `name`'s data directory but its log, as a lost disk or a
+    /// reinstalled machine would. The node must be stopped.
+    pub fn wipe_data(&mut self, name: &str) -> anyhow::Result<()> {
+        let node = self.node_mut(name)?;
+        if node.is_running() {
+            bail!("{name} runs: stop it before wiping its data directory");
+        }
+        let dir = node.opts.data_dir.clone();
+        let log = node.log_path().to_path_buf();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let path = entry?.path();
+            if path == log {
+                continue;
+            }
+            if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            }
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `name` (stopped, typically with a wiped data directory) with
+    /// `--join join_addr --token token`, as `shoald --token` on a new machine; later restarts
+    /// go without the flags. Returns once its API answers.
+    pub fn start_with_token(
+        &mut self,
+        name: &str,
+        join_addr: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        let node = self.node_mut(name)?;
+        node.opts.join = Some((join_addr.to_string(), token.to_string()));
+        let started = node.restart();
+        node.opts.join = None;
+        if started.is_ok() {
+            self.admin_token = self.nodes[0].token()?;
+        }
+        self.save()?;
+        started.with_context(|| format!("cannot start {name} with a join token"))
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if !self.owned {
