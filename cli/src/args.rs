@@ -138,7 +138,8 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Kind: deployments, deploy, pods, po, services, svc, configmaps, cm, secrets,
-    /// namespaces, ns, nodes, node, no, statefulsets, sts, persistentvolumeclaims, pvc
+    /// namespaces, ns, nodes, node, no, statefulsets, sts, persistentvolumeclaims, pvc,
+    /// events, ev
     pub kind: String,
 
     /// Names of the objects; all of them when none
@@ -155,6 +156,10 @@ pub struct GetArgs {
     /// List objects of every namespace
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+
+    /// After the list, keep printing new events until interrupted (events only)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// Output formats of commands that print one answer of the node (`status`).

@@ -191,7 +191,32 @@ fn body(kind: Kind) -> Body {
         Kind::Namespace => namespace,
         Kind::Node => node,
         Kind::PersistentVolumeClaim => pvc,
+        Kind::Event => event,
     }
+}
+
+fn event(d: &mut Doc, v: &Value, opts: Options) {
+    let object = format!(
+        "{}/{}",
+        text(v, "/involvedObject/kind").unwrap_or_default(),
+        text(v, "/involvedObject/name").unwrap_or_default()
+    );
+    d.field(0, "Type", text(v, "/type").unwrap_or_default());
+    d.field(0, "Reason", text(v, "/reason").unwrap_or_default());
+    d.field(0, "Involved Object", object);
+    d.field(0, "Source", text(v, "/source/host").unwrap_or_default());
+    d.field(
+        0,
+        "First Seen",
+        time_ago(text(v, "/firstTimestamp"), opts.now),
+    );
+    d.field(
+        0,
+        "Last Seen",
+        time_ago(text(v, "/lastTimestamp"), opts.now),
+    );
+    d.field(0, "Count", n(v, "/count").to_string());
+    d.field(0, "Message", text(v, "/message").unwrap_or_default());
 }
 
 /// `k=v` lines of a string map, sorted as the server sent them.

@@ -731,6 +731,7 @@ pub fn columns(kind: Kind) -> &'static [Column] {
         Kind::Namespace => NAMESPACE,
         Kind::Node => NODE,
         Kind::PersistentVolumeClaim => PVC,
+        Kind::Event => crate::commands::events::COLUMNS,
     }
 }
 

@@ -245,8 +245,12 @@ impl Change {
 pub struct Ring {
     capacity: usize,
     by_name: HashMap<String, Event>,
-    /// (last_ms, name): eviction order.
-    order: BTreeSet<(i64, String)>,
+    /// (last_ms, when put here, name): listing and eviction order (the put counter keeps
+    /// events of one millisecond in the order they came).
+    order: BTreeSet<(i64, u64, String)>,
+    /// Each event's place in `order`.
+    places: HashMap<String, (i64, u64)>,
+    puts: u64,
     /// This node's events by fold key, to fold repeats.
     folds: HashMap<FoldKey, String>,
 }
@@ -268,6 +272,8 @@ impl Ring {
             capacity: capacity.max(1),
             by_name: HashMap::new(),
             order: BTreeSet::new(),
+            places: HashMap::new(),
+            puts: 0,
             folds: HashMap::new(),
         }
     }
@@ -317,7 +323,7 @@ impl Ring {
                     && self
                         .order
                         .first()
-                        .is_some_and(|(oldest, _)| new.last_ms < *oldest)
+                        .is_some_and(|(oldest, _, _)| new.last_ms < *oldest)
                 {
                     return None;
                 }
@@ -328,15 +334,18 @@ impl Ring {
     }
 
     fn put(&mut self, e: Event) {
-        if let Some(old) = self.by_name.get(&e.name) {
-            self.order.remove(&(old.last_ms, old.name.clone()));
+        if let Some((ms, put)) = self.places.remove(&e.name) {
+            self.order.remove(&(ms, put, e.name.clone()));
         }
-        self.order.insert((e.last_ms, e.name.clone()));
+        self.puts += 1;
+        self.order.insert((e.last_ms, self.puts, e.name.clone()));
+        self.places.insert(e.name.clone(), (e.last_ms, self.puts));
         self.by_name.insert(e.name.clone(), e);
         while self.by_name.len() > self.capacity {
-            let Some((_, name)) = self.order.pop_first() else {
+            let Some((_, _, name)) = self.order.pop_first() else {
                 break;
             };
+            self.places.remove(&name);
             if let Some(gone) = self.by_name.remove(&name) {
                 let key = fold_key(&gone);
                 if self.folds.get(&key) == Some(&name) {
@@ -350,7 +359,7 @@ impl Ring {
     pub fn list(&self, filter: &Filter) -> Vec<Event> {
         self.order
             .iter()
-            .filter_map(|(_, name)| self.by_name.get(name))
+            .filter_map(|(_, _, name)| self.by_name.get(name))
             .filter(|e| filter.matches(e))
             .cloned()
             .collect()
@@ -409,6 +418,8 @@ struct Inner {
     seq: AtomicU64,
     /// Mixed into event names so that two nodes never make the same one.
     node_tag: u16,
+    /// Cancelled when the node stops: watches end.
+    closed: CancellationToken,
 }
 
 impl std::fmt::Debug for Events {
@@ -428,7 +439,9 @@ impl Events {
     /// A handle whose events also go to the returned [`Outbox`], which gossips them.
     pub fn new(node: &str, capacity: usize) -> (Events, Outbox) {
         let (tx, rx) = mpsc::channel(OUTBOX_BUFFER);
-        (Events::build(node, capacity, Some(tx)), Outbox { rx })
+        let events = Events::build(node, capacity, Some(tx));
+        let closed = events.closed();
+        (events, Outbox { rx, closed })
     }
 
     fn build(node: &str, capacity: usize, outbox: Option<mpsc::Sender<Event>>) -> Events {
@@ -444,6 +457,7 @@ impl Events {
                 outbox,
                 seq: AtomicU64::new(0),
                 node_tag: (node_tag ^ (node_tag >> 16)) as u16,
+                closed: CancellationToken::new(),
             }),
         }
     }
@@ -539,18 +553,30 @@ impl Events {
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.watch.subscribe()
     }
+
+    /// Cancelled once the node stops (its outbox stops): watchers end their streams then.
+    pub fn closed(&self) -> CancellationToken {
+        self.inner.closed.clone()
+    }
 }
 
 /// The events this node records, on their way to the gossip topic.
 pub struct Outbox {
     rx: mpsc::Receiver<Event>,
+    closed: CancellationToken,
 }
 
 impl Outbox {
     /// Gossips this node's events in batches (at most [`MAX_BATCH`], after at most
     /// [`BATCH_DELAY`]) until `shutdown`. A fold sends the event again with its new count;
     /// within a batch only its last version goes.
-    pub async fn run(mut self, publish: Arc<dyn Publish>, shutdown: CancellationToken) {
+    pub async fn run(self, publish: Arc<dyn Publish>, shutdown: CancellationToken) {
+        let closed = self.closed.clone();
+        self.spread(publish, shutdown).await;
+        closed.cancel();
+    }
+
+    async fn spread(mut self, publish: Arc<dyn Publish>, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
                 biased;
@@ -591,6 +617,344 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An event to record: what the pure derivations below return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub type_: EventType,
+    pub object: ObjectRef,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    fn normal(object: ObjectRef, reason: &'static str, message: String) -> Note {
+        Note {
+            type_: EventType::Normal,
+            object,
+            reason,
+            message,
+        }
+    }
+}
+
+impl Events {
+    /// Records derived notes.
+    pub fn record_all(&self, notes: Vec<Note>) {
+        for n in notes {
+            self.record(n.type_, n.object, n.reason, n.message);
+        }
+    }
+}
+
+/// What a controllers round did, as events: `ScalingReplicaSet` on a Deployment (a rollout
+/// step), `SuccessfulCreate`/`SuccessfulDelete` on a ReplicaSet or StatefulSet for each pod
+/// slot made or removed, `Scheduled` on a pod that got a node, `Rescheduled` on a pod that
+/// moved off a node (dead, departed, drained or removed), and `FailedScheduling` on a pod no
+/// node can take. `replicasets` and `slots` are as they were before the actions. Pure.
+pub fn controller_notes(
+    actions: &[crate::controllers::Action],
+    replicasets: &[shoal_protocol::kinds::ReplicaSet],
+    slots: &[shoal_protocol::cluster::Slot],
+    nodes: &crate::controllers::Nodes,
+) -> Vec<Note> {
+    use crate::controllers::Action;
+    let before: HashMap<String, &shoal_protocol::cluster::Slot> =
+        slots.iter().map(|s| (s.key(), s)).collect();
+    let mut notes = Vec::new();
+    for a in actions {
+        match a {
+            Action::PutReplicaSet(rs) => {
+                let ns = rs.metadata.namespace.clone().unwrap_or_default();
+                let old = replicasets
+                    .iter()
+                    .find(|o| {
+                        o.metadata.name == rs.metadata.name
+                            && o.metadata.namespace.as_deref().unwrap_or_default() == ns
+                    })
+                    .map_or(0, |o| o.spec.replicas);
+                let new = rs.spec.replicas;
+                let Some(owner) = rs
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .find(|o| o.kind == "Deployment")
+                else {
+                    continue;
+                };
+                if old != new {
+                    let way = if new > old { "up" } else { "down" };
+                    notes.push(Note::normal(
+                        ObjectRef::new("Deployment", &ns, &owner.name),
+                        "ScalingReplicaSet",
+                        format!(
+                            "Scaled {way} replica set {} from {old} to {new}",
+                            rs.metadata.name
+                        ),
+                    ));
+                }
+            }
+            Action::PutSlot(slot) => {
+                let pod = ObjectRef::pod(&slot.namespace, &slot.pod);
+                let old = before.get(&slot.key()).copied();
+                if old.is_none() && matches!(slot.owner_kind.as_str(), "ReplicaSet" | "StatefulSet")
+                {
+                    let owner = ObjectRef::new(&slot.owner_kind, &slot.namespace, &slot.owner_name);
+                    let message = if slot.owner_kind == "StatefulSet" {
+                        format!(
+                            "create Pod {} in StatefulSet {} successful",
+                            slot.pod, slot.owner_name
+                        )
+                    } else {
+                        format!("Created pod: {}", slot.pod)
+                    };
+                    notes.push(Note::normal(owner, "SuccessfulCreate", message));
+                }
+                let old_node = old.map_or("", |o| o.node.as_str());
+                if !old_node.is_empty() && old_node != slot.node {
+                    let why = leaving_reason(nodes, old_node);
+                    let to = if slot.node.is_empty() {
+                        "waiting for a node".to_string()
+                    } else {
+                        format!("to node {}", slot.node)
+                    };
+                    notes.push(Note::normal(
+                        pod.clone(),
+                        "Rescheduled",
+                        format!("Moved off node {old_node} ({why}), {to}"),
+                    ));
+                } else if old_node.is_empty() && !slot.node.is_empty() {
+                    notes.push(Note::normal(
+                        pod.clone(),
+                        "Scheduled",
+                        format!(
+                            "Successfully assigned {}/{} to {}",
+                            slot.namespace, slot.pod, slot.node
+                        ),
+                    ));
+                }
+                if slot.node.is_empty()
+                    && let Some(why) = &slot.unschedulable
+                    && old.and_then(|o| o.unschedulable.as_ref()) != Some(why)
+                {
+                    notes.push(Note {
+                        type_: EventType::Warning,
+                        object: pod,
+                        reason: "FailedScheduling",
+                        message: why.clone(),
+                    });
+                }
+            }
+            Action::DeleteSlot(key) => {
+                let Some(old) = before.get(key) else { continue };
+                if !matches!(old.owner_kind.as_str(), "ReplicaSet" | "StatefulSet") {
+                    continue;
+                }
+                let owner = ObjectRef::new(&old.owner_kind, &old.namespace, &old.owner_name);
+                let message = if old.owner_kind == "StatefulSet" {
+                    format!(
+                        "delete Pod {} in StatefulSet {} successful",
+                        old.pod, old.owner_name
+                    )
+                } else {
+                    format!("Deleted pod: {}", old.pod)
+                };
+                notes.push(Note::normal(owner, "SuccessfulDelete", message));
+            }
+            Action::DeleteReplicaSet { .. }
+            | Action::PutRevision(_)
+            | Action::DeleteRevision { .. } => {}
+        }
+    }
+    notes
+}
+
+/// Why a pod leaves `node`, in words.
+fn leaving_reason(nodes: &crate::controllers::Nodes, node: &str) -> &'static str {
+    if nodes.draining.contains_key(node) {
+        "drained"
+    } else if nodes.left.contains(node) {
+        "the node left"
+    } else if nodes.movable.contains(node) {
+        "the node is dead"
+    } else if !nodes.known.contains(node) {
+        "the node was removed"
+    } else {
+        "the node can no longer run it"
+    }
+}
+
+/// What changed in a node's pod statuses between two agent rounds, as events: `BackOff` (a
+/// warning) when a container enters `CrashLoopBackOff`, and `Killing` when a pod leaves the
+/// node (no longer assigned to it, or deleted). Keys are `namespace/pod`. Pure.
+pub fn pod_status_notes(
+    before: &BTreeMap<String, shoal_protocol::status::PodStatus>,
+    after: &BTreeMap<String, shoal_protocol::status::PodStatus>,
+    node: &str,
+) -> Vec<Note> {
+    let pod_ref = |key: &str| {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        ObjectRef::pod(ns, name)
+    };
+    let backing_off = |st: &shoal_protocol::status::PodStatus, container: &str| {
+        st.container_statuses.iter().any(|c| {
+            c.name == container
+                && c.state
+                    .waiting
+                    .as_ref()
+                    .is_some_and(|w| w.reason == "CrashLoopBackOff")
+        })
+    };
+    let mut notes = Vec::new();
+    for (key, st) in after {
+        for c in &st.container_statuses {
+            if backing_off(st, &c.name) && !before.get(key).is_some_and(|b| backing_off(b, &c.name))
+            {
+                let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+                notes.push(Note {
+                    type_: EventType::Warning,
+                    object: pod_ref(key),
+                    reason: "BackOff",
+                    message: format!(
+                        "Back-off restarting failed container {} in pod {name}",
+                        c.name
+                    ),
+                });
+            }
+        }
+    }
+    for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        notes.push(Note::normal(
+            pod_ref(key),
+            "Killing",
+            format!("Stopping the pod's containers on node {node}: it no longer runs here"),
+        ));
+    }
+    notes
+}
+
+/// A node's membership as events tell it: up (alive or suspect), dead, or departed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Up,
+    Dead,
+    Left,
+}
+
+fn presence(l: crate::observed::Liveness) -> Presence {
+    use crate::observed::Liveness;
+    match l {
+        Liveness::Alive | Liveness::Suspect => Presence::Up,
+        Liveness::Dead => Presence::Dead,
+        Liveness::Left => Presence::Left,
+    }
+}
+
+/// The membership changes between two views, as events: `NodeDead` (a warning), `NodeAlive`
+/// (joined, or back), `NodeLeft`. A suspect node is still up: only a verdict is news. `me` is
+/// left out (it is always alive to itself). Pure.
+pub fn membership_notes(
+    before: &BTreeMap<String, crate::observed::Liveness>,
+    now: &BTreeMap<String, crate::observed::Liveness>,
+    me: &str,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for (name, l) in now {
+        if name == me {
+            continue;
+        }
+        let was = before.get(name).map(|l| presence(*l));
+        let node = ObjectRef::node(name);
+        match (was, presence(*l)) {
+            (Some(a), b) if a == b => {}
+            (None, Presence::Up) => notes.push(Note::normal(
+                node,
+                "NodeAlive",
+                format!("Node {name} is alive: it joined"),
+            )),
+            (Some(_), Presence::Up) => notes.push(Note::normal(
+                node,
+                "NodeAlive",
+                format!("Node {name} is alive again"),
+            )),
+            (Some(Presence::Up) | None, Presence::Dead) => notes.push(Note {
+                type_: EventType::Warning,
+                object: node,
+                reason: "NodeDead",
+                message: format!("Node {name} is dead: it has not been heard from"),
+            }),
+            (_, Presence::Left) => notes.push(Note::normal(
+                node,
+                "NodeLeft",
+                format!("Node {name} left the cluster"),
+            )),
+            (Some(Presence::Left), Presence::Dead) => {}
+            (Some(Presence::Dead), Presence::Dead) => {}
+        }
+    }
+    notes
+}
+
+/// How long a membership change seen while another node holds the controller role may still
+/// be told by this node, if it takes the role: the holder may have died before telling it.
+const UNTOLD_WINDOW: Duration = Duration::from_secs(30);
+
+/// Tells membership changes (node dead, alive, left) and this node taking the controller
+/// role (`LeaderElection` on the role's Lease) as events. Every node follows membership, but
+/// only the holder of the role (`held`, from `nodes::keep_role`) records, so that a change
+/// makes one event, not one per node; a node that takes the role also tells the changes of
+/// the last [`UNTOLD_WINDOW`], which its predecessor may not have told.
+pub async fn report_membership(
+    observed: crate::observed::ObservedHandle,
+    mut held: tokio::sync::watch::Receiver<Option<u64>>,
+    events: Events,
+    role: &'static str,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let me = observed.local_name().to_string();
+    let view =
+        |o: &crate::observed::ObservedHandle| -> BTreeMap<String, crate::observed::Liveness> {
+            o.members()
+                .into_iter()
+                .map(|(n, m)| (n, m.liveness))
+                .collect()
+        };
+    let mut last = view(&observed);
+    let mut untold: Vec<(tokio::time::Instant, Note)> = Vec::new();
+    let mut holding: Option<u64> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = held.changed(), if watching => if r.is_err() { watching = false },
+            _ = tick.tick() => {}
+        }
+        let now = view(&observed);
+        let notes = membership_notes(&last, &now, &me);
+        last = now;
+        let held_now = *held.borrow();
+        if let (None, Some(epoch)) = (holding, held_now) {
+            events.normal(
+                ObjectRef::new("Lease", "", role),
+                "LeaderElection",
+                format!("{me} became the {role} holder (epoch {epoch})"),
+            );
+        }
+        holding = held_now;
+        let at = tokio::time::Instant::now();
+        untold.retain(|(t, _)| at.duration_since(*t) < UNTOLD_WINDOW);
+        if holding.is_some() {
+            events.record_all(untold.drain(..).map(|(_, n)| n).collect());
+            events.record_all(notes);
+        } else {
+            untold.extend(notes.into_iter().map(|n| (at, n)));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -814,5 +1178,145 @@ mod tests {
         assert_eq!(Message::decode(&data).expect("decode").events.len(), 3);
         stop.cancel();
         let _ = task.await;
+    }
+
+    fn slot(pod: &str, owner_kind: &str, node: &str) -> shoal_protocol::cluster::Slot {
+        shoal_protocol::cluster::Slot {
+            namespace: "default".into(),
+            pod: pod.into(),
+            owner_kind: owner_kind.into(),
+            owner_name: "web".into(),
+            index: 0,
+            revision: String::new(),
+            node: node.into(),
+            unschedulable: None,
+        }
+    }
+
+    #[test]
+    fn controller_actions_become_events() {
+        use crate::controllers::{Action, Nodes};
+        let mut nodes = Nodes::default();
+        nodes
+            .known
+            .extend(["n1".to_string(), "n2".to_string(), "n3".to_string()]);
+        nodes.movable.insert("n2".to_string());
+        let before = vec![
+            slot("web-a-0", "ReplicaSet", "n2"),
+            slot("web-1", "StatefulSet", "n1"),
+        ];
+        let mut unplaced = slot("web-a-2", "ReplicaSet", "");
+        unplaced.unschedulable = Some("0/3 nodes are available".into());
+        let actions = vec![
+            Action::PutSlot(slot("web-a-0", "ReplicaSet", "n3")),
+            Action::PutSlot(slot("web-a-1", "ReplicaSet", "n1")),
+            Action::PutSlot(unplaced),
+            Action::DeleteSlot("default/web-1".into()),
+        ];
+        let notes = controller_notes(&actions, &[], &before, &nodes);
+        let got: Vec<(&str, &str, &str)> = notes
+            .iter()
+            .map(|n| (n.reason, n.object.kind.as_str(), n.object.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Rescheduled", "Pod", "web-a-0"),
+                ("SuccessfulCreate", "ReplicaSet", "web"),
+                ("Scheduled", "Pod", "web-a-1"),
+                ("SuccessfulCreate", "ReplicaSet", "web"),
+                ("FailedScheduling", "Pod", "web-a-2"),
+                ("SuccessfulDelete", "StatefulSet", "web"),
+            ]
+        );
+        assert_eq!(
+            notes[0].message,
+            "Moved off node n2 (the node is dead), to node n3"
+        );
+        assert_eq!(
+            notes[2].message,
+            "Successfully assigned default/web-a-1 to n1"
+        );
+        assert_eq!(notes[4].type_, EventType::Warning);
+        // A converged round says nothing.
+        assert!(controller_notes(&[], &[], &before, &nodes).is_empty());
+    }
+
+    #[test]
+    fn membership_changes_become_events() {
+        use crate::observed::Liveness::*;
+        let before: BTreeMap<String, crate::observed::Liveness> = [
+            ("me", Alive),
+            ("a", Alive),
+            ("b", Alive),
+            ("c", Dead),
+            ("d", Suspect),
+        ]
+        .into_iter()
+        .map(|(n, l)| (n.to_string(), l))
+        .collect();
+        let now: BTreeMap<String, crate::observed::Liveness> = [
+            ("me", Alive),
+            ("a", Dead),
+            ("b", Left),
+            ("c", Alive),
+            ("d", Alive),
+            ("e", Alive),
+        ]
+        .into_iter()
+        .map(|(n, l)| (n.to_string(), l))
+        .collect();
+        let got: Vec<(&str, String, EventType)> = membership_notes(&before, &now, "me")
+            .into_iter()
+            .map(|n| (n.reason, n.object.name, n.type_))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("NodeDead", "a".to_string(), EventType::Warning),
+                ("NodeLeft", "b".to_string(), EventType::Normal),
+                ("NodeAlive", "c".to_string(), EventType::Normal),
+                ("NodeAlive", "e".to_string(), EventType::Normal),
+            ]
+        );
+        assert!(membership_notes(&now, &now, "me").is_empty());
+    }
+
+    #[test]
+    fn pod_status_changes_become_events() {
+        use shoal_protocol::status::{ContainerStatus, PodStatus, StateWaiting};
+        let waiting = |reason: &str| {
+            let mut c: ContainerStatus =
+                serde_json::from_value(serde_json::json!({"name": "app", "ready": false,
+                    "restartCount": 3, "image": "x"}))
+                .expect("a container status");
+            c.state.waiting = Some(StateWaiting {
+                reason: reason.into(),
+                message: None,
+            });
+            PodStatus {
+                container_statuses: vec![c],
+                ..PodStatus::default()
+            }
+        };
+        let before: BTreeMap<String, PodStatus> = [
+            ("ns/a".to_string(), waiting("ContainerCreating")),
+            ("ns/gone".to_string(), PodStatus::default()),
+        ]
+        .into_iter()
+        .collect();
+        let after: BTreeMap<String, PodStatus> =
+            [("ns/a".to_string(), waiting("CrashLoopBackOff"))]
+                .into_iter()
+                .collect();
+        let notes = pod_status_notes(&before, &after, "n1");
+        let got: Vec<(&str, &str)> = notes
+            .iter()
+            .map(|n| (n.reason, n.object.name.as_str()))
+            .collect();
+        assert_eq!(got, [("BackOff", "a"), ("Killing", "gone")]);
+        assert_eq!(notes[0].object.namespace, "ns");
+        // Still backing off: nothing new.
+        assert!(pod_status_notes(&after, &after, "n1").is_empty());
     }
 }

@@ -25,6 +25,8 @@
 //!   it answers the node's pods too, at their network's gateway.
 //! - [`proxy`]: the node proxies: each Service's port on the advertise address and, for the
 //!   node's pods, on their network's gateway, forwarded to a ready endpoint.
+//! - [`events`]: cluster events (scheduled, started, node dead, ...): a bounded ring on every
+//!   node, spread by gossip as soft state, never in the document.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod agent;
@@ -32,6 +34,7 @@ pub mod api;
 pub mod config;
 pub mod controllers;
 pub mod dns;
+pub mod events;
 pub mod identity;
 pub mod join;
 pub mod net;
@@ -110,16 +113,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let tracker = TaskTracker::new();
     tracker.spawn(state_task.run(stop.clone()));
     let (observed_tx, observed_rx) = tokio::sync::mpsc::channel(config.channel_size);
+    // Cluster events: this node's ring, merged with what peers gossip on the events topic.
+    let (events, events_outbox) = events::Events::new(&identity.node_name, events::RING_CAPACITY);
     let net_handle = start_network(
         &config,
         &identity,
         join_token.as_ref(),
         &state,
         observed_tx,
+        events.clone(),
         &tracker,
         &stop,
     )
     .await?;
+    tracker.spawn(events_outbox.run(Arc::new(net_handle.clone()), stop.clone()));
     let peer_id = net_handle.local_peer_id().to_string();
 
     let (cpus, memory_bytes) = observed::host_capacity();
@@ -183,6 +190,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         engine.clone(),
         Some(pod_reporter),
     )
+    .with_events(events.clone())
     .with_fencing(agent::Fencing {
         fence: fence_rx,
         observed: observed.clone(),
@@ -208,11 +216,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_millis(500),
         stop.clone(),
     ));
+    // The role's holder tells membership changes and its taking the role as events.
+    tracker.spawn(events::report_membership(
+        observed.clone(),
+        held_rx.clone(),
+        events.clone(),
+        nodes::CONTROLLER_ROLE,
+        Duration::from_millis(250),
+        stop.clone(),
+    ));
     let leader: controllers::Leader = Arc::new(move || held_rx.borrow().is_some());
     let mut controllers =
         controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
             .with_leader(leader);
     controllers.reschedule_grace = Duration::from_millis(config.reschedule_grace_ms);
+    controllers.events = Some(events.clone());
     tracker.spawn(controllers::run(controllers, stop.clone()));
     write_join_token(&config, &identity);
     // The DNS server. A port it cannot bind (in use; 53 without the privilege) is logged as
@@ -290,6 +308,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
                 join_token: join_token_for(&config, &identity).encode(),
                 cluster_domain: config.dns_domain(),
             }),
+            events: events.clone(),
         },
         config.api_max_body_bytes,
     );
@@ -336,6 +355,7 @@ async fn start_network(
     join_token: Option<&join::JoinToken>,
     state: &state::StateHandle,
     observed_tx: tokio::sync::mpsc::Sender<observed::Inbound>,
+    cluster_events: events::Events,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<net::NetHandle, NodeError> {
@@ -387,6 +407,14 @@ async fn start_network(
                     ..
                 } => {
                     let _ = observed_tx.try_send(observed::Inbound::Gossip { data });
+                    continue;
+                }
+                net::NetEvent::Gossip {
+                    topic: net::Topic::Events,
+                    data,
+                    ..
+                } => {
+                    cluster_events.merge_remote(&data);
                     continue;
                 }
                 net::NetEvent::PeerAdmitted(p) => {

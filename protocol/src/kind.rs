@@ -19,6 +19,9 @@ pub enum Kind {
     ControllerRevision,
     /// Computed from Services and pods on every read; never stored (not in [`Kind::ALL`]).
     Endpoints,
+    /// Cluster events: soft state each node keeps in a bounded ring, read-only through the
+    /// API; never stored (not in [`Kind::ALL`]).
+    Event,
 }
 
 struct KindInfo {
@@ -170,6 +173,18 @@ const KINDS: &[KindInfo] = &[
         // The pods each Service's selector matches, computed on read.
         appliable: false,
     },
+    KindInfo {
+        kind: Kind::Event,
+        name: "Event",
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        short: &["ev"],
+        namespaced: true,
+        // Recorded by the nodes, kept in memory.
+        appliable: false,
+    },
 ];
 
 impl Kind {
@@ -233,9 +248,10 @@ impl Kind {
         self.info().namespaced
     }
 
-    /// Whether objects of this kind are kept in the desired state (Endpoints are computed).
+    /// Whether objects of this kind are kept in the desired state (Endpoints are computed,
+    /// Events are soft state).
     pub fn stored(self) -> bool {
-        self != Kind::Endpoints
+        !matches!(self, Kind::Endpoints | Kind::Event)
     }
 
     /// Whether users may apply objects of this kind.
@@ -384,5 +400,18 @@ mod tests {
         assert_eq!(Kind::from_manifest("v1", "Deployment"), None);
         assert_eq!(Kind::Deployment.display(), "deployment.apps");
         assert_eq!(Kind::Service.display(), "service");
+    }
+
+    #[test]
+    fn events_are_read_only_soft_state() {
+        assert_eq!(Kind::from_cli("ev"), Some(Kind::Event));
+        assert_eq!(Kind::from_cli("events"), Some(Kind::Event));
+        assert_eq!(Kind::from_path("", "events"), Some(Kind::Event));
+        assert!(!Kind::Event.stored() && !Kind::Event.appliable() && Kind::Event.namespaced());
+        assert!(!Kind::ALL.contains(&Kind::Event));
+        assert_eq!(
+            Kind::Event.collection_path(Some("prod")),
+            "/api/v1/namespaces/prod/events"
+        );
     }
 }

@@ -510,6 +510,13 @@ fn typed(kind: Kind, value: Value) -> Result<Resource, FieldError> {
                  the Service",
             ));
         }
+        Kind::Event => {
+            return Err(FieldError::new(
+                "kind",
+                "Events are recorded by the nodes and cannot be applied: read them with \
+                 `shoal get events`",
+            ));
+        }
         Kind::Node => {
             return Err(FieldError::new(
                 "kind",

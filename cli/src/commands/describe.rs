@@ -21,7 +21,17 @@ pub fn run(s: &Session, a: &DescribeArgs) -> Result<()> {
     let text = fetched
         .objects
         .iter()
-        .map(|o| describe(kind, o, opts))
+        .map(|o| {
+            let mut text = describe(kind, o, opts);
+            if kind != shoal_protocol::Kind::Event {
+                // A node without events (an older version) still describes the object.
+                match super::events::about(s, kind, o) {
+                    Ok(events) => text.push_str(&super::events::section(&events, opts.now)),
+                    Err(e) => text.push_str(&format!("Events:  <unavailable: {e}>\n")),
+                }
+            }
+            text
+        })
         .collect::<Vec<_>>()
         .join("\n");
     output::print(&text)?;

@@ -10,8 +10,17 @@ use crate::output;
 
 pub fn run(s: &Session, a: &GetArgs) -> Result<()> {
     let kind = parse_kind(&a.kind)?;
+    if a.watch {
+        if kind != shoal_protocol::Kind::Event || !a.names.is_empty() {
+            anyhow::bail!("--watch is supported for `get events` only (without names)");
+        }
+        return super::events::watch(s, a);
+    }
     let fetched = fetch(s, kind, &a.names, a.selector.as_deref(), a.all_namespaces)?;
-    let objects = fetched.objects;
+    let mut objects = fetched.objects;
+    if kind == shoal_protocol::Kind::Event {
+        super::events::sort(&mut objects);
+    }
     let listing = a.names.is_empty();
     let text = match a.output {
         None | Some(OutputFormat::Wide) => {

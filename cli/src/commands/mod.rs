@@ -8,6 +8,7 @@ mod config;
 mod cordon;
 mod delete;
 mod describe;
+pub(crate) mod events;
 mod exec;
 mod get;
 mod join_token;

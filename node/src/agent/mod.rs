@@ -208,6 +208,9 @@ pub struct Agent {
     last_mode: Mode,
     /// StatefulSet pods reported as terminating, with when they first were.
     terminating: BTreeMap<String, String>,
+    /// Where what happens to this node's pods is told (started, killed, image missing, probe
+    /// failed, back-off); None: nowhere.
+    events: Option<crate::events::Events>,
 }
 
 struct Worker {
@@ -261,6 +264,26 @@ impl Agent {
             fencing: None,
             last_mode: Mode::Open,
             terminating: BTreeMap::new(),
+            events: None,
+        }
+    }
+
+    /// Tells what happens to this node's pods as events.
+    pub fn with_events(mut self, events: crate::events::Events) -> Agent {
+        self.events = Some(events);
+        self
+    }
+
+    /// Records an event about the pod `key` (`namespace/pod`).
+    fn note(&self, key: &str, type_: crate::events::EventType, reason: &str, message: String) {
+        if let Some(events) = &self.events {
+            let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+            events.record(
+                type_,
+                crate::events::ObjectRef::pod(ns, name),
+                reason,
+                message,
+            );
         }
     }
 
@@ -534,6 +557,13 @@ impl Agent {
         }
         self.save_memory(&inputs);
         self.cleanup(&inputs, &fenced, &sel);
+        if let Some(events) = &self.events {
+            events.record_all(crate::events::pod_status_notes(
+                &self.last_statuses,
+                &statuses,
+                &self.ctx.node_name,
+            ));
+        }
         self.last_statuses = statuses.clone();
         statuses
     }
@@ -722,6 +752,12 @@ impl Agent {
             } => {
                 tracing::info!(pod = %pod, container = %container, reason = %reason,
                     "stopping container for a restart");
+                self.note(
+                    &pod,
+                    crate::events::EventType::Normal,
+                    "Killing",
+                    format!("Stopping container {container}: {reason}, it will be restarted"),
+                );
                 self.started(&id, Some(grace));
                 let rt = rt.clone();
                 self.background.spawn(async move {
@@ -750,6 +786,12 @@ impl Agent {
                     v.kill = None;
                     tracing::info!(pod = %pod, container = %container, restarts = count,
                         "container restarted");
+                    self.note(
+                        &pod,
+                        crate::events::EventType::Normal,
+                        "Started",
+                        format!("Started container {container}"),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(pod = %pod, container = %container, error = %e,
@@ -796,6 +838,7 @@ impl Agent {
             Ok(true) => {}
             Ok(false) => {
                 image_missing(self.pods.entry(pod.to_string()).or_default());
+                self.note_image_missing(pod, name, &spec.image);
                 return;
             }
             Err(e) => {
@@ -817,6 +860,7 @@ impl Agent {
             Ok(id) => id,
             Err(RuntimeError::ImageNotFound { .. }) => {
                 image_missing(self.pods.entry(pod.to_string()).or_default());
+                self.note_image_missing(pod, name, &spec.image);
                 return;
             }
             Err(e) => {
@@ -832,6 +876,14 @@ impl Agent {
                 v.image = None;
                 v.start = None;
                 tracing::info!(pod = %pod, container = %name, id = %short(&id), "container started");
+                if let Some(events) = &self.events {
+                    let (ns, pod_name) = pod.split_once('/').unwrap_or(("default", pod));
+                    events.normal(
+                        crate::events::ObjectRef::pod(ns, pod_name),
+                        "Started",
+                        format!("Started container {name}"),
+                    );
+                }
             }
             Err(e) => {
                 tracing::warn!(pod = %pod, container = %name, error = %e,
@@ -844,6 +896,19 @@ impl Agent {
                 }
             }
         }
+    }
+
+    fn note_image_missing(&self, pod: &str, container: &str, image: &str) {
+        self.note(
+            pod,
+            crate::events::EventType::Warning,
+            "ErrImageNeverPull",
+            format!(
+                "Container image \"{image}\" of container {container} is not present on node {} \
+                 and no registry can be pulled from",
+                self.ctx.node_name
+            ),
+        );
     }
 
     /// Starts the probe workers running containers need and stops the others. Liveness and
@@ -950,6 +1015,25 @@ impl Agent {
         };
         tracing::info!(pod = %ev.pod, container = %ev.container, probe = ev.kind.as_str(),
             success = verdict, message = %ev.message, "probe verdict changed");
+        if !verdict && let Some(events) = &self.events {
+            let (ns, name) = ev
+                .pod
+                .split_once('/')
+                .unwrap_or(("default", ev.pod.as_str()));
+            let kind = ev.kind.as_str();
+            let mut what = kind.to_string();
+            if let Some(first) = what.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            events.warning(
+                crate::events::ObjectRef::pod(ns, name),
+                "Unhealthy",
+                format!(
+                    "{what} probe of container {} failed: {}",
+                    ev.container, ev.message
+                ),
+            );
+        }
         if !verdict && matches!(ev.kind, ProbeKind::Liveness | ProbeKind::Startup) {
             let what = if ev.kind == ProbeKind::Liveness {
                 "Liveness"

@@ -7,6 +7,7 @@
 
 mod backup;
 mod error;
+pub(crate) mod events;
 mod exec;
 mod nodes;
 mod pods;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub engine: crate::runtime::Engine,
     /// How peers reach this node and how a new node joins.
     pub cluster: Arc<ClusterInfo>,
+    /// The cluster's events as this node knows them (soft state, bounded).
+    pub events: crate::events::Events,
 }
 
 /// This node's place in the cluster, for the status and join-token routes.
@@ -82,6 +85,18 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
         .route(shoal_protocol::api::BACKUP_PATH, get(backup::backup))
         .route(shoal_protocol::api::RESTORE_PATH, post(backup::restore))
         .route("/shoal/v1/nodes/{name}/{action}", post(nodes::cordon))
+        .route("/api/v1/events", get(events::list_all))
+        .route(
+            "/api/v1/namespaces/{ns}/events",
+            get(events::list_ns).post(events::refuse),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/events/{name}",
+            get(events::get_ns)
+                .put(events::refuse)
+                .patch(events::refuse)
+                .delete(events::refuse),
+        )
         .route("/api/v1/{plural}", get(resources::list_core))
         .route(
             "/api/v1/{plural}/{name}",

@@ -134,7 +134,7 @@ fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text"))
 }
 
-fn check_namespace_name(ns: &str) -> Result<(), ApiError> {
+pub(crate) fn check_namespace_name(ns: &str) -> Result<(), ApiError> {
     if crate::config::is_dns_label(ns) {
         Ok(())
     } else {
@@ -251,6 +251,8 @@ async fn list(api: &ApiState, t: Target, q: ListQuery) -> Result<Json<Value>, Ap
         pods::list(api, t.namespace.as_deref()).await?
     } else if t.kind == Kind::Endpoints {
         services::list_endpoints(api, t.namespace.as_deref()).await?
+    } else if t.kind == Kind::Event {
+        super::events::list(api, t.namespace.as_deref())
     } else if t.kind == Kind::Service {
         let inputs = services::ServiceInputs::load(api).await?;
         api.state
@@ -303,6 +305,10 @@ async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, A
         let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
         return services::get_endpoints(api, ns, name).await.map(Json);
     }
+    if t.kind == Kind::Event {
+        let ns = t.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        return super::events::get(api, ns, name).map(Json);
+    }
     if t.kind == Kind::Service {
         let inputs = services::ServiceInputs::load(api).await?;
         return match api.state.get(t.kind, t.namespace.as_deref(), name).await? {
@@ -318,6 +324,9 @@ async fn get_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, A
 }
 
 async fn delete_one(api: &ApiState, t: Target, name: &str) -> Result<Json<Value>, ApiError> {
+    if t.kind == Kind::Event {
+        return Err(super::events::read_only());
+    }
     if t.kind == Kind::Node {
         return nodes::delete(api, name).await.map(Json);
     }

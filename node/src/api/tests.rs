@@ -21,6 +21,7 @@ struct Harness {
     observed: crate::observed::ObservedHandle,
     reporter: crate::observed::PodReporter,
     sim: Arc<crate::runtime::SimRuntime>,
+    events: crate::events::Events,
     /// Observed-state gossip "from peers".
     gossip: tokio::sync::mpsc::Sender<observed::Inbound>,
     _stop: tokio_util::sync::DropGuard,
@@ -58,6 +59,7 @@ fn harness() -> Harness {
     let (gossip, gossip_rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(hb.with_gossip(Arc::new(Quiet), gossip_rx).run(stop.clone()));
     let sim = Arc::new(crate::runtime::SimRuntime::new(["shoal-test/echo:latest"]));
+    let events = crate::events::Events::local("n1");
     let router = router(
         ApiState {
             state: state.clone(),
@@ -72,6 +74,7 @@ fn harness() -> Harness {
                 join_token: "shoal1.secret".into(),
                 cluster_domain: "shoal.home.arpa".into(),
             }),
+            events: events.clone(),
         },
         64 * 1024,
     );
@@ -81,6 +84,7 @@ fn harness() -> Harness {
         observed,
         reporter,
         sim,
+        events,
         gossip,
         _stop: stop.drop_guard(),
         _dir: dir,
@@ -477,4 +481,147 @@ async fn a_service_port_taken_by_another_service_is_refused_and_nothing_is_appli
         )
         .await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn events_list_filter_watch_and_refuse_writes() {
+    use crate::events::ObjectRef;
+    use futures_util::StreamExt as _;
+    let h = harness();
+    h.events.normal(
+        ObjectRef::pod("default", "web-0"),
+        "Scheduled",
+        "Successfully assigned default/web-0 to n1",
+    );
+    h.events.warning(
+        ObjectRef::pod("prod", "db-0"),
+        "BackOff",
+        "Back-off restarting failed container",
+    );
+    h.events
+        .warning(ObjectRef::node("n2"), "NodeDead", "Node n2 is dead");
+    let (code, list) = h.call(Method::GET, "/api/v1/events", "").await;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["kind"], "EventList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    // A namespace holds its objects' events; a Node's go to `default`.
+    let (_, list) = h
+        .call(Method::GET, "/api/v1/namespaces/default/events", "")
+        .await;
+    let reasons: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["Scheduled", "NodeDead"]);
+    let (_, list) = h
+        .call(
+            Method::GET,
+            "/api/v1/events?fieldSelector=involvedObject.kind%3DPod,involvedObject.name%3Ddb-0",
+            "",
+        )
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["involvedObject"]["namespace"], "prod");
+    assert_eq!(items[0]["type"], "Warning");
+    let (code, e) = h
+        .call(Method::GET, "/api/v1/events?fieldSelector=source%3Dn1", "")
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("involvedObject.name"),
+        "{e}"
+    );
+    // One by name; writes are refused.
+    let name = items[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let (code, one) = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/namespaces/prod/events/{name}"),
+            "",
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{one}");
+    assert_eq!(one["reason"], "BackOff");
+    for (method, uri) in [
+        (
+            Method::DELETE,
+            format!("/api/v1/namespaces/prod/events/{name}"),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/namespaces/prod/events/{name}"),
+        ),
+        (Method::POST, "/api/v1/namespaces/prod/events".to_string()),
+    ] {
+        let (code, body) = h.call(method.clone(), &uri, "{}").await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert!(
+            body["message"].as_str().unwrap().contains("read-only"),
+            "{body}"
+        );
+    }
+    let (code, _) = h
+        .call(
+            Method::POST,
+            "/shoal/v1/apply",
+            "apiVersion: v1\nkind: Event\nmetadata: {name: x}\n",
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A watch sends what matches, a bookmark, then new events and new counts.
+    let req = Request::builder()
+        .uri("/api/v1/namespaces/prod/events?watch=true&allowWatchBookmarks=true")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = h.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    let mut lines: Vec<Value> = Vec::new();
+    let mut buf = String::new();
+    let mut next_line = async || -> Value {
+        loop {
+            if let Some(i) = buf.find('\n') {
+                let line: String = buf.drain(..=i).collect();
+                return serde_json::from_str(&line).unwrap();
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .expect("a watch line within 5 s")
+                .expect("the stream goes on")
+                .unwrap();
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    lines.push(next_line().await);
+    lines.push(next_line().await);
+    assert_eq!(lines[0]["type"], "ADDED");
+    assert_eq!(lines[0]["object"]["reason"], "BackOff");
+    assert_eq!(lines[1]["type"], "BOOKMARK");
+    // Another namespace's event is not sent; a repeat comes as MODIFIED with its count.
+    h.events
+        .normal(ObjectRef::pod("default", "web-1"), "Scheduled", "elsewhere");
+    h.events.warning(
+        ObjectRef::pod("prod", "db-0"),
+        "BackOff",
+        "Back-off restarting failed container",
+    );
+    let line = next_line().await;
+    assert_eq!(line["type"], "MODIFIED", "{line}");
+    assert_eq!(line["object"]["count"], 2);
+    h.events.normal(
+        ObjectRef::pod("prod", "db-1"),
+        "Scheduled",
+        "Successfully assigned prod/db-1 to n1",
+    );
+    let line = next_line().await;
+    assert_eq!(line["type"], "ADDED", "{line}");
+    assert_eq!(line["object"]["involvedObject"]["name"], "db-1");
 }

@@ -72,6 +72,8 @@ pub struct Controllers {
     pub leader: Option<Leader>,
     /// How long after a node is declared dead (or leaves) its slots move to other nodes.
     pub reschedule_grace: Duration,
+    /// Where the rounds' work is told as events (scheduled, rescheduled, rollout steps).
+    pub events: Option<crate::events::Events>,
 }
 
 /// Tells whether this node holds the controller role. The controllers are a singleton role:
@@ -91,6 +93,7 @@ impl Controllers {
             debounce: Duration::from_millis(100),
             leader: None,
             reschedule_grace: Duration::from_secs(5),
+            events: None,
         }
     }
 
@@ -192,7 +195,14 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     });
     let n = actions.len();
     if n > 0 {
+        let notes = c
+            .events
+            .as_ref()
+            .map(|_| crate::events::controller_notes(&actions, &replicasets, &slots, &nodes));
         execute(c, actions).await?;
+        if let (Some(events), Some(notes)) = (&c.events, notes) {
+            events.record_all(notes);
+        }
     }
     Ok(n)
 }

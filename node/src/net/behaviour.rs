@@ -170,7 +170,7 @@ fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, S
     gossipsub
         .with_peer_score(score_params, gossipsub::PeerScoreThresholds::default())
         .map_err(|e| format!("gossipsub scoring: {e}"))?;
-    for t in [Topic::State, Topic::Observed] {
+    for t in [Topic::State, Topic::Observed, Topic::Events] {
         gossipsub
             .subscribe(&topic(&config.cluster_id, t))
             .map_err(|e| format!("gossipsub subscribe: {e}"))?;

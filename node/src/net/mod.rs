@@ -115,6 +115,9 @@ pub enum Topic {
     State,
     /// Observed soft state (heartbeats, capacity, pod status): `shoal/<cluster_id>/observed`.
     Observed,
+    /// Cluster events (soft state): `shoal/<cluster_id>/events`. Nodes of versions without
+    /// events never subscribe, so they never receive it.
+    Events,
 }
 
 impl Topic {
@@ -123,6 +126,7 @@ impl Topic {
         match self {
             Topic::State => format!("shoal/{cluster_id}/state"),
             Topic::Observed => format!("shoal/{cluster_id}/observed"),
+            Topic::Events => format!("shoal/{cluster_id}/events"),
         }
     }
 }

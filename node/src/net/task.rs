@@ -56,6 +56,7 @@ pub struct NetTask {
     admitted_tx: watch::Sender<Vec<PeerId>>,
     state_topic: TopicHash,
     observed_topic: TopicHash,
+    events_topic: TopicHash,
     peers: HashMap<PeerId, Peer>,
     /// Peers that proved the cluster secret; the only ones that get gossip or sync.
     admitted: HashSet<PeerId>,
@@ -101,6 +102,7 @@ impl NetTask {
         }
         let state_topic = behaviour::topic(&config.cluster_id, Topic::State).hash();
         let observed_topic = behaviour::topic(&config.cluster_id, Topic::Observed).hash();
+        let events_topic = behaviour::topic(&config.cluster_id, Topic::Events).hash();
         Ok(Self {
             swarm,
             config,
@@ -110,6 +112,7 @@ impl NetTask {
             admitted_tx,
             state_topic,
             observed_topic,
+            events_topic,
             peers: HashMap::new(),
             admitted: HashSet::new(),
             challenges: HashMap::new(),
@@ -595,6 +598,8 @@ impl NetTask {
             Some(Topic::State)
         } else if *hash == self.observed_topic {
             Some(Topic::Observed)
+        } else if *hash == self.events_topic {
+            Some(Topic::Events)
         } else {
             None
         }

@@ -47,8 +47,18 @@ impl crate::observed::Publish for NetHandle {
     }
 }
 
+#[async_trait]
+impl crate::events::Publish for NetHandle {
+    /// Gossips on the `events` topic; failures are logged (events are best effort).
+    async fn publish(&self, data: Vec<u8>) {
+        if let Err(e) = NetHandle::publish(self, Topic::Events, data).await {
+            debug!(error = %e, "events gossip not sent");
+        }
+    }
+}
+
 /// What replication must hear of a network event: state gossip, sync requests and admitted
-/// peers coming and going. Observed-state gossip is for others: `None`.
+/// peers coming and going. Observed-state and events gossip is for others: `None`.
 pub fn to_inbound(event: NetEvent) -> Option<Inbound> {
     match event {
         NetEvent::PeerAdmitted(p) => Some(Inbound::PeerUp(p.to_string())),
@@ -62,7 +72,7 @@ pub fn to_inbound(event: NetEvent) -> Option<Inbound> {
             data,
         }),
         NetEvent::Gossip {
-            topic: Topic::Observed,
+            topic: Topic::Observed | Topic::Events,
             ..
         } => None,
         NetEvent::SyncRequest { from, data, reply } => Some(Inbound::SyncRequest {
