@@ -10,6 +10,8 @@
 //!   message that says what is wrong, and nothing of them is applied.
 //! - The systemd unit in deploy/ names flags that `shoald` has, and `systemd-analyze verify`
 //!   accepts it where systemd-analyze exists.
+//! - `shoald --log-format json` writes one JSON object per line, for journald and log
+//!   shippers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -414,4 +416,35 @@ fn the_systemd_unit_uses_real_flags_and_verifies() {
     } else {
         eprintln!("systemd-analyze is not installed: only the flags were checked");
     }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first start creates the cluster and prints how to reach it (text for a human);
+    // every later start of a node that runs with --log-format json writes only JSON.
+    let mut node = start_one(dir.path(), "n1");
+    node.stop().unwrap();
+    let offset = std::fs::metadata(node.log_path()).unwrap().len() as usize;
+    node.opts.extra_args = vec!["--log-format".into(), "json".into()];
+    node.restart().unwrap();
+    cli_ok(
+        &node,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n"),
+    );
+    node.stop().unwrap();
+    let log = std::fs::read_to_string(node.log_path()).unwrap();
+    let lines: Vec<&str> = log[offset..].lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() >= 3, "{}", &log[offset..]);
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["timestamp"].is_string(), "{line}");
+        assert!(v["level"].is_string(), "{line}");
+        assert!(v["fields"].is_object(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("shutting down")),
+        "the stop is logged: {lines:?}"
+    );
 }
