@@ -27,6 +27,8 @@
 //!   node's pods, on their network's gateway, forwarded to a ready endpoint.
 //! - [`events`]: cluster events (scheduled, started, node dead, ...): a bounded ring on every
 //!   node, spread by gossip as soft state, never in the document.
+//! - [`ui`]: the web UI at `/`: server-rendered pages behind the admin token (a login cookie),
+//!   calling the API's handlers in process.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod agent;
@@ -47,6 +49,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod state;
 pub mod time;
+pub mod ui;
 pub mod wake;
 
 use std::sync::Arc;

@@ -10,10 +10,10 @@ mod error;
 pub(crate) mod events;
 mod exec;
 mod nodes;
-mod pods;
-mod resources;
+pub(crate) mod pods;
+pub(crate) mod resources;
 mod services;
-mod status;
+pub(crate) mod status;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -151,6 +151,7 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
         .route(HEALTHZ_PATH, get(|| async { "ok" }))
         .merge(protected)
+        .merge(crate::ui::router(&api))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)
 }
@@ -196,7 +197,7 @@ async fn require_token(State(api): State<ApiState>, req: Request, next: Next) ->
 }
 
 /// Compares without leaking, through timing, how long a matching prefix is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
