@@ -959,6 +959,8 @@ pub async fn report_membership(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn ev(name: &str, reason: &str, last_ms: i64, count: u32) -> Event {

@@ -352,6 +352,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
 
 /// Starts the network task, replication over it, the forwarder of network events into
 /// replication, and the keeper of `peers.json`, all on `tracker`, stopping on `stop`.
+// The inputs of the network's setup, each used once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn start_network(
     config: &Config,
     identity: &identity::Identity,

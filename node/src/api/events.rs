@@ -281,6 +281,8 @@ use futures_util::StreamExt as _;
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
