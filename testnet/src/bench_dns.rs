@@ -631,9 +631,18 @@ pub fn dns(seconds: u64, qps: u64, in_flight: &[usize]) -> anyhow::Result<Vec<Ro
         rss as f64 / (1024.0 * 1024.0)
     );
     let yes = |ok: bool| if ok { "yes" } else { "no" };
-    let checks = [ratio >= 0.5, shoal.lost == 0, shoal.avg_latency_s < 300e-6];
+    // TARGETS.md sets the average against unbound's 126 µs measured on an idle machine of this
+    // kind, and counts ratios taken in one run: 300 / 126 of unbound's average in this run.
+    let avg_ratio = shoal.avg_latency_s / unbound.avg_latency_s.max(1e-9);
+    let checks = [ratio >= 0.5, shoal.lost == 0, avg_ratio <= TARGET_AVG_RATIO];
     println!(
-        "target: ≥ 0.5× unbound's q/s: {}; 0 lost: {}; avg < 300 µs: {}; {}",
+        "shoald / unbound average latency: {avg_ratio:.2} (absolute: {:.0} µs, under 300 µs: {})",
+        shoal.avg_latency_s * 1e6,
+        yes(shoal.avg_latency_s < 300e-6)
+    );
+    println!(
+        "target: ≥ 0.5× unbound's q/s: {}; 0 lost: {}; avg ≤ {TARGET_AVG_RATIO:.2}× unbound's \
+         (300 µs against its 126 µs): {}; {}",
         yes(checks[0]),
         yes(checks[1]),
         yes(checks[2]),
@@ -647,6 +656,9 @@ pub fn dns(seconds: u64, qps: u64, in_flight: &[usize]) -> anyhow::Result<Vec<Ro
     );
     Ok(rows)
 }
+
+/// The target's average over its anchor's: 300 µs against unbound's 126 µs (TARGETS.md).
+const TARGET_AVG_RATIO: f64 = 300.0 / 126.0;
 
 #[cfg(test)]
 mod tests {
