@@ -2,8 +2,9 @@
 //! WebDriver by `chromedriver` through fantoccini) against a real 3-node testnet and the real
 //! Docker engine: a wrong token is refused, the right one logs in and the overview shows the
 //! three nodes, a Deployment pasted into the apply form starts, the pods page (updating itself)
-//! shows its pods running and ready, and a pod's logs page shows what the test image wrote.
-//! A pod on another node is named on the logs page, and that node's own UI shows its logs.
+//! shows its pods running and ready, and a pod's logs page shows what the test image wrote
+//! (also through the UI of the node that runs the pod). Then the Deployment is scaled down and
+//! deleted after the confirmation page.
 //!
 //! Without chromium, chromedriver or a Docker engine this test says so and passes, except
 //! where `CI` is set: there a missing one fails it (`.ci/run` installs the browser).
@@ -132,11 +133,11 @@ async fn connect(driver: &Driver, chromium: &std::path::Path) -> anyhow::Result<
         _ => unreachable!(),
     };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    Ok(ClientBuilder::new(connector)
+    ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(&driver.url)
         .await
-        .context("cannot open a chromium session through chromedriver")?)
+        .context("cannot open a chromium session through chromedriver")
 }
 
 /// Polls `check` every 300 ms until it returns `Some`, or fails after `timeout` with the
@@ -435,6 +436,67 @@ async fn drive(c: &Client, cluster: &Cluster) -> anyhow::Result<()> {
         read_logs += 1;
     }
     ensure!(read_logs >= 1, "no pod's log was read");
+
+    // Scale down from the workloads page, then delete after the confirmation page.
+    c.goto(&format!("{base}/ui/workloads")).await?;
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#workloads tr[data-name='ui-web'] form.scale"))
+        .await?;
+    // One script call sets the field and presses the form's button, so the region's 2 s
+    // refresh cannot replace the form halfway.
+    c.execute(
+        "var f = document.querySelector(\"#workloads tr[data-name='ui-web'] form.scale\");
+         f.elements.replicas.value = '1';
+         f.querySelector('button').click();",
+        vec![],
+    )
+    .await?;
+    let notice = eventually(Duration::from_secs(15), "the scale notice", || async {
+        Ok(text_of(c, "p.notice.ok").await.ok())
+    })
+    .await?;
+    ensure!(
+        notice.contains("Scaled deployment default/ui-web to 1"),
+        "scale said: {notice}"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "1/1 ready on the workloads page",
+        || async {
+            let ready = text_of(c, "#workloads tr[data-name='ui-web'] .ready").await?;
+            Ok((ready == "1/1").then_some(()))
+        },
+    )
+    .await?;
+    eventually(Duration::from_secs(15), "the delete link", || async {
+        c.find(Locator::Css("#workloads tr[data-name='ui-web'] a.delete"))
+            .await?
+            .click()
+            .await?;
+        Ok(Some(()))
+    })
+    .await?;
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("delete-button"))
+        .await?
+        .click()
+        .await?;
+    let notice = eventually(Duration::from_secs(15), "the delete notice", || async {
+        Ok(text_of(c, "p.notice.ok").await.ok())
+    })
+    .await?;
+    ensure!(
+        notice.contains("Deleted deployment default/ui-web"),
+        "delete said: {notice}"
+    );
+    ensure!(
+        c.find(Locator::Css("#workloads tr[data-name='ui-web']"))
+            .await
+            .is_err(),
+        "the deleted deployment is still listed"
+    );
     Ok(())
 }
 
