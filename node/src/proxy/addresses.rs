@@ -78,9 +78,7 @@ pub fn assign(
         if out.contains_key(id) || used.len() as u64 >= u64::from(count) {
             continue;
         }
-        let start = id.bytes().fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        }) % count;
+        let start = super::table::fnv(id) % count;
         let free = (0..count)
             .map(|i| IpAddr::V4(Ipv4Addr::from(u32::from(first) + (start + i) % count)))
             .find(|ip| !used.contains(ip));

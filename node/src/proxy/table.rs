@@ -435,7 +435,7 @@ pub fn node_ports(services: &[Service]) -> NodePorts {
 }
 
 /// FNV-1a of `text`.
-fn fnv(text: &str) -> u32 {
+pub(crate) fn fnv(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
