@@ -29,6 +29,8 @@
 //!   node, spread by gossip as soft state, never in the document.
 //! - [`ui`]: the web UI at `/`: server-rendered pages behind the admin token (a login cookie),
 //!   calling the API's handlers in process.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`): event counters bumped where things
+//!   happen, state gauges computed at scrape time.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod agent;
@@ -39,6 +41,7 @@ pub mod dns;
 pub mod events;
 pub mod identity;
 pub mod join;
+pub mod metrics;
 pub mod net;
 pub mod nodes;
 pub mod observed;

@@ -786,6 +786,7 @@ impl Agent {
                     v.kill = None;
                     tracing::info!(pod = %pod, container = %container, restarts = count,
                         "container restarted");
+                    crate::metrics::container_restarted();
                     self.note(
                         &pod,
                         crate::events::EventType::Normal,
@@ -848,6 +849,7 @@ impl Agent {
             }
         }
         let fail_start = |mem: &mut PodMemory, message: String| {
+            crate::metrics::container_start_failed();
             let v = mem.container(name);
             v.start = Some(Retry::next(v.start.as_ref(), now, message));
         };
@@ -876,6 +878,7 @@ impl Agent {
                 v.image = None;
                 v.start = None;
                 tracing::info!(pod = %pod, container = %name, id = %short(&id), "container started");
+                crate::metrics::container_started();
                 if let Some(events) = &self.events {
                     let (ns, pod_name) = pod.split_once('/').unwrap_or(("default", pod));
                     events.normal(

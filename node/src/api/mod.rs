@@ -79,6 +79,7 @@ impl ClusterInfo {
 pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
     let protected = Router::new()
         .route(VERSION_PATH, get(version))
+        .route(crate::metrics::METRICS_PATH, get(crate::metrics::scrape))
         .route(APPLY_PATH, post(resources::apply_batch))
         .route(STATUS_PATH, get(status::status))
         .route(JOIN_TOKEN_PATH, get(status::join_token))
@@ -152,6 +153,7 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
         .route(HEALTHZ_PATH, get(|| async { "ok" }))
         .merge(protected)
         .merge(crate::ui::router(&api))
+        .layer(middleware::from_fn(crate::metrics::track_api))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)
 }

@@ -118,7 +118,7 @@ pub async fn run(c: Controllers, shutdown: CancellationToken) {
         if !should_act(&c) {
             continue;
         }
-        match round(&c).await {
+        match crate::metrics::time_scheduling(round(&c)).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(actions = n, "controllers round done"),
             Err(e) => tracing::warn!(error = %e, "controllers round failed; retrying"),

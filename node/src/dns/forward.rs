@@ -174,6 +174,7 @@ impl Forwarder {
                     fallback.get_or_insert(answer);
                 }
                 Err(error) => {
+                    crate::metrics::dns_error(crate::metrics::DnsError::Upstream);
                     tracing::debug!(%upstream, name = %query.name(), %error,
                         "upstream DNS gave no answer");
                 }

@@ -127,6 +127,7 @@ impl Handler {
             return None;
         }
         let bare = |code| {
+            crate::metrics::dns_error(crate::metrics::DnsError::Request);
             let mut m = Message::error_msg(header.metadata.id, header.metadata.op_code, code);
             m.metadata.recursion_desired = header.metadata.recursion_desired;
             encode(&m, 512)
@@ -168,6 +169,7 @@ impl Handler {
             self.forwarder.forward(&request).await
         };
         response.edns = response_edns(&request);
+        crate::metrics::dns_answered(in_zone, response.metadata.response_code);
         encode(&response, limit)
     }
 }
@@ -639,6 +641,7 @@ async fn udp_loop(
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%source, "too many DNS queries in progress: dropped one");
+            crate::metrics::dns_error(crate::metrics::DnsError::Dropped);
             continue;
         };
         let packet = buf[..n].to_vec();

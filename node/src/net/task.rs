@@ -223,8 +223,12 @@ impl NetTask {
             }
             Command::Publish { topic, data, reply } => {
                 let t = behaviour::topic(&self.config.cluster_id, topic);
+                let bytes = data.len();
                 let result = match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        crate::metrics::gossip_sent(topic, bytes);
+                        Ok(())
+                    }
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                         debug!(?topic, "published with no peer subscribed");
                         Ok(())
@@ -631,6 +635,7 @@ impl NetTask {
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
         if let (true, Some(topic)) = (accepted, topic) {
+            crate::metrics::gossip_received(topic, message.data.len());
             let from = message.source.unwrap_or(propagation_source);
             self.emit(NetEvent::Gossip {
                 from,

@@ -441,7 +441,9 @@ async fn sync_round(
     peer: String,
     config: ReplicationConfig,
 ) {
-    match exchange(&state, transport.as_ref(), &peer, &config).await {
+    let result = exchange(&state, transport.as_ref(), &peer, &config).await;
+    crate::metrics::sync_round(&result);
+    match result {
         Ok(Some(requests)) => {
             tracing::trace!(peer = %peer, requests, "anti-entropy round done");
         }
