@@ -786,13 +786,13 @@ impl Agent {
                     v.kill = None;
                     tracing::info!(pod = %pod, container = %container, restarts = count,
                         "container restarted");
-                    crate::metrics::container_restarted();
                     self.note(
                         &pod,
                         crate::events::EventType::Normal,
                         "Started",
                         format!("Started container {container}"),
                     );
+                    crate::metrics::container_restarted();
                 }
                 Err(e) => {
                     tracing::warn!(pod = %pod, container = %container, error = %e,
@@ -878,7 +878,6 @@ impl Agent {
                 v.image = None;
                 v.start = None;
                 tracing::info!(pod = %pod, container = %name, id = %short(&id), "container started");
-                crate::metrics::container_started();
                 if let Some(events) = &self.events {
                     let (ns, pod_name) = pod.split_once('/').unwrap_or(("default", pod));
                     events.normal(
@@ -887,6 +886,7 @@ impl Agent {
                         format!("Started container {name}"),
                     );
                 }
+                crate::metrics::container_started();
             }
             Err(e) => {
                 tracing::warn!(pod = %pod, container = %name, error = %e,
