@@ -86,7 +86,7 @@ pub enum DnsError {
 }
 
 /// The transport a packet came over: it bounds the answer's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,
@@ -101,16 +101,65 @@ const SOA_REFRESH: i32 = 3600;
 const SOA_RETRY: i32 = 600;
 const SOA_EXPIRE: i32 = 86_400;
 
-/// Answers packets: the zone snapshot and the forwarder. Cheap to clone (one per task).
+/// Answers packets: the zone snapshot and the forwarder. Cheap to clone (one per task); the
+/// clones share one cache of encoded answers.
 #[derive(Debug, Clone)]
 pub struct Handler {
     zone: watch::Receiver<Arc<Zone>>,
     forwarder: Arc<Forwarder>,
+    cache: Arc<std::sync::Mutex<AnswerCache>>,
+}
+
+/// What a packet needs, as far as can be known without waiting.
+pub enum Step {
+    /// The answer (`None`: send nothing).
+    Done(Option<Vec<u8>>),
+    /// A name outside the cluster domain: the upstreams must answer it.
+    Forward(Box<Forwarding>),
+}
+
+/// A query on its way upstream.
+pub struct Forwarding {
+    request: Message,
+    limit: usize,
+}
+
+/// The most answers [`AnswerCache`] keeps; it starts over when full.
+const ANSWER_CACHE_ENTRIES: usize = 4096;
+/// Queries longer than this are answered without the cache.
+const ANSWER_CACHE_MAX_QUERY: usize = 512;
+
+/// Encoded answers for the cluster domain, for the zone snapshot they were made from. An
+/// answer is a pure function of the snapshot, the view (LAN or pods), the transport (which
+/// bounds its size) and the query's bytes after its id (flags, question, EDNS), so a query
+/// seen before is answered by copying its bytes and setting the id, without parsing or
+/// encoding. A new snapshot empties it.
+#[derive(Debug, Default)]
+struct AnswerCache {
+    zone: Option<Arc<Zone>>,
+    answers: std::collections::HashMap<CacheKey, (ResponseCode, Arc<[u8]>)>,
+}
+
+type CacheKey = (bool, Transport, Box<[u8]>);
+
+impl AnswerCache {
+    /// The cache for `zone`, emptied if it was for another snapshot.
+    fn for_zone(&mut self, zone: &Arc<Zone>) -> &mut Self {
+        if !self.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)) {
+            self.zone = Some(zone.clone());
+            self.answers.clear();
+        }
+        self
+    }
 }
 
 impl Handler {
     pub fn new(zone: watch::Receiver<Arc<Zone>>, forwarder: Arc<Forwarder>) -> Handler {
-        Handler { zone, forwarder }
+        Handler {
+            zone,
+            forwarder,
+            cache: Arc::default(),
+        }
     }
 
     /// The answer to one packet from `source`, encoded, or `None` to send nothing (packets
@@ -121,16 +170,35 @@ impl Handler {
         source: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+        match self.step(packet, source, transport) {
+            Step::Done(answer) => answer,
+            Step::Forward(f) => self.forward(*f).await,
+        }
+    }
+
+    /// Asks the upstreams a query [`Handler::step`] could not answer.
+    pub async fn forward(&self, f: Forwarding) -> Option<Vec<u8>> {
+        let mut response = self.forwarder.forward(&f.request).await;
+        response.edns = response_edns(&f.request);
+        crate::metrics::dns_answered(false, response.metadata.response_code);
+        encode(&response, f.limit)
+    }
+
+    /// Everything about a packet that needs no waiting: the answer for the cluster domain (from
+    /// the cache when the same query came before), errors, or what to forward.
+    pub fn step(&self, packet: &[u8], source: SocketAddr, transport: Transport) -> Step {
+        let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+            return Step::Done(None);
+        };
         if header.metadata.message_type == MessageType::Response {
             // Answering responses would let forged ones bounce between servers.
-            return None;
+            return Step::Done(None);
         }
         let bare = |code| {
             crate::metrics::dns_error(crate::metrics::DnsError::Request);
             let mut m = Message::error_msg(header.metadata.id, header.metadata.op_code, code);
             m.metadata.recursion_desired = header.metadata.recursion_desired;
-            encode(&m, 512)
+            Step::Done(encode(&m, 512))
         };
         if header.metadata.op_code != OpCode::Query {
             return bare(ResponseCode::NotImp);
@@ -138,6 +206,18 @@ impl Handler {
         // Checked before parsing: a header may claim 65,535 questions.
         if header.counts.queries != 1 {
             return bare(ResponseCode::FormErr);
+        }
+        let zone = self.zone.borrow().clone();
+        let source_ip = source.ip().to_canonical();
+        let pods_view = std::ptr::eq(zone.view(source_ip), &zone.pods);
+        let key = (packet.len() <= ANSWER_CACHE_MAX_QUERY)
+            .then(|| packet.get(2..))
+            .flatten()
+            .map(|rest| (pods_view, transport, Box::<[u8]>::from(rest)));
+        if let Some(key) = &key
+            && let Some(hit) = self.cached(&zone, key, header.metadata.id)
+        {
+            return Step::Done(Some(hit));
         }
         let Ok(request) = Message::from_vec(packet) else {
             return bare(ResponseCode::FormErr);
@@ -154,23 +234,47 @@ impl Handler {
             );
             response.queries = request.queries.clone();
             response.edns = response_edns(&request);
-            return encode(&response, limit);
+            return Step::Done(encode(&response, limit));
         }
-        let zone = self.zone.borrow().clone();
         let in_zone = request
             .queries
             .first()
             .is_some_and(|q| zone_apex(&zone).is_some_and(|apex| apex.zone_of(q.name())));
-        let mut response = if in_zone {
-            let mut response = answer(&zone, source.ip().to_canonical(), &request);
-            response.metadata.recursion_available = self.forwarder.has_upstreams();
-            response
-        } else {
-            self.forwarder.forward(&request).await
-        };
+        if !in_zone {
+            return Step::Forward(Box::new(Forwarding { request, limit }));
+        }
+        let mut response = answer(&zone, source_ip, &request);
+        response.metadata.recursion_available = self.forwarder.has_upstreams();
         response.edns = response_edns(&request);
-        crate::metrics::dns_answered(in_zone, response.metadata.response_code);
-        encode(&response, limit)
+        let code = response.metadata.response_code;
+        crate::metrics::dns_answered(true, code);
+        let encoded = encode(&response, limit);
+        if let (Some(key), Some(bytes)) = (key, &encoded) {
+            self.remember(&zone, key, code, bytes);
+        }
+        Step::Done(encoded)
+    }
+
+    /// A cached answer to the query `key` for `zone`, with the query's `id`.
+    fn cached(&self, zone: &Arc<Zone>, key: &CacheKey, id: u16) -> Option<Vec<u8>> {
+        // A short critical section (a lookup and a copy), never held across an await.
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (code, bytes) = cache.for_zone(zone).answers.get(key)?;
+        crate::metrics::dns_answered(true, *code);
+        let mut out = bytes.to_vec();
+        if let Some(head) = out.get_mut(..2) {
+            head.copy_from_slice(&id.to_be_bytes());
+        }
+        Some(out)
+    }
+
+    fn remember(&self, zone: &Arc<Zone>, key: CacheKey, code: ResponseCode, bytes: &[u8]) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = cache.for_zone(zone);
+        if cache.answers.len() >= ANSWER_CACHE_ENTRIES {
+            cache.answers.clear();
+        }
+        cache.answers.insert(key, (code, Arc::from(bytes)));
     }
 }
 
@@ -644,11 +748,23 @@ async fn udp_loop(
             crate::metrics::dns_error(crate::metrics::DnsError::Dropped);
             continue;
         };
-        let packet = buf[..n].to_vec();
+        // Answers for the cluster domain are made here, without a task: they need no waiting.
+        let forwarding = match handler.step(&buf[..n], source, Transport::Udp) {
+            Step::Done(answer) => {
+                if let Some(answer) = answer
+                    && let Err(error) = socket.send_to(&answer, source).await
+                {
+                    tracing::debug!(%source, %error, "cannot send a DNS answer");
+                }
+                drop(slot);
+                continue;
+            }
+            Step::Forward(f) => f,
+        };
         let handler = handler.clone();
         let socket = socket.clone();
         tasks.spawn(async move {
-            if let Some(answer) = handler.handle_packet(&packet, source, Transport::Udp).await
+            if let Some(answer) = handler.forward(*forwarding).await
                 && let Err(error) = socket.send_to(&answer, source).await
             {
                 tracing::debug!(%source, %error, "cannot send a DNS answer");

@@ -448,6 +448,50 @@ async fn the_handler_reads_the_latest_zone() {
     assert_eq!(addresses(&r.answers), set(&["192.168.1.12"]));
 }
 
+#[tokio::test]
+async fn a_repeated_query_is_answered_alike_but_for_its_id_and_per_view() {
+    let (h, _tx) = handler_for(zone(), vec![]);
+    let mut m = request(&format!("{WEB}."), RecordType::A);
+    let ask = |m: &Message, source: &str| {
+        let h = h.clone();
+        let bytes = m.to_vec().unwrap();
+        let source = from(source);
+        async move {
+            h.handle_packet(&bytes, source, Transport::Udp)
+                .await
+                .unwrap()
+        }
+    };
+    let first = ask(&m, LAN).await;
+    m.metadata.id = 0x1234;
+    let second = ask(&m, LAN).await;
+    // The same bytes but the id (the second comes from the cache).
+    assert_eq!(second[..2], [0x12, 0x34]);
+    assert_eq!(first[..2], [0xbe, 0xef]);
+    assert_eq!(first[2..], second[2..]);
+    let parsed = Message::from_vec(&second).unwrap();
+    assert_eq!(parsed.metadata.id, 0x1234);
+    assert_eq!(
+        addresses(&parsed.answers),
+        set(&["192.168.1.10", "192.168.1.11"])
+    );
+    // The same query from a pod gets the pods' view, cached apart.
+    for _ in 0..2 {
+        let pod = Message::from_vec(&ask(&m, "10.88.0.5").await).unwrap();
+        assert_eq!(addresses(&pod.answers), set(&["10.88.0.1"]));
+    }
+    // The question's case is echoed as asked, also when answered from the cache.
+    let upper = request(&format!("{}.", WEB.to_ascii_uppercase()), RecordType::A);
+    for _ in 0..2 {
+        let r = Message::from_vec(&ask(&upper, LAN).await).unwrap();
+        assert_eq!(
+            r.queries[0].name().to_ascii(),
+            format!("{}.", WEB.to_ascii_uppercase())
+        );
+        assert_eq!(r.answers.len(), 2);
+    }
+}
+
 /// SplitMix64: a seeded generator, so that a failing case can be replayed.
 struct Rng(u64);
 
