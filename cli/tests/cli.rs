@@ -527,6 +527,7 @@ fn delete_node_deletes_a_dead_node_and_refuses_a_live_one() {
 
 const STATUS: &str = r#"{"node":"n1","clusterId":"3f2a9c","peerId":"12D3KooWabc",
     "shoalVersion":"0.1.0","digest":"9b1ce0","objects":12,
+    "agreement":{"alive":1,"agreeing":1,"all":true},
     "members":[
         {"name":"n2","state":"dead","address":"127.0.0.3","version":"0.1.0","lastSeen":null,
          "roles":[]},
@@ -549,11 +550,12 @@ fn status_prints_the_nodes_view() {
     assert_eq!(
         stdout(&out),
         "\
-Node:     n1 (peer 12D3KooWabc)
-Cluster:  3f2a9c
-Version:  0.1.0
-Digest:   9b1ce0 (12 objects)
-Roles:    controller=n1
+Node:       n1 (peer 12D3KooWabc)
+Cluster:    3f2a9c
+Version:    0.1.0
+Digest:     9b1ce0 (12 objects)
+Agreement:  all 1 alive nodes hold this state
+Roles:      controller=n1
 
 MEMBER   STATE   ADDRESS     VERSION   LAST-SEEN   ROLES
 n1       alive   127.0.0.2   0.1.0     <unknown>   controller

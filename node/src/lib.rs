@@ -27,10 +27,10 @@
 //!   node's pods, on their network's gateway, forwarded to a ready endpoint.
 //! - [`events`]: cluster events (scheduled, started, node dead, ...): a bounded ring on every
 //!   node, spread by gossip as soft state, never in the document.
-//! - [`ui`]: the web UI at `/`: server-rendered pages behind the admin token (a login cookie),
-//!   calling the API's handlers in process.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): event counters bumped where things
 //!   happen, state gauges computed at scrape time.
+//! - [`ui`]: the web UI at `/`: server-rendered pages behind the admin token (a login cookie),
+//!   calling the API's handlers in process.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
 
 pub mod agent;
@@ -154,9 +154,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         config.channel_size,
     );
     let publish: Arc<dyn observed::Publish> = Arc::new(net_handle.clone());
+    // Each node's record carries its state digest, so any node can tell whether all agree.
+    let (digest_tx, digest_rx) = tokio::sync::watch::channel(String::new());
+    tracker.spawn(observed::follow_digest(
+        state.clone(),
+        digest_tx,
+        Duration::from_millis(200),
+        stop.clone(),
+    ));
     let heartbeat_task = tokio::spawn(
         heartbeat
             .with_gossip(publish, observed_rx)
+            .with_digest(digest_rx)
             .run(leave.clone()),
     );
     tracker.spawn(keep_connected(

@@ -332,6 +332,19 @@ async fn drive(c: &Client, cluster: &Cluster) -> anyhow::Result<()> {
         "node count: {}",
         text_of(c, "#node-count").await?
     );
+    // Every node gossips its state digest: the overview says whether all hold the same state
+    // (the page refreshes itself).
+    eventually(
+        Duration::from_secs(20),
+        "all 3 nodes agree on the overview",
+        || async {
+            let text = text_of(c, "#agreement").await?;
+            Ok(text
+                .contains("all 3 alive nodes hold this state")
+                .then_some(()))
+        },
+    )
+    .await?;
 
     // Apply a Deployment from the text area.
     c.find(Locator::LinkText("Apply")).await?.click().await?;

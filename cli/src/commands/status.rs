@@ -47,16 +47,22 @@ pub fn render(v: &Value, now: i64) -> String {
     } else {
         roles.join(", ")
     };
+    let agreement = match (int(v, "/agreement/agreeing"), int(v, "/agreement/alive")) {
+        (Some(a), Some(n)) if a == n => format!("all {n} alive nodes hold this state"),
+        (Some(a), Some(n)) => format!("{a} of {n} alive nodes hold this state (converging)"),
+        _ => "<unknown>".into(),
+    };
     let fields = [
         ("Node", node),
         ("Cluster", or_unknown("/clusterId")),
         ("Version", or_unknown("/shoalVersion")),
         ("Digest", digest),
+        ("Agreement", agreement),
         ("Roles", roles),
     ];
     let mut out: String = fields
         .iter()
-        .map(|(k, val)| format!("{:<10}{val}\n", format!("{k}:")))
+        .map(|(k, val)| format!("{:<12}{val}\n", format!("{k}:")))
         .collect();
 
     let mut members: Vec<&Value> = list(v, "/members").iter().collect();
@@ -110,6 +116,7 @@ mod tests {
         let v = json!({
             "node": "n1", "clusterId": "3f2a9c", "peerId": "12D3KooWabc",
             "shoalVersion": "0.1.0", "digest": "9b1ce0", "objects": 12,
+            "agreement": {"alive": 3, "agreeing": 2, "all": false},
             "members": [
                 {"name": "n3", "state": "dead", "address": "127.0.0.4", "version": "0.1.0",
                  "lastSeen": null, "roles": []},
@@ -123,11 +130,12 @@ mod tests {
         assert_eq!(
             render(&v, NOW),
             "\
-Node:     n1 (peer 12D3KooWabc)
-Cluster:  3f2a9c
-Version:  0.1.0
-Digest:   9b1ce0 (12 objects)
-Roles:    controller=n1, scheduler=<none>
+Node:       n1 (peer 12D3KooWabc)
+Cluster:    3f2a9c
+Version:    0.1.0
+Digest:     9b1ce0 (12 objects)
+Agreement:  2 of 3 alive nodes hold this state (converging)
+Roles:      controller=n1, scheduler=<none>
 
 MEMBER   STATE     ADDRESS     VERSION   LAST-SEEN   ROLES
 n1       alive     127.0.0.2   0.1.0     0s          controller
@@ -143,11 +151,12 @@ n3       dead      127.0.0.4   0.1.0     <unknown>   <none>
         assert_eq!(
             render(&v, NOW),
             "\
-Node:     n1
-Cluster:  <unknown>
-Version:  <unknown>
-Digest:   ab (1 object)
-Roles:    <none>
+Node:       n1
+Cluster:    <unknown>
+Version:    <unknown>
+Digest:     ab (1 object)
+Agreement:  <unknown>
+Roles:      <none>
 "
         );
     }

@@ -25,9 +25,22 @@ pub async fn status(State(api): State<ApiState>) -> Result<Json<Value>, ApiError
                 "peerId": n.peer_id,
                 "lastSeen": n.last_seen.map(rfc3339),
                 "roles": n.roles,
+                "digest": n.record.as_ref().map(|r| r.state_digest.clone()),
             })
         })
         .collect();
+    // Whether every alive node holds this node's state (its own record may lag its store by a
+    // moment: the store's digest is what counts for this node).
+    let alive: Vec<&nodes::NodeView> = view
+        .values()
+        .filter(|n| n.liveness == crate::observed::Liveness::Alive)
+        .collect();
+    let agreeing = alive
+        .iter()
+        .filter(|n| {
+            *n.name == *api.node_name || n.record.as_ref().is_some_and(|r| r.state_digest == digest)
+        })
+        .count();
     let leases = api.state.leases().await?;
     let mut roles: Vec<Value> = leases
         .values()
@@ -42,6 +55,7 @@ pub async fn status(State(api): State<ApiState>) -> Result<Json<Value>, ApiError
         "peerId": &*api.cluster.peer_id,
         "shoalVersion": shoal_protocol::VERSION,
         "digest": digest,
+        "agreement": { "alive": alive.len(), "agreeing": agreeing, "all": agreeing == alive.len() },
         "objects": stats.objects,
         "members": members,
         "roles": roles,

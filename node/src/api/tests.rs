@@ -390,6 +390,29 @@ async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted()
         ""
     );
     assert_eq!(st["digest"].as_str().unwrap().len(), 64, "{st}");
+    // n2 has not said which state it holds: 1 of the 2 alive nodes agree. Once its record
+    // carries this node's digest, both do.
+    assert_eq!(
+        st["agreement"],
+        serde_json::json!({"alive": 2, "agreeing": 1, "all": false}),
+        "{st}"
+    );
+    let mut same = n2(11, false);
+    same.state_digest = st["digest"].as_str().unwrap().to_string();
+    send(same).await;
+    let mut agreed = Value::Null;
+    for _ in 0..100 {
+        let (_, st) = h.call(Method::GET, "/shoal/v1/status", "").await;
+        agreed = st["agreement"].clone();
+        if agreed["all"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        agreed,
+        serde_json::json!({"alive": 2, "agreeing": 2, "all": true})
+    );
     let (code, jt) = h.call(Method::GET, "/shoal/v1/join-token", "").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(
@@ -408,7 +431,7 @@ async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted()
     );
 
     // n2 leaves: now it can be forgotten, and it is gone from the list.
-    send(n2(11, true)).await;
+    send(n2(12, true)).await;
     for _ in 0..100 {
         if n2_state().await.as_deref() == Some("left") {
             break;

@@ -62,6 +62,10 @@ pub struct NodeRecord {
     /// The status of every pod the node runs, by `namespace/pod`.
     #[serde(default)]
     pub pods: BTreeMap<String, PodStatus>,
+    /// The digest of the desired state as the node holds it (`StateHandle::digest`): two nodes
+    /// hold the same state exactly when their digests are equal ("" until known).
+    #[serde(default)]
+    pub state_digest: String,
     /// When this process last heard from the node (its own clock; never on the wire).
     #[serde(skip)]
     pub seen: Option<Instant>,
@@ -282,6 +286,8 @@ pub struct Heartbeat {
     beats: u32,
     /// The whole record goes out at the next heartbeat.
     full_due: bool,
+    /// The digest of this node's desired state, when followed ([`Heartbeat::with_digest`]).
+    digest: Option<watch::Receiver<String>>,
 }
 
 /// Creates the store with this node's first record. Its version is set from the clock (see
@@ -316,6 +322,7 @@ pub fn start(
             gossip: None,
             beats: 0,
             full_due: true,
+            digest: None,
         },
     )
 }
@@ -332,6 +339,13 @@ impl Heartbeat {
         inbound: mpsc::Receiver<Inbound>,
     ) -> Self {
         self.gossip = Some((publish, inbound));
+        self
+    }
+
+    /// Carries the digest of this node's desired state in its record, from `digest` (see
+    /// [`follow_digest`]): a change goes out with the next heartbeat, as a whole record.
+    pub fn with_digest(mut self, digest: watch::Receiver<String>) -> Self {
+        self.digest = Some(digest);
         self
     }
 
@@ -358,6 +372,24 @@ impl Heartbeat {
                         continue;
                     }
                 },
+                changed = async {
+                    match self.digest.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match self.digest.as_mut() {
+                        Some(rx) if changed => {
+                            let digest = rx.borrow_and_update().clone();
+                            if digest != self.record.state_digest {
+                                self.record.state_digest = digest;
+                                self.full_due = true;
+                            }
+                        }
+                        _ => self.digest = None,
+                    }
+                    continue;
+                }
                 msg = recv(&mut inbound) => {
                     match msg {
                         Some(Inbound::Gossip { data }) => self.merge(&data),
@@ -478,6 +510,41 @@ async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 }
 
 /// This machine's logical CPUs and total memory, read from the OS.
+/// Keeps `tx` at the digest of the desired state after every committed write (at most every
+/// `every`), for [`Heartbeat::with_digest`]; until `shutdown`.
+pub async fn follow_digest(
+    state: crate::state::StateHandle,
+    tx: watch::Sender<String>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut changes = state.subscribe();
+    loop {
+        match state.digest().await {
+            Ok(digest) => {
+                tx.send_if_modified(|current| {
+                    let changed = *current != digest;
+                    if changed {
+                        *current = digest;
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the state digest failed"),
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 pub fn host_capacity() -> (u32, u64) {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)

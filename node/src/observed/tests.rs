@@ -262,3 +262,34 @@ async fn heartbeat_bumps_version() {
     stop.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_state_digest_reaches_the_peers_with_the_next_heartbeat() {
+    let hub = Arc::new(Hub::default());
+    let (a, _sa, _ta) = gossiping(&hub, "a");
+    let (handle, _reporter, hb) = start(named("b", 0), timing(), 16);
+    let (tx, rx) = mpsc::channel(64);
+    hub.nodes.lock().unwrap().push(("b".to_string(), tx));
+    let publish = Arc::new(HubPublish {
+        hub: hub.clone(),
+        from: "b".into(),
+    });
+    let (digest_tx, digest_rx) = watch::channel(String::new());
+    let stop = CancellationToken::new();
+    let _tb = tokio::spawn(
+        hb.with_gossip(publish, rx)
+            .with_digest(digest_rx)
+            .run(stop.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.snapshot()["b"].state_digest, "");
+    digest_tx.send_replace("d1".into());
+    // A whole record goes out at the next heartbeat (1 s), not after `full_every` beats.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(handle.snapshot()["b"].state_digest, "d1");
+    assert_eq!(a.snapshot()["b"].state_digest, "d1");
+    digest_tx.send_replace("d2".into());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(a.snapshot()["b"].state_digest, "d2");
+    stop.cancel();
+}

@@ -311,6 +311,17 @@ pub fn overview(status: &Value, nodes: &[Value], now: i64) -> Markup {
                 code title=(digest) { (digest.get(..16).unwrap_or(&digest)) }
                 " · " (text(status, "/objects")) " objects"
             }
+            dt { "Agreement" }
+            dd #agreement {
+                @let agreeing = text(status, "/agreement/agreeing");
+                @let of = text(status, "/agreement/alive");
+                @if status.pointer("/agreement/all").and_then(Value::as_bool) == Some(true) {
+                    span.good { "all " (of) " alive nodes hold this state" }
+                } @else {
+                    span.bad { (agreeing) " of " (of) " alive nodes hold this state" }
+                    " (converging: changes reach every node within seconds)"
+                }
+            }
             @for r in list(status, "/roles") {
                 dt { "Role " (text(r, "/role")) }
                 dd {
@@ -322,14 +333,15 @@ pub fn overview(status: &Value, nodes: &[Value], now: i64) -> Markup {
             }
         }
         p.hint {
-            "Nodes hold the same state exactly when their digests are equal: each node's UI (and "
-            code { "shoal status" } ") shows its own."
+            "Nodes hold the same state exactly when their digests are equal; each node gossips "
+            "its own, shown per node below."
         }
         div.scroll {
             table #nodes {
                 thead { tr {
                     th { "Name" } th { "State" } th { "Roles" } th { "Address" } th { "CPUs" }
-                    th { "Memory" } th { "Schedulable" } th { "Version" } th { "Last seen" }
+                    th { "Memory" } th { "Schedulable" } th { "Version" } th { "Same state" }
+                    th { "Last seen" }
                 } }
                 tbody {
                     @for m in members {
@@ -354,6 +366,12 @@ pub fn overview(status: &Value, nodes: &[Value], now: i64) -> Markup {
                                 } @else { "yes" }
                             }
                             td { (text(m, "/version")) }
+                            td {
+                                @let theirs = text(m, "/digest");
+                                @if theirs.is_empty() { "–" }
+                                @else if theirs == digest || name == this { span.good title=(theirs) { "same" } }
+                                @else { span.bad title=(theirs) { (theirs.get(..8).unwrap_or(&theirs)) } }
+                            }
                             td { @let seen = text(m, "/lastSeen"); @if seen.is_empty() { "never" } @else { (age_of(&seen, now)) " ago" } }
                         }
                     }
