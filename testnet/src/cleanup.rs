@@ -19,6 +19,11 @@ impl DockerCleanup {
         }
     }
 
+    /// The cluster id whose containers and networks this removes.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
     /// Also removes this named volume.
     pub fn volume(&mut self, name: &str) {
         self.volumes.push(name.to_string());

@@ -7,6 +7,8 @@
 //! A [`Cluster`] is N nodes on their own loopback addresses, with faults to inject: kill,
 //! restart, whole-cluster stop and start, and network partitions made by the kernel
 //! ([`partition`]).
+//! Container tests hold a [`Testnet`] (a cluster whose containers go with it), apply through
+//! [`fixture::apply`] and read pods and names back with [`listing`].
 
 pub mod bench;
 pub mod bench_applies;
@@ -17,12 +19,16 @@ pub mod bench_idle;
 pub mod cleanup;
 pub mod cluster;
 pub mod etcd;
+pub mod fixture;
 pub mod image;
+pub mod listing;
 pub mod partition;
 mod process;
 
 pub use cleanup::DockerCleanup;
 pub use cluster::{Cluster, ClusterFile, NodeEntry, pick_addresses};
+pub use fixture::Testnet;
+pub use listing::PodView;
 pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
 
 use std::time::{Duration, Instant};
