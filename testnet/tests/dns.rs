@@ -19,8 +19,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shoal_testnet::fixture::apply;
 use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
-use shoal_testnet::{Cluster, DockerCleanup, Node, NodeOptions, pick_addresses, wait_until};
+use shoal_testnet::{
+    Cluster, Node, NodeOptions, PodView, Testnet, listing, pick_addresses, wait_until,
+};
 
 const DOMAIN: &str = "shoal.home.arpa";
 /// The address the test's upstream answers for every A query.
@@ -228,13 +231,6 @@ fn upstream_reply(query: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn apply(node: &Node, manifest: &str) {
-    node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("apply on {}: {e:#}\n{}", node.opts.name, node.log()));
-}
-
 fn manifests() -> String {
     let container = format!(
         r#"      terminationGracePeriodSeconds: 2
@@ -291,50 +287,9 @@ spec:
     )
 }
 
-/// A pod as the API lists it: (name, node, ready, host IP, host port of the echo port).
-#[derive(Debug, Clone)]
-struct PodView {
-    name: String,
-    node: String,
-    ready: bool,
-    host: Option<(String, u16)>,
-}
-
+/// The pods of `app` in namespace default, as `node`'s API lists them.
 fn pods(node: &Node, app: &str) -> anyhow::Result<Vec<PodView>> {
-    let (code, list) = node.api()?.get(&format!(
-        "/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"
-    ))?;
-    anyhow::ensure!(code == 200, "pods: {code} {list}");
-    let empty = Vec::new();
-    Ok(list["items"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(|p| {
-            let ready = p["status"]["conditions"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            let host = p["status"]["hostPorts"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .find(|b| b["containerPort"] == u64::from(ECHO_PORT))
-                .and_then(|b| {
-                    Some((
-                        b["hostIp"].as_str()?.to_string(),
-                        u16::try_from(b["hostPort"].as_u64()?).ok()?,
-                    ))
-                });
-            PodView {
-                name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                ready,
-                host,
-            }
-        })
-        .collect())
+    listing::pods(node, "default", app)
 }
 
 /// The node addresses of the ready pods of `app`.
@@ -357,11 +312,6 @@ fn http_get(host: &str, port: u16, path: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-struct Testnet {
-    cluster: Cluster,
-    _cleanup: DockerCleanup,
 }
 
 fn names_answer(cluster: &Cluster, server: &str) -> anyhow::Result<()> {
@@ -432,13 +382,8 @@ fn every_node_answers_the_cluster_names_and_follows_readiness() {
     let upstream = Upstream::start(false);
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::up_with_dns_upstream(3, dir.path(), &upstream.addr).unwrap();
-    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
-    let cleanup = DockerCleanup::new(&cluster_id);
-    // Fields drop in order: the nodes stop before their containers are removed.
-    let mut t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    // The nodes stop before their containers are removed.
+    let mut t = Testnet::new(cluster).unwrap();
     let cluster = &mut t.cluster;
     apply(&cluster.nodes()[0], &manifests());
     wait_until(Duration::from_secs(90), "web and db ready", || {

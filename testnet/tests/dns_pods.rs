@@ -16,17 +16,12 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use shoal_testnet::fixture::apply;
 use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
-use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
+use shoal_testnet::listing::pods;
+use shoal_testnet::{PodView, Testnet, wait_until};
 
 const DOMAIN: &str = "shoal.home.arpa";
-
-fn apply(node: &Node, manifest: &str) {
-    node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("apply on {}: {e:#}\n{}", node.opts.name, node.log()));
-}
 
 /// A Deployment `name` of `replicas` echo pods labelled `app: name` in `namespace`, and,
 /// when `port` is set, a Service `name` on that port to their `http` port.
@@ -68,53 +63,6 @@ spec:
           requests: {{cpu: 50m, memory: 32Mi}}
 "#
     )
-}
-
-/// A pod as the API lists it.
-#[derive(Debug, Clone)]
-struct PodView {
-    name: String,
-    node: String,
-    ready: bool,
-    /// Where its echo port is published on the host.
-    host: Option<(String, u16)>,
-}
-
-fn pods(node: &Node, namespace: &str, app: &str) -> anyhow::Result<Vec<PodView>> {
-    let (code, list) = node.api()?.get(&format!(
-        "/api/v1/namespaces/{namespace}/pods?labelSelector=app%3D{app}"
-    ))?;
-    anyhow::ensure!(code == 200, "pods: {code} {list}");
-    let empty = Vec::new();
-    Ok(list["items"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(|p| {
-            let ready = p["status"]["conditions"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            let host = p["status"]["hostPorts"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .find(|b| b["containerPort"] == u64::from(ECHO_PORT))
-                .and_then(|b| {
-                    Some((
-                        b["hostIp"].as_str()?.to_string(),
-                        u16::try_from(b["hostPort"].as_u64()?).ok()?,
-                    ))
-                });
-            PodView {
-                name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                ready,
-                host,
-            }
-        })
-        .collect())
 }
 
 /// GET `path` on `host:port` (the answer may take a while: a name that does not resolve goes
@@ -197,25 +145,15 @@ fn gateway_of(cluster_id: &str, node: &str) -> String {
         .to_string()
 }
 
-struct Testnet {
-    cluster: Cluster,
-    _cleanup: DockerCleanup,
-}
-
 #[test]
 fn pods_reach_services_by_name_through_their_nodes_gateway() {
     if !shoal_testnet::docker_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(3, dir.path()).unwrap();
-    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
-    let cleanup = DockerCleanup::new(&cluster_id);
-    // Fields drop in order: the nodes stop before their containers are removed.
-    let t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    // The nodes stop before their containers are removed.
+    let t = Testnet::up(3, dir.path()).unwrap();
+    let cluster_id = t.cluster_id();
     let cluster = &t.cluster;
     let n1 = &cluster.nodes()[0];
     apply(
@@ -268,18 +206,18 @@ fn pods_reach_services_by_name_through_their_nodes_gateway() {
     );
 
     // The client's container names its node's gateway as resolver, with the search path.
-    let gateway = gateway_of(&cluster_id, &remote.node);
+    let gateway = gateway_of(cluster_id, &remote.node);
     assert!(!gateway.is_empty());
     assert_eq!(
-        inspect(&cluster_id, &remote.name, "{{json .HostConfig.Dns}}"),
+        inspect(cluster_id, &remote.name, "{{json .HostConfig.Dns}}"),
         format!("[\"{gateway}\"]")
     );
     assert_eq!(
-        inspect(&cluster_id, &remote.name, "{{json .HostConfig.DnsSearch}}"),
+        inspect(cluster_id, &remote.name, "{{json .HostConfig.DnsSearch}}"),
         format!("[\"default.svc.{DOMAIN}\",\"svc.{DOMAIN}\",\"{DOMAIN}\"]")
     );
     assert_eq!(
-        inspect(&cluster_id, &remote.name, "{{json .HostConfig.DnsOptions}}"),
+        inspect(cluster_id, &remote.name, "{{json .HostConfig.DnsOptions}}"),
         "[\"ndots:5\"]"
     );
     let (host, port) = remote.host.clone().unwrap();

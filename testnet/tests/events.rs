@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
+use shoal_testnet::{Node, Testnet, listing, wait_until};
 
 const WEB: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -30,25 +30,11 @@ spec:
 
 /// Pod name → node, for the `web` pods that have a node.
 fn placed(node: &Node) -> anyhow::Result<BTreeMap<String, String>> {
-    let (code, list) = node
-        .api()?
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")?;
-    anyhow::ensure!(code == 200, "pods: {code} {list}");
-    Ok(list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| {
-            let on = p["spec"]["nodeName"].as_str().filter(|s| !s.is_empty())?;
-            Some((p["metadata"]["name"].as_str()?.to_string(), on.to_string()))
-        })
+    Ok(listing::pods(node, "default", "web")?
+        .into_iter()
+        .filter(|p| !p.node.is_empty())
+        .map(|p| (p.name, p.node))
         .collect())
-}
-
-struct Testnet {
-    cluster: Cluster,
-    _cleanup: DockerCleanup,
 }
 
 #[test]
@@ -58,13 +44,8 @@ fn get_events_shows_the_rescheduling_after_a_node_is_killed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(3, dir.path()).unwrap();
-    let cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
     // The nodes die before their containers are removed.
-    let mut t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    let mut t = Testnet::up(3, dir.path()).unwrap();
     let cluster = &mut t.cluster;
     let (code, body) = cluster.nodes()[0].api().unwrap().apply(WEB).unwrap();
     assert!(code == 200 || code == 201, "{code} {body}");

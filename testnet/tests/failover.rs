@@ -11,45 +11,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
+use shoal_testnet::{Node, Testnet, listing, wait_until};
 
 const IMAGE: &str = "shoal-test/echo:latest";
 
 /// Ready pods of `app=web` as `node` reports them: pod name → (node, container id).
 fn ready_pods(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String)>> {
-    let (code, list) = node
-        .api()?
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")?;
-    anyhow::ensure!(code == 200, "pods: {code} {list}");
-    let mut out = BTreeMap::new();
-    for p in list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if !ready {
-            continue;
-        }
-        let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let on = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
-        let id = p["status"]["containerStatuses"][0]["containerID"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        out.insert(name, (on, id));
-    }
-    Ok(out)
-}
-
-struct Testnet {
-    cluster: Cluster,
-    _cleanup: DockerCleanup,
+    Ok(listing::pods(node, "default", "web")?
+        .into_iter()
+        .filter(|p| p.ready)
+        .map(|p| (p.name, (p.node, p.container)))
+        .collect())
 }
 
 const WEB: &str = "apiVersion: apps/v1
@@ -76,14 +48,8 @@ fn replicas_of_a_killed_node_come_back_elsewhere_and_the_others_are_untouched() 
     }
     assert!(WEB.contains(IMAGE));
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(3, dir.path()).unwrap();
-    let cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
-    // Fields drop in order: the nodes die before their containers are removed, so that no
-    // agent starts them again.
-    let mut t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    // The nodes die before their containers are removed, so that no agent starts them again.
+    let mut t = Testnet::up(3, dir.path()).unwrap();
     let cluster = &mut t.cluster;
     let (code, body) = cluster.nodes()[0].api().unwrap().apply(WEB).unwrap();
     assert!(code == 200 || code == 201, "{code} {body}");
@@ -196,13 +162,8 @@ fn after_a_3_2_partition_heals_exactly_the_declared_replicas_run() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(5, dir.path()).unwrap();
-    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
-    let cleanup = DockerCleanup::new(&cluster_id);
-    let mut t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    let mut t = Testnet::up(5, dir.path()).unwrap();
+    let cluster_id = t.cluster_id().to_string();
     let cluster = &mut t.cluster;
     let (code, body) = cluster.nodes()[0].api().unwrap().apply(WEB).unwrap();
     assert!(code == 200 || code == 201, "{code} {body}");
@@ -273,12 +234,7 @@ fn drain_empties_a_node_and_uncordon_makes_it_usable_again() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(3, dir.path()).unwrap();
-    let cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
-    let t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    let t = Testnet::up(3, dir.path()).unwrap();
     let cluster = &t.cluster;
     let n1 = &cluster.nodes()[0];
     let (code, body) = n1.api().unwrap().apply(WEB).unwrap();
