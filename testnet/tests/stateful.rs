@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_node::agent::spec::labels;
+use shoal_testnet::fixture::apply;
 use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
-use shoal_testnet::{Cluster, DockerCleanup, Node, NodeOptions, partition, wait_until};
+use shoal_testnet::{DockerCleanup, Node, NodeOptions, Testnet, listing, partition, wait_until};
 
 /// How often the engine is asked which copies run.
 const POLL: Duration = Duration::from_millis(100);
@@ -61,13 +62,6 @@ spec:
     )
 }
 
-fn apply(node: &Node, manifest: &str) {
-    node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("apply on {}: {e:#}\n{}", node.opts.name, node.log()));
-}
-
 /// What one node's API says about a pod of `db`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PodView {
@@ -83,45 +77,18 @@ struct PodView {
 
 /// The pods of `app=db` as `node`'s API lists them, by name.
 fn db_pods(node: &Node) -> anyhow::Result<BTreeMap<String, PodView>> {
-    let (code, list) = node
-        .api()?
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Ddb")?;
-    anyhow::ensure!(code == 200, "pods on {}: {code} {list}", node.opts.name);
-    let mut out = BTreeMap::new();
-    for p in list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let host_port = p["status"]["hostPorts"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .find(|b| b["containerPort"] == u64::from(ECHO_PORT))
-            .and_then(|b| b["hostPort"].as_u64())
-            .and_then(|p| u16::try_from(p).ok());
-        out.insert(
-            p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-            PodView {
-                node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                ready,
-                container: p["status"]["containerStatuses"][0]["containerID"]
-                    .as_str()
-                    .unwrap_or("")
-                    .trim_start_matches("docker://")
-                    .to_string(),
-                host_port,
-            },
-        );
-    }
-    Ok(out)
+    Ok(listing::pods(node, "default", "db")?
+        .into_iter()
+        .map(|p| {
+            let view = PodView {
+                node: p.node,
+                ready: p.ready,
+                container: p.container,
+                host_port: p.host.map(|(_, port)| port),
+            };
+            (p.name, view)
+        })
+        .collect())
 }
 
 fn pods_summary(pods: &BTreeMap<String, PodView>) -> String {
@@ -376,11 +343,6 @@ fn partitions_available() -> bool {
     }
 }
 
-struct Testnet {
-    cluster: Cluster,
-    _cleanup: DockerCleanup,
-}
-
 /// 3 nodes, StatefulSet `db` of 3; the node running `db-1` is cut off from the other two. It
 /// must stop its copy (the nodes it cannot hear are a majority) before the majority starts
 /// `db-1` on one of theirs: at no poll of the engine, from the partition to 10 s after the heal,
@@ -393,15 +355,9 @@ fn a_statefulset_never_runs_two_copies_of_an_ordinal_across_a_partition() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(3, dir.path()).unwrap();
-    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
-    let cleanup = DockerCleanup::new(&cluster_id);
-    // Fields drop in order: the nodes die before their containers are removed, so that no
-    // agent starts them again.
-    let mut t = Testnet {
-        cluster,
-        _cleanup: cleanup,
-    };
+    // The nodes die before their containers are removed, so that no agent starts them again.
+    let mut t = Testnet::up(3, dir.path()).unwrap();
+    let cluster_id = t.cluster_id().to_string();
     let cluster = &mut t.cluster;
     apply(&cluster.nodes()[0], &db_manifest(3, "Parallel", 0));
 
