@@ -34,41 +34,17 @@ spec:
           requests: {cpu: 100m, memory: 32Mi}
 ";
 
-/// Ready `web` pods as `node` sees them: name → (node, host ip, host port).
+/// Ready `web` pods with a published port as `node` sees them: name → (node, host ip, host
+/// port).
 fn ready(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String, u16)>> {
-    let (code, list) = node
-        .api()?
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")?;
-    anyhow::ensure!(code == 200, "pods: {code} {list}");
-    let mut out = BTreeMap::new();
-    for p in list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let is_ready = p["status"]["conditions"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let binding = &p["status"]["hostPorts"][0];
-        let (Some(ip), Some(port)) = (binding["hostIp"].as_str(), binding["hostPort"].as_u64())
-        else {
-            continue;
-        };
-        if is_ready {
-            out.insert(
-                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                (
-                    p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                    ip.to_string(),
-                    port as u16,
-                ),
-            );
-        }
-    }
-    Ok(out)
+    Ok(crate::listing::pods(node, "default", "web")?
+        .into_iter()
+        .filter(|p| p.ready)
+        .filter_map(|p| {
+            let (ip, port) = p.host?;
+            Some((p.name, (p.node, ip, port)))
+        })
+        .collect())
 }
 
 fn serves(ip: &str, port: u16) -> bool {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use prometheus_parse::{Sample, Scrape, Value};
 use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
-use shoal_testnet::{Cluster, DockerCleanup, Node, wait_until};
+use shoal_testnet::{Cluster, DockerCleanup, Node, listing, wait_until};
 
 const DOMAIN: &str = "shoal.home.arpa";
 
@@ -168,18 +168,10 @@ spec:
 
 /// The Docker ids of the `app=web` pods' containers that run, as the API lists them.
 fn running_containers(node: &Node) -> anyhow::Result<Vec<String>> {
-    let (code, list) = node
-        .api()?
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")?;
-    anyhow::ensure!(code == 200, "pods: {code} {list}");
-    Ok(list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|p| p["status"]["phase"] == "Running")
-        .filter_map(|p| p["status"]["containerStatuses"][0]["containerID"].as_str())
-        .map(|s| s.trim_start_matches("docker://").to_string())
+    Ok(listing::pods(node, "default", "web")?
+        .into_iter()
+        .filter(|p| p.phase == "Running" && !p.container.is_empty())
+        .map(|p| p.container)
         .collect())
 }
 
