@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_testnet::{Cluster, DockerCleanup, Node, NodeOptions, wait_until};
+use shoal_testnet::{DockerCleanup, Node, NodeOptions, Testnet, wait_until};
 
 /// base64 of `hunter2-is-the-password`.
 const PASSWORD_B64: &str = "aHVudGVyMi1pcy10aGUtcGFzc3dvcmQ=";
@@ -138,10 +138,10 @@ fn cli_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> String {
 #[test]
 fn backup_wipe_every_node_and_restore_brings_everything_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::up(3, dir.path()).unwrap();
-    let cluster_id = cluster.nodes()[0].cluster_id().unwrap();
     // Nodes make their pod networks in Docker, where there is one.
-    let _cleanup = DockerCleanup::new(&cluster_id);
+    let mut t = Testnet::up(3, dir.path()).unwrap();
+    let cluster_id = t.cluster_id().to_string();
+    let cluster = &mut t.cluster;
     cli_ok(&cluster.nodes()[0], &["apply", "-f", "-"], Some(MANIFEST));
 
     // The controllers' objects exist, and every node holds all of it.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use prometheus_parse::{Sample, Scrape, Value};
 use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
-use shoal_testnet::{Cluster, DockerCleanup, Node, listing, wait_until};
+use shoal_testnet::{Cluster, Node, Testnet, listing, wait_until};
 
 const DOMAIN: &str = "shoal.home.arpa";
 
@@ -181,8 +181,8 @@ fn metrics_are_prometheus_text_and_move() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(2, dir.path()).unwrap();
-    let _cleanup = DockerCleanup::new(cluster.id());
+    let t = Testnet::up(2, dir.path()).unwrap();
+    let cluster = &t.cluster;
     let n1 = cluster.node("n1").unwrap();
     let fail = |what: &str| -> String { format!("{what}\n{}", cluster.log_tails(40)) };
 
@@ -205,7 +205,7 @@ fn metrics_are_prometheus_text_and_move() {
         "every node to report 2 alive nodes and gossip both ways",
         || {
             for node in cluster.nodes() {
-                let m = scrape(&cluster, node)?;
+                let m = scrape(cluster, node)?;
                 let ok = m.sum("shoal_nodes", &[("status", "alive")]) == 2.0
                     && m.sum("shoal_nodes", &[("status", "dead")]) == 0.0
                     && m.sum("shoal_state_document_bytes", &[]) > 0.0
@@ -220,7 +220,7 @@ fn metrics_are_prometheus_text_and_move() {
         },
     )
     .unwrap_or_else(|e| panic!("{}", fail(&format!("{e:#}"))));
-    let before = scrape_all(&cluster);
+    let before = scrape_all(cluster);
     let m1 = &before[0];
     for family in [
         "shoal_pods",
@@ -232,7 +232,7 @@ fn metrics_are_prometheus_text_and_move() {
     }
     // Exactly one node holds the controllers' role.
     wait_until(Duration::from_secs(30), "one controller", || {
-        let all = scrape_all(&cluster);
+        let all = scrape_all(cluster);
         Ok((cluster_sum(&all, "shoal_role_held", &[("role", "controller")]) == 1.0).then_some(()))
     })
     .unwrap_or_else(|e| panic!("{}", fail(&format!("{e:#}"))));
@@ -284,7 +284,7 @@ fn metrics_are_prometheus_text_and_move() {
         Duration::from_secs(60),
         "the counters to move on every count",
         || {
-            let after = scrape_all(&cluster);
+            let after = scrape_all(cluster);
             let restarted = cluster_sum(&after, "shoal_container_restarts_total", &[])
                 > cluster_sum(&before, "shoal_container_restarts_total", &[]);
             let running = after[0].sum("shoal_pods", &[("phase", "Running")]) >= 2.0;

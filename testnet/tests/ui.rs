@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use shoal_testnet::{Cluster, DockerCleanup, free_port};
+use shoal_testnet::{Cluster, Testnet, free_port};
 
 const IMAGE: &str = "shoal-test/echo:latest";
 
@@ -523,13 +523,14 @@ fn the_web_ui_logs_in_applies_a_deployment_and_shows_its_pods_and_logs() {
     }
     assert!(MANIFEST.contains(IMAGE));
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up(3, dir.path()).unwrap();
-    let _cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id().unwrap());
+    // The nodes stop before their containers are removed.
+    let t = Testnet::up(3, dir.path()).unwrap();
+    let cluster = &t.cluster;
     let driver = Driver::start(&chromedriver).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let outcome = rt.block_on(async {
         let client = connect(&driver, &chromium).await?;
-        let outcome = drive(&client, &cluster).await;
+        let outcome = drive(&client, cluster).await;
         let page = client.source().await.unwrap_or_default();
         let _ = client.close().await;
         outcome.map_err(|e| e.context(format!("the page was:\n{page}")))
