@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use shoal_testnet::listing::{configmaps, names};
 use shoal_testnet::{Node, NodeOptions, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -24,25 +25,6 @@ fn apply(node: &Node, manifest: &str) {
         "apply on {}: {code} {v}",
         node.opts.name
     );
-}
-
-/// The names of the items of a list route, sorted.
-fn names(node: &Node, path: &str) -> anyhow::Result<Vec<String>> {
-    let (code, v) = node.api()?.get(path)?;
-    anyhow::ensure!(code == 200, "GET {path} on {}: {code} {v}", node.opts.name);
-    let mut out: Vec<String> = v["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|i: &Value| i["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-fn configmaps(node: &Node) -> anyhow::Result<Vec<String>> {
-    names(node, "/api/v1/namespaces/default/configmaps")
 }
 
 /// Waits until every node lists exactly `want` as its ConfigMaps.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_testnet::cluster::{self, Cluster, ClusterFile};
+use shoal_testnet::listing::configmaps;
 use shoal_testnet::{Node, partition, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -50,22 +51,6 @@ fn apply(cluster: &Cluster, node: &str, manifest: &str) {
         Ok(())
     })();
     or_logs(cluster, r)
-}
-
-/// The node's ConfigMaps in namespace default, sorted.
-fn configmaps(node: &Node) -> anyhow::Result<Vec<String>> {
-    let path = "/api/v1/namespaces/default/configmaps";
-    let (code, v) = node.api()?.get(path)?;
-    anyhow::ensure!(code == 200, "GET {path} on {}: {code} {v}", node.opts.name);
-    let mut out: Vec<String> = v["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|i: &Value| i["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 /// The node's ConfigMaps in namespace default with their uid and resourceVersion, sorted.
