@@ -1,10 +1,10 @@
 //! What container tests set up around their nodes: a [`Testnet`] (a [`Cluster`] whose Docker
-//! leftovers go with it) and [`apply`], which applies a manifest through the CLI as a user
+//! leftovers go with it), a [`SingleNode`] (the same for one node) and [`apply`], which applies a manifest through the CLI as a user
 //! would and panics with the node's log when that fails.
 
 use anyhow::Context;
 
-use crate::{Cluster, DockerCleanup, Node};
+use crate::{Cluster, DockerCleanup, Node, NodeOptions};
 
 /// A [`Cluster`] that removes what its nodes left in the Docker engine when it is dropped.
 ///
@@ -39,6 +39,23 @@ impl Testnet {
     /// The id of the cluster the nodes formed (the `shoal.cluster` label of its containers).
     pub fn cluster_id(&self) -> &str {
         self.cleanup.cluster_id()
+    }
+}
+
+/// One [`Node`] that removes what it left in the Docker engine when it is dropped: `node`
+/// drops before `cleanup`, as in [`Testnet`]. `cleanup` is public for the tests that count the
+/// cluster's containers or add volumes to remove; it stays in the struct.
+pub struct SingleNode {
+    pub node: Node,
+    pub cleanup: DockerCleanup,
+}
+
+impl SingleNode {
+    /// [`Node::start`] of a node that makes its own cluster, with its cleanup.
+    pub fn start(opts: NodeOptions) -> anyhow::Result<SingleNode> {
+        let node = Node::start(opts)?;
+        let cleanup = DockerCleanup::new(&node.cluster_id()?);
+        Ok(SingleNode { node, cleanup })
     }
 }
 

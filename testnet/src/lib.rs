@@ -27,7 +27,7 @@ mod process;
 
 pub use cleanup::DockerCleanup;
 pub use cluster::{Cluster, ClusterFile, NodeEntry, pick_addresses};
-pub use fixture::Testnet;
+pub use fixture::{SingleNode, Testnet};
 pub use listing::PodView;
 pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 use shoal_node::agent::spec::labels;
 use shoal_testnet::fixture::apply;
 use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
-use shoal_testnet::{DockerCleanup, Node, NodeOptions, Testnet, listing, partition, wait_until};
+use shoal_testnet::{Node, NodeOptions, SingleNode, Testnet, listing, partition, wait_until};
 
 /// How often the engine is asked which copies run.
 const POLL: Duration = Duration::from_millis(100);
@@ -622,11 +622,6 @@ fn http_get(ip: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((code, body))
 }
 
-struct Single {
-    node: Node,
-    _cleanup: DockerCleanup,
-}
-
 /// One node, StatefulSet `db` of 3 with the default OrderedReady and pods that become ready
 /// 2 s after they start. Polled every 100 ms: `db-(k+1)` never runs, and is never Ready,
 /// before `db-k` has been seen Ready; the pods are `db-0..2` and each knows its name. Scaled to
@@ -638,14 +633,9 @@ fn statefulset_pods_get_stable_names_and_ordered_ready_starts_them_in_order() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
-    let cluster_id = node.cluster_id().unwrap();
-    let cleanup = DockerCleanup::new(&cluster_id);
     // The node dies (and removes its containers) before the cleanup runs.
-    let s = Single {
-        node,
-        _cleanup: cleanup,
-    };
+    let s = SingleNode::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let cluster_id = s.cleanup.cluster_id().to_string();
     let node = &s.node;
     let t0 = Instant::now();
     let mut timeline = Timeline::default();

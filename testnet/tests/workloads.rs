@@ -14,13 +14,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_testnet::{DockerCleanup, Node, NodeOptions, wait_until};
+use shoal_testnet::{Node, NodeOptions, SingleNode, wait_until};
 
 const IMAGE: &str = "shoal-test/echo:latest";
 
 struct Setup {
-    node: Node,
-    cleanup: DockerCleanup,
+    one: SingleNode,
     _dir: tempfile::TempDir,
 }
 
@@ -29,13 +28,8 @@ fn setup() -> Option<Setup> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
-    let cleanup = DockerCleanup::new(&node.cluster_id().unwrap());
-    Some(Setup {
-        node,
-        cleanup,
-        _dir: dir,
-    })
+    let one = SingleNode::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    Some(Setup { one, _dir: dir })
 }
 
 fn apply(node: &Node, manifest: &str) -> String {
@@ -184,9 +178,9 @@ spec:
 #[test]
 fn deployment_runs_with_its_configuration() {
     let Some(s) = setup() else { return };
-    let out = apply(&s.node, &web_manifest(3, "hello from shoal", ""));
+    let out = apply(&s.one.node, &web_manifest(3, "hello from shoal", ""));
     assert!(out.contains("deployment.apps/web created"), "{out}");
-    let ps = wait_ready(&s.node, "app=web", 3, 90);
+    let ps = wait_ready(&s.one.node, "app=web", 3, 90);
 
     let mut names = BTreeSet::new();
     for p in &ps {
@@ -210,13 +204,14 @@ fn deployment_runs_with_its_configuration() {
     }
     assert_eq!(names.len(), 3);
     assert_eq!(
-        s.cleanup.containers().len(),
+        s.one.cleanup.containers().len(),
         3,
         "exactly three containers run"
     );
 
     // `get pods -o wide` shows them running on this node.
     let out = s
+        .one
         .node
         .cli(&["get", "pods", "-o", "wide"])
         .unwrap()
@@ -227,7 +222,7 @@ fn deployment_runs_with_its_configuration() {
 
     // A changed ConfigMap reaches the mounted file within seconds.
     apply(
-        &s.node,
+        &s.one.node,
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-config}\ndata:\n  GREETING: \"hello from shoal\"\n  app.conf: \"mode=debug\"\n",
     );
     let port = host_port(&ps[0], 8080).unwrap();
@@ -242,13 +237,13 @@ fn deployment_runs_with_its_configuration() {
 #[test]
 fn crashes_and_probes_restart_or_unready_pods() {
     let Some(s) = setup() else { return };
-    apply(&s.node, &web_manifest(2, "hi", ""));
-    let ps = wait_ready(&s.node, "app=web", 2, 90);
+    apply(&s.one.node, &web_manifest(2, "hi", ""));
+    let ps = wait_ready(&s.one.node, "app=web", 2, 90);
     let (a, b) = (&ps[0], &ps[1]);
     let a_name = a["metadata"]["name"].as_str().unwrap().to_string();
     let b_name = b["metadata"]["name"].as_str().unwrap().to_string();
     let pod = |name: &str| -> Value {
-        pods(&s.node, "app=web")
+        pods(&s.one.node, "app=web")
             .into_iter()
             .find(|p| p["metadata"]["name"] == name)
             .unwrap_or(Value::Null)
@@ -282,6 +277,7 @@ fn crashes_and_probes_restart_or_unready_pods() {
         || {
             let p = pod(&b_name);
             let (_, d) = s
+                .one
                 .node
                 .api()?
                 .get("/apis/apps/v1/namespaces/default/deployments/web")?;
@@ -308,45 +304,45 @@ fn crashes_and_probes_restart_or_unready_pods() {
 #[test]
 fn a_crashed_shoald_adopts_its_containers() {
     let Some(mut s) = setup() else { return };
-    apply(&s.node, &web_manifest(2, "hi", ""));
-    let before: BTreeSet<String> = wait_ready(&s.node, "app=web", 2, 90)
+    apply(&s.one.node, &web_manifest(2, "hi", ""));
+    let before: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 90)
         .iter()
         .filter_map(container_id)
         .collect();
     assert_eq!(before.len(), 2);
 
-    s.node.kill().unwrap();
-    s.node.restart().unwrap();
+    s.one.node.kill().unwrap();
+    s.one.node.restart().unwrap();
     // Give the agent a few rounds, then every container id must be the same one.
-    let after: BTreeSet<String> = wait_ready(&s.node, "app=web", 2, 60)
+    let after: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 60)
         .iter()
         .filter_map(container_id)
         .collect();
     std::thread::sleep(Duration::from_secs(3));
-    let again: BTreeSet<String> = wait_ready(&s.node, "app=web", 2, 60)
+    let again: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 60)
         .iter()
         .filter_map(container_id)
         .collect();
     assert_eq!(before, after);
     assert_eq!(before, again);
-    let running: BTreeSet<String> = s.cleanup.containers().into_iter().collect();
+    let running: BTreeSet<String> = s.one.cleanup.containers().into_iter().collect();
     assert_eq!(running, before, "no twin containers were started");
 }
 
 #[test]
 fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
     let Some(s) = setup() else { return };
-    apply(&s.node, &web_manifest(3, "v1", ""));
-    wait_ready(&s.node, "app=web", 3, 90);
+    apply(&s.one.node, &web_manifest(3, "v1", ""));
+    wait_ready(&s.one.node, "app=web", 3, 90);
 
     // Change the env: a new revision rolls out with maxUnavailable 1.
     apply(
-        &s.node,
+        &s.one.node,
         &web_manifest(3, "v1", "        - {name: VERSION, value: \"2\"}\n"),
     );
     let mut min_ready = usize::MAX;
     wait_until(Duration::from_secs(120), "the rollout to finish", || {
-        let ps = pods(&s.node, "app=web");
+        let ps = pods(&s.one.node, "app=web");
         let ready = ps.iter().filter(|p| is_ready(p)).count();
         min_ready = min_ready.min(ready);
         let revisions: BTreeSet<&str> = ps
@@ -361,6 +357,7 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
         "ready pods fell to {min_ready} during the rollout"
     );
     let out = s
+        .one
         .node
         .cli(&["rollout", "status", "deploy/web", "--timeout", "60s"])
         .unwrap()
@@ -371,12 +368,13 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
         "{}",
         out.stdout
     );
-    let ps = pods(&s.node, "app=web");
+    let ps = pods(&s.one.node, "app=web");
     let (_, env) = http_get(host_port(&ps[0], 8080).unwrap(), "/env").unwrap();
     assert!(env.contains("\"VERSION\":\"2\""), "{env}");
 
     // Undo: the previous template comes back.
     let out = s
+        .one
         .node
         .cli(&["rollout", "undo", "deploy/web"])
         .unwrap()
@@ -384,7 +382,7 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
         .unwrap();
     assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
     let ps = wait_until(Duration::from_secs(120), "the undo to finish", || {
-        let ps = pods(&s.node, "app=web");
+        let ps = pods(&s.one.node, "app=web");
         let old = ps.iter().all(|p| {
             p["spec"]["containers"][0]["env"]
                 .as_array()
@@ -396,6 +394,7 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
     let (_, env) = http_get(host_port(&ps[0], 8080).unwrap(), "/env").unwrap();
     assert!(!env.contains("VERSION"), "{env}");
     let out = s
+        .one
         .node
         .cli(&["rollout", "history", "deploy/web"])
         .unwrap()
@@ -408,7 +407,7 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
 fn delete_removes_containers_and_volume_data_survives() {
     let Some(mut s) = setup() else { return };
     let claim = format!("data-{}", std::process::id());
-    s.cleanup.volume(&format!("shoal-pvc-default-{claim}"));
+    s.one.cleanup.volume(&format!("shoal-pvc-default-{claim}"));
     let manifest = format!(
         r#"apiVersion: v1
 kind: PersistentVolumeClaim
@@ -440,7 +439,7 @@ spec:
     // The published port of the one store pod, once it runs.
     let store_port = || {
         wait_until(Duration::from_secs(90), "the store pod to run", || {
-            let ps = pods(&s.node, "app=store");
+            let ps = pods(&s.one.node, "app=store");
             Ok(ps
                 .first()
                 .filter(|p| ps.len() == 1 && p["status"]["phase"] == "Running")
@@ -448,14 +447,15 @@ spec:
         })
         .unwrap()
     };
-    apply(&s.node, &manifest);
+    apply(&s.one.node, &manifest);
     let port = store_port();
     wait_until(Duration::from_secs(20), "the write", || {
         Ok((http_get(port, "/write?path=/data/kept.txt&data=survives")?.0 == 200).then_some(()))
     })
     .unwrap();
 
-    s.node
+    s.one
+        .node
         .cli(&["delete", "deploy", "store"])
         .unwrap()
         .success()
@@ -463,11 +463,11 @@ spec:
     wait_until(
         Duration::from_secs(60),
         "the containers to be removed",
-        || Ok(s.cleanup.containers().is_empty().then_some(())),
+        || Ok(s.one.cleanup.containers().is_empty().then_some(())),
     )
     .unwrap();
 
-    apply(&s.node, &manifest);
+    apply(&s.one.node, &manifest);
     let port = store_port();
     let body = wait_until(Duration::from_secs(20), "the read", || {
         let (code, body) = http_get(port, "/file?path=/data/kept.txt")?;
@@ -481,11 +481,11 @@ spec:
 fn a_missing_image_is_reported_and_the_node_keeps_running() {
     let Some(s) = setup() else { return };
     apply(
-        &s.node,
+        &s.one.node,
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ghost}\nspec:\n  progressDeadlineSeconds: 3\n  selector: {matchLabels: {app: ghost}}\n  template:\n    metadata: {labels: {app: ghost}}\n    spec:\n      containers: [{name: c, image: \"registry.invalid/nothing:1\"}]\n",
     );
     let p = wait_until(Duration::from_secs(60), "ErrImagePull", || {
-        let ps = pods(&s.node, "app=ghost");
+        let ps = pods(&s.one.node, "app=ghost");
         let reason = ps.first().and_then(|p| {
             p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
                 .as_str()
@@ -501,17 +501,18 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
         .as_str()
         .unwrap_or_default();
     assert!(message.contains("registry.invalid/nothing:1"), "{message}");
-    let out = s.node.cli(&["get", "pods"]).unwrap().success().unwrap();
+    let out = s.one.node.cli(&["get", "pods"]).unwrap().success().unwrap();
     assert!(
         out.stdout.contains("ErrImagePull") || out.stdout.contains("ImagePullBackOff"),
         "{}",
         out.stdout
     );
-    let (code, _) = s.node.api().unwrap().get("/version").unwrap();
+    let (code, _) = s.one.node.api().unwrap().get("/version").unwrap();
     assert_eq!(code, 200, "shoald keeps running");
 
     // A rollout that cannot progress fails `rollout status` once its deadline has passed.
     let out = s
+        .one
         .node
         .cli(&["rollout", "status", "deploy/ghost", "--timeout", "60s"])
         .unwrap();
@@ -526,12 +527,12 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
 #[test]
 fn logs_exec_scale_and_restart_through_the_cli() {
     let Some(s) = setup() else { return };
-    apply(&s.node, &web_manifest(1, "hi", ""));
-    let ps = wait_ready(&s.node, "app=web", 1, 90);
+    apply(&s.one.node, &web_manifest(1, "hi", ""));
+    let ps = wait_ready(&s.one.node, "app=web", 1, 90);
     let pod = ps[0]["metadata"]["name"].as_str().unwrap().to_string();
 
     // Logs: the echo server's start line, and the tail limit.
-    let out = s.node.cli(&["logs", &pod]).unwrap().success().unwrap();
+    let out = s.one.node.cli(&["logs", &pod]).unwrap().success().unwrap();
     assert!(
         out.stdout.contains("shoal-echo listening"),
         "{}",
@@ -542,6 +543,7 @@ fn logs_exec_scale_and_restart_through_the_cli() {
         http_get(port, "/").unwrap();
     }
     let out = s
+        .one
         .node
         .cli(&["logs", &pod, "--tail", "1"])
         .unwrap()
@@ -551,6 +553,7 @@ fn logs_exec_scale_and_restart_through_the_cli() {
 
     // Exec: output, and the remote exit code becomes the CLI's.
     let out = s
+        .one
         .node
         .cli(&["exec", &pod, "--", "/shoal-echo", "--version"])
         .unwrap()
@@ -558,11 +561,13 @@ fn logs_exec_scale_and_restart_through_the_cli() {
         .unwrap();
     assert!(out.stdout.contains("shoal-echo"), "{}", out.stdout);
     let out = s
+        .one
         .node
         .cli(&["exec", &pod, "--", "/shoal-echo", "--exit-on-start", "3"])
         .unwrap();
     assert_eq!(out.code, 3, "{out:?}");
     let out = s
+        .one
         .node
         .cli_with_input(
             &["exec", "-i", &pod, "--", "/shoal-echo", "--cat"],
@@ -574,24 +579,27 @@ fn logs_exec_scale_and_restart_through_the_cli() {
     assert_eq!(out.stdout, "piped through\n");
 
     // Scale up and down.
-    s.node
+    s.one
+        .node
         .cli(&["scale", "deploy/web", "--replicas", "3"])
         .unwrap()
         .success()
         .unwrap();
-    wait_ready(&s.node, "app=web", 3, 90);
-    s.node
+    wait_ready(&s.one.node, "app=web", 3, 90);
+    s.one
+        .node
         .cli(&["scale", "deploy/web", "--replicas", "2"])
         .unwrap()
         .success()
         .unwrap();
-    let before: BTreeSet<String> = wait_ready(&s.node, "app=web", 2, 90)
+    let before: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 90)
         .iter()
         .filter_map(container_id)
         .collect();
 
     // A restart rolls every pod over to new containers.
-    s.node
+    s.one
+        .node
         .cli(&["rollout", "restart", "deploy/web"])
         .unwrap()
         .success()
@@ -600,7 +608,7 @@ fn logs_exec_scale_and_restart_through_the_cli() {
         Duration::from_secs(120),
         "the restart to replace every pod",
         || {
-            let ps = pods(&s.node, "app=web");
+            let ps = pods(&s.one.node, "app=web");
             let ids: BTreeSet<String> = ps.iter().filter_map(container_id).collect();
             Ok(
                 (ps.len() == 2 && ps.iter().all(is_ready) && ids.is_disjoint(&before))
