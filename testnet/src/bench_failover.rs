@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{Cluster, DockerCleanup, Node};
+use crate::{Cluster, Node, Testnet};
 
 const WEB: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -58,12 +58,10 @@ pub fn failover(runs: u32) -> anyhow::Result<Vec<Duration>> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(crate::image::ensure_echo_image())?;
     let dir = tempfile::tempdir()?;
-    let mut cluster = Cluster::up(3, dir.path())?;
-    let cleanup = DockerCleanup::new(&cluster.nodes()[0].cluster_id()?);
-    let result = runs_on(&mut cluster, runs);
+    let mut t = Testnet::up(3, dir.path())?;
+    let result = runs_on(&mut t.cluster, runs);
     // The nodes stop before their containers are removed.
-    drop(cluster);
-    drop(cleanup);
+    drop(t);
     let times = result?;
     let mut sorted = times.clone();
     sorted.sort();
