@@ -237,7 +237,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         held_rx.clone(),
         events.clone(),
         nodes::CONTROLLER_ROLE,
-        Duration::from_millis(250),
+        // Membership turns dead on time, not on a message: look every second.
+        Duration::from_secs(1),
         stop.clone(),
     ));
     let leader: controllers::Leader = Arc::new(move || held_rx.borrow().is_some());

@@ -106,7 +106,11 @@ pub async fn run(
         // change (and every so often).
         let block = network.as_ref().and_then(addresses::block);
         let wanted = addresses::assign(block, &by_age(&services), &up);
-        let due = checked.is_none_or(|t| t.elapsed() >= ADDRESSES_EVERY);
+        // Checked at the start (an earlier run may have left addresses), on a change, and
+        // every so often while there are any.
+        let due = checked.is_none_or(|t| {
+            t.elapsed() >= ADDRESSES_EVERY && !(wanted.is_empty() && up.is_empty())
+        });
         if let (Some(network), Some(block)) = (network, block)
             && (wanted != up || due)
         {
