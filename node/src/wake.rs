@@ -14,10 +14,56 @@ use crate::proxy::ServiceAddresses;
 use crate::runtime::PodNetwork;
 use crate::state::StateHandle;
 
+/// What of a node's record the tasks derive from: not its version or heartbeat time, which
+/// move with every beat (several times a second in a cluster) while nothing else does.
+/// Liveness, which follows the beats' timing, is read at the ticks.
+#[derive(Debug, Clone, PartialEq)]
+struct Relevant {
+    address: String,
+    left: bool,
+    peer_id: String,
+    p2p_address: String,
+    pods: std::collections::BTreeMap<String, shoal_protocol::status::PodStatus>,
+}
+
+fn relevant(observed: &Observed) -> Vec<(String, Relevant)> {
+    observed
+        .values()
+        .map(|r| {
+            (
+                r.name.clone(),
+                Relevant {
+                    address: r.address.clone(),
+                    left: r.left,
+                    peer_id: r.peer_id.clone(),
+                    p2p_address: r.p2p_address.clone(),
+                    pods: r.pods.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether `observed` holds the same nodes as `seen`, alike but for their beats (without
+/// copying it: this runs at every beat of every peer).
+fn same(seen: &[(String, Relevant)], observed: &Observed) -> bool {
+    seen.len() == observed.len()
+        && seen.iter().zip(observed.values()).all(|((name, s), r)| {
+            *name == r.name
+                && s.address == r.address
+                && s.left == r.left
+                && s.peer_id == r.peer_id
+                && s.p2p_address == r.p2p_address
+                && s.pods == r.pods
+        })
+}
+
 /// Wakes a task on store commits, observed changes and a tick.
 pub struct Wakeup {
     state: watch::Receiver<u64>,
     observed: watch::Receiver<Observed>,
+    /// The records as of the last round: a beat that changes nothing else wakes nobody.
+    seen: Vec<(String, Relevant)>,
     state_open: bool,
     observed_open: bool,
     tick: Interval,
@@ -40,9 +86,12 @@ impl Wakeup {
     ) -> Wakeup {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let observed = observed.subscribe();
+        let seen = relevant(&observed.borrow());
         Wakeup {
             state: state.subscribe(),
-            observed: observed.subscribe(),
+            observed,
+            seen,
             state_open: true,
             observed_open: true,
             tick: interval,
@@ -82,26 +131,37 @@ impl Wakeup {
     }
 
     /// Waits for the next round; false once `shutdown` fires. What arrives during the
-    /// debounce is seen by the round that follows.
+    /// debounce is seen by the round that follows. A change of observed state that is only
+    /// heartbeats (versions and times) wakes nobody: liveness is read at the ticks.
     pub async fn next(&mut self, shutdown: &CancellationToken) -> bool {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return false,
-            r = self.state.changed(), if self.state_open => self.state_open = r.is_ok(),
-            r = self.observed.changed(), if self.observed_open => self.observed_open = r.is_ok(),
-            r = async {
-                match self.pod_network.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
+        loop {
+            let mut beat = false;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return false,
+                r = self.state.changed(), if self.state_open => self.state_open = r.is_ok(),
+                r = self.observed.changed(), if self.observed_open => {
+                    self.observed_open = r.is_ok();
+                    beat = r.is_ok();
                 }
-            }, if self.pod_network_open => self.pod_network_open = r.is_ok(),
-            r = async {
-                match self.service_addresses.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            }, if self.service_addresses_open => self.service_addresses_open = r.is_ok(),
-            _ = self.tick.tick() => {}
+                r = async {
+                    match self.pod_network.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.pod_network_open => self.pod_network_open = r.is_ok(),
+                r = async {
+                    match self.service_addresses.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.service_addresses_open => self.service_addresses_open = r.is_ok(),
+                _ = self.tick.tick() => {}
+            }
+            if beat && same(&self.seen, &self.observed.borrow_and_update()) {
+                continue;
+            }
+            break;
         }
         tokio::select! {
             biased;
@@ -109,7 +169,7 @@ impl Wakeup {
             _ = tokio::time::sleep(self.debounce) => {}
         }
         self.state.borrow_and_update();
-        self.observed.borrow_and_update();
+        self.seen = relevant(&self.observed.borrow_and_update());
         if let Some(rx) = self.pod_network.as_mut() {
             rx.borrow_and_update();
         }
@@ -117,5 +177,75 @@ impl Wakeup {
             rx.borrow_and_update();
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use shoal_protocol::status::PodStatus;
+
+    use super::*;
+    use crate::observed::NodeRecord;
+    use crate::state::StateConfig;
+
+    #[tokio::test]
+    async fn beats_alone_wake_nobody_but_pods_and_the_store_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, task) = crate::state::open(&StateConfig {
+            data_dir: dir.path().to_path_buf(),
+            cluster_secret: [7; 32],
+            channel_size: 16,
+        })
+        .unwrap();
+        let stop = CancellationToken::new();
+        let _guard = stop.clone().drop_guard();
+        tokio::spawn(task.run(stop.clone()));
+        let timing = crate::observed::Timing {
+            heartbeat: Duration::from_millis(50),
+            ..crate::observed::Timing::default()
+        };
+        let record = NodeRecord {
+            name: "n1".into(),
+            address: "127.0.0.1".into(),
+            ..NodeRecord::default()
+        };
+        let (observed, reporter, hb) = crate::observed::start(record, timing, 4);
+        tokio::spawn(hb.run(stop.clone()));
+        let mut wake = Wakeup::new(
+            &state,
+            &observed,
+            Duration::from_secs(3600),
+            Duration::from_millis(5),
+        );
+        // The first tick of an interval is at once.
+        assert!(wake.next(&stop).await);
+        // A heartbeat every 50 ms moves the record's version: no round.
+        let v0 = observed.snapshot()["n1"].version;
+        let quiet = tokio::time::timeout(Duration::from_millis(600), wake.next(&stop)).await;
+        assert!(quiet.is_err(), "woken by beats alone");
+        assert!(observed.snapshot()["n1"].version > v0 + 3);
+        // A pod's status is news.
+        let pods = BTreeMap::from([(
+            "default/web-0".to_string(),
+            PodStatus {
+                phase: "Running".into(),
+                ..PodStatus::default()
+            },
+        )]);
+        reporter.report(pods).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wake.next(&stop))
+            .await
+            .expect("a pod change wakes");
+        // And so is a write to the store.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), wake.next(&stop)).await;
+        assert!(quiet.is_err(), "woken by beats alone");
+        crate::nodes::register(&state, "n1", "p1").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wake.next(&stop))
+            .await
+            .expect("a commit wakes");
     }
 }
