@@ -14,11 +14,13 @@ use crate::proxy::ServiceAddresses;
 use crate::runtime::PodNetwork;
 use crate::state::StateHandle;
 
-/// What of a node's record the tasks derive from: not its version or heartbeat time, which
-/// move with every beat (several times a second in a cluster) while nothing else does.
-/// Liveness, which follows the beats' timing, is read at the ticks.
+/// What of a node's record the tasks derive from: its liveness and contents, not its version
+/// or heartbeat time, which move with every beat (several times a second in a cluster) while
+/// nothing else does. A node that turns suspect or dead shows at the next beat of any other
+/// node, or at the tick.
 #[derive(Debug, Clone, PartialEq)]
 struct Relevant {
+    liveness: crate::observed::Liveness,
     address: String,
     left: bool,
     peer_id: String,
@@ -26,13 +28,14 @@ struct Relevant {
     pods: std::collections::BTreeMap<String, shoal_protocol::status::PodStatus>,
 }
 
-fn relevant(observed: &Observed) -> Vec<(String, Relevant)> {
+fn relevant(handle: &ObservedHandle, observed: &Observed) -> Vec<(String, Relevant)> {
     observed
         .values()
         .map(|r| {
             (
                 r.name.clone(),
                 Relevant {
+                    liveness: handle.liveness(r),
                     address: r.address.clone(),
                     left: r.left,
                     peer_id: r.peer_id.clone(),
@@ -46,10 +49,11 @@ fn relevant(observed: &Observed) -> Vec<(String, Relevant)> {
 
 /// Whether `observed` holds the same nodes as `seen`, alike but for their beats (without
 /// copying it: this runs at every beat of every peer).
-fn same(seen: &[(String, Relevant)], observed: &Observed) -> bool {
+fn same(seen: &[(String, Relevant)], handle: &ObservedHandle, observed: &Observed) -> bool {
     seen.len() == observed.len()
         && seen.iter().zip(observed.values()).all(|((name, s), r)| {
             *name == r.name
+                && s.liveness == handle.liveness(r)
                 && s.address == r.address
                 && s.left == r.left
                 && s.peer_id == r.peer_id
@@ -64,6 +68,8 @@ pub struct Wakeup {
     observed: watch::Receiver<Observed>,
     /// The records as of the last round: a beat that changes nothing else wakes nobody.
     seen: Vec<(String, Relevant)>,
+    /// To judge liveness (the beats of the others show a node turning suspect or dead).
+    handle: ObservedHandle,
     state_open: bool,
     observed_open: bool,
     tick: Interval,
@@ -86,12 +92,14 @@ impl Wakeup {
     ) -> Wakeup {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let handle = observed.clone();
         let observed = observed.subscribe();
-        let seen = relevant(&observed.borrow());
+        let seen = relevant(&handle, &observed.borrow());
         Wakeup {
             state: state.subscribe(),
             observed,
             seen,
+            handle,
             state_open: true,
             observed_open: true,
             tick: interval,
@@ -132,7 +140,7 @@ impl Wakeup {
 
     /// Waits for the next round; false once `shutdown` fires. What arrives during the
     /// debounce is seen by the round that follows. A change of observed state that is only
-    /// heartbeats (versions and times) wakes nobody: liveness is read at the ticks.
+    /// heartbeats (versions and times, liveness unchanged) wakes nobody.
     pub async fn next(&mut self, shutdown: &CancellationToken) -> bool {
         loop {
             let mut beat = false;
@@ -158,7 +166,7 @@ impl Wakeup {
                 }, if self.service_addresses_open => self.service_addresses_open = r.is_ok(),
                 _ = self.tick.tick() => {}
             }
-            if beat && same(&self.seen, &self.observed.borrow_and_update()) {
+            if beat && same(&self.seen, &self.handle, &self.observed.borrow_and_update()) {
                 continue;
             }
             break;
@@ -169,7 +177,7 @@ impl Wakeup {
             _ = tokio::time::sleep(self.debounce) => {}
         }
         self.state.borrow_and_update();
-        self.seen = relevant(&self.observed.borrow_and_update());
+        self.seen = relevant(&self.handle, &self.observed.borrow_and_update());
         if let Some(rx) = self.pod_network.as_mut() {
             rx.borrow_and_update();
         }
