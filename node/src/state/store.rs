@@ -861,14 +861,23 @@ impl Store {
         }
 
         // Phase 2: write, in one transaction that is rolled back on any failure.
-        let written = planned
-            .iter()
-            .try_for_each(|(key, plain)| self.write_object(key, plain));
-        match written {
+        self.write_all(&planned, now, Self::write_object)?;
+        Ok(results)
+    }
+
+    /// Writes every planned object with `write` in one change committed at `now`, or, on the
+    /// first failure, none (the transaction is rolled back).
+    fn write_all(
+        &mut self,
+        planned: &[(ObjKey, Value)],
+        now: i64,
+        write: fn(&mut Self, &ObjKey, &Value) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        match planned.iter().try_for_each(|(key, v)| write(self, key, v)) {
             Ok(()) => {
                 self.doc
                     .commit_with(CommitOptions::default().with_time(now));
-                Ok(results)
+                Ok(())
             }
             Err(e) => {
                 self.doc.rollback();
@@ -1155,20 +1164,8 @@ impl Store {
         if planned.is_empty() {
             return Ok(results);
         }
-        let written = planned
-            .iter()
-            .try_for_each(|(key, stored)| self.write_stored(key, stored));
-        match written {
-            Ok(()) => {
-                self.doc
-                    .commit_with(CommitOptions::default().with_time(now));
-                Ok(results)
-            }
-            Err(e) => {
-                self.doc.rollback();
-                Err(e)
-            }
-        }
+        self.write_all(&planned, now, Self::write_stored)?;
+        Ok(results)
     }
 
     /// Checks one restored object and gives its key and stored form.
