@@ -34,6 +34,10 @@ pub struct Nodes {
     /// Nodes being drained, and whether by force (every pod at once, not within each
     /// workload's maxUnavailable).
     pub draining: BTreeMap<String, bool>,
+    /// This node has seen a majority of the known nodes only for a short while (less than a
+    /// node takes to become movable): StatefulSet pods do not move off nodes it cannot hear
+    /// yet, since it may hear them in a moment (a partition just healed).
+    pub majority_settling: bool,
 }
 
 impl Nodes {
@@ -85,6 +89,7 @@ impl Nodes {
             movable: BTreeSet::new(),
             left: BTreeSet::new(),
             draining: BTreeMap::new(),
+            majority_settling: false,
         }
     }
 

@@ -331,6 +331,16 @@ fn plan_one(
                 );
                 continue;
             }
+            if nodes.known.contains(&node) && nodes.majority_settling {
+                out.held.insert(
+                    key.clone(),
+                    format!(
+                        "node \"{node}\" cannot be heard, and this node has seen a majority only \
+                         for a moment: the pod stays until it is clear that {node} is gone"
+                    ),
+                );
+                continue;
+            }
             tracing::info!(pod = %key, from = %node, "moving a StatefulSet pod off a lost node");
             x.node = String::new();
         }

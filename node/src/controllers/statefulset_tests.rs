@@ -395,12 +395,21 @@ fn a_pod_moves_off_a_lost_node_only_with_a_majority() {
     let shown = crate::pods::pending_status(s);
     assert_eq!(shown.phase, "Pending");
     assert_eq!(shown.message.as_deref(), Some(why.as_str()));
-    // With a majority it moves to a node that is alive.
+    // A majority seen only for a moment (a partition just healed: the lost node may be heard
+    // again in a moment) moves nothing yet.
     sim.quorum = Quorum {
         known: 3,
         alive: 2,
         heard: 2,
     };
+    sim.nodes.majority_settling = true;
+    sim.step();
+    let s = slot(&sim, "db-1");
+    assert_eq!(s.node, lost);
+    let why = s.unschedulable.clone().unwrap();
+    assert!(why.contains("majority only for a moment"), "{why}");
+    // With a settled majority it moves to a node that is alive.
+    sim.nodes.majority_settling = false;
     sim.step();
     let s = slot(&sim, "db-1");
     assert!(!s.node.is_empty() && s.node != lost, "{s:?}");

@@ -74,6 +74,8 @@ pub struct Controllers {
     pub reschedule_grace: Duration,
     /// Where the rounds' work is told as events (scheduled, rescheduled, rollout steps).
     pub events: Option<crate::events::Events>,
+    /// Since when this node has seen a majority of the known nodes, without a break.
+    majority_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// Tells whether this node holds the controller role. The controllers are a singleton role:
@@ -94,6 +96,7 @@ impl Controllers {
             leader: None,
             reschedule_grace: Duration::from_secs(5),
             events: None,
+            majority_since: Default::default(),
         }
     }
 
@@ -173,6 +176,18 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         }
     }
     let quorum = crate::nodes::Quorum::count(members.values(), &registered);
+    // A node that has just come to see a majority (a partition healed, or it started) may not
+    // have heard yet from every node it will hear in a moment: until it has seen the majority
+    // for as long as a node takes to become movable, StatefulSet pods stay where they are.
+    nodes.majority_settling = {
+        // A short critical section, never held across an await.
+        let mut since = c.majority_since.lock().unwrap_or_else(|p| p.into_inner());
+        if !quorum.sees_majority() {
+            *since = None;
+        }
+        let at = *since.get_or_insert_with(std::time::Instant::now);
+        at.elapsed() < c.observed.timing().dead_after + c.reschedule_grace
+    };
     nodes.movable = movable(
         &members,
         &registered,
