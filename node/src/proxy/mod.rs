@@ -111,8 +111,9 @@ pub async fn run(
         let due = checked.is_none_or(|t| {
             t.elapsed() >= ADDRESSES_EVERY && !(wanted.is_empty() && up.is_empty())
         });
+        // After a failure (no `ip`, no CAP_NET_ADMIN) only the periodic check tries again.
         if let (Some(network), Some(block)) = (network, block)
-            && (wanted != up || due)
+            && ((wanted != up && !host_failed) || due)
         {
             checked = Some(Instant::now());
             let ips = wanted.values().copied().collect();
