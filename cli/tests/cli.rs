@@ -44,9 +44,7 @@ impl FakeNode {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if let Some(req) = serve(stream, respond) {
-                    seen.lock().unwrap().push(req);
-                }
+                serve(stream, respond, &seen);
             }
         });
         FakeNode { url, requests }
@@ -57,7 +55,9 @@ impl FakeNode {
     }
 }
 
-fn serve(stream: TcpStream, respond: Responder) -> Option<Request> {
+/// Reads one request, records it, then answers: recorded before the answer, so a test that
+/// reads the requests after the CLI exits sees every one.
+fn serve(stream: TcpStream, respond: Responder, seen: &Mutex<Vec<Request>>) -> Option<()> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
@@ -89,6 +89,7 @@ fn serve(stream: TcpStream, respond: Responder) -> Option<Request> {
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     let (code, body) = respond(&req);
+    seen.lock().unwrap().push(req);
     let reason = match code {
         200 => "OK",
         401 => "Unauthorized",
@@ -105,7 +106,7 @@ fn serve(stream: TcpStream, respond: Responder) -> Option<Request> {
         body.len()
     );
     let _ = out.flush();
-    Some(req)
+    Some(())
 }
 
 /// Runs `shoal` with a clean environment: no config file, no token file, no SHOAL_* values
