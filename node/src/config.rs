@@ -83,6 +83,9 @@ pub struct Config {
     /// The TTL of the cluster zone's answers, in seconds: clients re-ask this often, so
     /// answers follow readiness within that time.
     pub dns_ttl_secs: u32,
+    /// The container engine's socket, `unix:///path/to/docker.sock` (`--docker-host`). Unset:
+    /// `DOCKER_HOST` when it names a `unix://` socket, else `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
 }
 
 /// The DNS server's listen setting: an address, or `off`.
@@ -155,6 +158,7 @@ impl Default for Config {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             dns_upstream: None,
             dns_ttl_secs: 5,
+            docker_host: None,
         }
     }
 }
@@ -217,6 +221,14 @@ impl Config {
                 "node-name",
                 "must be a DNS label: lower-case letters, digits and '-', 1-63 characters, \
                  starting and ending with a letter or digit",
+            );
+        }
+        if let Some(h) = &self.docker_host
+            && !(h.starts_with("unix://") && h.len() > "unix://".len())
+        {
+            return invalid(
+                "docker-host",
+                "must name the engine's socket as unix:///path/to/docker.sock",
             );
         }
         if self.api_max_body_bytes < 1024 {
@@ -510,6 +522,19 @@ mod tests {
                 .to_string()
                 .contains("channel-size")
         );
+        for bad in ["/var/run/docker.sock", "unix://", "tcp://127.0.0.1:2375"] {
+            let c = Config {
+                docker_host: Some(bad.into()),
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with("setting docker-host:"), "{bad}: {err}");
+        }
+        let c = Config {
+            docker_host: Some("unix:///run/h1/docker.sock".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
     }
 
     #[test]

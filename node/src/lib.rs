@@ -156,6 +156,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let publish: Arc<dyn observed::Publish> = Arc::new(net_handle.clone());
     // Each node's record carries its state digest, so any node can tell whether all agree.
     let (digest_tx, digest_rx) = tokio::sync::watch::channel(String::new());
+    // What is wrong with this node (its engine, a failed task), for its peers to see.
+    let (_conditions, conditions_rx) = observed::Conditions::new();
     tracker.spawn(observed::follow_digest(
         state.clone(),
         digest_tx,
@@ -166,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         heartbeat
             .with_gossip(publish, observed_rx)
             .with_digest(digest_rx)
+            .with_conditions(conditions_rx)
             .run(leave.clone()),
     );
     tracker.spawn(keep_connected(
@@ -216,11 +219,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     // server and the proxies listen there for the pods, and the zone gives pods its address.
     let pod_network = agent.pod_network();
     tracker.spawn(agent.run(stop.clone()));
-    tracker.spawn(
-        engine
-            .clone()
-            .connect_docker(Duration::from_secs(5), stop.clone()),
-    );
+    tracker.spawn(engine.clone().connect_docker(
+        config.docker_host.clone(),
+        Duration::from_secs(5),
+        stop.clone(),
+    ));
     // The controllers are a leader role: they run only while this node holds its lease.
     let (held_tx, held_rx) = tokio::sync::watch::channel(None);
     tracker.spawn(nodes::keep_role(

@@ -58,6 +58,10 @@ struct Flags {
     /// The TTL of the cluster's answers, in seconds [default: 5].
     #[arg(long, env = "SHOAL_DNS_TTL_SECS")]
     dns_ttl_secs: Option<u32>,
+    /// The container engine's socket, unix:///path/to/docker.sock [default: DOCKER_HOST when
+    /// it names a unix:// socket, else /var/run/docker.sock].
+    #[arg(long, env = "SHOAL_DOCKER_HOST")]
+    docker_host: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -116,6 +120,9 @@ impl Flags {
         }
         if let Some(v) = self.dns_ttl_secs {
             config.dns_ttl_secs = v;
+        }
+        if let Some(v) = self.docker_host {
+            config.docker_host = Some(v);
         }
         match self.log_format.as_deref() {
             Some("json") => config.log_format = LogFormat::Json,

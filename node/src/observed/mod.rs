@@ -66,6 +66,11 @@ pub struct NodeRecord {
     /// hold the same state exactly when their digests are equal ("" until known).
     #[serde(default)]
     pub state_digest: String,
+    /// What is wrong with the node, by condition type (such as `EngineUnavailable` or
+    /// `Degraded`), each with a message for people; empty while all is well. Set through
+    /// [`Conditions`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, String>,
     /// When this process last heard from the node (its own clock; never on the wire).
     #[serde(skip)]
     pub seen: Option<Instant>,
@@ -288,6 +293,46 @@ pub struct Heartbeat {
     full_due: bool,
     /// The digest of this node's desired state, when followed ([`Heartbeat::with_digest`]).
     digest: Option<watch::Receiver<String>>,
+    /// This node's conditions, set by the parts that find them ([`Conditions`]).
+    conditions: Option<watch::Receiver<BTreeMap<String, String>>>,
+}
+
+/// Sets and clears this node's conditions (see [`NodeRecord::conditions`]): each part that
+/// finds something wrong (the agent, the task supervisor) holds a clone. A change goes out
+/// with the next heartbeat, as a whole record.
+#[derive(Clone)]
+pub struct Conditions {
+    tx: Arc<watch::Sender<BTreeMap<String, String>>>,
+}
+
+impl Conditions {
+    /// Conditions to follow with [`Heartbeat::with_conditions`]: none yet.
+    pub fn new() -> (Conditions, watch::Receiver<BTreeMap<String, String>>) {
+        let (tx, rx) = watch::channel(BTreeMap::new());
+        (Conditions { tx: Arc::new(tx) }, rx)
+    }
+
+    /// Sets condition `kind` with `message` (replacing an earlier message).
+    pub fn set(&self, kind: &str, message: impl Into<String>) {
+        let message = message.into();
+        self.tx.send_if_modified(|c| {
+            if c.get(kind) == Some(&message) {
+                return false;
+            }
+            c.insert(kind.to_string(), message);
+            true
+        });
+    }
+
+    /// Clears condition `kind`; nothing happens when it is not set.
+    pub fn clear(&self, kind: &str) {
+        self.tx.send_if_modified(|c| c.remove(kind).is_some());
+    }
+
+    /// The conditions set now.
+    pub fn current(&self) -> BTreeMap<String, String> {
+        self.tx.borrow().clone()
+    }
 }
 
 /// Creates the store with this node's first record. Its version is set from the clock (see
@@ -323,6 +368,7 @@ pub fn start(
             beats: 0,
             full_due: true,
             digest: None,
+            conditions: None,
         },
     )
 }
@@ -346,6 +392,16 @@ impl Heartbeat {
     /// [`follow_digest`]): a change goes out with the next heartbeat, as a whole record.
     pub fn with_digest(mut self, digest: watch::Receiver<String>) -> Self {
         self.digest = Some(digest);
+        self
+    }
+
+    /// Carries this node's conditions in its record, from `conditions` (see [`Conditions`]): a
+    /// change goes out with the next heartbeat, as a whole record.
+    pub fn with_conditions(
+        mut self,
+        conditions: watch::Receiver<BTreeMap<String, String>>,
+    ) -> Self {
+        self.conditions = Some(conditions);
         self
     }
 
@@ -387,6 +443,24 @@ impl Heartbeat {
                             }
                         }
                         _ => self.digest = None,
+                    }
+                    continue;
+                }
+                changed = async {
+                    match self.conditions.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match self.conditions.as_mut() {
+                        Some(rx) if changed => {
+                            let conditions = rx.borrow_and_update().clone();
+                            if conditions != self.record.conditions {
+                                self.record.conditions = conditions;
+                                self.full_due = true;
+                            }
+                        }
+                        _ => self.conditions = None,
                     }
                     continue;
                 }

@@ -75,11 +75,21 @@ impl DockerRuntime {
     /// reported here rather than at the first container call.
     #[instrument(err)]
     pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
-        let address = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| h.starts_with("unix://"))
-            .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-        let docker = Docker::connect_with_local_defaults()
+        DockerRuntime::connect_to(None).await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path/to/docker.sock`, the `docker-host`
+    /// setting), or where [`DockerRuntime::connect`] looks when it is None.
+    #[instrument(err)]
+    pub async fn connect_to(host: Option<&str>) -> Result<DockerRuntime, RuntimeError> {
+        let address = match host {
+            Some(h) => h.to_string(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| h.starts_with("unix://"))
+                .unwrap_or_else(|| DEFAULT_SOCKET.to_string()),
+        };
+        let docker = Docker::connect_with_unix(&address, 120, bollard::API_DEFAULT_VERSION)
             .map_err(|e| map_error(&address, e, Target::Engine))?
             .with_timeout(CALL_TIMEOUT);
         let docker = docker

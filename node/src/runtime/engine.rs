@@ -55,10 +55,15 @@ impl Engine {
     }
 
     /// Connects to Docker, retrying every `retry` until it answers or `shutdown` fires.
-    pub async fn connect_docker(self, retry: Duration, shutdown: CancellationToken) {
+    pub async fn connect_docker(
+        self,
+        host: Option<String>,
+        retry: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut warned = false;
         loop {
-            match DockerRuntime::connect().await {
+            match DockerRuntime::connect_to(host.as_deref()).await {
                 Ok(docker) => {
                     let _ = self.inner.runtime.set(Arc::new(docker));
                     if warned {
