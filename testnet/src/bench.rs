@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,15 @@ use crate::{DockerCleanup, Node, NodeOptions};
 
 const IMAGE: &str = "shoal-test/echo:latest";
 
-/// Whether an HTTP GET of `/` on 127.0.0.1:`port` answers 200.
-fn serves(port: u16) -> bool {
-    serves_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+/// Whether an HTTP GET of `/` on `ip`:`port` answers 200.
+fn serves(ip: IpAddr, port: u16) -> bool {
+    serves_at(std::net::SocketAddr::new(ip, port))
 }
 
-/// Whether an HTTP GET of `/` on `addr` answers 200; never tried off loopback.
+/// Whether an HTTP GET of `/` on `addr` answers 200; never tried off loopback and the test
+/// hosts of a LAN this machine has now.
 pub(crate) fn serves_at(addr: std::net::SocketAddr) -> bool {
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !crate::hosts::is_test_host(addr.ip()) {
         return false;
     }
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
@@ -52,11 +53,43 @@ pub fn apply_to_serving(replicas: u32, runs: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = Node::start(NodeOptions::new("bench", &dir.path().join("bench")))?;
     let _cleanup = DockerCleanup::new(&node.cluster_id()?);
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    compare(&rt, &node, &docker, loopback, replicas, runs)
+}
 
+/// [`apply_to_serving`] on a test host ([`crate::hosts`]): one `shoald` with its own engine,
+/// and the raw containers in that engine, published on the host's LAN address.
+pub fn apply_to_serving_hosts(replicas: u32, runs: u32) -> anyhow::Result<()> {
+    crate::hosts::available()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::image::ensure_echo_image())?;
+    let dir = tempfile::tempdir()?;
+    let cluster = crate::Cluster::up_hosts(1, dir.path(), &crate::HostOptions::default())?;
+    let node = cluster.node("h1")?;
+    let socket = cluster
+        .describe()
+        .nodes
+        .first()
+        .and_then(|n| n.engine_socket.clone())
+        .context("the host has no engine socket")?;
+    let docker = Arc::new(rt.block_on(DockerRuntime::connect_to(Some(&socket)))?);
+    let ip: IpAddr = node.opts.ip.parse()?;
+    println!("on test host h1 ({ip}), its own engine");
+    compare(&rt, node, &docker, ip, replicas, runs)
+}
+
+fn compare(
+    rt: &tokio::runtime::Runtime,
+    node: &Node,
+    docker: &DockerRuntime,
+    ip: IpAddr,
+    replicas: u32,
+    runs: u32,
+) -> anyhow::Result<()> {
     let (mut shoal, mut raw) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        shoal.push(shoal_run(&node, replicas, run)?);
-        raw.push(rt.block_on(raw_run(&docker, replicas, run))?);
+        shoal.push(shoal_run(node, replicas, run, ip)?);
+        raw.push(rt.block_on(raw_run(docker, replicas, run, ip))?);
     }
     let (s, r) = (median(shoal.clone()), median(raw.clone()));
     println!("replicas: {replicas}, runs: {runs}");
@@ -69,7 +102,7 @@ pub fn apply_to_serving(replicas: u32, runs: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn shoal_run(node: &Node, replicas: u32, run: u32) -> anyhow::Result<Duration> {
+fn shoal_run(node: &Node, replicas: u32, run: u32, ip: IpAddr) -> anyhow::Result<Duration> {
     let name = format!("bench{run}");
     let manifest = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers: [{{name: echo, image: \"{IMAGE}\", ports: [{{containerPort: 8080}}]}}]\n"
@@ -89,7 +122,7 @@ fn shoal_run(node: &Node, replicas: u32, run: u32) -> anyhow::Result<Duration> {
             .as_array()
             .map(|items| items.iter().filter_map(port_of).collect())
             .unwrap_or_default();
-        if ports.len() == replicas as usize && ports.iter().all(|p| serves(*p)) {
+        if ports.len() == replicas as usize && ports.iter().all(|p| serves(ip, *p)) {
             break;
         }
         if start.elapsed() > Duration::from_secs(120) {
@@ -113,7 +146,12 @@ fn port_of(pod: &Value) -> Option<u16> {
         .map(|p| p as u16)
 }
 
-async fn raw_run(docker: &DockerRuntime, replicas: u32, run: u32) -> anyhow::Result<Duration> {
+async fn raw_run(
+    docker: &DockerRuntime,
+    replicas: u32,
+    run: u32,
+    ip: IpAddr,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut ids = Vec::new();
     for i in 0..replicas {
@@ -124,7 +162,7 @@ async fn raw_run(docker: &DockerRuntime, replicas: u32, run: u32) -> anyhow::Res
             ports: vec![PortSpec {
                 container_port: 8080,
                 protocol: Protocol::Tcp,
-                host_ip: Some("127.0.0.1".into()),
+                host_ip: Some(ip.to_string()),
                 host_port: 0,
             }],
             ..ContainerSpec::default()
@@ -142,7 +180,7 @@ async fn raw_run(docker: &DockerRuntime, replicas: u32, run: u32) -> anyhow::Res
             .context("no published port")?;
         ports.push(port);
     }
-    while !ports.iter().all(|p| serves(*p)) {
+    while !ports.iter().all(|p| serves(ip, *p)) {
         if start.elapsed() > Duration::from_secs(60) {
             bail!("raw containers did not serve within 60 s");
         }

@@ -8,6 +8,12 @@
 //! it to be alive again before the next run. All nodes share one Docker engine here, so the
 //! killed node's containers go on running (as after an agent crash); what is timed is the
 //! cluster serving from the others.
+//!
+//! With `--hosts` ([`failover_hosts`]), the 3 nodes are test hosts with their own engines
+//! ([`crate::hosts`]) and each run powers the victim off instead (link down, then SIGKILL to
+//! its `shoald`, engine and containers), while a client on a surviving host sends a request
+//! every 50 ms through that host's node proxy (a new connection each, 1 s timeout); the run
+//! reports the requests that failed. The host is booted again before the next run.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,7 +22,14 @@ use anyhow::{Context, bail};
 
 use crate::{Cluster, Node, Testnet};
 
-const WEB: &str = "apiVersion: apps/v1
+const WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 18080, targetPort: 8080}]
+---
+apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
 spec:
@@ -72,6 +85,110 @@ pub fn failover(runs: u32) -> anyhow::Result<Vec<Duration>> {
     Ok(times)
 }
 
+/// [`failover`] on 3 test hosts; returns each run's time and failed requests.
+pub fn failover_hosts(runs: u32) -> anyhow::Result<Vec<(Duration, usize)>> {
+    crate::hosts::available()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::image::ensure_echo_image())?;
+    let dir = tempfile::tempdir()?;
+    let mut cluster = Cluster::up_hosts(3, dir.path(), &crate::HostOptions::default())?;
+    let results = hosts_runs_on(&mut cluster, runs)?;
+    let mut times: Vec<Duration> = results.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    let failed: usize = results.iter().map(|(_, f)| f).sum();
+    println!(
+        "hosts: power-off -> all 4 replicas serving on the survivors: median {:?} (runs: {:?}); \
+         failed requests through a survivor's proxy: {failed} in all (per run: {:?})",
+        times[times.len() / 2],
+        results.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        results.iter().map(|(_, f)| *f).collect::<Vec<_>>(),
+    );
+    Ok(results)
+}
+
+fn hosts_runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<(Duration, usize)>> {
+    let (code, body) = cluster.nodes()[0].api()?.apply(WEB)?;
+    if code != 200 && code != 201 {
+        bail!("apply: {code} {body}");
+    }
+    let mut out = Vec::new();
+    for run in 0..runs {
+        let pods = wait_ready(&cluster.nodes()[0], run)?;
+        let victim = most_loaded(&pods)?;
+        let watcher = cluster
+            .names()
+            .into_iter()
+            .find(|n| *n != victim)
+            .context("no other host")?;
+        let url = format!("http://{}:18080/", cluster.node(&watcher)?.opts.ip);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = crate::hosts::client(&cluster.netns(&watcher)?, url, stop.clone());
+        std::thread::sleep(Duration::from_secs(1));
+        let off = Instant::now();
+        cluster.power_off(&victim)?;
+        loop {
+            let pods = ready(cluster.node(&watcher)?)?;
+            if pods.len() == 4
+                && pods
+                    .values()
+                    .all(|(on, ip, port)| *on != victim && serves(ip, *port))
+            {
+                break;
+            }
+            if off.elapsed() > Duration::from_secs(120) {
+                bail!("run {run}: the replicas did not serve elsewhere within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = off.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (sent, failed) = client
+            .join()
+            .map_err(|_| anyhow::anyhow!("the client panicked"))?;
+        println!(
+            "run {run}: powered {victim} off, all serving again after {took:?}; \
+             {} of {sent} requests through {watcher}'s proxy failed",
+            failed.len()
+        );
+        for f in failed.iter().take(5) {
+            println!("  {f}");
+        }
+        out.push((took, failed.len()));
+        cluster.boot(&victim)?;
+        cluster.wait_members_alive(Duration::from_secs(60))?;
+    }
+    Ok(out)
+}
+
+/// Waits until 4 replicas are ready with a published port.
+fn wait_ready(node: &Node, run: u32) -> anyhow::Result<BTreeMap<String, (String, String, u16)>> {
+    let started = Instant::now();
+    loop {
+        let pods = ready(node)?;
+        if pods.len() == 4 {
+            return Ok(pods);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("run {run}: the replicas were not ready within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The node that holds the most replicas (the last by name on a tie).
+fn most_loaded(pods: &BTreeMap<String, (String, String, u16)>) -> anyhow::Result<String> {
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for (on, _, _) in pods.values() {
+        *per_node.entry(on.clone()).or_default() += 1;
+    }
+    per_node
+        .iter()
+        .max_by_key(|(name, n)| (**n, std::cmp::Reverse((*name).clone())))
+        .map(|(name, _)| name.clone())
+        .context("no node holds a replica")
+}
+
 fn runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<Duration>> {
     let (code, body) = cluster.nodes()[0].api()?.apply(WEB)?;
     if code != 200 && code != 201 {
@@ -79,26 +196,8 @@ fn runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<Duration>> {
     }
     let mut times = Vec::new();
     for run in 0..runs {
-        let started = Instant::now();
-        let pods = loop {
-            let pods = ready(&cluster.nodes()[0])?;
-            if pods.len() == 4 {
-                break pods;
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!("run {run}: the replicas were not ready within 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-        for (on, _, _) in pods.values() {
-            *per_node.entry(on.clone()).or_default() += 1;
-        }
-        let victim = per_node
-            .iter()
-            .max_by_key(|(name, n)| (**n, std::cmp::Reverse((*name).clone())))
-            .map(|(name, _)| name.clone())
-            .context("no node holds a replica")?;
+        let pods = wait_ready(&cluster.nodes()[0], run)?;
+        let victim = most_loaded(&pods)?;
         let watcher = cluster
             .names()
             .into_iter()

@@ -21,7 +21,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::process::{Node, NodeOptions, free_p2p_addr, free_port};
+use crate::hosts::Lan;
+use crate::process::{Node, NodeOptions, OnHost, free_p2p_addr, free_port};
 use crate::{partition, wait_until};
 
 /// The file in DIR that describes the testnet.
@@ -47,6 +48,21 @@ pub struct ClusterFile {
     /// The partition in force (groups of node names), if any.
     #[serde(default)]
     pub partition: Option<Vec<Vec<String>>>,
+    /// The LAN of a testnet of hosts (`up --hosts`); absent for nodes on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan: Option<LanEntry>,
+}
+
+/// The LAN of a testnet of hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LanEntry {
+    /// `10.213.B.0/24`.
+    pub subnet: String,
+    /// The bridge on the machine, which holds `10.213.B.1`.
+    pub bridge: String,
+    /// B.
+    pub octet: u8,
 }
 
 /// One node of [`ClusterFile`].
@@ -67,6 +83,18 @@ pub struct NodeEntry {
     pub data_dir: PathBuf,
     /// The node's stdout and stderr.
     pub log_file: PathBuf,
+    /// Hosts only: the node's name in the cluster when it is not the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Hosts only: the host's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// Hosts only: the host's address on the LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_addr: Option<String>,
+    /// Hosts only: the socket of the host's own Docker engine (`unix://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_socket: Option<String>,
 }
 
 /// A local testnet. Started in-process ([`Cluster::up`]), it is owned: dropping it kills its
@@ -80,6 +108,9 @@ pub struct Cluster {
     nodes: Vec<Node>,
     partition: Option<Vec<Vec<String>>>,
     owned: bool,
+    /// The hosts' LAN, for a testnet of hosts. Declared last: it is torn down after the
+    /// nodes are killed.
+    lan: Option<Lan>,
 }
 
 impl Cluster {
@@ -137,6 +168,7 @@ impl Cluster {
             nodes: Vec::with_capacity(n),
             partition: None,
             owned: !detached,
+            lan: None,
         };
         let started = cluster.start_nodes(&ips, detached, dns_upstream);
         if let Err(e) = started {
@@ -197,6 +229,13 @@ impl Cluster {
         };
         let file: ClusterFile = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a testnet description", path.display()))?;
+        let lan = match &file.lan {
+            Some(l) => {
+                let hosts: Vec<String> = file.nodes.iter().map(|n| n.name.clone()).collect();
+                Some(Lan::adopt(&file.testnet_id, l.octet, dir, &hosts)?)
+            }
+            None => None,
+        };
         let mut nodes = Vec::with_capacity(file.nodes.len());
         for e in &file.nodes {
             let ip: Ipv4Addr = e.advertise_addr.parse().with_context(|| {
@@ -214,6 +253,12 @@ impl Cluster {
                 .with_context(|| format!("{}: node {}: bad p2pAddr", path.display(), e.name))?;
             let mut opts = NodeOptions::new(&e.name, &e.data_dir);
             opts.ip = ip.to_string();
+            if let Some(netns) = &e.netns {
+                opts.host = Some(OnHost {
+                    netns: netns.clone(),
+                    config_file: dir.join(&e.name).join(HOST_CONFIG),
+                });
+            }
             nodes.push(Node::adopt(
                 opts,
                 api_addr,
@@ -229,12 +274,23 @@ impl Cluster {
             nodes,
             partition: file.partition,
             owned: false,
+            lan,
         })
     }
 
     /// Stops every node gracefully (SIGTERM), removes the partition and the containers and
     /// pod networks the nodes left in Docker. Data directories stay.
     pub fn down(&mut self) -> anyhow::Result<()> {
+        if self.lan.is_some() {
+            // Hosts: the nodes stop as on a shutdown, then the LAN and the engines go whole.
+            let stopped = self.stop_all();
+            if let Some(lan) = self.lan.as_mut() {
+                lan.teardown();
+            }
+            self.partition = None;
+            self.save()?;
+            return stopped;
+        }
         let healed = self.heal_if_possible();
         let stopped = self.stop_all();
         if let Some(cluster_id) = self.nodes.first().and_then(|n| n.cluster_id().ok()) {
@@ -317,6 +373,11 @@ impl Cluster {
     /// one group to a node of another. Nodes in no group still reach everyone. Replaces any
     /// earlier partition.
     pub fn partition(&mut self, groups: &[Vec<String>]) -> anyhow::Result<()> {
+        if let Some(lan) = &self.lan {
+            lan.partition(groups)?;
+            self.partition = Some(groups.to_vec());
+            return self.save();
+        }
         let mut ip_groups = Vec::with_capacity(groups.len());
         for g in groups {
             let mut ips = Vec::with_capacity(g.len());
@@ -332,6 +393,11 @@ impl Cluster {
 
     /// Removes the partition: every node reaches every node again.
     pub fn heal(&mut self) -> anyhow::Result<()> {
+        if let Some(lan) = &self.lan {
+            lan.heal()?;
+            self.partition = None;
+            return self.save();
+        }
         partition::heal(&self.id)?;
         self.partition = None;
         self.save()
@@ -417,9 +483,19 @@ impl Cluster {
         Ok(v)
     }
 
+    /// The name `node` has in the cluster: its own, or on a host, the one its config file
+    /// gives it.
+    pub fn member_name(&self, node: &Node) -> String {
+        node.opts
+            .host
+            .as_ref()
+            .and_then(|h| config_node_name(&h.config_file))
+            .unwrap_or_else(|| node.opts.name.clone())
+    }
+
     /// Waits until every node's status lists every node of the testnet as an alive member.
     pub fn wait_members_alive(&self, timeout: Duration) -> anyhow::Result<()> {
-        let names = self.names();
+        let names: Vec<String> = self.nodes.iter().map(|n| self.member_name(n)).collect();
         for node in &self.nodes {
             let name = &node.opts.name;
             wait_until(
@@ -466,20 +542,32 @@ impl Cluster {
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| NodeEntry {
-                    name: n.opts.name.clone(),
-                    api_url: n.url(),
-                    // DNS arrives with issue 6: the node has no DNS server yet.
-                    dns_addr: None,
-                    p2p_addr: n.p2p_addr().to_string(),
-                    advertise_addr: n.opts.ip.clone(),
-                    pid: n.pid(),
-                    data_dir: n.opts.data_dir.clone(),
-                    log_file: n.log_path().to_path_buf(),
+                .map(|n| {
+                    let on_host = self.lan.as_ref().filter(|_| n.opts.host.is_some());
+                    NodeEntry {
+                        name: n.opts.name.clone(),
+                        api_url: n.url(),
+                        dns_addr: on_host.map(|_| format!("{}:53", n.opts.ip)),
+                        p2p_addr: n.p2p_addr().to_string(),
+                        advertise_addr: n.opts.ip.clone(),
+                        pid: n.pid(),
+                        data_dir: n.opts.data_dir.clone(),
+                        log_file: n.log_path().to_path_buf(),
+                        node_name: Some(self.member_name(n)).filter(|m| *m != n.opts.name),
+                        netns: n.opts.host.as_ref().map(|h| h.netns.clone()),
+                        lan_addr: on_host.map(|_| n.opts.ip.clone()),
+                        engine_socket: on_host
+                            .map(|l| format!("unix://{}", l.paths(&n.opts.name).socket.display())),
+                    }
                 })
                 .collect(),
             testnet_id: self.id.clone(),
             partition: self.partition.clone(),
+            lan: self.lan.as_ref().map(|l| LanEntry {
+                subnet: l.subnet(),
+                bridge: l.bridge(),
+                octet: l.octet(),
+            }),
         }
     }
 
@@ -553,6 +641,317 @@ impl Cluster {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Testnets of hosts ([`crate::hosts`]): each node on a machine of its own, with its own engine,
+// and the faults only machines have.
+
+/// `shoald`'s config file in a host's directory.
+pub const HOST_CONFIG: &str = "shoald.toml";
+
+/// How to start a testnet of hosts.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// The hosts whose engine gets the test image ([`crate::image::ECHO_IMAGE`]) at `up`;
+    /// None: every host.
+    pub image_on: Option<Vec<String>>,
+}
+
+impl Cluster {
+    /// Starts `n` hosts in `dir` (`dir/h1`, ...), each with its own network namespace on a
+    /// LAN bridge, its own Docker engine and its own `shoald` with a config file; h1 creates
+    /// the cluster, the others join it. Returns once every node sees all members alive. The
+    /// hosts die with the returned handle.
+    pub fn up_hosts(n: usize, dir: &Path, opts: &HostOptions) -> anyhow::Result<Cluster> {
+        Cluster::start_hosts(n, dir, opts, false)
+    }
+
+    /// [`Cluster::up_hosts`] for the command line: the hosts outlive the handle.
+    pub fn up_hosts_detached(n: usize, dir: &Path, opts: &HostOptions) -> anyhow::Result<Cluster> {
+        Cluster::start_hosts(n, dir, opts, true)
+    }
+
+    fn start_hosts(
+        n: usize,
+        dir: &Path,
+        opts: &HostOptions,
+        detached: bool,
+    ) -> anyhow::Result<Cluster> {
+        if n == 0 || n > crate::hosts::MAX_HOSTS {
+            bail!(
+                "a testnet has 1 to {} hosts, not {n}",
+                crate::hosts::MAX_HOSTS
+            );
+        }
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        if dir.join(CLUSTER_FILE).exists() {
+            bail!(
+                "{} exists: {} already holds a testnet (take it down and remove the \
+                 directory, or choose another)",
+                dir.join(CLUSTER_FILE).display(),
+                dir.display()
+            );
+        }
+        let id = new_id();
+        let lan = Lan::create(&id, &dir, !detached)?;
+        let mut cluster = Cluster {
+            dir,
+            id,
+            admin_token: String::new(),
+            nodes: Vec::with_capacity(n),
+            partition: None,
+            owned: !detached,
+            lan: Some(lan),
+        };
+        let started = (|| {
+            for _ in 0..n {
+                let name = cluster.add_host_engine()?;
+                let wanted = opts.image_on.as_ref().is_none_or(|on| on.contains(&name));
+                if wanted {
+                    cluster.load_image(&name, crate::image::ECHO_IMAGE)?;
+                }
+                cluster.start_host_node(&name, None)?;
+            }
+            cluster.admin_token = cluster.nodes[0].token()?;
+            cluster.save()?;
+            cluster
+                .wait_members_alive(UP_TIMEOUT)
+                .map_err(|e| anyhow::anyhow!("{e:#}\n{}", cluster.log_tails(40)))
+        })();
+        if let Err(e) = started {
+            if detached {
+                cluster.kill_all();
+                if let Some(lan) = cluster.lan.as_mut() {
+                    lan.teardown();
+                }
+            }
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    fn lan(&self) -> anyhow::Result<&Lan> {
+        self.lan
+            .as_ref()
+            .context("this testnet's nodes are on loopback, not on hosts (`up --hosts N`)")
+    }
+
+    fn lan_mut(&mut self) -> anyhow::Result<&mut Lan> {
+        self.lan
+            .as_mut()
+            .context("this testnet's nodes are on loopback, not on hosts (`up --hosts N`)")
+    }
+
+    /// Whether the nodes are on hosts.
+    pub fn on_hosts(&self) -> bool {
+        self.lan.is_some()
+    }
+
+    /// Makes the next host with its engine; returns its name.
+    fn add_host_engine(&mut self) -> anyhow::Result<String> {
+        let name = self.lan_mut()?.add_host()?;
+        Ok(name)
+    }
+
+    /// Writes host `name`'s `shoald.toml` (node name `node_name`, else the host's) and starts
+    /// its `shoald`, joining a running node unless it is the first.
+    fn start_host_node(&mut self, name: &str, node_name: Option<&str>) -> anyhow::Result<()> {
+        let lan = self.lan()?;
+        let addr = lan.addr(name)?;
+        let paths = lan.paths(name);
+        let data_dir = paths.root.join("data");
+        let config_file = paths.root.join(HOST_CONFIG);
+        let mut config = toml::Table::new();
+        let text = |v: &str| toml::Value::String(v.to_string());
+        config.insert("data-dir".into(), text(&data_dir.to_string_lossy()));
+        config.insert("node-name".into(), text(node_name.unwrap_or(name)));
+        config.insert("api-listen".into(), text(&format!("{addr}:7070")));
+        config.insert("advertise".into(), text(&addr.to_string()));
+        config.insert("mdns".into(), toml::Value::Boolean(false));
+        // No resolver outside the test: names outside the cluster domain get REFUSED.
+        config.insert("dns-upstream".into(), toml::Value::Array(Vec::new()));
+        config.insert(
+            "docker-host".into(),
+            text(&format!("unix://{}", paths.socket.display())),
+        );
+        fs::write(&config_file, toml::to_string(&config)?)
+            .with_context(|| format!("cannot write {}", config_file.display()))?;
+        let mut opts = NodeOptions::new(name, &data_dir);
+        opts.ip = addr.to_string();
+        opts.host = Some(OnHost {
+            netns: paths.netns.clone(),
+            config_file,
+        });
+        if let Some(first) = self
+            .nodes
+            .iter_mut()
+            .find_map(|n| n.is_running().then_some(&*n))
+        {
+            opts = opts.joining(first)?;
+        }
+        let detached = !self.owned;
+        let api_addr = std::net::SocketAddr::new(addr.into(), 7070);
+        let p2p_addr = std::net::SocketAddr::new(addr.into(), 7946);
+        let log = paths.root.join(LOG_FILE);
+        let mut node = Node::start_on(opts, api_addr, p2p_addr, log, detached)
+            .with_context(|| format!("cannot start shoald on {name} ({addr})"))?;
+        node.opts.join = None;
+        self.nodes.push(node);
+        self.save()
+    }
+
+    /// Adds a host to the running testnet: its engine (with the test image when the machine's
+    /// engine has it) and its `shoald`, joining a running node. A partition in force applies
+    /// to it as it joins when it names the host. `node_name`: the node's name in the cluster,
+    /// which may repeat another's. Returns the host's name without waiting for membership.
+    pub fn add_host(&mut self, node_name: Option<&str>) -> anyhow::Result<String> {
+        let name = self.add_host_engine()?;
+        if crate::image::image_present(crate::image::ECHO_IMAGE) {
+            self.load_image(&name, crate::image::ECHO_IMAGE)?;
+        }
+        self.start_host_node(&name, node_name)?;
+        Ok(name)
+    }
+
+    /// Powers host `name` off: its link down first, then SIGKILL to its `shoald`, engine and
+    /// containers, and what a reboot clears is gone.
+    pub fn power_off(&mut self, name: &str) -> anyhow::Result<()> {
+        self.lan()?.unplug(name)?;
+        let _ = self.node_mut(name)?.kill();
+        self.lan_mut()?.power_off(name)?;
+        self.save()
+    }
+
+    /// Boots host `name` as its machine would: network, engine, then `shoald` with its config
+    /// file (no join flags: it finds its peers as after any restart). Returns once its API
+    /// answers.
+    pub fn boot(&mut self, name: &str) -> anyhow::Result<()> {
+        self.lan_mut()?.boot(name)?;
+        let node = self.node_mut(name)?;
+        node.opts.join = None;
+        let started = node.restart();
+        self.save()?;
+        started.with_context(|| format!("cannot start shoald on {name}"))
+    }
+
+    /// Boots every host that is off, all at once (a whole cluster getting its power back).
+    pub fn boot_all(&mut self) -> anyhow::Result<()> {
+        let off: Vec<String> = {
+            let lan = self.lan()?;
+            self.names().into_iter().filter(|n| !lan.is_on(n)).collect()
+        };
+        // The networks and engines one after the other (quick), then every shoald at once.
+        for name in &off {
+            self.lan_mut()?.boot(name)?;
+        }
+        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .iter_mut()
+                .filter(|n| off.contains(&n.opts.name))
+                .map(|n| {
+                    s.spawn(move || {
+                        n.opts.join = None;
+                        n.restart()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+                })
+                .collect()
+        });
+        self.save()?;
+        collect_errors(&off, results, "boot")
+    }
+
+    /// Host `name`'s link down: it runs on, cut off from the LAN.
+    pub fn unplug(&mut self, name: &str) -> anyhow::Result<()> {
+        self.lan()?.unplug(name)
+    }
+
+    /// Host `name`'s link up again.
+    pub fn plug(&mut self, name: &str) -> anyhow::Result<()> {
+        self.lan()?.plug(name)
+    }
+
+    /// Stops host `name`'s engine while its `shoald` runs.
+    pub fn engine_stop(&mut self, name: &str) -> anyhow::Result<()> {
+        self.lan_mut()?.engine_stop(name)
+    }
+
+    /// Starts host `name`'s engine again.
+    pub fn engine_start(&mut self, name: &str) -> anyhow::Result<()> {
+        self.lan_mut()?.engine_start(name)
+    }
+
+    /// Runs `cmd` in host `name` as a LAN client there, its resolver the host's DNS server.
+    pub fn exec(&self, name: &str, cmd: &[String]) -> anyhow::Result<crate::CliOutput> {
+        self.lan()?.exec(name, cmd)
+    }
+
+    /// Host `name`'s network namespace (`ip netns exec` it to act as a client there).
+    pub fn netns(&self, name: &str) -> anyhow::Result<String> {
+        let lan = self.lan()?;
+        lan.addr(name)?;
+        Ok(lan.paths(name).netns)
+    }
+
+    /// Copies `image` from the machine's engine into host `name`'s.
+    pub fn load_image(&self, name: &str, image: &str) -> anyhow::Result<()> {
+        self.lan()?.load_image(name, image)
+    }
+
+    /// `docker` against host `name`'s engine, with `args`; fails when it exits non-zero.
+    pub fn docker(&self, name: &str, args: &[&str]) -> anyhow::Result<String> {
+        let socket = self.lan()?.paths(name).socket;
+        let out = std::process::Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args(args)
+            .output()
+            .context("cannot run docker")?;
+        if !out.status.success() {
+            bail!(
+                "docker {} on {name}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The `shoal.pod` labels of the containers running in host `name`'s engine; none when
+    /// the host is off or its engine does not answer (it runs nothing).
+    pub fn running_pods(&self, name: &str) -> Vec<String> {
+        if !self.lan().is_ok_and(|l| l.is_on(name)) {
+            return Vec::new();
+        }
+        let mut pods: Vec<String> = self
+            .docker(
+                name,
+                &[
+                    "ps",
+                    "--filter",
+                    "status=running",
+                    "--filter",
+                    "label=shoal.pod",
+                    "--format",
+                    "{{.Label \"shoal.namespace\"}}/{{.Label \"shoal.pod\"}}",
+                ],
+            )
+            .map(|out| out.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        pods.sort();
+        pods
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if !self.owned {
@@ -565,6 +964,13 @@ impl Drop for Cluster {
         }
         self.kill_all();
     }
+}
+
+/// The `node-name` a host's `shoald.toml` sets.
+fn config_node_name(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let v: toml::Value = toml::from_str(&text).ok()?;
+    v.get("node-name")?.as_str().map(str::to_string)
 }
 
 /// Whether a status (`GET /shoal/v1/status`) lists every one of `names` as an alive member;
@@ -721,9 +1127,14 @@ mod tests {
                 pid: Some(42),
                 data_dir: "/tmp/x/n1".into(),
                 log_file: "/tmp/x/n1/shoald.log".into(),
+                node_name: None,
+                netns: None,
+                lan_addr: None,
+                engine_socket: None,
             }],
             testnet_id: "0badcafe".into(),
             partition: Some(vec![names(&["n1"]), names(&["n2"])]),
+            lan: None,
         };
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(

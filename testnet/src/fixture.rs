@@ -1,8 +1,16 @@
 //! What container tests set up around their nodes: a [`Testnet`] (a [`Cluster`] whose Docker
-//! leftovers go with it), a [`SingleNode`] (the same for one node) and [`apply`], which applies a manifest through the CLI as a user
-//! would and panics with the node's log when that fails.
+//! leftovers go with it), a [`SingleNode`] (the same for one node), [`apply`], which applies a
+//! manifest through the CLI as a user would and panics with the node's log when that fails,
+//! the echo [`workload`] most tests run, and [`http_get`] and [`fetch_in`] to talk to it.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::PodView;
+use crate::image::{ECHO_IMAGE, ECHO_PORT};
 
 use crate::{Cluster, DockerCleanup, Node, NodeOptions};
 
@@ -65,4 +73,97 @@ pub fn apply(node: &Node, manifest: &str) {
     node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
         .and_then(crate::CliOutput::success)
         .unwrap_or_else(|e| panic!("apply on {}: {e:#}\n{}", node.opts.name, node.log()));
+}
+
+/// A Deployment `name` of `replicas` echo pods labelled `app: name` in `namespace`, and,
+/// when `port` is set, a Service `name` on that port to their `http` port.
+pub fn workload(namespace: &str, name: &str, replicas: u32, port: Option<u16>) -> String {
+    workload_on(namespace, name, replicas, port, None)
+}
+
+/// [`workload`] whose pods run only on the node named `node` (`nodeSelector` on
+/// `kubernetes.io/hostname`) when it is set.
+pub fn workload_on(
+    namespace: &str,
+    name: &str,
+    replicas: u32,
+    port: Option<u16>,
+    node: Option<&str>,
+) -> String {
+    let selector = node
+        .map(|n| format!("      nodeSelector: {{kubernetes.io/hostname: {n}}}\n"))
+        .unwrap_or_default();
+    let service = port
+        .map(|p| {
+            format!(
+                r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: {p}, targetPort: http}}]
+---
+"#
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"{service}apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+{selector}      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: {ECHO_IMAGE}
+        ports: [{{containerPort: {ECHO_PORT}, name: http}}]
+        readinessProbe:
+          httpGet: {{path: /ready, port: http}}
+          periodSeconds: 1
+          failureThreshold: 1
+        resources:
+          requests: {{cpu: 50m, memory: 32Mi}}
+"#
+    )
+}
+
+/// GET `path` on `host:port` (the answer may take a while: a name that does not resolve goes
+/// through every search domain first): (status, body).
+pub fn http_get(host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect((host, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP answer: {out:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status: {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// `GET /fetch?url=URL` in `pod`: the pod fetches `url` itself.
+pub fn fetch_in(pod: &PodView, url: &str) -> anyhow::Result<(u16, String)> {
+    let (host, port) = pod
+        .host
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("{} has no host port", pod.name))?;
+    let (status, body) = http_get(&host, port, &format!("/fetch?url={url}"))?;
+    anyhow::ensure!(
+        !(status == 404 && body.contains("no such route")),
+        "the test image has no /fetch route: is {ECHO_IMAGE} stale?"
+    );
+    Ok((status, body))
 }

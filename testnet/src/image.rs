@@ -47,6 +47,16 @@ pub async fn ensure_echo_image() -> anyhow::Result<String> {
     BUILT.get_or_try_init(build_echo_image).await.cloned()
 }
 
+/// Whether the machine's engine holds `image` (`docker image inspect`).
+pub fn image_present(image: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 async fn load(tarball: Vec<u8>) -> anyhow::Result<()> {
     let docker = bollard::Docker::connect_with_local_defaults()
         .context("cannot connect to the Docker engine")?

@@ -7,6 +7,9 @@
 //! A [`Cluster`] is N nodes on their own loopback addresses, with faults to inject: kill,
 //! restart, whole-cluster stop and start, and network partitions made by the kernel
 //! ([`partition`]).
+//! [`hosts`] puts each node on a test host of its own instead (a network namespace on a LAN
+//! bridge, with its own Docker engine), with the faults of machines: power-off and boot,
+//! unplugging, an engine that stops, partitions at the bridge ([`Cluster::up_hosts`]).
 //! Container tests hold a [`Testnet`] (a cluster whose containers go with it), apply through
 //! [`fixture::apply`] and read pods and names back with [`listing`].
 
@@ -20,16 +23,17 @@ pub mod cleanup;
 pub mod cluster;
 pub mod etcd;
 pub mod fixture;
+pub mod hosts;
 pub mod image;
 pub mod listing;
 pub mod partition;
 mod process;
 
 pub use cleanup::DockerCleanup;
-pub use cluster::{Cluster, ClusterFile, NodeEntry, pick_addresses};
+pub use cluster::{Cluster, ClusterFile, HostOptions, NodeEntry, pick_addresses};
 pub use fixture::{SingleNode, Testnet};
 pub use listing::PodView;
-pub use process::{Api, CliOutput, Node, NodeOptions, bin_path, free_port};
+pub use process::{Api, CliOutput, Node, NodeOptions, OnHost, bin_path, free_port};
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shoal_testnet::{Cluster, Node, NodeOptions};
+use shoal_testnet::{Cluster, HostOptions, Node, NodeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -25,11 +25,92 @@ enum Cmd {
     /// Starts a cluster of N nodes in DIR, each on its own loopback address (127.A.B.k),
     /// waits until every node sees every member alive, writes DIR/cluster.json and exits,
     /// leaving the nodes running (their logs: DIR/<node>/shoald.log).
+    ///
+    /// With --hosts N, each node is a test host instead: its own network namespace on a LAN
+    /// bridge (10.213.B.0/24), its own Docker engine and its own shoald with a config file
+    /// (needs root; see docs/testnet.md).
     Up {
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
+        /// Nodes on loopback addresses, sharing this machine's engine [default: 3].
+        #[arg(long, conflicts_with = "hosts")]
+        nodes: Option<usize>,
+        /// Hosts, each with its own network namespace and engine.
+        #[arg(long)]
+        hosts: Option<usize>,
+        /// Hosts only: load the test image only into these hosts' engines (comma-separated
+        /// host names) [default: every host].
+        #[arg(long, value_delimiter = ',', requires = "hosts")]
+        image_on: Option<Vec<String>>,
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// Hosts: pulls HOST's plug: its link goes down (it falls silent), then every process of
+    /// the host (shoald, engine, containers) gets SIGKILL.
+    PowerOff {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: powers HOST on: link up, engine, then shoald with its config file.
+    Boot {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: adds a host to the running testnet; it joins the cluster (a partition in force
+    /// that names it applies as it joins).
+    AddHost {
+        /// The node's name in the cluster [default: the host's name]; may repeat another's.
+        #[arg(long)]
+        node_name: Option<String>,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: HOST's link down; it runs on, cut off.
+    Unplug {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: HOST's link up again.
+    Plug {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: stops HOST's Docker engine (SIGTERM) while its shoald runs.
+    EngineStop {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: starts HOST's Docker engine again.
+    EngineStart {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hosts: runs a command inside HOST as a LAN client there (curl, dig), with the host's
+    /// own DNS server as its resolver; exits with the command's code.
+    Exec {
+        host: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Hosts: copies IMAGE from this machine's engine into HOST's.
+    LoadImage {
+        host: String,
+        image: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Removes what killed runs left of testnets of hosts (namespaces, engines, bridges,
+    /// routes): those whose owner process is gone, and with --all also those of the command
+    /// line (every `up --hosts` not taken down).
+    Cleanup {
+        #[arg(long)]
+        all: bool,
     },
     /// Stops every node of DIR's cluster (SIGTERM), removes its partition and the containers
     /// and pod networks its nodes left in Docker. Data directories stay.
@@ -103,6 +184,10 @@ enum BenchCmd {
         replicas: u32,
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// On a test host with its own engine (both sides in that engine, served on the
+        /// host's LAN address).
+        #[arg(long)]
+        hosts: bool,
     },
     /// Sequential small applies per second through one node's API, next to sequential puts
     /// through one etcd member's JSON gateway.
@@ -126,6 +211,10 @@ enum BenchCmd {
     Failover {
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// On 3 test hosts with their own engines: power-off instead of kill -9, and a client
+        /// on a surviving host counts failed requests through its node proxy.
+        #[arg(long)]
+        hosts: bool,
     },
     /// Time from an apply on one node until every node shows it (p50, p99), and bytes each
     /// idle node sends per second; next to a 3-member etcd cluster when etcd is installed.
@@ -164,10 +253,34 @@ enum ImageCmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Up { nodes, dir } => {
-            let cluster = Cluster::up_detached(nodes, &dir).with_context(|| {
-                format!("cannot start a {nodes}-node cluster in {}", dir.display())
-            })?;
+        Cmd::Up {
+            nodes,
+            hosts,
+            image_on,
+            dir,
+        } => {
+            let cluster = match hosts {
+                Some(hosts) => {
+                    shoal_testnet::hosts::available()?;
+                    if !shoal_testnet::image::image_present(shoal_testnet::image::ECHO_IMAGE) {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .context("cannot start an async runtime")?;
+                        runtime.block_on(shoal_testnet::image::build_echo_image())?;
+                    }
+                    let opts = HostOptions { image_on };
+                    Cluster::up_hosts_detached(hosts, &dir, &opts).with_context(|| {
+                        format!("cannot start {hosts} hosts in {}", dir.display())
+                    })?
+                }
+                None => {
+                    let nodes = nodes.unwrap_or(3);
+                    Cluster::up_detached(nodes, &dir).with_context(|| {
+                        format!("cannot start a {nodes}-node cluster in {}", dir.display())
+                    })?
+                }
+            };
             println!("{}", cluster.file_path().display());
             for n in cluster.nodes() {
                 println!("{}\t{}", n.opts.name, n.url());
@@ -184,6 +297,37 @@ fn main() -> anyhow::Result<()> {
             Cluster::load(&dir)?.partition(&groups)
         }
         Cmd::Heal { dir } => Cluster::load(&dir)?.heal(),
+        Cmd::PowerOff { host, dir } => Cluster::load(&dir)?.power_off(&host),
+        Cmd::Boot { host, dir } => Cluster::load(&dir)?.boot(&host),
+        Cmd::AddHost { node_name, dir } => {
+            let name = Cluster::load(&dir)?.add_host(node_name.as_deref())?;
+            println!("{name}");
+            Ok(())
+        }
+        Cmd::Unplug { host, dir } => Cluster::load(&dir)?.unplug(&host),
+        Cmd::Plug { host, dir } => Cluster::load(&dir)?.plug(&host),
+        Cmd::EngineStop { host, dir } => Cluster::load(&dir)?.engine_stop(&host),
+        Cmd::EngineStart { host, dir } => Cluster::load(&dir)?.engine_start(&host),
+        Cmd::Exec { host, dir, command } => {
+            let out = Cluster::load(&dir)?.exec(&host, &command)?;
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            std::process::exit(out.code);
+        }
+        Cmd::LoadImage { host, image, dir } => Cluster::load(&dir)?.load_image(&host, &image),
+        Cmd::Cleanup { all } => {
+            let mut removed = shoal_testnet::hosts::reap_stale();
+            if all {
+                for m in shoal_testnet::hosts::markers() {
+                    shoal_testnet::hosts::teardown(&m);
+                    removed.push(m.id);
+                }
+            }
+            for id in &removed {
+                println!("removed testnet {id}");
+            }
+            Ok(())
+        }
         Cmd::Node { dir, name } => {
             let mut node = Node::start(NodeOptions::new(&name, &dir.join(&name)))
                 .context("cannot start the node")?;
@@ -201,8 +345,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            command: BenchCmd::ApplyToServing { replicas, runs },
-        } => shoal_testnet::bench::apply_to_serving(replicas, runs),
+            command:
+                BenchCmd::ApplyToServing {
+                    replicas,
+                    runs,
+                    hosts,
+                },
+        } => {
+            if hosts {
+                shoal_testnet::bench::apply_to_serving_hosts(replicas, runs)
+            } else {
+                shoal_testnet::bench::apply_to_serving(replicas, runs)
+            }
+        }
         Cmd::Bench {
             command: BenchCmd::Applies { count },
         } => shoal_testnet::bench_applies::applies(count).map(|_| ()),
@@ -215,8 +370,14 @@ fn main() -> anyhow::Result<()> {
                 },
         } => shoal_testnet::bench_idle::idle(nodes, settle_secs, secs),
         Cmd::Bench {
-            command: BenchCmd::Failover { runs },
-        } => shoal_testnet::bench_failover::failover(runs).map(|_| ()),
+            command: BenchCmd::Failover { runs, hosts },
+        } => {
+            if hosts {
+                shoal_testnet::bench_failover::failover_hosts(runs).map(|_| ())
+            } else {
+                shoal_testnet::bench_failover::failover(runs).map(|_| ())
+            }
+        }
         Cmd::Bench {
             command:
                 BenchCmd::Convergence {

@@ -30,15 +30,48 @@ pub fn table_name(id: &str) -> String {
     format!("shoal_tn_{id}")
 }
 
+/// Where a partition cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Nodes on loopback addresses: the `output` hook of the `inet` family.
+    Loopback,
+    /// Test hosts on a LAN bridge ([`crate::hosts`]): the `forward` hook of the `bridge`
+    /// family, which sees every frame the bridge passes from one host to another (and none
+    /// between the machine and a host, so the observer is never cut off).
+    Bridge,
+}
+
+impl Cut {
+    /// `(family, table, chain header)`.
+    fn parts(self, id: &str) -> (&'static str, String, &'static str) {
+        match self {
+            Cut::Loopback => (
+                "inet",
+                table_name(id),
+                "chain output {\n    type filter hook output priority 0; policy accept;\n",
+            ),
+            Cut::Bridge => (
+                "bridge",
+                format!("shoal_tnb_{id}"),
+                "chain forward {\n    type filter hook forward priority -200; policy accept;\n",
+            ),
+        }
+    }
+}
+
 /// The nft script that replaces testnet `id`'s table with one that drops traffic between
 /// `groups` of addresses (a packet from a member of one group to a member of another). The
 /// `add`/`delete` pair first removes an older table, so that a new partition replaces the
 /// previous one in a single atomic transaction.
 pub fn partition_script(id: &str, groups: &[Vec<Ipv4Addr>]) -> String {
-    let table = table_name(id);
+    partition_script_at(Cut::Loopback, id, groups)
+}
+
+/// [`partition_script`] for the place `cut`.
+pub fn partition_script_at(cut: Cut, id: &str, groups: &[Vec<Ipv4Addr>]) -> String {
+    let (family, table, chain) = cut.parts(id);
     let mut s = format!(
-        "add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n  \
-         chain output {{\n    type filter hook output priority 0; policy accept;\n"
+        "add table {family} {table}\ndelete table {family} {table}\ntable {family} {table} {{\n  {chain}"
     );
     for (i, from) in groups.iter().enumerate() {
         for (j, to) in groups.iter().enumerate() {
@@ -58,8 +91,12 @@ pub fn partition_script(id: &str, groups: &[Vec<Ipv4Addr>]) -> String {
 
 /// The nft script that removes testnet `id`'s table, whether or not it exists.
 pub fn heal_script(id: &str) -> String {
-    let table = table_name(id);
-    format!("add table inet {table}\ndelete table inet {table}\n")
+    heal_script_at(Cut::Loopback, id)
+}
+
+fn heal_script_at(cut: Cut, id: &str) -> String {
+    let (family, table, _) = cut.parts(id);
+    format!("add table {family} {table}\ndelete table {family} {table}\n")
 }
 
 fn addr_set(addrs: &[Ipv4Addr]) -> String {
@@ -70,6 +107,15 @@ fn addr_set(addrs: &[Ipv4Addr]) -> String {
 /// Checks that groups of addresses make a partition: at least two groups, none empty, no
 /// address in two groups, every address on loopback (the testnet's only network).
 pub fn check_groups(groups: &[Vec<Ipv4Addr>]) -> anyhow::Result<()> {
+    check_shape(groups)?;
+    if let Some(a) = groups.iter().flatten().find(|a| !a.is_loopback()) {
+        bail!("{a} is not a loopback address: testnets live on 127.0.0.0/8 only");
+    }
+    Ok(())
+}
+
+/// At least two groups, none empty, no address in two groups.
+fn check_shape(groups: &[Vec<Ipv4Addr>]) -> anyhow::Result<()> {
     if groups.len() < 2 {
         bail!(
             "a partition needs at least two groups, got {}",
@@ -82,9 +128,6 @@ pub fn check_groups(groups: &[Vec<Ipv4Addr>]) -> anyhow::Result<()> {
             bail!("group {} of the partition is empty", i + 1);
         }
         for a in g {
-            if !a.is_loopback() {
-                bail!("{a} is not a loopback address: testnets live on 127.0.0.0/8 only");
-            }
             if seen.contains(a) {
                 bail!("{a} is in two groups of the partition");
             }
@@ -92,6 +135,23 @@ pub fn check_groups(groups: &[Vec<Ipv4Addr>]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Installs (or replaces) the partition of testnet `id`'s hosts between `groups` of their LAN
+/// addresses, at the bridge.
+pub fn apply_bridge(id: &str, groups: &[Vec<Ipv4Addr>]) -> anyhow::Result<()> {
+    check_shape(groups)?;
+    for a in groups.iter().flatten() {
+        if a.octets()[..2] != crate::hosts::LAN_PREFIX {
+            bail!("{a} is not a test host's address (10.213.0.0/16)");
+        }
+    }
+    run_nft(&partition_script_at(Cut::Bridge, id, groups)).context("cannot install the partition")
+}
+
+/// Removes the partition of testnet `id`'s hosts; nothing to remove is no error.
+pub fn heal_bridge(id: &str) -> anyhow::Result<()> {
+    run_nft(&heal_script_at(Cut::Bridge, id)).context("cannot remove the partition")
 }
 
 /// Installs (or replaces) testnet `id`'s partition between `groups` of addresses.

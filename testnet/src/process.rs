@@ -103,6 +103,18 @@ pub struct NodeOptions {
     pub join: Option<(String, String)>,
     /// The DNS upstream (`ip:port`, loopback only); [`NO_UPSTREAM`] when None.
     pub dns_upstream: Option<String>,
+    /// The node runs on a test host ([`crate::hosts`]), from its config file there.
+    pub host: Option<OnHost>,
+    /// The environment `shoald` gets beyond the log level (test hooks).
+    pub env: Vec<(String, String)>,
+}
+
+/// Where a node on a test host runs: inside the host's network namespace, with the settings
+/// of its own config file (as a machine's would give them: address, ports, engine socket).
+#[derive(Debug, Clone)]
+pub struct OnHost {
+    pub netns: String,
+    pub config_file: PathBuf,
 }
 
 impl NodeOptions {
@@ -114,6 +126,8 @@ impl NodeOptions {
             extra_args: Vec::new(),
             join: None,
             dns_upstream: None,
+            host: None,
+            env: Vec::new(),
         }
     }
 
@@ -287,7 +301,37 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .with_context(|| format!("cannot open {}", self.log_path.display()))?;
-        let mut cmd = Command::new(bin_path("shoald")?);
+        let mut cmd = match &self.opts.host {
+            // As systemd would start it on the machine: its config file, and join flags on
+            // the first start only.
+            Some(host) => {
+                let mut cmd = Command::new(crate::hosts::nsenter());
+                cmd.arg(format!("--net=/var/run/netns/{}", host.netns))
+                    .arg(bin_path("shoald")?)
+                    .arg("--config")
+                    .arg(&host.config_file)
+                    .arg("--data-dir")
+                    .arg(&self.opts.data_dir);
+                if let Some((addr, token)) = &self.opts.join {
+                    cmd.args(["--join", addr, "--token", token]);
+                }
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(bin_path("shoald")?);
+                cmd.arg("--data-dir")
+                    .arg(&self.opts.data_dir)
+                    .args(["--node-name", &self.opts.name])
+                    .args(["--api-listen", &self.api_addr.to_string()])
+                    .args(["--advertise", &self.opts.ip])
+                    .args(p2p_args(
+                        self.p2p_addr,
+                        self.opts.join.as_ref(),
+                        self.opts.dns_upstream.as_deref(),
+                    ));
+                cmd
+            }
+        };
         if self.detached {
             // Its own process group: a Ctrl-C in the terminal of `shoal-testnet up` must not
             // reach the nodes it leaves running.
@@ -295,18 +339,9 @@ impl Node {
             cmd.process_group(0);
         }
         let child = cmd
-            .arg("--data-dir")
-            .arg(&self.opts.data_dir)
-            .args(["--node-name", &self.opts.name])
-            .args(["--api-listen", &self.api_addr.to_string()])
-            .args(["--advertise", &self.opts.ip])
-            .args(p2p_args(
-                self.p2p_addr,
-                self.opts.join.as_ref(),
-                self.opts.dns_upstream.as_deref(),
-            ))
             .args(&self.opts.extra_args)
             .env("SHOAL_LOG", "info")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -11,95 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use shoal_testnet::fixture::apply;
-use shoal_testnet::image::{ECHO_IMAGE, ECHO_PORT};
+use shoal_testnet::fixture::{apply, fetch_in, http_get, workload};
 use shoal_testnet::listing::pods;
 use shoal_testnet::{PodView, Testnet, wait_until};
 
 const DOMAIN: &str = "shoal.home.arpa";
-
-/// A Deployment `name` of `replicas` echo pods labelled `app: name` in `namespace`, and,
-/// when `port` is set, a Service `name` on that port to their `http` port.
-fn workload(namespace: &str, name: &str, replicas: u32, port: Option<u16>) -> String {
-    let service = port
-        .map(|p| {
-            format!(
-                r#"apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: http, port: {p}, targetPort: http}}]
----
-"#
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        r#"{service}apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: echo
-        image: {ECHO_IMAGE}
-        ports: [{{containerPort: {ECHO_PORT}, name: http}}]
-        readinessProbe:
-          httpGet: {{path: /ready, port: http}}
-          periodSeconds: 1
-          failureThreshold: 1
-        resources:
-          requests: {{cpu: 50m, memory: 32Mi}}
-"#
-    )
-}
-
-/// GET `path` on `host:port` (the answer may take a while: a name that does not resolve goes
-/// through every search domain first): (status, body).
-fn http_get(host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect((host, port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP answer: {out:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no status: {head:?}"))?;
-    Ok((status, body.to_string()))
-}
-
-/// `GET /fetch?url=URL` in `pod`: the pod fetches `url` itself.
-fn fetch_in(pod: &PodView, url: &str) -> anyhow::Result<(u16, String)> {
-    let (host, port) = pod
-        .host
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("{} has no host port", pod.name))?;
-    let (status, body) = http_get(&host, port, &format!("/fetch?url={url}"))?;
-    anyhow::ensure!(
-        !(status == 404 && body.contains("no such route")),
-        "the test image has no /fetch route: is {ECHO_IMAGE} stale?"
-    );
-    Ok((status, body))
-}
 
 /// `docker inspect -f FORMAT` of the container of `pod` in the cluster `cluster_id`.
 fn inspect(cluster_id: &str, pod: &str, format: &str) -> String {

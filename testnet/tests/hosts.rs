@@ -1,0 +1,440 @@
+//! Real machines: a testnet of hosts, each its own network namespace on a LAN bridge with its
+//! own Docker engine and its own `shoald` (see docs/testnet.md, "Hosts"), and the faults only
+//! separate machines show: a host powered off takes its containers with it, a host unplugged
+//! falls silent, an engine stops under a running `shoald`.
+//!
+//! Without a Docker engine, or without what hosts need (root, ip, nsenter, dockerd, nft),
+//! these tests say so and pass, except where `CI` is set: there they fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_testnet::fixture::{apply, fetch_in, workload, workload_on};
+use shoal_testnet::{Cluster, HostOptions, Node, PodView, listing, wait_until};
+
+/// Whether host tests can run here; in CI they must.
+fn hosts_ready() -> bool {
+    if !shoal_testnet::docker_ready() {
+        return false;
+    }
+    match shoal_testnet::hosts::available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set and test hosts cannot run: {e:#}"
+            );
+            eprintln!("skipping: {e:#}");
+            false
+        }
+    }
+}
+
+/// A testnet of hosts with its directory; the cluster drops (and its LAN with it) before the
+/// directory.
+struct Hosts {
+    cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+fn up(n: usize) -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::up_hosts(n, dir.path(), &HostOptions::default())
+        .unwrap_or_else(|e| panic!("cannot start {n} hosts: {e:#}"));
+    Hosts { cluster, _dir: dir }
+}
+
+/// The node of host `name`.
+fn node<'a>(c: &'a Cluster, name: &str) -> &'a Node {
+    c.node(name).unwrap()
+}
+
+/// Ready pods of `app` as `watcher` lists them.
+fn ready(watcher: &Node, app: &str) -> anyhow::Result<Vec<PodView>> {
+    Ok(listing::pods(watcher, "default", app)?
+        .into_iter()
+        .filter(|p| p.ready)
+        .collect())
+}
+
+/// How many ready pods of `app` each node runs.
+fn per_node(pods: &[PodView]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in pods {
+        *out.entry(p.node.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// A client on host `on` ([`shoal_testnet::hosts::client`]).
+fn client(
+    cluster: &Cluster,
+    on: &str,
+    url: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    shoal_testnet::hosts::client(&cluster.netns(on).unwrap(), url, stop)
+}
+
+#[test]
+fn a_powered_off_host_takes_its_containers_and_boots_without_the_moved_pods() {
+    if !hosts_ready() {
+        return;
+    }
+    let h = up(3);
+    let c = &h.cluster;
+    apply(node(c, "h1"), &workload("default", "web", 4, Some(18080)));
+    let before = wait_until(Duration::from_secs(120), "4 ready web replicas", || {
+        let pods = ready(node(c, "h1"), "web")?;
+        Ok((pods.len() == 4).then_some(pods))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    let spread = per_node(&before);
+    let most = spread.values().copied().max().unwrap();
+    assert!(most <= 2, "4 replicas spread over 3 hosts: {spread:?}");
+    let victim = spread
+        .iter()
+        .find(|(_, n)| **n == most)
+        .map(|(name, _)| name.clone())
+        .unwrap();
+    let moved: BTreeSet<String> = before
+        .iter()
+        .filter(|p| p.node == victim)
+        .map(|p| p.name.clone())
+        .collect();
+    // Each host runs its replicas in its own engine.
+    for host in c.names() {
+        let running = h.cluster.running_pods(&host);
+        let want = before.iter().filter(|p| p.node == host).count();
+        assert_eq!(running.len(), want, "{host} runs {running:?}");
+    }
+
+    let mut h = h;
+    let off = Instant::now();
+    h.cluster.power_off(&victim).unwrap();
+    let c = &h.cluster;
+    let watcher_name = c.names().into_iter().find(|n| *n != victim).unwrap();
+    let watcher = node(c, &watcher_name);
+    wait_until(
+        Duration::from_secs(15),
+        "4 ready web replicas on the surviving hosts",
+        || {
+            let pods = ready(watcher, "web")?;
+            Ok((pods.len() == 4 && pods.iter().all(|p| p.node != victim)).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(60)));
+    eprintln!(
+        "4 replicas serve again {:?} after the power-off",
+        off.elapsed()
+    );
+    assert!(
+        c.running_pods(&victim).is_empty(),
+        "a powered-off host runs nothing"
+    );
+
+    // Boot: the host rejoins and never runs a moved pod, not even for a moment.
+    h.cluster.boot(&victim).unwrap();
+    let c = &h.cluster;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rejoined = false;
+    while Instant::now() < deadline {
+        let running = c.running_pods(&victim);
+        let back: Vec<&String> = running
+            .iter()
+            .filter(|p| moved.contains(p.trim_start_matches("default/")))
+            .collect();
+        assert!(
+            back.is_empty(),
+            "{victim} ran moved pods again after its boot: {back:?}\n{}",
+            c.log_tails(60)
+        );
+        rejoined = rejoined || c.wait_members_alive(Duration::from_millis(1)).is_ok();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rejoined, "{victim} rejoined\n{}", c.log_tails(40));
+    let pods = ready(node(c, &watcher_name), "web").unwrap();
+    assert_eq!(pods.len(), 4, "{pods:?}");
+}
+
+/// A Deployment `api` of 2 echo replicas allowed only on hosts `on` (required node affinity),
+/// with a Service `api` on `port`.
+fn api_on(on: &[&str], port: u16) -> String {
+    let hosts = on.join(", ");
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: api}}
+spec:
+  selector: {{app: api}}
+  ports: [{{name: http, port: {port}, targetPort: http}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions:
+              - {{key: kubernetes.io/hostname, operator: In, values: [{hosts}]}}
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: {image}
+        ports: [{{containerPort: {echo}, name: http}}]
+        readinessProbe:
+          httpGet: {{path: /ready, port: http}}
+          periodSeconds: 1
+          failureThreshold: 1
+        resources:
+          requests: {{cpu: 50m, memory: 32Mi}}
+"#,
+        image = shoal_testnet::image::ECHO_IMAGE,
+        echo = shoal_testnet::image::ECHO_PORT,
+    )
+}
+
+#[test]
+fn requests_through_a_surviving_hosts_proxy_never_fail_while_another_host_powers_off() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    apply(node(c, "h1"), &api_on(&["h2", "h3"], 18090));
+    wait_until(Duration::from_secs(120), "api ready on h2 and h3", || {
+        let on: BTreeSet<String> = ready(node(c, "h1"), "api")?
+            .into_iter()
+            .map(|p| p.node)
+            .collect();
+        Ok((on == BTreeSet::from(["h2".to_string(), "h3".to_string()])).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    let url = format!("http://{}:18090/", node(c, "h1").opts.ip);
+    // h1's proxy serves it before anything happens.
+    wait_until(Duration::from_secs(30), "h1's proxy to serve api", || {
+        let out = c.exec(
+            "h1",
+            &[
+                "curl".into(),
+                "-sf".into(),
+                "-m".into(),
+                "1".into(),
+                url.clone(),
+            ],
+        )?;
+        Ok((out.code == 0).then_some(()))
+    })
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = client(c, "h1", url, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let off = Instant::now();
+    h.cluster.power_off("h2").unwrap();
+    let c = &h.cluster;
+    wait_until(
+        Duration::from_secs(30),
+        "2 ready api replicas on h3",
+        || {
+            let pods = ready(node(c, "h1"), "api")?;
+            Ok((pods.len() == 2 && pods.iter().all(|p| p.node == "h3")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(60)));
+    eprintln!("api replaced {:?} after the power-off", off.elapsed());
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let (sent, failed) = requests.join().unwrap();
+    eprintln!(
+        "{sent} requests through h1's proxy during the power-off of h2, {} failed",
+        failed.len()
+    );
+    assert!(sent > 50, "the client ran: {sent} requests");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed:\n{}\n{}",
+        failed.len(),
+        failed.join("\n"),
+        c.log_tails(40)
+    );
+}
+
+#[test]
+fn a_pod_reaches_a_service_on_another_host_until_that_host_is_unplugged() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(2);
+    let c = &h.cluster;
+    apply(
+        node(c, "h1"),
+        &format!(
+            "{}---\n{}",
+            workload_on("default", "solo", 1, Some(18100), Some("h2")),
+            workload_on("default", "client", 1, None, Some("h1"))
+        ),
+    );
+    let (solo, client) = wait_until(Duration::from_secs(120), "solo on h2, client on h1", || {
+        let solo = ready(node(c, "h1"), "solo")?;
+        let client = ready(node(c, "h1"), "client")?;
+        Ok(match (solo.as_slice(), client.as_slice()) {
+            ([s], [cl]) if s.node == "h2" && cl.node == "h1" && cl.host.is_some() => {
+                Some((s.clone(), cl.clone()))
+            }
+            _ => None,
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    let reaches = || -> anyhow::Result<bool> {
+        let (status, body) = fetch_in(&client, "http://solo:18100/")?;
+        Ok(status == 200 && body.contains(&solo.name))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the client pod to reach solo by name",
+        || Ok(reaches()?.then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+
+    h.cluster.unplug("h2").unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "solo out of reach with h2 unplugged",
+        || Ok((!reaches().unwrap_or(false)).then_some(())),
+    )
+    .unwrap();
+    h.cluster.plug("h2").unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "solo in reach again after the plug",
+        || Ok(reaches()?.then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h.cluster.log_tails(40)));
+}
+
+/// A StatefulSet `db` of 3 echo pods.
+const DB: &str = "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: shoal-test/echo:latest
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe:
+          httpGet: {path: /ready, port: http}
+          periodSeconds: 1
+          failureThreshold: 1
+        resources:
+          requests: {cpu: 50m, memory: 32Mi}
+";
+
+/// The running copies of each `db-K` over every host's engine; fails when one runs twice.
+fn ordinals_once(c: &Cluster) -> Result<BTreeMap<String, String>, String> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for host in c.names() {
+        for pod in c.running_pods(&host) {
+            let Some(name) = pod
+                .strip_prefix("default/")
+                .filter(|n| n.starts_with("db-"))
+            else {
+                continue;
+            };
+            if let Some(other) = seen.insert(name.to_string(), host.clone()) {
+                return Err(format!("{name} runs on {other} and on {host}"));
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Polls every engine for `for_` and fails at once when an ordinal runs twice.
+fn watch_ordinals(c: &Cluster, for_: Duration) {
+    let deadline = Instant::now() + for_;
+    while Instant::now() < deadline {
+        if let Err(e) = ordinals_once(c) {
+            panic!("{e}\n{}", c.log_tails(60));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the declared pods run: db-0..2 ready (each in exactly one engine) and 4 ready
+/// web replicas; never an ordinal twice meanwhile.
+fn wait_declared(c: &Cluster, watcher: &str, timeout: Duration) {
+    wait_until(timeout, "db-0..2 and 4 web replicas ready", || {
+        let running = ordinals_once(c).map_err(|e| anyhow::anyhow!("{e}"));
+        let running = match running {
+            Ok(r) => r,
+            Err(e) => panic!("{e:#}\n{}", c.log_tails(60)),
+        };
+        let db: BTreeSet<String> = ready(node(c, watcher), "db")?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        let web = ready(node(c, watcher), "web")?.len();
+        let want: BTreeSet<String> = ["db-0", "db-1", "db-2"].map(String::from).into();
+        let engines: BTreeSet<String> = running.keys().cloned().collect();
+        Ok((db == want && engines == want && web == 4).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(60)));
+}
+
+#[test]
+fn a_statefulset_never_runs_an_ordinal_twice_across_a_partition_and_a_power_cut() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    apply(
+        node(c, "h1"),
+        &format!("{DB}---\n{}", workload("default", "web", 4, None)),
+    );
+    wait_declared(c, "h1", Duration::from_secs(180));
+    let on: BTreeMap<String, String> = ready(node(c, "h1"), "db")
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.node))
+        .collect();
+    // The minority: a host with an ordinal.
+    let minority = on["db-0"].clone();
+    let majority: Vec<String> = c.names().into_iter().filter(|n| *n != minority).collect();
+    h.cluster
+        .partition(&[majority.clone(), vec![minority.clone()]])
+        .unwrap();
+    let c = &h.cluster;
+    // Long enough for the majority to move db-0 (dead + grace) and the minority to fence it.
+    watch_ordinals(c, Duration::from_secs(25));
+    h.cluster.heal().unwrap();
+    let c = &h.cluster;
+    wait_declared(c, &majority[0], Duration::from_secs(90));
+
+    // The whole cluster loses power, and gets it back.
+    for host in c.names() {
+        h.cluster.power_off(&host).unwrap();
+    }
+    h.cluster.boot_all().unwrap();
+    let c = &h.cluster;
+    wait_declared(c, "h1", Duration::from_secs(120));
+    watch_ordinals(c, Duration::from_secs(5));
+}
