@@ -36,27 +36,25 @@ pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Builds the workspace's binaries once per process, in the profile of the running tests, so
-/// that a test never runs a stale `shoald`. Cargo finds nothing to do when the test run has
-/// already built them.
+/// that a test never runs a stale `shoald`. Cargo finds nothing to do when the test run (or
+/// `.ci/run`'s `cargo build --workspace --bins`) has already built them. All of them at once,
+/// for the whole workspace: a build of one package alone resolves other features for the
+/// shared dependencies and so compiles them all again.
 fn ensure_built(name: &str, profile_dir: &Path) -> anyhow::Result<()> {
-    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    static BUILT: OnceLock<Mutex<bool>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(false));
     // A std Mutex: held across a blocking build on purpose, so that parallel tests in one
     // process build once; there is no async code here.
     let mut done = built.lock().unwrap_or_else(|e| e.into_inner());
-    if done.iter().any(|n| n == name) {
+    if *done {
         return Ok(());
     }
-    let package = match name {
-        "shoald" => "shoal-node",
-        "shoal" => "shoal-cli",
-        "shoal-testnet" => "shoal-testnet",
-        "shoal-echo" => "shoal-testnet",
-        other => bail!("unknown binary {other}"),
-    };
+    if !matches!(name, "shoald" | "shoal" | "shoal-testnet" | "shoal-echo") {
+        bail!("unknown binary {name}");
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
     if profile_dir.ends_with("release") {
         cmd.arg("--release");
     }
@@ -66,9 +64,9 @@ fn ensure_built(name: &str, profile_dir: &Path) -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("cannot run cargo to build {name}"))?;
     if !status.success() {
-        bail!("cargo build of {name} failed");
+        bail!("cargo build of the workspace's binaries failed");
     }
-    done.push(name.to_string());
+    *done = true;
     Ok(())
 }
 

@@ -38,14 +38,14 @@ fn hosts_ready() -> bool {
 /// directory.
 struct Hosts {
     cluster: Cluster,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn up(n: usize) -> Hosts {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::up_hosts(n, dir.path(), &HostOptions::default())
         .unwrap_or_else(|e| panic!("cannot start {n} hosts: {e:#}"));
-    Hosts { cluster, _dir: dir }
+    Hosts { cluster, dir }
 }
 
 /// The node of host `name`.
@@ -437,4 +437,282 @@ fn a_statefulset_never_runs_an_ordinal_twice_across_a_partition_and_a_power_cut(
     let c = &h.cluster;
     wait_declared(c, "h1", Duration::from_secs(120));
     watch_ordinals(c, Duration::from_secs(5));
+}
+
+#[test]
+fn an_engine_that_stops_under_a_running_shoald_takes_its_pods_out_and_back() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    apply(node(c, "h1"), &api_on(&["h2", "h3"], 18091));
+    wait_until(Duration::from_secs(120), "api ready on h2 and h3", || {
+        let on: BTreeSet<String> = ready(node(c, "h1"), "api")?
+            .into_iter()
+            .map(|p| p.node)
+            .collect();
+        Ok((on == BTreeSet::from(["h2".to_string(), "h3".to_string()])).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    let url = format!("http://{}:18091/", node(c, "h1").opts.ip);
+    wait_until(Duration::from_secs(30), "h1's proxy to serve api", || {
+        let out = c.exec(
+            "h1",
+            &[
+                "curl".into(),
+                "-sf".into(),
+                "-m".into(),
+                "1".into(),
+                url.clone(),
+            ],
+        )?;
+        Ok((out.code == 0).then_some(()))
+    })
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = client(c, "h1", url, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = Instant::now();
+    h.cluster.engine_stop("h2").unwrap();
+    let c = &h.cluster;
+    // Its pod turns not Ready within a few probe periods.
+    wait_until(Duration::from_secs(10), "api on h2 not ready", || {
+        let pods = listing::pods(node(c, "h1"), "default", "api")?;
+        Ok(pods
+            .iter()
+            .all(|p| p.node != "h2" || !p.ready)
+            .then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    eprintln!(
+        "api on h2 not ready {:?} after its engine stopped",
+        stopped.elapsed()
+    );
+    // The node says why.
+    let nodes = node(c, "h1")
+        .cli(&["get", "nodes"])
+        .unwrap()
+        .success()
+        .unwrap();
+    let line = nodes
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("h2 "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("EngineUnavailable"),
+        "get nodes:\n{}",
+        nodes.stdout
+    );
+    let described = node(c, "h1")
+        .cli(&["describe", "node", "h2"])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(
+        described.stdout.contains("EngineUnavailable"),
+        "describe node h2:\n{}",
+        described.stdout
+    );
+    // Replaced elsewhere after the grace: only h3 may run api.
+    wait_until(
+        Duration::from_secs(30),
+        "2 ready api replicas on h3",
+        || {
+            let pods = ready(node(c, "h1"), "api")?;
+            Ok((pods.len() == 2 && pods.iter().all(|p| p.node == "h3")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(60)));
+    eprintln!(
+        "api replaced {:?} after the engine stopped",
+        stopped.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let (sent, failed) = requests.join().unwrap();
+    eprintln!(
+        "{sent} requests through h1's proxy while h2's engine stopped, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+
+    // The engine returns: the node recovers without a restart and runs pods again.
+    let pid = c.node("h2").unwrap().pid();
+    h.cluster.engine_start("h2").unwrap();
+    let c = &h.cluster;
+    wait_until(
+        Duration::from_secs(30),
+        "h2 without EngineUnavailable",
+        || {
+            let nodes = node(c, "h1").cli(&["get", "nodes"])?.success()?;
+            let line = nodes
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("h2 "))
+                .unwrap_or_default()
+                .to_string();
+            Ok((!line.is_empty() && !line.contains("EngineUnavailable")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    assert_eq!(
+        c.node("h2").unwrap().pid(),
+        pid,
+        "shoald on h2 was not restarted"
+    );
+    node(c, "h1")
+        .cli(&["scale", "deployment", "api", "--replicas", "3"])
+        .unwrap()
+        .success()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "a ready api replica on h2 again",
+        || {
+            let pods = ready(node(c, "h1"), "api")?;
+            Ok((pods.len() == 3 && pods.iter().any(|p| p.node == "h2")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(60)));
+}
+
+#[test]
+fn a_second_machine_with_a_taken_name_is_refused_and_never_runs_its_pods() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(2);
+    let c = &h.cluster;
+    apply(
+        node(c, "h1"),
+        &workload_on("default", "pinned", 2, None, Some("h1")),
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "2 pinned pods ready on h1",
+        || {
+            let pods = ready(node(c, "h1"), "pinned")?;
+            Ok((pods.len() == 2 && pods.iter().all(|p| p.node == "h1")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+
+    // A third machine whose node is also called h1 (as every Pi is `raspberrypi`). It may be
+    // refused before its API answers, or just after.
+    let added = h.cluster.add_host(Some("h1"));
+    let log = h.dir.path().join("h3").join("shoald.log");
+    let c = &h.cluster;
+    let refused = wait_until(
+        Duration::from_secs(60),
+        "the second h1 to be refused",
+        || {
+            let running = c.nodes().iter().any(|n| {
+                n.opts.name == "h3"
+                    && n.pid().is_some_and(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/stat"))
+                            .is_ok_and(|s| !s.contains(") Z"))
+                    })
+            });
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok((!running && text.contains("--node-name")).then_some(text))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nadd_host: {added:?}\nits log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(refused.contains("belongs to another node"), "{refused}");
+    // The cluster lists two nodes; the pinned pods run in h1's engine only, never in h3's.
+    let nodes = listing::names(node(c, "h1"), "/api/v1/nodes").unwrap();
+    assert_eq!(nodes, ["h1", "h2"]);
+    assert!(
+        c.running_pods("h3").is_empty(),
+        "h3 runs {:?}",
+        c.running_pods("h3")
+    );
+    assert_eq!(
+        c.running_pods("h1")
+            .iter()
+            .filter(|p| p.contains("pinned"))
+            .count(),
+        2,
+        "h1 runs {:?}",
+        c.running_pods("h1")
+    );
+}
+
+#[test]
+fn hosts_that_join_cut_off_from_the_first_move_nothing_off_it_when_they_reach_it() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(1);
+    let c = &h.cluster;
+    apply(node(c, "h1"), &workload("default", "web", 4, None));
+    let before: BTreeSet<String> = wait_until(Duration::from_secs(120), "4 web pods on h1", || {
+        let pods = ready(node(c, "h1"), "web")?;
+        Ok((pods.len() == 4).then(|| pods.into_iter().map(|p| p.name).collect()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    // h2 and h3 join while the LAN drops everything between them and h1.
+    h.cluster
+        .partition(&[vec!["h1".into()], vec!["h2".into(), "h3".into()]])
+        .unwrap();
+    h.cluster.add_host(None).unwrap();
+    h.cluster.add_host(None).unwrap();
+    // Longer than dead-after plus the reschedule grace.
+    std::thread::sleep(Duration::from_secs(12));
+    h.cluster.heal().unwrap();
+    let c = &h.cluster;
+    c.wait_members_alive(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    // For a while after the heal, h1 keeps running at least half of its pods at every poll
+    // (only the spread may move some, one at a time), and in the end no host holds all 4.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut settled = false;
+    while Instant::now() < deadline {
+        let on_h1: BTreeSet<String> = c
+            .running_pods("h1")
+            .into_iter()
+            .map(|p| p.trim_start_matches("default/").to_string())
+            .filter(|p| before.contains(p))
+            .collect();
+        assert!(
+            on_h1.len() >= 2,
+            "pods moved off h1 when h2 and h3 reached it: it runs {on_h1:?}\n{}",
+            c.log_tails(60)
+        );
+        let pods = ready(node(c, "h1"), "web").unwrap_or_default();
+        let spread = per_node(&pods);
+        settled = pods.len() == 4 && spread.values().all(|n| *n < 4) && spread.len() >= 2;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        settled,
+        "the spread after the merge: {:?}",
+        per_node(&ready(node(c, "h1"), "web").unwrap())
+    );
+    let events = node(c, "h1")
+        .cli(&["get", "events"])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(
+        !events
+            .stdout
+            .lines()
+            .any(|l| l.contains("h1") && l.contains("dead")),
+        "nothing was moved off h1 as dead:\n{}",
+        events.stdout
+    );
 }
