@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(b.check(t0, q(3, 1)), MayStart::default());
         assert!(b.held("ReplicaSet").unwrap().contains("just started"));
         let later = t0 + Duration::from_secs(8);
-        assert_eq!(b.check(later, q(3, 1)).pods, true);
+        assert!(b.check(later, q(3, 1)).pods);
         assert!(b.held("StatefulSet").unwrap().contains("majority"));
         assert_eq!(b.held("ReplicaSet"), None);
         tx.send(true).unwrap();

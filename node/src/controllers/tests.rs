@@ -1479,6 +1479,15 @@ fn engine_members(
         .collect()
 }
 
+/// (seen before: node, at s; reporting now; now, s; seen after; movable).
+type EngineRow<'a> = (
+    Vec<(&'a str, u64)>,
+    BTreeSet<String>,
+    u64,
+    Vec<(&'a str, u64)>,
+    Vec<&'a str>,
+);
+
 #[test]
 fn a_node_without_its_engine_is_movable_after_the_grace_seen_by_this_node() {
     use super::engine::{follow, movable, reporting};
@@ -1504,13 +1513,7 @@ fn a_node_without_its_engine_is_movable_after_the_grace_seen_by_this_node() {
     // (seen before, reporting now, now) → (seen after, movable)
     let set =
         |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
-    let table: Vec<(
-        Vec<(&str, u64)>,
-        BTreeSet<String>,
-        u64,
-        Vec<(&str, u64)>,
-        Vec<&str>,
-    )> = vec![
+    let table: Vec<EngineRow<'_>> = vec![
         // First seen now: from now, nothing moves yet.
         (vec![], set(&["a"]), 10, vec![("a", 10)], vec![]),
         // Seen for less than the grace: stays.
