@@ -723,7 +723,14 @@ fn node(d: &mut Doc, v: &Value, opts: Options) {
     conditions(
         d,
         v,
-        &["Type", "Status", "LastHeartbeatTime", "Reason", "Message"],
+        &[
+            "Type",
+            "Status",
+            "LastHeartbeatTime",
+            "LastTransitionTime",
+            "Reason",
+            "Message",
+        ],
     );
     let sections: [(&str, &str); 4] = [
         ("Addresses", "/status/addresses"),
@@ -979,9 +986,9 @@ Status:             Alive
 Last Seen:          2024-05-01T09:59:58Z (2s ago)
 Unschedulable:      false
 Conditions:
-  Type    Status   LastHeartbeatTime      Reason      Message
-  ----    ------   -----------------      ------      -------
-  Ready   True     2024-05-01T09:59:58Z   NodeAlive   gossip heard from the node 2s ago
+  Type    Status   LastHeartbeatTime      LastTransitionTime   Reason      Message
+  ----    ------   -----------------      ------------------   ------      -------
+  Ready   True     2024-05-01T09:59:58Z                        NodeAlive   gossip heard from the node 2s ago
 Addresses:
   InternalIP:  127.0.0.2
   Hostname:    n1
@@ -996,6 +1003,29 @@ System Info:
   peerId:        12D3KooWabc
 ";
         assert_eq!(out, want, "\n{out}");
+        // A node without its engine: the condition it reports, with when it began.
+        let mut engine = node.clone();
+        engine["status"]["conditions"] = json!([
+            {"type": "Ready", "status": "False", "reason": "EngineUnavailable",
+             "message": "the container engine is unavailable: no such socket",
+             "lastHeartbeatTime": "2024-05-01T09:59:58Z",
+             "lastTransitionTime": "2024-05-01T09:59:50Z"},
+            {"type": "EngineUnavailable", "status": "True", "reason": "EngineUnavailable",
+             "message": "cannot reach the Docker engine at unix:///var/run/docker.sock",
+             "lastTransitionTime": "2024-05-01T09:59:50Z"}]);
+        let out = describe(Kind::Node, &engine, opts(false));
+        assert!(
+            out.contains("\nStatus:             Alive,EngineUnavailable\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "  EngineUnavailable   True     {:20}   2024-05-01T09:59:50Z   EngineUnavailable   \
+                 cannot reach the Docker engine at unix:///var/run/docker.sock\n",
+                ""
+            )),
+            "{out}"
+        );
         let mut unseen = node.clone();
         unseen["status"]["membership"]["lastSeen"] = Value::Null;
         let out = describe(Kind::Node, &unseen, opts(false));

@@ -529,7 +529,8 @@ const NAMESPACE: &[Column] = &[
 ];
 
 /// STATUS of a node: its membership state capitalised (`Alive`, `Suspect`, `Dead`, `Left`),
-/// plus `SchedulingDisabled` when cordoned. A node object without `status.membership` (from a
+/// plus each condition the node reports about itself (status `True`, any type but `Ready`:
+/// `Alive,EngineUnavailable`), plus `SchedulingDisabled` when cordoned. A node object without `status.membership` (from a
 /// node older than membership) falls back to its Ready condition, as kubectl reads it.
 pub fn node_status(v: &Value) -> String {
     let state = match text(v, "/status/membership/state").filter(|s| !s.is_empty()) {
@@ -545,11 +546,18 @@ pub fn node_status(v: &Value) -> String {
             .unwrap_or("Unknown")
             .to_string(),
     };
-    if at(v, "/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-        format!("{state},SchedulingDisabled")
-    } else {
-        state
+    let mut parts = vec![state];
+    for c in list(v, "/status/conditions") {
+        if let Some(type_) = text(c, "/type").filter(|t| t != "Ready" && !t.is_empty())
+            && text(c, "/status").as_deref() == Some("True")
+        {
+            parts.push(type_);
+        }
     }
+    if at(v, "/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        parts.push("SchedulingDisabled".into());
+    }
+    parts.join(",")
 }
 
 /// `alive` → `Alive`.
@@ -1152,6 +1160,24 @@ mod tests {
              n1     Alive     controller             2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   2s\n\
              n2     Suspect   <none>                 2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   40s\n\
              n3     Dead      controller,scheduler   2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   <unknown>\n"
+        );
+    }
+
+    #[test]
+    fn a_node_status_shows_its_reported_conditions() {
+        let mut n = node("n1", "alive", json!("2024-05-01T09:59:58Z"), json!([]));
+        n["status"]["conditions"] = json!([
+            {"type": "Ready", "status": "False", "reason": "EngineUnavailable"},
+            {"type": "EngineUnavailable", "status": "True", "reason": "EngineUnavailable",
+             "message": "cannot reach the Docker engine at unix:///var/run/docker.sock",
+             "lastTransitionTime": "2024-05-01T09:59:50Z"},
+            {"type": "Other", "status": "False"}
+        ]);
+        assert_eq!(node_status(&n), "Alive,EngineUnavailable");
+        n["spec"]["unschedulable"] = json!(true);
+        assert_eq!(
+            node_status(&n),
+            "Alive,EngineUnavailable,SchedulingDisabled"
         );
     }
 

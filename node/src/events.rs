@@ -776,6 +776,8 @@ fn leaving_reason(nodes: &crate::controllers::Nodes, node: &str) -> &'static str
         "drained"
     } else if nodes.left.contains(node) {
         "the node left"
+    } else if nodes.engine_unavailable.contains(node) {
+        "the node's container engine is unavailable"
     } else if nodes.movable.contains(node) {
         "the node is dead"
     } else if !nodes.known.contains(node) {

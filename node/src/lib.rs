@@ -121,12 +121,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let (observed_tx, observed_rx) = tokio::sync::mpsc::channel(config.channel_size);
     // Cluster events: this node's ring, merged with what peers gossip on the events topic.
     let (events, events_outbox) = events::Events::new(&identity.node_name, events::RING_CAPACITY);
+    // True once the desired state has been synced with a peer: the agent starts no container
+    // before (or before it gives up waiting), since this node's pods may have moved away.
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let net_handle = start_network(
         &config,
         &identity,
         join_token.as_ref(),
         &state,
         observed_tx,
+        synced_tx,
         events.clone(),
         &tracker,
         &stop,
@@ -157,7 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     // Each node's record carries its state digest, so any node can tell whether all agree.
     let (digest_tx, digest_rx) = tokio::sync::watch::channel(String::new());
     // What is wrong with this node (its engine, a failed task), for its peers to see.
-    let (_conditions, conditions_rx) = observed::Conditions::new();
+    let (conditions, conditions_rx) = observed::Conditions::new();
     tracker.spawn(observed::follow_digest(
         state.clone(),
         digest_tx,
@@ -214,7 +218,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         observed: observed.clone(),
         dead_after: config.membership_timing().dead_after,
         reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
-    });
+    })
+    .with_conditions(conditions.clone())
+    .with_boot(agent::boot::Boot::new(
+        synced_rx,
+        config.membership_timing().dead_after + agent::boot::BOOT_MARGIN,
+    ));
     // The pod network's gateway and subnet, once the agent has made the network: the DNS
     // server and the proxies listen there for the pods, and the zone gives pods its address.
     let pod_network = agent.pod_network();
@@ -376,6 +385,7 @@ async fn start_network(
     join_token: Option<&join::JoinToken>,
     state: &state::StateHandle,
     observed_tx: tokio::sync::mpsc::Sender<observed::Inbound>,
+    synced_tx: tokio::sync::watch::Sender<bool>,
     cluster_events: events::Events,
     tracker: &TaskTracker,
     stop: &CancellationToken,
@@ -453,11 +463,12 @@ async fn start_network(
         }
     });
     let transport: Arc<dyn replication::Transport> = Arc::new(net_handle.clone());
-    tracker.spawn(replication::Replicator::run(
+    tracker.spawn(replication::Replicator::run_with_synced(
         state.clone(),
         transport,
         inbound_rx,
         replication::ReplicationConfig::default(),
+        synced_tx,
         stop.clone(),
     ));
     tracker.spawn(join::remember_peers(

@@ -31,7 +31,17 @@
 //! ([`Agent::with_fencing`]) stops its StatefulSet pods while the nodes it cannot hear are a
 //! majority, starts none until it has heard a majority again for `dead_after`, starts none
 //! another node reports, and reports those it is still stopping as `Terminating`.
+//!
+//! When the engine stops answering (`engine.rs`), every pod of the node is reported not Ready
+//! with reason `EngineUnavailable` within a round, the node gets the `EngineUnavailable`
+//! condition ([`Agent::with_conditions`]), and when the engine is back the condition is cleared
+//! and the rounds go on as before: no reconnection is needed. After `shoald` starts, no
+//! container is started until the boot rule allows it (`boot.rs`, [`Agent::with_boot`]): the
+//! desired state must first be brought up to date with a peer, since the pods of a host that
+//! was off may have moved away.
 
+pub mod boot;
+pub mod engine;
 pub mod plan;
 pub mod probe;
 pub mod spec;
@@ -60,7 +70,7 @@ use self::plan::{Action, Guard, Mode, Persisted, PodInput, PodMemory, Retry, Sel
 use self::probe::{ProbeEvent, ProbeKind, ProbeTarget};
 use self::spec::{ConfigSources, NodeContext, SourceKind, labels};
 use crate::nodes;
-use crate::observed::{ObservedHandle, PodReporter};
+use crate::observed::{Conditions, ObservedHandle, PodReporter};
 use crate::pods::{DesiredPod, desired_pods};
 use crate::runtime::{ContainerState, Engine, PodNetwork, Runtime, RuntimeError};
 use crate::state::StateHandle;
@@ -211,6 +221,12 @@ pub struct Agent {
     /// Where what happens to this node's pods is told (started, killed, image missing, probe
     /// failed, back-off); None: nowhere.
     events: Option<crate::events::Events>,
+    /// Where the node's `EngineUnavailable` condition is set and cleared; None: nowhere.
+    conditions: Option<Conditions>,
+    /// Whether the engine answers, over the last rounds.
+    health: engine::EngineHealth,
+    /// The boot rule; None: containers start at once (tests, tools).
+    boot: Option<boot::Boot>,
 }
 
 struct Worker {
@@ -265,7 +281,22 @@ impl Agent {
             last_mode: Mode::Open,
             terminating: BTreeMap::new(),
             events: None,
+            conditions: None,
+            health: engine::EngineHealth::default(),
+            boot: None,
         }
+    }
+
+    /// Sets and clears the node's `EngineUnavailable` condition through `conditions`.
+    pub fn with_conditions(mut self, conditions: Conditions) -> Agent {
+        self.conditions = Some(conditions);
+        self
+    }
+
+    /// Starts no container until `boot` allows it (see `boot.rs`).
+    pub fn with_boot(mut self, boot: boot::Boot) -> Agent {
+        self.boot = Some(boot);
+        self
     }
 
     /// Tells what happens to this node's pods as events.
@@ -467,8 +498,14 @@ impl Agent {
         // as the pods' DNS server.
         if let Ok(rt) = &engine
             && !desired.is_empty()
+            && self.health.down.is_none()
         {
-            self.ensure_pod_network(rt, now).await;
+            // Bounded as the listing below: a hung engine must not hold the round.
+            let ensured =
+                tokio::time::timeout(engine::ANSWER_WITHIN, self.ensure_pod_network(rt, now));
+            if ensured.await.is_err() {
+                tracing::warn!("the container engine did not answer about the pod network");
+            }
         }
         let sources = self.fetch_sources(&desired).await;
         let inputs: Vec<PodInput> = desired
@@ -482,31 +519,50 @@ impl Agent {
 
         let rt = match engine {
             Ok(rt) => rt,
-            Err(e) => {
+            // Not tried yet (`shoald` is starting): not known to be away, so no condition.
+            Err(e) if !self.engine.tried() => {
                 let message = e.to_string();
                 return inputs
                     .iter()
                     .map(|i| {
-                        (
-                            i.key.clone(),
-                            status::engine_unavailable(i, self.ctx.advertise, &message),
-                        )
+                        let last = self.last_statuses.get(&i.key);
+                        let st = status::engine_unavailable(
+                            i,
+                            self.ctx.advertise,
+                            &message,
+                            last,
+                            &wall,
+                        );
+                        (i.key.clone(), st)
                     })
                     .collect();
             }
+            Err(e) => return self.engine_failed(&inputs, &e, now, &wall),
         };
         // Every round: a changed ConfigMap or Secret reaches mounted files within a second.
         for input in &mut inputs {
             sync_files(input);
         }
 
-        let observed = match rt.list(&self.filter()).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list containers; retrying");
-                return self.last_statuses.clone();
-            }
-        };
+        // The one call of every round: whether the engine answers is judged here, with a
+        // bound, so that a hung engine turns the pods not Ready as a stopped one does.
+        let observed =
+            match tokio::time::timeout(engine::ANSWER_WITHIN, rt.list(&self.filter())).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => return self.engine_failed(&inputs, &e, now, &wall),
+                Err(_) => {
+                    let e = RuntimeError::Unavailable {
+                        message: format!(
+                            "the container engine at {} did not answer within {}s",
+                            self.engine.endpoint(),
+                            engine::ANSWER_WITHIN.as_secs()
+                        ),
+                    };
+                    return self.engine_failed(&inputs, &e, now, &wall);
+                }
+            };
+        self.engine_answered();
+        let may = self.boot_check(now);
         let actions = {
             let sel = plan::select(&inputs, &observed);
             plan::observe(&mut self.pods, &inputs, &sel, now, &wall);
@@ -516,7 +572,8 @@ impl Agent {
                 .iter()
                 .map(|(id, (_, grace))| (id.clone(), *grace))
                 .collect();
-            plan::guard(actions, &inputs, &sel, &kinds, &guard, &stopping)
+            let actions = plan::guard(actions, &inputs, &sel, &kinds, &guard, &stopping);
+            plan::boot_gate(actions, &inputs, may)
         };
         let acted = !actions.is_empty();
         for action in actions {
@@ -540,7 +597,12 @@ impl Agent {
         for input in &inputs {
             let mem = self.pods.entry(input.key.clone()).or_default();
             let mut st = status::pod_status(input, &sel, mem, self.ctx.advertise, now, &wall);
-            if st.phase == "Pending" && plan::is_stateful(&input.pod.slot.owner_kind) {
+            let kind = input.pod.slot.owner_kind.as_str();
+            if !st.is_ready()
+                && let Some(why) = self.boot.as_ref().and_then(|b| b.held(kind))
+            {
+                st.message = Some(why);
+            } else if st.phase == "Pending" && plan::is_stateful(kind) {
                 st.message = guard.held(&input.key);
             }
             statuses.insert(input.key.clone(), st);
@@ -566,6 +628,77 @@ impl Agent {
         }
         self.last_statuses = statuses.clone();
         statuses
+    }
+
+    /// A failed call to the engine this round: the pods' statuses, unknown once the engine
+    /// counts as unavailable (see `engine.rs`), else (a passing error) as last reported.
+    fn engine_failed(
+        &mut self,
+        inputs: &[PodInput],
+        err: &RuntimeError,
+        now: Instant,
+        wall: &str,
+    ) -> BTreeMap<String, PodStatus> {
+        let endpoint = self.engine.endpoint();
+        let change = self.health.failed(err, &endpoint, now, wall);
+        let Some(down) = self.health.down.clone() else {
+            tracing::warn!(error = %err, "cannot list containers; retrying");
+            return self.last_statuses.clone();
+        };
+        if change == engine::Change::Down {
+            tracing::warn!(engine = %endpoint, error = %err, pods = inputs.len(),
+                "the container engine is unavailable: this node's pods are reported not ready");
+            if let Some(c) = &self.conditions {
+                c.set(
+                    engine::ENGINE_UNAVAILABLE,
+                    engine::condition_message(&down.message, &down.since),
+                );
+            }
+            // Their containers are gone or unknown: the probes would only fail. The network
+            // is inspected again when the engine is back (it may have been made afresh).
+            for w in self.probes.values() {
+                w.cancel.cancel();
+            }
+            self.probes.clear();
+            self.network_ready = false;
+            self.network_checked = None;
+        }
+        let statuses: BTreeMap<String, PodStatus> = inputs
+            .iter()
+            .map(|i| {
+                let st = status::engine_unavailable(
+                    i,
+                    self.ctx.advertise,
+                    &down.message,
+                    self.last_statuses.get(&i.key),
+                    &down.since,
+                );
+                (i.key.clone(), st)
+            })
+            .collect();
+        self.last_statuses = statuses.clone();
+        statuses
+    }
+
+    /// The engine answered this round.
+    fn engine_answered(&mut self) {
+        if self.health.answered() == engine::Change::Up {
+            tracing::info!(engine = %self.engine.endpoint(),
+                "the container engine answers again: reconciling this node's pods");
+            if let Some(c) = &self.conditions {
+                c.clear(engine::ENGINE_UNAVAILABLE);
+            }
+        }
+    }
+
+    /// What the boot rule lets start this round (everything without one).
+    fn boot_check(&mut self, now: Instant) -> boot::MayStart {
+        // A quorum of no known node has not been counted yet.
+        let quorum = self.fencing.as_ref().map(|f| f.fence.borrow().quorum);
+        match &mut self.boot {
+            Some(b) => b.check(now, quorum.filter(|q| q.known > 0)),
+            None => boot::MayStart::ALL,
+        }
     }
 
     /// Makes the pod network unless made, and learns its gateway and subnet (again every

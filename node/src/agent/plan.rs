@@ -665,6 +665,32 @@ pub fn guard(
     out
 }
 
+/// [`plan`]'s actions under the boot rule (`boot.rs`): no container of a pod that `may` does
+/// not allow yet is started (created or restarted). Stops and removals go on: containers of
+/// slots that are not this node's are stopped before anything starts.
+pub fn boot_gate(
+    actions: Vec<Action>,
+    inputs: &[PodInput],
+    may: super::boot::MayStart,
+) -> Vec<Action> {
+    if may == super::boot::MayStart::ALL {
+        return actions;
+    }
+    let allowed = |pod: &str| {
+        inputs
+            .iter()
+            .find(|i| i.key == pod)
+            .is_some_and(|i| may.allows(&i.pod.slot.owner_kind))
+    };
+    actions
+        .into_iter()
+        .filter(|a| match a {
+            Action::Create { pod, .. } | Action::Restart { pod, .. } => allowed(pod),
+            _ => true,
+        })
+        .collect()
+}
+
 /// The StatefulSet pods this node still has containers of but does not keep (moved away,
 /// deleted, fenced): pod key → those containers. The node reports them as terminating until
 /// they are gone, so that no other node starts them meanwhile.

@@ -265,22 +265,73 @@ pub fn pod_status(
     }
 }
 
-/// The status of a pod while the engine is unreachable: nothing can be known about it.
-pub fn engine_unavailable(input: &PodInput, advertise: IpAddr, message: &str) -> PodStatus {
+/// The reason (of the pod, and of its `Ready` condition) while this node's container engine
+/// is unavailable.
+pub const ENGINE_UNAVAILABLE: &str = "EngineUnavailable";
+
+/// The status of a pod while the engine is unavailable (`message`: why, naming its socket;
+/// `since`: when it became so, RFC 3339): nothing can be known about its containers, so it is
+/// not Ready, its containers are not ready and their state is unknown. As Kubernetes shows a
+/// pod on a node it cannot hear: phase `Unknown` when the pod had been running (`last`: its
+/// last report), `Pending` when it never was; container ids, restart counts, addresses and
+/// start time as last known.
+pub fn engine_unavailable(
+    input: &PodInput,
+    advertise: IpAddr,
+    message: &str,
+    last: Option<&PodStatus>,
+    since: &str,
+) -> PodStatus {
     let mut s = crate::pods::pending_status(&input.pod.slot);
+    if last.is_some_and(|l| l.phase != "Pending") {
+        s.phase = "Unknown".into();
+    }
+    let why = format!("the container engine is unavailable: {message}");
+    s.reason = Some(ENGINE_UNAVAILABLE.into());
+    s.message = Some(why.clone());
     s.host_ip = Some(advertise.to_string());
     s.revision = Some(input.pod.slot.revision.clone()).filter(|r| !r.is_empty());
+    if let Some(l) = last {
+        s.pod_ip = l.pod_ip.clone();
+        s.start_time = l.start_time.clone();
+    }
+    let scheduled = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .cloned();
+    s.conditions = scheduled.into_iter().collect();
+    for type_ in ["ContainersReady", "Ready"] {
+        s.conditions.push(PodCondition {
+            type_: type_.into(),
+            status: "False".into(),
+            last_transition_time: Some(since.to_string()),
+            reason: Some(ENGINE_UNAVAILABLE.into()),
+            message: Some(why.clone()),
+        });
+    }
     s.container_statuses = input
         .containers
         .iter()
-        .map(|c| ContainerStatus {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            state: waiting(
-                "ContainerCreating",
-                Some(format!("the container engine is unavailable: {message}")),
-            ),
-            ..ContainerStatus::default()
+        .map(|c| {
+            let before = last.and_then(|l| l.container_statuses.iter().find(|b| b.name == c.name));
+            ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                ready: false,
+                started: None,
+                restart_count: before.map_or(0, |b| b.restart_count),
+                container_id: before.and_then(|b| b.container_id.clone()),
+                last_state: before.map(|b| b.last_state.clone()).unwrap_or_default(),
+                state: waiting(
+                    if before.is_some_and(|b| b.container_id.is_some()) {
+                        "ContainerStatusUnknown"
+                    } else {
+                        "ContainerCreating"
+                    },
+                    Some(why.clone()),
+                ),
+            }
         })
         .collect();
     s

@@ -1967,3 +1967,242 @@ async fn watch_fence_fences_when_a_majority_is_unheard_but_not_while_starting() 
         .unwrap();
     assert_eq!(rx.borrow().quorum.heard, 2);
 }
+
+// ---- The engine goes away and comes back ----
+
+impl Harness {
+    /// Rebuilds the agent with `f` applied to it (for the builder methods).
+    fn rebuild(&mut self, f: impl FnOnce(Agent) -> Agent) {
+        let fresh = Harness::agent(&self.data_dir, &self.state, &self.rt);
+        let agent = std::mem::replace(&mut self.agent, fresh);
+        self.agent = f(agent);
+    }
+
+    /// The agent sets the node's conditions; returns them as the heartbeat would see them.
+    fn with_conditions(&mut self) -> tokio::sync::watch::Receiver<BTreeMap<String, String>> {
+        let (conditions, rx) = crate::observed::Conditions::new();
+        self.rebuild(|a| a.with_conditions(conditions));
+        rx
+    }
+}
+
+fn ready_condition(s: &PodStatus) -> &shoal_protocol::status::PodCondition {
+    s.conditions.iter().find(|c| c.type_ == "Ready").unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_engine_turns_the_pods_not_ready_at_the_next_round_and_they_recover() {
+    let mut h = Harness::new().await;
+    let conditions = h.with_conditions();
+    h.pod("p", web(json!({}))).await;
+    let s = h.status("p").await;
+    assert!(s.is_ready());
+    let id = h.only_id().await;
+
+    // dockerd stops: its containers stop, its socket goes. The very next round says so.
+    h.rt.stop_engine();
+    let s = h.status("p").await;
+    assert!(!s.is_ready());
+    assert_eq!(s.phase, "Unknown");
+    assert_eq!(s.reason.as_deref(), Some("EngineUnavailable"));
+    let ready = ready_condition(&s);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("EngineUnavailable"))
+    );
+    let c = &s.container_statuses[0];
+    assert!(!c.ready);
+    assert_eq!(
+        c.state.waiting.as_ref().map(|w| w.reason.as_str()),
+        Some("ContainerStatusUnknown")
+    );
+    assert_eq!(
+        c.container_id.as_deref(),
+        Some(format!("docker://{id}").as_str()),
+        "as last known"
+    );
+    let message = conditions.borrow()["EngineUnavailable"].clone();
+    assert!(message.contains("unix:///sim/docker.sock"), "{message}");
+    let (_, since) = super::engine::split_since(&message);
+    assert_eq!(since, ready.last_transition_time.as_deref());
+
+    // Still down: the same report, the same condition.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let again = h.status("p").await;
+    assert_eq!(again, s);
+    assert_eq!(conditions.borrow()["EngineUnavailable"], message);
+
+    // Back: the condition clears, the same container is started again and becomes ready.
+    h.rt.start_engine();
+    h.status("p").await;
+    assert!(conditions.borrow().is_empty());
+    let s = run_for(&mut h, 15).await;
+    assert!(s.is_ready(), "{s:?}");
+    assert_eq!(h.only_id().await, id);
+    assert_eq!(h.rt.calls("create"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn passing_engine_errors_change_nothing_until_they_last() {
+    let mut h = Harness::new().await;
+    let conditions = h.with_conditions();
+    h.pod("p", web(json!({}))).await;
+    let ready = h.status("p").await;
+    assert!(ready.is_ready());
+    let boom = crate::runtime::RuntimeError::Other {
+        message: "boom".into(),
+    };
+    for _ in 0..3 {
+        h.rt.fail_next("list", boom.clone());
+    }
+    // One failure: the last report stands.
+    assert_eq!(h.status("p").await, ready);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(h.status("p").await, ready);
+    assert!(conditions.borrow().is_empty());
+    // Failing for two seconds: the engine counts as unavailable, with its socket named.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let s = h.status("p").await;
+    assert!(!s.is_ready());
+    let message = conditions.borrow()["EngineUnavailable"].clone();
+    assert!(
+        message.contains("the container engine: container engine: boom"),
+        "{message}"
+    );
+    assert!(h.status("p").await.is_ready());
+    assert!(conditions.borrow().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_moved_away_while_the_engine_was_down_is_not_started_again() {
+    let mut h = Harness::new().await;
+    let conditions = h.with_conditions();
+    h.pod("p", web(json!({}))).await;
+    assert!(h.status("p").await.is_ready());
+    h.rt.stop_engine();
+    h.round().await;
+    // The controllers move it while the engine is down.
+    let mut moved = slot("p");
+    moved.node = "n2".into();
+    h.state.write_slots(vec![moved], vec![]).await.unwrap();
+    let s = h.round().await;
+    assert!(s.is_empty(), "no longer reported: {s:?}");
+    let starts = h.rt.calls("start");
+
+    h.rt.start_engine();
+    h.round().await;
+    h.round().await;
+    let s = h.round().await;
+    assert!(s.is_empty(), "{s:?}");
+    assert_eq!(h.rt.calls("start"), starts, "never started again");
+    assert!(h.containers().await.is_empty(), "its container is removed");
+    assert!(conditions.borrow().is_empty());
+}
+
+// ---- The boot rule ----
+
+#[tokio::test(start_paused = true)]
+async fn after_a_start_nothing_starts_before_a_sync_and_what_moved_away_never_does() {
+    let mut h = Harness::new().await;
+    h.pod("p", web(json!({}))).await;
+    h.pod("gone", web(json!({}))).await;
+    h.pod("moved", web(json!({}))).await;
+    h.round().await;
+    assert_eq!(h.containers().await.len(), 3);
+    // A power cut: every container exited; `gone` was deleted meanwhile, as the persisted
+    // state already knows.
+    h.rt.stop_engine();
+    h.rt.start_engine();
+    h.state
+        .write_slots(vec![], vec!["default/gone".into()])
+        .await
+        .unwrap();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let wait = DEAD_AFTER + super::boot::BOOT_MARGIN;
+    h.rebuild(|a| a.with_boot(super::boot::Boot::new(synced, wait)));
+    let starts = h.rt.calls("start");
+
+    // Before any sync: the container of a slot not this node's goes, nothing starts.
+    let s = h.round().await;
+    assert!(
+        s["default/p"]
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("just started")
+    );
+    h.round().await;
+    tokio::time::advance(wait - Duration::from_millis(100)).await;
+    h.round().await;
+    assert_eq!(h.rt.calls("start"), starts);
+    let left: Vec<String> = h.by_pod().await.into_keys().collect();
+    assert_eq!(left, ["default/moved", "default/p"]);
+
+    // The sync brings the news that `moved` moved: it is removed, never started; `p` starts.
+    let mut moved = slot("moved");
+    moved.node = "n2".into();
+    h.state.write_slots(vec![moved], vec![]).await.unwrap();
+    synced_tx.send(true).unwrap();
+    h.round().await;
+    h.round().await;
+    let s = h.round().await;
+    assert!(s["default/p"].is_ready(), "{s:?}");
+    assert_eq!(h.rt.calls("start"), starts + 1);
+    let left: Vec<String> = h.by_pod().await.into_keys().collect();
+    assert_eq!(left, ["default/p"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn alone_after_the_wait_deployments_start_and_statefulsets_only_with_a_majority() {
+    let (mut h, ctl) = Harness::fencing().await;
+    let (_synced_tx, synced) = tokio::sync::watch::channel(false);
+    let wait = DEAD_AFTER + super::boot::BOOT_MARGIN;
+    h.rebuild(|a| a.with_boot(super::boot::Boot::new(synced, wait)));
+    let quorum = |alive| crate::nodes::Quorum {
+        known: 3,
+        alive,
+        heard: alive,
+    };
+    ctl.fence.send_modify(|s| s.quorum = quorum(1));
+    let all = mixed();
+    h.round_with(&all).await;
+    assert!(h.by_pod().await.is_empty());
+    // No peer answered in time: the ReplicaSet's and the bare pod start, not the StatefulSet's.
+    tokio::time::advance(wait).await;
+    let s = h.round_with(&all).await;
+    assert_eq!(
+        h.by_pod().await.into_keys().collect::<Vec<_>>(),
+        ["default/p", "default/web-1"]
+    );
+    assert!(
+        s["default/db-0"]
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("majority")
+    );
+    // A majority is heard: it starts too.
+    ctl.fence.send_modify(|s| s.quorum = quorum(2));
+    h.round_with(&all).await;
+    assert_eq!(h.by_pod().await.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_alone_in_its_cluster_starts_at_once() {
+    let (mut h, ctl) = Harness::fencing().await;
+    let (_synced_tx, synced) = tokio::sync::watch::channel(false);
+    h.rebuild(|a| a.with_boot(super::boot::Boot::new(synced, Duration::from_secs(60))));
+    // Not counted yet: wait.
+    let all = vec![owned("web-1", "ReplicaSet")];
+    h.round_with(&all).await;
+    assert!(h.by_pod().await.is_empty());
+    ctl.fence.send_modify(|s| {
+        s.quorum = crate::nodes::Quorum {
+            known: 1,
+            alive: 1,
+            heard: 1,
+        }
+    });
+    h.round_with(&all).await;
+    assert_eq!(h.by_pod().await.len(), 1);
+}

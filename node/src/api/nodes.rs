@@ -1,5 +1,11 @@
 //! Node objects: the registry joined with membership (see [`crate::nodes`]). Users never apply
 //! them; `DELETE` forgets a node that is dead or has left.
+//!
+//! `status.conditions` holds `Ready` (from membership: alive, suspect, dead, left; `False`
+//! with reason `EngineUnavailable` while an alive node's container engine is unavailable),
+//! then one entry, status `True`, per condition the node reports about itself in its record
+//! (`EngineUnavailable`, ...), with the time it began when the node says
+//! (`agent::engine::split_since`).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -108,13 +114,47 @@ fn condition(l: Liveness) -> (&'static str, &'static str, &'static str) {
     }
 }
 
+/// The `status.conditions` entries of what the node reports about itself (its record's
+/// conditions), in Kubernetes' shape. Pure.
+pub fn reported_conditions(conditions: &std::collections::BTreeMap<String, String>) -> Vec<Value> {
+    conditions
+        .iter()
+        .map(|(type_, message)| {
+            let (text, since) = crate::agent::engine::split_since(message);
+            json!({
+                "type": type_,
+                "status": "True",
+                "reason": type_,
+                "message": text,
+                "lastTransitionTime": since,
+            })
+        })
+        .collect()
+}
+
 pub fn render(n: &NodeView) -> Value {
     let mut labels = serde_json::Map::new();
     labels.insert("kubernetes.io/hostname".into(), json!(n.name));
     for role in &n.roles {
         labels.insert(format!("node-role.shoal.dev/{role}"), json!(""));
     }
-    let (status, reason, message) = condition(n.liveness);
+    let (mut status, mut reason, message) = condition(n.liveness);
+    let mut message = message.to_string();
+    let reported = n
+        .record
+        .as_ref()
+        .map(|r| r.conditions.clone())
+        .unwrap_or_default();
+    // Alive but without its engine, the node runs no pod: not Ready, as Kubernetes says of a
+    // node whose container runtime is down.
+    let engine_down = reported
+        .get(crate::agent::engine::ENGINE_UNAVAILABLE)
+        .map(|m| crate::agent::engine::split_since(m));
+    if let (Liveness::Alive | Liveness::Suspect, Some((why, _))) = (n.liveness, engine_down) {
+        status = "False";
+        reason = crate::agent::engine::ENGINE_UNAVAILABLE;
+        message = format!("the container engine is unavailable: {why}");
+    }
     let last_seen = n.last_seen.map(rfc3339);
     let mut condition = json!({
         "type": "Ready",
@@ -125,8 +165,14 @@ pub fn render(n: &NodeView) -> Value {
     if let Some(t) = &last_seen {
         condition["lastHeartbeatTime"] = json!(t);
     }
+    if let (Some((_, Some(since))), "False") = (engine_down, status) {
+        condition["lastTransitionTime"] = json!(since);
+    }
+    let mut conditions = vec![condition];
+    // A departed or dead node's last word is stale; what it said stays visible all the same.
+    conditions.extend(reported_conditions(&reported));
     let mut status = json!({
-        "conditions": [condition],
+        "conditions": conditions,
         "addresses": [{ "type": "Hostname", "address": n.name }],
         "nodeInfo": { "peerId": n.peer_id },
         "membership": {
@@ -169,4 +215,85 @@ pub fn render(n: &NodeView) -> Value {
         "spec": spec,
         "status": status,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::observed::NodeRecord;
+
+    fn view(liveness: Liveness, conditions: &[(&str, &str)]) -> NodeView {
+        NodeView {
+            name: "n2".into(),
+            created: None,
+            peer_id: "p".into(),
+            liveness,
+            last_seen: Some(1_700_000_000),
+            record: Some(NodeRecord {
+                name: "n2".into(),
+                conditions: conditions
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }),
+            roles: Vec::new(),
+            unschedulable: false,
+        }
+    }
+
+    #[test]
+    fn an_unavailable_engine_is_a_condition_and_makes_the_node_not_ready() {
+        let message = crate::agent::engine::condition_message(
+            "cannot reach the Docker engine at unix:///var/run/docker.sock (no such socket): \
+             is dockerd running?",
+            "2026-12-07T14:40:00Z",
+        );
+        let v = render(&view(
+            Liveness::Alive,
+            &[
+                ("EngineUnavailable", &message),
+                ("Degraded", "a task failed"),
+            ],
+        ));
+        let conditions = v["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 3, "{conditions:?}");
+        let ready = &conditions[0];
+        assert_eq!(ready["type"], "Ready");
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "EngineUnavailable");
+        assert_eq!(ready["lastTransitionTime"], "2026-12-07T14:40:00Z");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("unix:///var/run/docker.sock")
+        );
+        let engine = conditions
+            .iter()
+            .find(|c| c["type"] == "EngineUnavailable")
+            .unwrap();
+        assert_eq!(engine["status"], "True");
+        assert_eq!(engine["reason"], "EngineUnavailable");
+        assert_eq!(engine["lastTransitionTime"], "2026-12-07T14:40:00Z");
+        assert_eq!(
+            engine["message"],
+            "cannot reach the Docker engine at unix:///var/run/docker.sock (no such socket): \
+             is dockerd running?"
+        );
+        // A condition without a start time has none.
+        let degraded = conditions.iter().find(|c| c["type"] == "Degraded").unwrap();
+        assert_eq!(degraded["lastTransitionTime"], Value::Null);
+        assert_eq!(degraded["message"], "a task failed");
+
+        // All well: Ready only.
+        let v = render(&view(Liveness::Alive, &[]));
+        let conditions = v["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0]["status"], "True");
+        // A dead node is not Ready for that reason, whatever its last record said.
+        let v = render(&view(Liveness::Dead, &[("EngineUnavailable", &message)]));
+        assert_eq!(v["status"]["conditions"][0]["reason"], "NodeDead");
+    }
 }

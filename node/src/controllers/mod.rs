@@ -23,6 +23,7 @@
 //! agent reads the slots.
 
 mod deployment;
+pub(crate) mod engine;
 pub mod placement;
 mod replicaset;
 pub mod statefulset;

@@ -38,6 +38,9 @@ pub struct Nodes {
     /// node takes to become movable): StatefulSet pods do not move off nodes it cannot hear
     /// yet, since it may hear them in a moment (a partition just healed).
     pub majority_settling: bool,
+    /// Movable nodes that are alive but whose container engine has been unavailable for
+    /// longer than the grace (`controllers::engine`): why their pods move, for events.
+    pub engine_unavailable: BTreeSet<String>,
 }
 
 impl Nodes {
@@ -90,6 +93,7 @@ impl Nodes {
             left: BTreeSet::new(),
             draining: BTreeMap::new(),
             majority_settling: false,
+            engine_unavailable: BTreeSet::new(),
         }
     }
 

@@ -76,6 +76,9 @@ pub struct Controllers {
     pub events: Option<crate::events::Events>,
     /// Since when this node has seen a majority of the known nodes, without a break.
     majority_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Since when this node has seen each node report its engine unavailable
+    /// (`controllers::engine`).
+    engine_seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>>,
 }
 
 /// Tells whether this node holds the controller role. The controllers are a singleton role:
@@ -97,6 +100,7 @@ impl Controllers {
             reschedule_grace: Duration::from_secs(5),
             events: None,
             majority_since: Default::default(),
+            engine_seen: Default::default(),
         }
     }
 
@@ -195,6 +199,9 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         c.reschedule_grace,
         c.observed.uptime(),
     );
+    // A node without its container engine takes no new slot, and loses its slots after the
+    // grace as a dead node does.
+    super::engine::apply(&c.engine_seen, &members, c.reschedule_grace, &mut nodes);
 
     let actions = plan(&Inputs {
         deployments: &deployments,

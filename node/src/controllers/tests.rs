@@ -1453,3 +1453,160 @@ fn drain_moves_pods_within_max_unavailable_and_force_moves_them_all() {
     sim.step();
     assert_eq!(count_on(&sim, target), 0, "{:?}", nodes_of(&sim));
 }
+
+// ---- The engine rule (`engine.rs`) ----
+
+/// Members alive (`*` suffix: with the EngineUnavailable condition), suspect or dead.
+fn engine_members(
+    spec: &[(&str, crate::observed::Liveness, bool)],
+) -> BTreeMap<String, crate::observed::Member> {
+    spec.iter()
+        .map(|(name, liveness, engine_down)| {
+            let mut record = node(name, 4, 8 * GIB);
+            if *engine_down {
+                record.conditions.insert(
+                    crate::agent::engine::ENGINE_UNAVAILABLE.into(),
+                    "cannot reach the Docker engine at unix:///var/run/docker.sock".into(),
+                );
+            }
+            let member = crate::observed::Member {
+                record,
+                liveness: *liveness,
+                last_seen: None,
+            };
+            (name.to_string(), member)
+        })
+        .collect()
+}
+
+/// (seen before: node, at s; reporting now; now, s; seen after; movable).
+type EngineRow<'a> = (
+    Vec<(&'a str, u64)>,
+    BTreeSet<String>,
+    u64,
+    Vec<(&'a str, u64)>,
+    Vec<&'a str>,
+);
+
+#[test]
+fn a_node_without_its_engine_is_movable_after_the_grace_seen_by_this_node() {
+    use super::engine::{follow, movable, reporting};
+    use crate::observed::Liveness::{Alive, Dead, Left, Suspect};
+    use std::time::Duration;
+    let members = engine_members(&[
+        ("ok", Alive, false),
+        ("down", Alive, true),
+        ("down-suspect", Suspect, true),
+        // Dead or departed: the membership rules decide, whatever its last record said.
+        ("down-dead", Dead, true),
+        ("down-left", Left, true),
+    ]);
+    let now_reporting = reporting(&members);
+    assert_eq!(
+        now_reporting.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["down", "down-suspect"]
+    );
+
+    let t0 = tokio::time::Instant::now();
+    let s = Duration::from_secs;
+    let grace = s(5);
+    // (seen before, reporting now, now) → (seen after, movable)
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    let table: Vec<EngineRow<'_>> = vec![
+        // First seen now: from now, nothing moves yet.
+        (vec![], set(&["a"]), 10, vec![("a", 10)], vec![]),
+        // Seen for less than the grace: stays.
+        (vec![("a", 10)], set(&["a"]), 14, vec![("a", 10)], vec![]),
+        // For the grace or longer: moves.
+        (vec![("a", 10)], set(&["a"]), 15, vec![("a", 10)], vec!["a"]),
+        // No longer reported (the engine is back): forgotten, and seen afresh if it comes again.
+        (vec![("a", 10)], set(&[]), 20, vec![], vec![]),
+        (
+            vec![],
+            set(&["a", "b"]),
+            21,
+            vec![("a", 21), ("b", 21)],
+            vec![],
+        ),
+        (
+            vec![("a", 0), ("b", 20)],
+            set(&["a", "b"]),
+            21,
+            vec![("a", 0), ("b", 20)],
+            vec!["a"],
+        ),
+    ];
+    for (before, reporting_now, now, after, moving) in table {
+        let seen: BTreeMap<String, tokio::time::Instant> = before
+            .iter()
+            .map(|(n, at)| (n.to_string(), t0 + s(*at)))
+            .collect();
+        let now = t0 + s(now);
+        let got = follow(&seen, &reporting_now, now);
+        let want: BTreeMap<String, tokio::time::Instant> = after
+            .iter()
+            .map(|(n, at)| (n.to_string(), t0 + s(*at)))
+            .collect();
+        assert_eq!(got, want, "{before:?} {reporting_now:?}");
+        let got_moving = movable(&got, now, grace);
+        assert_eq!(
+            got_moving.iter().map(String::as_str).collect::<Vec<_>>(),
+            moving,
+            "{before:?} {reporting_now:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_leave_a_node_without_its_engine_after_the_grace_and_none_goes_there() {
+    use crate::observed::Liveness::Alive;
+    use std::time::Duration;
+    let grace = Duration::from_secs(5);
+    let seen = std::sync::Mutex::new(BTreeMap::new());
+    let healthy = engine_members(&[
+        ("a", Alive, false),
+        ("b", Alive, false),
+        ("c", Alive, false),
+    ]);
+    let mut sim = Sim::new(vec![requesting("web", 3, "500m", "1Gi")]);
+    sim.nodes = Nodes::from_members(healthy.values().map(|m| (&m.record, m.liveness)), &[]);
+    sim.converge();
+    let before = nodes_of(&sim)
+        .into_iter()
+        .map(|(p, n)| (p.to_string(), n.to_string()))
+        .collect::<Vec<_>>();
+    let on_b = before.iter().find(|(_, n)| n == "b").unwrap().0.clone();
+
+    // b's engine goes: b takes no new pod at once, but keeps its own within the grace.
+    let down = engine_members(&[("a", Alive, false), ("b", Alive, true), ("c", Alive, false)]);
+    let round = |sim: &mut Sim, members: &BTreeMap<String, crate::observed::Member>| {
+        let mut nodes = Nodes::from_members(members.values().map(|m| (&m.record, m.liveness)), &[]);
+        super::engine::apply(&seen, members, grace, &mut nodes);
+        sim.nodes = nodes;
+        sim.step()
+    };
+    assert!(round(&mut sim, &down).is_empty());
+    assert!(!sim.nodes.alive.iter().any(|n| n.name == "b"));
+    tokio::time::advance(grace - Duration::from_millis(100)).await;
+    assert!(round(&mut sim, &down).is_empty());
+    assert_eq!(sim.slots.iter().find(|s| s.pod == on_b).unwrap().node, "b");
+    // Past the grace: its pod moves to a node with an engine, and says why.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let slots_before = sim.slots.clone();
+    let actions = round(&mut sim, &down);
+    let moved = sim.slots.iter().find(|s| s.pod == on_b).unwrap();
+    assert!(moved.node == "a" || moved.node == "c", "{moved:?}");
+    let notes = crate::events::controller_notes(&actions, &[], &slots_before, &sim.nodes);
+    assert!(
+        notes.iter().any(|n| n
+            .message
+            .contains("the node's container engine is unavailable")),
+        "{notes:?}"
+    );
+    // The engine is back: b is a candidate again, and nothing moves back.
+    let n = round(&mut sim, &healthy);
+    assert!(n.is_empty(), "{n:?}");
+    assert!(sim.nodes.alive.iter().any(|n| n.name == "b"));
+    assert!(seen.lock().unwrap().is_empty());
+}

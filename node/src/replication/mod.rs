@@ -12,6 +12,11 @@
 //!   side has anything to send (at most `max_exchanges`), and at once with a peer that comes
 //!   up. The answers to peers' requests come from the same protocol.
 //!
+//! Tells, through a watch ([`Replicator::run_with_synced`]), once one of this node's rounds
+//! with a peer has gone quiet: this node then holds everything that peer held, so its desired
+//! state is up to date with the cluster's as that peer knew it. The node agent waits for it
+//! after a start before it starts containers (`agent/boot.rs`).
+//!
 //! Owns: nothing durable. The document and every sync session stay in the state task; this
 //! task holds only the heads of its last broadcast and the set of rounds in flight.
 //!
@@ -34,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -169,6 +174,8 @@ pub struct Replicator {
     /// Peers that asked for a round (came up, sent changes we could not use) while one was
     /// in flight: another starts when it ends.
     again: HashSet<String>,
+    /// Set to true once a round has gone quiet (see the module documentation).
+    synced: Arc<watch::Sender<bool>>,
 }
 
 impl Replicator {
@@ -179,6 +186,19 @@ impl Replicator {
         transport: Arc<dyn Transport>,
         inbound: mpsc::Receiver<Inbound>,
         config: ReplicationConfig,
+        shutdown: CancellationToken,
+    ) {
+        let (synced, _) = watch::channel(false);
+        Replicator::run_with_synced(state, transport, inbound, config, synced, shutdown).await;
+    }
+
+    /// [`Replicator::run`], setting `synced` to true once a round with a peer has gone quiet.
+    pub async fn run_with_synced(
+        state: StateHandle,
+        transport: Arc<dyn Transport>,
+        inbound: mpsc::Receiver<Inbound>,
+        config: ReplicationConfig,
+        synced: watch::Sender<bool>,
         shutdown: CancellationToken,
     ) {
         let mut config = config;
@@ -194,6 +214,7 @@ impl Replicator {
             rounds: JoinSet::new(),
             running: HashMap::new(),
             again: HashSet::new(),
+            synced: Arc::new(synced),
         };
         // Two loops in one task: the broadcaster waits on the network, the main loop never
         // does (rounds are tasks of their own), so that answering peers never waits behind
@@ -271,6 +292,7 @@ impl Replicator {
             self.transport.clone(),
             peer.clone(),
             self.config.clone(),
+            self.synced.clone(),
         );
         let handle = self.rounds.spawn(round);
         self.running.insert(handle.id(), peer);
@@ -440,12 +462,21 @@ async fn sync_round(
     transport: Arc<dyn Transport>,
     peer: String,
     config: ReplicationConfig,
+    synced: Arc<watch::Sender<bool>>,
 ) {
     let result = exchange(&state, transport.as_ref(), &peer, &config).await;
     crate::metrics::sync_round(&result);
     match result {
         Ok(Some(requests)) => {
             tracing::trace!(peer = %peer, requests, "anti-entropy round done");
+            synced.send_if_modified(|s| {
+                if *s {
+                    return false;
+                }
+                tracing::info!(peer = %peer, "desired state synced with a peer");
+                *s = true;
+                true
+            });
         }
         Ok(None) => tracing::debug!(
             peer = %peer, max_exchanges = config.max_exchanges,

@@ -142,6 +142,8 @@ struct TestNode {
     name: String,
     state: StateHandle,
     tasks: Vec<JoinHandle<()>>,
+    /// True once a round of this node's with a peer went quiet.
+    synced: watch::Receiver<bool>,
 }
 
 struct Cluster {
@@ -183,17 +185,24 @@ impl Cluster {
                 ..ReplicationConfig::default()
             };
             config.validate().unwrap();
+            let (synced_tx, synced) = watch::channel(false);
             let tasks = vec![
                 tokio::spawn(task.run(shutdown.clone())),
-                tokio::spawn(Replicator::run(
+                tokio::spawn(Replicator::run_with_synced(
                     state.clone(),
                     transport,
                     rx,
                     config,
+                    synced_tx,
                     shutdown.clone(),
                 )),
             ];
-            nodes.push(TestNode { name, state, tasks });
+            nodes.push(TestNode {
+                name,
+                state,
+                tasks,
+                synced,
+            });
             dirs.push(dir);
         }
         Cluster {
@@ -299,6 +308,30 @@ async fn a_node_that_was_down_catches_up() {
     let n2 = &cluster.nodes[2].state;
     assert_eq!(value_of(n2, "while-down").await.as_deref(), Some("1"));
     assert_eq!(value_of(n2, "also-while-down").await.as_deref(), Some("2"));
+    cluster.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn synced_tells_once_a_round_with_a_peer_went_quiet() {
+    let cluster = Cluster::start(2).await;
+    // n1 starts cut off, before any round: nobody to sync with.
+    cluster.hub.set_up("n1", false).await;
+    write(&cluster.nodes[0], "x", "1").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!*cluster.nodes[1].synced.borrow());
+    assert!(!*cluster.nodes[0].synced.borrow());
+
+    cluster.hub.set_up("n1", true).await;
+    let mut synced = cluster.nodes[1].synced.clone();
+    tokio::time::timeout(DEADLINE, synced.wait_for(|s| *s))
+        .await
+        .unwrap()
+        .unwrap();
+    // Synced means holding what the peer held.
+    assert_eq!(
+        value_of(&cluster.nodes[1].state, "x").await.as_deref(),
+        Some("1")
+    );
     cluster.stop().await;
 }
 

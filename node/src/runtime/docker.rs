@@ -39,6 +39,18 @@ use super::{
 /// Where bollard's `connect_with_local_defaults` looks when `DOCKER_HOST` names no socket.
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
+/// The engine's socket that [`DockerRuntime::connect_to`] uses for `host`: `host` itself,
+/// else `DOCKER_HOST` when it names a `unix://` socket, else `/var/run/docker.sock`.
+pub fn address(host: Option<&str>) -> String {
+    match host {
+        Some(h) => h.to_string(),
+        None => std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| h.starts_with("unix://"))
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_string()),
+    }
+}
+
 /// Label put on the networks shoal creates, so that they can be told apart from the user's.
 const NETWORK_LABEL: &str = "shoal.network";
 
@@ -82,13 +94,7 @@ impl DockerRuntime {
     /// setting), or where [`DockerRuntime::connect`] looks when it is None.
     #[instrument(err)]
     pub async fn connect_to(host: Option<&str>) -> Result<DockerRuntime, RuntimeError> {
-        let address = match host {
-            Some(h) => h.to_string(),
-            None => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| h.starts_with("unix://"))
-                .unwrap_or_else(|| DEFAULT_SOCKET.to_string()),
-        };
+        let address = address(host);
         let docker = Docker::connect_with_unix(&address, 120, bollard::API_DEFAULT_VERSION)
             .map_err(|e| map_error(&address, e, Target::Engine))?
             .with_timeout(CALL_TIMEOUT);
@@ -1396,5 +1402,79 @@ mod tests {
         assert_eq!(label_filters(&[]), None);
         let f = label_filters(&[("a", "1"), ("b", "2")]).unwrap();
         assert_eq!(f["label"], vec!["a=1".to_string(), "b=2".to_string()]);
+    }
+
+    /// A stand-in for the engine on a Unix socket: answers `/version` and the container list
+    /// (empty), over HTTP/1.1 with keep-alive, until the returned task is aborted.
+    fn fake_engine(path: &std::path::Path) -> tokio::task::JoinHandle<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            // Dropped with the task: every open connection closes with it, as with dockerd.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                conns.spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        let body = if head.contains("/version") {
+                            r#"{"ApiVersion":"1.43","MinAPIVersion":"1.12","Version":"24.0.0"}"#
+                        } else {
+                            "[]"
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn the_client_works_again_once_the_socket_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let host = format!("unix://{}", path.display());
+        let engine = fake_engine(&path);
+        let rt = DockerRuntime::connect_to(Some(&host)).await.unwrap();
+        assert_eq!(rt.list(&[]).await.unwrap(), Vec::new());
+
+        // dockerd stops: its connections close and its socket goes.
+        engine.abort();
+        let _ = engine.await;
+        std::fs::remove_file(&path).unwrap();
+        let mut down = None;
+        for _ in 0..5 {
+            // The first call may still meet the closed pooled connection.
+            if let Err(e @ RuntimeError::Unavailable { .. }) = rt.list(&[]).await {
+                down = Some(e);
+                break;
+            }
+        }
+        let down = down.expect("an unavailable engine");
+        assert!(down.to_string().contains(&host), "{down}");
+
+        // It comes back on the same socket: the same client answers again.
+        let engine = fake_engine(&path);
+        assert_eq!(rt.list(&[]).await.unwrap(), Vec::new());
+        engine.abort();
     }
 }

@@ -13,6 +13,12 @@
 //! of a stopped one succeed; `remove` takes a running container too; stop ends with exit code
 //! 0 (the process honoured SIGTERM) unless [`SimRuntime::ignore_sigterm`] says otherwise, in
 //! which case it ends as a kill does, 137.
+//!
+//! The engine itself can go away and come back: [`SimRuntime::stop_engine`] does what a
+//! SIGTERM to `dockerd` does (its socket goes at once, its running containers stop and stay
+//! stopped, since shoal sets no restart policy), [`SimRuntime::set_unreachable`] only makes it
+//! stop answering (a hung engine), and [`SimRuntime::start_engine`] brings it back. Meanwhile
+//! every call fails with [`RuntimeError::Unavailable`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,7 +67,12 @@ struct Sim {
     next_ip: u32,
     /// Simulated wall clock, Unix seconds.
     now: i64,
+    /// Why the engine does not answer, while it does not: every call fails with it.
+    unreachable: Option<String>,
 }
+
+/// Why calls fail after [`SimRuntime::stop_engine`], worded as the Docker runtime words it.
+pub const SIM_SOCKET_GONE: &str = "cannot reach the Docker engine at unix:///sim/docker.sock (no such socket): is dockerd running?";
 
 /// Where simulated time starts: 2026-01-01T00:00:00Z.
 const SIM_EPOCH: i64 = 1_767_225_600;
@@ -91,6 +102,7 @@ impl SimRuntime {
                 next_port: 32768,
                 next_ip: 2,
                 now: SIM_EPOCH,
+                unreachable: None,
             })),
         }
     }
@@ -132,6 +144,30 @@ impl SimRuntime {
     /// Makes the next call of `op` fail with `err` (queued: several calls fail in order).
     pub fn fail_next(&self, op: &'static str, err: RuntimeError) {
         self.lock().failures.entry(op).or_default().push(err);
+    }
+
+    /// The engine stops as `dockerd` does on SIGTERM: every running container stops (exit 0,
+    /// or 137 for one that ignores SIGTERM) and every call fails with
+    /// [`RuntimeError::Unavailable`] until [`SimRuntime::start_engine`].
+    pub fn stop_engine(&self) {
+        let mut sim = self.lock();
+        let ids: Vec<String> = sim.containers.keys().cloned().collect();
+        for id in ids {
+            // Every id was just listed under the lock: it resolves.
+            let _ = sim.stop_now(&id, None);
+        }
+        sim.unreachable = Some(SIM_SOCKET_GONE.to_string());
+    }
+
+    /// The engine answers again, with the containers as it left them.
+    pub fn start_engine(&self) {
+        self.lock().unreachable = None;
+    }
+
+    /// The engine stops answering with `why` (Some), its containers untouched (a hung or
+    /// unreachable engine), or answers again (None).
+    pub fn set_unreachable(&self, why: Option<&str>) {
+        self.lock().unreachable = why.map(str::to_string);
     }
 
     /// The process in container `id` exits by itself with `code`.
@@ -216,6 +252,11 @@ impl Sim {
     /// Counts the call and pops an injected failure for it, if any.
     fn enter(&mut self, op: &'static str) -> Result<(), RuntimeError> {
         *self.calls.entry(op).or_insert(0) += 1;
+        if let Some(why) = &self.unreachable {
+            return Err(RuntimeError::Unavailable {
+                message: why.clone(),
+            });
+        }
         match self.failures.get_mut(op) {
             Some(queue) if !queue.is_empty() => Err(queue.remove(0)),
             _ => Ok(()),
@@ -727,6 +768,43 @@ mod tests {
         rt.kill(&b.id).await.unwrap();
         rt.kill(&b.id).await.unwrap();
         assert_eq!(rt.inspect(&b.id).await.unwrap().exit_code, Some(137));
+    }
+
+    #[tokio::test]
+    async fn a_stopped_engine_stops_its_containers_and_answers_nothing_until_started() {
+        let rt = SimRuntime::new(["shoal-test/echo:latest"]);
+        let a = rt.create(&spec("a")).await.unwrap();
+        rt.start(&a).await.unwrap();
+        let b = rt.create(&spec("b")).await.unwrap();
+        rt.stop_engine();
+        for r in [
+            rt.list(&[]).await.map(|_| ()),
+            rt.start(&b).await,
+            rt.inspect(&a).await.map(|_| ()),
+        ] {
+            let e = r.unwrap_err();
+            assert!(matches!(e, RuntimeError::Unavailable { .. }), "{e:?}");
+            assert!(e.to_string().contains("unix:///sim/docker.sock"), "{e}");
+        }
+        rt.start_engine();
+        let a = rt.inspect(&a).await.unwrap();
+        assert_eq!((a.state, a.exit_code), (ContainerState::Exited, Some(0)));
+        assert_eq!(rt.list(&[]).await.unwrap().len(), 2);
+
+        // Unreachable only: the containers keep running.
+        rt.start(&a.id).await.unwrap();
+        rt.set_unreachable(Some("hung"));
+        assert_eq!(
+            rt.list(&[]).await,
+            Err(RuntimeError::Unavailable {
+                message: "hung".into()
+            })
+        );
+        rt.set_unreachable(None);
+        assert_eq!(
+            rt.inspect(&a.id).await.unwrap().state,
+            ContainerState::Running
+        );
     }
 
     #[tokio::test]
