@@ -13,6 +13,8 @@ use super::NodeRecord;
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// One observed-state message.
+// A message lives for one encode or decode; boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Message {
