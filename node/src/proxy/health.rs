@@ -283,7 +283,8 @@ mod tests {
             remote("10.0.0.4:80"),
             remote("10.0.0.5:80"),
         ];
-        let cases: Vec<(&dyn Fn(SocketAddr) -> bool, Vec<Target>)> = vec![
+        type Failed<'a> = &'a dyn Fn(SocketAddr) -> bool;
+        let cases: Vec<(Failed<'_>, Vec<Target>)> = vec![
             // Nothing failed: only the stale node moves, behind the good ones.
             (
                 &none,

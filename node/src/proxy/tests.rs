@@ -720,3 +720,69 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn udp_leaves_a_refusing_target_for_the_next_one() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    // Nothing listens on `dead`: a datagram there comes back as ICMP port unreachable.
+    let dead = {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.local_addr().unwrap()
+    };
+    let live = udp_echo(b"live:").await;
+    let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let key = ListenKey {
+        port: addr.port(),
+        transport: Transport::Udp,
+    };
+    let route = Route {
+        service: "default/dns".into(),
+        // Round-robin names the dead one first.
+        local: vec![dead, live],
+        remote: vec![],
+        port: 0,
+    };
+    let failures = health::SharedFailures::default();
+    let (_tx, rx) = watch::channel(Arc::new(table(key, route, &[])));
+    tokio::spawn(udp::serve(
+        socket,
+        Listener {
+            addr: addr.ip(),
+            key,
+            pods: false,
+        },
+        rx,
+        None,
+        failures.clone(),
+        udp::IDLE,
+        stop.clone(),
+    ));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    // A client retries, as UDP clients do: the first datagram is lost to the dead target, the
+    // retry (same client address, so the same flow were it kept) reaches the live one.
+    let mut answer = None;
+    for _ in 0..5 {
+        client.send(b"q").await.unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), client.recv(&mut buf)).await
+        {
+            answer = Some(buf[..n].to_vec());
+            break;
+        }
+    }
+    assert_eq!(answer.as_deref(), Some(&b"live:q"[..]));
+    assert!(failures.failed(dead), "the refusal is remembered");
+    // Later datagrams keep going to the live target.
+    for _ in 0..3 {
+        client.send(b"r").await.unwrap();
+        let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        assert_eq!(&buf[..n], b"live:r");
+    }
+}
