@@ -103,6 +103,8 @@ pub struct NodeOptions {
     pub join: Option<(String, String)>,
     /// The DNS upstream (`ip:port`, loopback only); [`NO_UPSTREAM`] when None.
     pub dns_upstream: Option<String>,
+    /// The environment `shoald` gets beyond the log level (test hooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -114,6 +116,7 @@ impl NodeOptions {
             extra_args: Vec::new(),
             join: None,
             dns_upstream: None,
+            env: Vec::new(),
         }
     }
 
@@ -307,6 +310,7 @@ impl Node {
             ))
             .args(&self.opts.extra_args)
             .env("SHOAL_LOG", "info")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
