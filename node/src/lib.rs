@@ -32,6 +32,8 @@
 //! - [`ui`]: the web UI at `/`: server-rendered pages behind the admin token (a login cookie),
 //!   calling the API's handlers in process.
 //! - [`time`]: wall-clock timestamps in RFC 3339.
+//! - [`supervise`]: the vital tasks' supervisor: restarts what can be, else marks the node
+//!   degraded (it then holds no leader role).
 
 pub mod agent;
 pub mod api;
@@ -51,6 +53,7 @@ pub mod replication;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;
+pub mod supervise;
 pub mod time;
 pub mod ui;
 pub mod wake;
@@ -117,7 +120,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let stop = CancellationToken::new();
     let leave = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(state_task.run(stop.clone()));
+    // What is wrong with this node (its engine, a failed task), for its peers to see.
+    let (conditions, conditions_rx) = observed::Conditions::new();
+    // Vital tasks are watched: restarted where that is safe, else the node is degraded.
+    let supervisor = supervise::Supervisor::new(
+        tracker.clone(),
+        stop.clone(),
+        conditions.clone(),
+        supervise::FailHook::from_env(),
+    );
+    // The store owns the document: it cannot start again without it.
+    supervisor.vital("state", state_task.run(stop.clone()));
     let (observed_tx, observed_rx) = tokio::sync::mpsc::channel(config.channel_size);
     // Cluster events: this node's ring, merged with what peers gossip on the events topic.
     let (events, events_outbox) = events::Events::new(&identity.node_name, events::RING_CAPACITY);
@@ -133,6 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         synced_tx,
         events.clone(),
         &tracker,
+        &supervisor,
         &stop,
     )
     .await?;
@@ -160,8 +174,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let publish: Arc<dyn observed::Publish> = Arc::new(net_handle.clone());
     // Each node's record carries its state digest, so any node can tell whether all agree.
     let (digest_tx, digest_rx) = tokio::sync::watch::channel(String::new());
-    // What is wrong with this node (its engine, a failed task), for its peers to see.
-    let (conditions, conditions_rx) = observed::Conditions::new();
     tracker.spawn(observed::follow_digest(
         state.clone(),
         digest_tx,
@@ -227,7 +239,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     // The pod network's gateway and subnet, once the agent has made the network: the DNS
     // server and the proxies listen there for the pods, and the zone gives pods its address.
     let pod_network = agent.pod_network();
-    tracker.spawn(agent.run(stop.clone()));
+    supervisor.vital("agent", agent.run(stop.clone()));
     tracker.spawn(engine.clone().connect_docker(
         config.docker_host.clone(),
         Duration::from_secs(5),
@@ -235,14 +247,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     ));
     // The controllers are a leader role: they run only while this node holds its lease.
     let (held_tx, held_rx) = tokio::sync::watch::channel(None);
-    tracker.spawn(nodes::keep_role(
-        state.clone(),
-        observed.clone(),
-        nodes::CONTROLLER_ROLE,
-        held_tx,
-        Duration::from_millis(500),
-        stop.clone(),
-    ));
+    let (role_state, role_observed, role_stop) = (state.clone(), observed.clone(), stop.clone());
+    supervisor.restartable("role", move || {
+        let (state, observed, held, stop) = (
+            role_state.clone(),
+            role_observed.clone(),
+            held_tx.clone(),
+            role_stop.clone(),
+        );
+        async move {
+            // However a run ends (a panic too), the controllers must not go on believing
+            // that this node holds the role.
+            let reset = held.clone();
+            let _reset = supervise::on_drop(move || {
+                reset.send_replace(None);
+            });
+            let every = Duration::from_millis(500);
+            nodes::keep_role(state, observed, nodes::CONTROLLER_ROLE, held, every, stop).await;
+        }
+    });
     // The role's holder tells membership changes and its taking the role as events.
     tracker.spawn(events::report_membership(
         observed.clone(),
@@ -259,7 +282,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             .with_leader(leader);
     controllers.reschedule_grace = Duration::from_millis(config.reschedule_grace_ms);
     controllers.events = Some(events.clone());
-    tracker.spawn(controllers::run(controllers, stop.clone()));
+    let controllers_stop = stop.clone();
+    supervisor.restartable("controllers", move || {
+        controllers::run(controllers.clone(), controllers_stop.clone())
+    });
     write_join_token(&config, &identity);
     // The DNS server. A port it cannot bind (in use; 53 without the privilege) is logged as
     // an error naming the address and `--dns-listen`, and the node goes on without DNS.
@@ -271,35 +297,53 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     // and, for its pods, on its pod network's gateway and each Service's own address there.
     let (service_addresses_tx, service_addresses_rx) =
         tokio::sync::watch::channel(proxy::ServiceAddresses::default());
-    tracker.spawn(proxy::run(
-        proxy::ProxyConfig {
-            node_name: identity.node_name.clone(),
-            address: config.advertise_addr(),
-        },
+    let proxy_config = proxy::ProxyConfig {
+        node_name: identity.node_name.clone(),
+        address: config.advertise_addr(),
+    };
+    let (proxy_state, proxy_observed, proxy_network, proxy_stop) = (
         state.clone(),
         observed.clone(),
         pod_network.clone(),
-        service_addresses_tx,
         stop.clone(),
-    ));
+    );
+    supervisor.restartable("proxies", move || {
+        proxy::run(
+            proxy_config.clone(),
+            proxy_state.clone(),
+            proxy_observed.clone(),
+            proxy_network.clone(),
+            service_addresses_tx.clone(),
+            proxy_stop.clone(),
+        )
+    });
     // The zone follows Services, pods and membership.
-    tracker.spawn(dns::feed::keep_zone(
-        dns::feed::ZoneConfig {
-            domain: config.dns_domain(),
-            ttl: config.dns_ttl_secs,
-            ns_addresses: config
-                .dns_listen_addr()
-                .map(|a| vec![a.ip()])
-                .unwrap_or_default(),
-            node_address: config.advertise_addr(),
-        },
+    let zone_config = dns::feed::ZoneConfig {
+        domain: config.dns_domain(),
+        ttl: config.dns_ttl_secs,
+        ns_addresses: config
+            .dns_listen_addr()
+            .map(|a| vec![a.ip()])
+            .unwrap_or_default(),
+        node_address: config.advertise_addr(),
+    };
+    let (zone_state, zone_observed, zone_network, zone_stop) = (
         state.clone(),
         observed.clone(),
         pod_network.clone(),
-        service_addresses_rx,
-        zone_tx,
         stop.clone(),
-    ));
+    );
+    supervisor.restartable("zone", move || {
+        dns::feed::keep_zone(
+            zone_config.clone(),
+            zone_state.clone(),
+            zone_observed.clone(),
+            zone_network.clone(),
+            service_addresses_rx.clone(),
+            zone_tx.clone(),
+            zone_stop.clone(),
+        )
+    });
     if let Some(dns_listen) = config.dns_listen_addr() {
         let dns_config = dns::server::DnsConfig::new(dns_listen, config.dns_upstreams());
         // One forwarder (and cache) for the LAN's listener and the pods'.
@@ -307,20 +351,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         let (main_config, main_zone, main_forwarder) =
             (dns_config.clone(), zone_rx.clone(), forwarder.clone());
         let dns_stop = stop.clone();
-        tracker.spawn(async move {
-            match dns::server::DnsServer::bind(main_config).await {
-                Ok(server) => server.run_with(main_zone, main_forwarder, dns_stop).await,
-                Err(e) => tracing::error!("{e}; the node runs on without its DNS server"),
+        supervisor.restartable("dns", move || {
+            let (config, zone, forwarder, stop) = (
+                main_config.clone(),
+                main_zone.clone(),
+                main_forwarder.clone(),
+                dns_stop.clone(),
+            );
+            async move {
+                match dns::server::DnsServer::bind(config).await {
+                    Ok(server) => server.run_with(zone, forwarder, stop).await,
+                    Err(e) => {
+                        // Not a failure: the node runs on without it, as documented.
+                        tracing::error!("{e}; the node runs on without its DNS server");
+                        stop.cancelled().await;
+                    }
+                }
             }
         });
         // The pods' resolver: port 53 of the pod network's gateway, once the agent knows it.
-        tracker.spawn(dns::server::serve_pods(
-            dns_config,
-            zone_rx,
-            pod_network,
-            forwarder,
-            stop.clone(),
-        ));
+        let pods_stop = stop.clone();
+        supervisor.restartable("dns-pods", move || {
+            dns::server::serve_pods(
+                dns_config.clone(),
+                zone_rx.clone(),
+                pod_network.clone(),
+                forwarder.clone(),
+                pods_stop.clone(),
+            )
+        });
     }
     let router = api::router(
         api::ApiState {
@@ -388,6 +447,7 @@ async fn start_network(
     synced_tx: tokio::sync::watch::Sender<bool>,
     cluster_events: events::Events,
     tracker: &TaskTracker,
+    supervisor: &supervise::Supervisor,
     stop: &CancellationToken,
 ) -> Result<net::NetHandle, NodeError> {
     let mut seeds = config.join.clone();
@@ -416,7 +476,8 @@ async fn start_network(
     let (net_handle, net_task, mut events) = net::start(net_config).map_err(net_err)?;
     tracing::info!(peer_id = %net_handle.local_peer_id(), listen = %config.p2p_listen,
         seeds = seeds.len(), mdns = config.mdns, "p2p network configured");
-    tracker.spawn(net_task.run(stop.clone()));
+    // The task owns the swarm: it cannot start again without it.
+    supervisor.vital("network", net_task.run(stop.clone()));
 
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(config.channel_size);
     let forward_stop = stop.clone();
@@ -463,14 +524,17 @@ async fn start_network(
         }
     });
     let transport: Arc<dyn replication::Transport> = Arc::new(net_handle.clone());
-    tracker.spawn(replication::Replicator::run_with_synced(
-        state.clone(),
-        transport,
-        inbound_rx,
-        replication::ReplicationConfig::default(),
-        synced_tx,
-        stop.clone(),
-    ));
+    supervisor.vital(
+        "replication",
+        replication::Replicator::run_with_synced(
+            state.clone(),
+            transport,
+            inbound_rx,
+            replication::ReplicationConfig::default(),
+            synced_tx,
+            stop.clone(),
+        ),
+    );
     tracker.spawn(join::remember_peers(
         net_handle.clone(),
         config.data_dir.clone(),

@@ -199,11 +199,12 @@ pub async fn quorum(state: &StateHandle, observed: &ObservedHandle) -> Result<Qu
 }
 
 /// The holder of the controller role among `members`: the alive one with the lowest peer id
-/// (then name).
+/// (then name), among those not degraded (a failed vital task: see [`crate::supervise`]).
 pub fn controller<'a>(members: impl IntoIterator<Item = &'a Member>) -> Option<String> {
     members
         .into_iter()
         .filter(|m| m.liveness == Liveness::Alive)
+        .filter(|m| !m.record.conditions.contains_key(crate::supervise::DEGRADED))
         .min_by(|a, b| {
             (a.record.peer_id.as_str(), a.record.name.as_str())
                 .cmp(&(b.record.peer_id.as_str(), b.record.name.as_str()))
@@ -301,6 +302,11 @@ pub async fn keep_role(
         let chosen = controller(observed.members().values()).as_deref() == Some(me.as_str());
         let current = match state.leases().await {
             Ok(mut leases) => leases.remove(role),
+            // Not chosen (a degraded node is not): give the role up even without the leases.
+            Err(e) if !chosen => {
+                tracing::warn!(error = %e, role, "cannot read leases");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, role, "cannot read leases");
                 continue;
@@ -455,6 +461,46 @@ mod tests {
         assert_eq!(controller([].iter()), None);
     }
 
+    #[test]
+    fn the_controller_is_never_a_degraded_member() {
+        let degraded = |name, peer| {
+            let mut m = member(name, peer, Liveness::Alive);
+            m.record.conditions.insert(
+                crate::supervise::DEGRADED.into(),
+                "task state failed".into(),
+            );
+            m
+        };
+        let mut engine_down = member("d", "p0", Liveness::Alive);
+        engine_down
+            .record
+            .conditions
+            .insert("EngineUnavailable".into(), "no engine".into());
+        let cases = [
+            (
+                vec![degraded("a", "p1"), member("c", "p2", Liveness::Alive)],
+                Some("c"),
+            ),
+            (vec![degraded("a", "p1"), degraded("c", "p2")], None),
+            (
+                vec![
+                    degraded("a", "p1"),
+                    member("b", "p3", Liveness::Alive),
+                    member("c", "p2", Liveness::Suspect),
+                ],
+                Some("b"),
+            ),
+            // Another condition is no reason to pass a node over.
+            (
+                vec![engine_down, member("c", "p2", Liveness::Alive)],
+                Some("d"),
+            ),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(controller(ms.iter()).as_deref(), want, "{ms:?}");
+        }
+    }
+
     /// keep_role on one node with scripted peers: it takes the role when membership picks it,
     /// gives it up when a peer with a lower peer id is alive, and stays off while a newer epoch
     /// names another node.
@@ -541,6 +587,63 @@ mod tests {
         send(peer(2, true)).await;
         until(&mut held, Some(3)).await;
         assert_eq!(state.leases().await.unwrap()[CONTROLLER_ROLE].holder, "n1");
+        stop.cancel();
+    }
+
+    /// A node that becomes degraded gives its role up (with its next heartbeat, which carries
+    /// the condition), and takes it back once the condition is cleared.
+    #[tokio::test]
+    async fn a_degraded_node_gives_up_its_role() {
+        use crate::observed::{self, Conditions, Timing};
+        let dir = tempfile::tempdir().unwrap();
+        let (state, task) = crate::state::open(&crate::state::StateConfig {
+            data_dir: dir.path().to_path_buf(),
+            cluster_secret: [7; 32],
+            channel_size: 16,
+        })
+        .unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(task.run(stop.clone()));
+        let timing = Timing {
+            heartbeat: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(200),
+            dead_after: Duration::from_millis(300),
+            full_every: 5,
+        };
+        let me = NodeRecord {
+            name: "n1".into(),
+            peer_id: "p5".into(),
+            ..NodeRecord::default()
+        };
+        let (obs, _reporter, hb) = observed::start(me, timing, 16);
+        let (conditions, conditions_rx) = Conditions::new();
+        tokio::spawn(hb.with_conditions(conditions_rx).run(stop.clone()));
+        let (held_tx, held) = watch::channel(None);
+        tokio::spawn(keep_role(
+            state.clone(),
+            obs.clone(),
+            CONTROLLER_ROLE,
+            held_tx,
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        let until = |want: Option<u64>| {
+            let mut held = held.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), held.wait_for(|h| *h == want))
+                    .await
+                    .unwrap_or_else(|_| panic!("role never became {want:?}"))
+                    .unwrap();
+            }
+        };
+        until(Some(1)).await;
+        conditions.set(crate::supervise::DEGRADED, "task agent ended unexpectedly");
+        until(None).await;
+        // Nobody else is there: the role stays free while this node is degraded.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*held.borrow(), None);
+        conditions.clear(crate::supervise::DEGRADED);
+        until(Some(1)).await;
         stop.cancel();
     }
 

@@ -11,6 +11,8 @@
 //!   cluster-wide unique.
 //! - `tcp`, `udp`: one task per listening port, splicing connections and flows to the targets
 //!   of the newest table.
+//! - [`health`]: which targets to try first: those on nodes unheard lately, and those that
+//!   just failed (remembered a few seconds, shared by every port), go last.
 //!
 //! [`run`] rebuilds the table after every change of the store or of observed state (debounced)
 //! and at least every second, publishes it on a `watch` channel that the port tasks read at
@@ -19,6 +21,7 @@
 //! the node.
 
 pub mod addresses;
+pub mod health;
 pub mod table;
 mod tcp;
 mod udp;
@@ -85,7 +88,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let (table_tx, table_rx) = watch::channel(Arc::new(Table::default()));
-    let mut listeners = Listeners::new(config.address, table_rx, shutdown.clone());
+    // The port tasks stop with this run, however it ends (a panic included): a restarted run
+    // binds the same ports again.
+    let ports_stop = shutdown.child_token();
+    let _ports_guard = ports_stop.clone().drop_guard();
+    let mut listeners = Listeners::new(config.address, table_rx, ports_stop);
     let mut wake = Wakeup::new(&state, &observed, EVERY, DEBOUNCE).with_pod_network(pod_network);
     let mut warnings: Vec<String> = Vec::new();
     let mut host = addresses::Host::default();
@@ -150,7 +157,10 @@ pub async fn run(
                     if **current == t {
                         return false;
                     }
-                    tracing::debug!(ports = t.routes.len(), "proxy routing table changed");
+                    // When nodes were last heard changes with every heartbeat: not worth a line.
+                    if current.routes != t.routes || current.service_routes != t.service_routes {
+                        tracing::debug!(ports = t.routes.len(), "proxy routing table changed");
+                    }
                     *current = Arc::new(t);
                     true
                 });
@@ -217,11 +227,27 @@ async fn current_table(
         pods: &pods,
         specs: &specs,
         nodes: &heard_nodes(observed),
+        heard: &last_heard(observed),
+        stale_after: health::stale_after(observed.timing().heartbeat),
         node_name: &config.node_name,
         address: config.address,
         gateway,
         service_addresses,
     }))
+}
+
+/// When each node membership knows was last heard, by address (the newest, should two share
+/// one).
+fn last_heard(observed: &ObservedHandle) -> BTreeMap<IpAddr, Instant> {
+    let mut out: BTreeMap<IpAddr, Instant> = BTreeMap::new();
+    for record in observed.snapshot().values() {
+        let (Some(seen), Ok(ip)) = (record.seen, record.address.parse::<IpAddr>()) else {
+            continue;
+        };
+        let at = out.entry(ip.to_canonical()).or_insert(seen);
+        *at = (*at).max(seen);
+    }
+    out
 }
 
 /// The listening ports, one task each, kept in line with the table.
@@ -231,6 +257,8 @@ struct Listeners {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     running: HashMap<Listener, (CancellationToken, JoinHandle<()>)>,
+    /// Targets that failed lately, shared by every port.
+    failures: health::SharedFailures,
     /// Sockets that could not be bound, with when that was last logged as an error.
     failing: HashMap<Listener, Instant>,
 }
@@ -248,6 +276,7 @@ impl Listeners {
             tracker: TaskTracker::new(),
             running: HashMap::new(),
             failing: HashMap::new(),
+            failures: health::SharedFailures::default(),
         }
     }
 
@@ -309,8 +338,14 @@ impl Listeners {
         let task = match l.key.transport {
             Transport::Tcp => {
                 let listener = TcpListener::bind(addr).await?;
-                self.tracker
-                    .spawn(tcp::serve(listener, l, table, source, stop.clone()))
+                self.tracker.spawn(tcp::serve(
+                    listener,
+                    l,
+                    table,
+                    source,
+                    self.failures.clone(),
+                    stop.clone(),
+                ))
             }
             Transport::Udp => {
                 let socket = UdpSocket::bind(addr).await?;
@@ -319,6 +354,7 @@ impl Listeners {
                     l,
                     table,
                     source,
+                    self.failures.clone(),
                     udp::IDLE,
                     stop.clone(),
                 ))

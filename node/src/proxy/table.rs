@@ -6,7 +6,9 @@
 //! reachable from this host only) and the addresses of the other heard nodes with ready
 //! endpoints, whose proxies listen on the same port. [`Route::candidates`] orders them: local
 //! ones first, round-robin; the other nodes only for clients that are no cluster node, so that
-//! a connection crosses at most one hop between proxies and never loops.
+//! a connection crosses at most one hop between proxies and never loops. [`Table::order`] then
+//! puts last the targets that look down now (see [`super::health`]): the table keeps when each
+//! node was last heard for that.
 //!
 //! Each port is open on the node's advertise address (for the LAN and the other nodes) and,
 //! once the agent has made the pod network, on its gateway (for this node's pods, which cannot
@@ -22,12 +24,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use shoal_protocol::intstr::IntOrString;
 use shoal_protocol::kinds::{PodSpec, Protocol, Service, ServicePort};
 
 use crate::dns::records::{PodEntry, endpoints};
 use crate::pods::pod_key;
+use tokio::time::Instant;
+
+use super::health::{self, Knowledge};
 
 /// The transports the proxies forward (SCTP is not forwarded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,6 +160,11 @@ pub struct Table {
     /// What is not served and why (SCTP ports, ports out of range, ports two Services claim),
     /// for the log.
     pub warnings: Vec<String>,
+    /// When each other heard node was last heard (this process's clock), by its canonical
+    /// address: [`Table::order`] puts nodes unheard for `stale_after` last.
+    pub heard: BTreeMap<IpAddr, Instant>,
+    /// See [`health::stale_after`].
+    pub stale_after: Duration,
 }
 
 impl Table {
@@ -213,6 +224,41 @@ impl Table {
     pub fn from_node(&self, listener_pods: bool, peer: IpAddr) -> bool {
         !listener_pods && self.is_node(peer)
     }
+
+    /// `candidates` (of [`Route::candidates`]) in the order to try them at `now`: targets on
+    /// nodes unheard lately and those in `failed` (targets that failed lately) last, none
+    /// left out. See [`health::order`].
+    pub fn order(
+        &self,
+        candidates: Vec<Target>,
+        failed: &[SocketAddr],
+        now: Instant,
+    ) -> Vec<Target> {
+        let failed = |a: SocketAddr| failed.contains(&a);
+        health::order(
+            candidates,
+            &Knowledge {
+                now,
+                heard: &self.heard,
+                stale_after: self.stale_after,
+                failed: &failed,
+            },
+        )
+    }
+
+    /// The health of one target at `now` (see [`health::health`]).
+    pub fn health(&self, target: &Target, failed: &[SocketAddr], now: Instant) -> health::Health {
+        let failed = |a: SocketAddr| failed.contains(&a);
+        health::health(
+            target,
+            &Knowledge {
+                now,
+                heard: &self.heard,
+                stale_after: self.stale_after,
+                failed: &failed,
+            },
+        )
+    }
 }
 
 impl ListenKey {
@@ -235,6 +281,10 @@ pub struct Inputs<'a> {
     pub specs: &'a BTreeMap<String, PodSpec>,
     /// The address of every node membership hears, by name.
     pub nodes: &'a BTreeMap<String, IpAddr>,
+    /// When each node was last heard, by address (see [`Table::heard`]).
+    pub heard: &'a BTreeMap<IpAddr, Instant>,
+    /// See [`health::stale_after`].
+    pub stale_after: Duration,
     /// This node's name and advertise address.
     pub node_name: &'a str,
     pub address: IpAddr,
@@ -261,6 +311,12 @@ pub fn build(inputs: &Inputs<'_>) -> Table {
             .collect(),
         gateway: inputs.gateway,
         warnings: plan.warnings.clone(),
+        heard: inputs
+            .heard
+            .iter()
+            .map(|(ip, t)| (ip.to_canonical(), *t))
+            .collect(),
+        stale_after: inputs.stale_after,
         ..Table::default()
     };
     for svc in inputs.services.iter().filter(|s| !s.spec.is_headless()) {
@@ -587,6 +643,8 @@ mod tests {
             pods,
             specs,
             nodes,
+            heard: &BTreeMap::new(),
+            stale_after: Duration::ZERO,
             node_name: ME,
             address: ip("10.0.0.1"),
             gateway: None,
@@ -737,6 +795,67 @@ mod tests {
     }
 
     #[test]
+    fn a_node_unheard_lately_is_tried_after_the_others() {
+        let svc = web(json!([{"port": 8080}]));
+        let pods = [
+            pod("web-1", "n2", true, "172.19.0.2"),
+            pod("web-2", "n3", true, "172.20.0.2"),
+        ];
+        let (specs, heard_nodes, none) = (BTreeMap::new(), nodes(), BTreeMap::new());
+        let now = Instant::now() + Duration::from_secs(60);
+        // n2 heard just now, n3 1.5 s ago (given as a mapped address, as a record may say).
+        let heard: BTreeMap<IpAddr, Instant> = [
+            (ip("10.0.0.2"), now),
+            (ip("::ffff:10.0.0.3"), now - Duration::from_millis(1500)),
+        ]
+        .into();
+        let t = build(&Inputs {
+            services: std::slice::from_ref(&svc),
+            pods: &pods,
+            specs: &specs,
+            nodes: &heard_nodes,
+            heard: &heard,
+            stale_after: Duration::from_secs(1),
+            node_name: ME,
+            address: ip("10.0.0.1"),
+            gateway: None,
+            service_addresses: &none,
+        });
+        assert_eq!(
+            t.heard.get(&ip("10.0.0.3")),
+            Some(&(now - Duration::from_millis(1500)))
+        );
+        let route = &t.routes[&TCP8080];
+        let n2 = Target {
+            addr: sa("10.0.0.2:8080"),
+            remote: true,
+        };
+        let n3 = Target {
+            addr: sa("10.0.0.3:8080"),
+            remote: true,
+        };
+        for turn in 0..2 {
+            // n3 still gets connections: after n2, whatever the turn.
+            assert_eq!(
+                t.order(route.candidates(false, turn), &[], now),
+                vec![n2, n3]
+            );
+        }
+        // n2 just failed: both look down, a failure more so than silence.
+        let failed = [n2.addr];
+        assert_eq!(
+            t.order(route.candidates(false, 0), &failed, now),
+            vec![n3, n2]
+        );
+        // Heard again, n3 takes its turns.
+        let later = now - Duration::from_millis(1500) + Duration::from_millis(900);
+        assert_eq!(
+            t.order(route.candidates(false, 1), &[], later),
+            vec![n3, n2]
+        );
+    }
+
+    #[test]
     fn a_connection_from_a_node_goes_to_local_endpoints_only() {
         let svc = web(json!([{"port": 8080}]));
         let remote_only = [pod("web-1", "n2", true, "172.19.0.2")];
@@ -773,11 +892,14 @@ mod tests {
         let svc = web(json!([{"port": 18080, "targetPort": 80}]));
         let pods = [pod("web-0", "n2", true, "172.19.0.2")];
         let (specs, heard, none) = (BTreeMap::new(), nodes(), BTreeMap::new());
+        let never = BTreeMap::new();
         let inputs = |gateway| Inputs {
             services: std::slice::from_ref(&svc),
             pods: &pods,
             specs: &specs,
             nodes: &heard,
+            heard: &never,
+            stale_after: Duration::ZERO,
             node_name: ME,
             address: ip("10.0.0.1"),
             gateway,
@@ -932,6 +1054,8 @@ mod tests {
             pods: &[m, r],
             specs: &specs,
             nodes: &heard,
+            heard: &BTreeMap::new(),
+            stale_after: Duration::ZERO,
             node_name: ME,
             address: ip("10.0.0.1"),
             gateway: Some(ip("172.18.0.1")),

@@ -91,7 +91,14 @@ fn start_tcp(
         key: tcp_key(local.port()),
         pods: false,
     };
-    tokio::spawn(tcp::serve(listener, at, rx, Some(ip(source)), stop.clone()));
+    tokio::spawn(tcp::serve(
+        listener,
+        at,
+        rx,
+        Some(ip(source)),
+        health::SharedFailures::default(),
+        stop.clone(),
+    ));
     tx
 }
 
@@ -195,6 +202,124 @@ async fn tcp_follows_the_newest_table() {
     round_trip(&mut s, b"ready").await;
 }
 
+/// A port on `host` where nothing listens: a connection to it is refused at once.
+async fn refused_port(host: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip(host), 0)).await.unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn tcp_goes_on_to_the_next_candidate_when_one_refuses_and_remembers_it() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let dead = refused_port("127.0.0.1").await;
+    let live = tcp_echo().await;
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let route = Route {
+        service: "default/web".into(),
+        local: vec![dead, live],
+        remote: vec![],
+        port: 0,
+    };
+    let failures = health::SharedFailures::default();
+    let (_tx, rx) = watch::channel(Arc::new(table(tcp_key(addr.port()), route, &[])));
+    let at = Listener {
+        addr: addr.ip(),
+        key: tcp_key(addr.port()),
+        pods: false,
+    };
+    tokio::spawn(tcp::serve(
+        listener,
+        at,
+        rx,
+        None,
+        failures.clone(),
+        stop.clone(),
+    ));
+    // The first connection tries the refusing target first (round-robin starts there) and
+    // lands on the live one; so does every later one, whichever the rotation names first.
+    for i in 0..6u8 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        round_trip(&mut s, &[b'a' + i; 4]).await;
+        assert!(failures.failed(dead), "the refusing target is remembered");
+        assert!(!failures.failed(live));
+    }
+}
+
+#[tokio::test]
+async fn tcp_tries_a_node_unheard_lately_last() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let echo = tcp_echo().await;
+    // Node B (127.0.0.3) runs the pod and is heard; node C (127.0.0.4) has not been heard
+    // for a while and refuses; node A (127.0.0.2) has no pod and receives the clients.
+    let (on_b, on_a) = common_port("127.0.0.3", "127.0.0.2").await;
+    let port = on_b.local_addr().unwrap().port();
+    drop(TcpListener::bind((ip("127.0.0.4"), port)).await.unwrap());
+    let b_route = Route {
+        service: "default/web".into(),
+        local: vec![echo],
+        remote: vec![],
+        port: 0,
+    };
+    let _b = start_tcp(
+        on_b,
+        table(tcp_key(port), b_route, &["127.0.0.2"]),
+        "127.0.0.3",
+        &stop,
+    );
+    let a_route = Route {
+        service: "default/web".into(),
+        local: vec![],
+        remote: vec![ip("127.0.0.3"), ip("127.0.0.4")],
+        port: 0,
+    };
+    let now = tokio::time::Instant::now();
+    let mut a_table = table(tcp_key(port), a_route, &["127.0.0.3", "127.0.0.4"]);
+    a_table.stale_after = Duration::from_secs(1);
+    a_table.heard = [
+        (ip("127.0.0.3"), now + Duration::from_secs(3600)),
+        (ip("127.0.0.4"), now),
+    ]
+    .into();
+    let on_a_addr = on_a.local_addr().unwrap();
+    let failures = health::SharedFailures::default();
+    let (tx, rx) = watch::channel(Arc::new(a_table));
+    tokio::spawn(tcp::serve(
+        on_a,
+        Listener {
+            addr: on_a_addr.ip(),
+            key: tcp_key(port),
+            pods: false,
+        },
+        rx,
+        Some(ip("127.0.0.2")),
+        failures.clone(),
+        stop.clone(),
+    ));
+    // C goes stale after a second: from then on it is never tried first, so it never fails.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for i in 0..6u8 {
+        let mut s = TcpStream::connect(on_a_addr).await.unwrap();
+        round_trip(&mut s, &[b'a' + i; 4]).await;
+    }
+    let c = SocketAddr::new(ip("127.0.0.4"), port);
+    assert!(!failures.failed(c), "the stale node was tried");
+    // Once C is heard again, the rotation sends every other connection there first: it
+    // refuses, is recorded, and the connection still lands on B.
+    let mut heard = (*tx.borrow()).as_ref().clone();
+    heard
+        .heard
+        .insert(ip("127.0.0.4"), now + Duration::from_secs(3600));
+    tx.send_replace(Arc::new(heard));
+    for i in 0..2u8 {
+        let mut s = TcpStream::connect(on_a_addr).await.unwrap();
+        round_trip(&mut s, &[b'x' + i; 4]).await;
+    }
+    assert!(failures.failed(c), "a heard node is tried in its turn");
+}
+
 /// Finds a port free on both `a` and `b`.
 async fn common_port(a: &str, b: &str) -> (TcpListener, TcpListener) {
     for _ in 0..20 {
@@ -278,6 +403,7 @@ async fn udp_forwards_a_flow_to_a_local_endpoint() {
         },
         rx,
         Some(ip("127.0.0.2")),
+        health::SharedFailures::default(),
         udp::IDLE,
         stop.clone(),
     ));
@@ -322,6 +448,7 @@ async fn udp_flows_keep_their_endpoint_until_idle_and_drop_without_one() {
         },
         rx,
         None,
+        health::SharedFailures::default(),
         Duration::from_millis(300),
         stop.clone(),
     ));
@@ -592,4 +719,70 @@ async fn run_listens_on_the_services_ports_and_follows_them() {
         TcpStream::connect(busy_addr).await.is_ok()
     })
     .await;
+}
+
+#[tokio::test]
+async fn udp_leaves_a_refusing_target_for_the_next_one() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    // Nothing listens on `dead`: a datagram there comes back as ICMP port unreachable.
+    let dead = {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.local_addr().unwrap()
+    };
+    let live = udp_echo(b"live:").await;
+    let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let key = ListenKey {
+        port: addr.port(),
+        transport: Transport::Udp,
+    };
+    let route = Route {
+        service: "default/dns".into(),
+        // Round-robin names the dead one first.
+        local: vec![dead, live],
+        remote: vec![],
+        port: 0,
+    };
+    let failures = health::SharedFailures::default();
+    let (_tx, rx) = watch::channel(Arc::new(table(key, route, &[])));
+    tokio::spawn(udp::serve(
+        socket,
+        Listener {
+            addr: addr.ip(),
+            key,
+            pods: false,
+        },
+        rx,
+        None,
+        failures.clone(),
+        udp::IDLE,
+        stop.clone(),
+    ));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    // A client retries, as UDP clients do: the first datagram is lost to the dead target, the
+    // retry (same client address, so the same flow were it kept) reaches the live one.
+    let mut answer = None;
+    for _ in 0..5 {
+        client.send(b"q").await.unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), client.recv(&mut buf)).await
+        {
+            answer = Some(buf[..n].to_vec());
+            break;
+        }
+    }
+    assert_eq!(answer.as_deref(), Some(&b"live:q"[..]));
+    assert!(failures.failed(dead), "the refusal is remembered");
+    // Later datagrams keep going to the live target.
+    for _ in 0..3 {
+        client.send(b"r").await.unwrap();
+        let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        assert_eq!(&buf[..n], b"live:r");
+    }
 }

@@ -1,0 +1,99 @@
+//! A node whose vital task fails gives up its leader role: three real `shoald` processes on
+//! loopback; the test hook `SHOAL_TEST_FAIL_TASK` fails the state store of the node that holds
+//! the controller role, and the role moves to another node.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_testnet::{Node, NodeOptions, wait_until};
+
+/// The holder of the controller role as `node` sees it (from the leases in its state).
+fn holder(node: &Node) -> anyhow::Result<Option<String>> {
+    let (_, v) = node.api()?.get("/api/v1/nodes")?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    Ok(items.iter().find_map(|n| {
+        let roles = n["status"]["membership"]["roles"].as_array()?;
+        roles
+            .iter()
+            .any(|r| r == &Value::from("controller"))
+            .then(|| n["metadata"]["name"].as_str().unwrap_or("").to_string())
+    }))
+}
+
+#[test]
+fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let join = |name: &str| {
+        Node::start(
+            NodeOptions::new(name, &dir.path().join(name))
+                .joining(&n1)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (n2, n3) = (join("n2"), join("n3"));
+    let mut nodes = vec![n1, n2, n3];
+    let logs = |nodes: &[Node]| {
+        nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.opts.name, n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Every node agrees on one holder.
+    let first = wait_until(Duration::from_secs(30), "one holder everywhere", || {
+        let seen: Vec<Option<String>> = nodes.iter().map(holder).collect::<Result<_, _>>()?;
+        Ok(match &seen[0] {
+            Some(h) if seen.iter().all(|s| s.as_ref() == Some(h)) => Some(h.clone()),
+            _ => None,
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
+    // The holder starts again with the hook: its state store fails 10 s after its start, by
+    // when it holds the role again (it has the lowest peer id; it waits 3 s after a start).
+    let at = nodes.iter().position(|n| n.opts.name == first).unwrap();
+    nodes[at].opts.env = vec![("SHOAL_TEST_FAIL_TASK".to_string(), "state:10".to_string())];
+    nodes[at].restart().unwrap();
+    let witness = (at + 1) % nodes.len();
+    wait_until(
+        Duration::from_secs(10),
+        "the restarted node to hold the role again",
+        || Ok((holder(&nodes[witness])?.as_deref() == Some(first.as_str())).then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
+    // Its store fails: it is degraded, and another node takes the role.
+    let next = wait_until(Duration::from_secs(30), "the role to move", || {
+        Ok(holder(&nodes[witness])?.filter(|h| *h != first))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
+    assert_ne!(next, first);
+    let log = nodes[at].log();
+    assert!(log.contains("test hook"), "{log}");
+    assert!(log.contains("this node is degraded"), "{log}");
+    // The survivors agree on the new holder, and it stays (the degraded node does not take
+    // it back).
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, n)| n)
+        .collect();
+    wait_until(Duration::from_secs(15), "the survivors to agree", || {
+        let seen: Vec<Option<String>> = survivors
+            .iter()
+            .map(|n| holder(n))
+            .collect::<Result<_, _>>()?;
+        Ok(seen
+            .iter()
+            .all(|s| s.as_deref() == Some(next.as_str()))
+            .then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
+    std::thread::sleep(Duration::from_secs(3));
+    for n in &survivors {
+        assert_eq!(holder(n).unwrap().as_deref(), Some(next.as_str()));
+    }
+}
