@@ -87,6 +87,8 @@ pub enum NodeError {
     },
     #[error("the API server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("{0}")]
+    NameTaken(#[from] nodes::NameTaken),
 }
 
 /// Runs a node until `shutdown` fires (or a part of it fails), then stops every task, waiting
@@ -164,8 +166,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_millis(200),
         stop.clone(),
     ));
+    // This node speaks for its name (heartbeat, role, registration) only once it has claimed
+    // it: another machine may hold it already.
+    let (named_tx, named_rx) = tokio::sync::watch::channel(false);
     let heartbeat_task = tokio::spawn(
         heartbeat
+            .with_gate(named_rx.clone())
             .with_gossip(publish, observed_rx)
             .with_digest(digest_rx)
             .with_conditions(conditions_rx)
@@ -178,13 +184,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_secs(2),
         stop.clone(),
     ));
-    tracker.spawn(nodes::keep_registered(
-        state.clone(),
-        identity.node_name.clone(),
-        peer_id.clone(),
-        Duration::from_secs(10),
-        stop.clone(),
-    ));
+    let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
+    let keeper = nodes::NameKeeper {
+        state: state.clone(),
+        observed: observed.clone(),
+        name: identity.node_name.clone(),
+        peer_id: peer_id.clone(),
+        // Without a join token this node founded the cluster, or restarts with its own state;
+        // `identity.created` alone misses a founder whose identity `shoald`'s main made.
+        founder: identity.created || join_token.is_none(),
+        every: Duration::from_millis(500),
+        claimed: named_tx,
+    };
+    let name_stop = stop.clone();
+    tracker.spawn(async move {
+        if let Some(taken) = nodes::keep_name(keeper, name_stop).await {
+            let _ = taken_tx.send(taken);
+        }
+    });
     // The agent fences this node's StatefulSet pods while it cannot hear a majority.
     let (fence_tx, fence_rx) = tokio::sync::watch::channel(agent::FenceState::new());
     tracker.spawn(agent::watch_fence(
@@ -209,6 +226,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Some(pod_reporter),
     )
     .with_events(events.clone())
+    .with_peer_id(peer_id.clone())
     .with_fencing(agent::Fencing {
         fence: fence_rx,
         observed: observed.clone(),
@@ -231,6 +249,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         observed.clone(),
         nodes::CONTROLLER_ROLE,
         held_tx,
+        named_rx,
         Duration::from_millis(500),
         stop.clone(),
     ));
@@ -339,6 +358,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let result = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
         _ = stop.cancelled() => Ok(()),
+        Ok(taken) = taken_rx => Err(NodeError::NameTaken(taken)),
         r = api_task => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Serve(e)),
