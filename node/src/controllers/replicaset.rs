@@ -28,6 +28,8 @@ const OWNER_POD: &str = "Pod";
 
 /// The slots to write and the keys of slots to remove, so that `replicasets` and `pods` own
 /// exactly their slots, each on a node.
+// The round's inputs, each used once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_slots(
     replicasets: &[ReplicaSet],
     pods: &[Pod],

@@ -1460,6 +1460,7 @@ fn counts_of(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
 
 #[test]
 fn the_spread_source_is_the_fullest_node_holding_two_or_more() {
+    #[allow(clippy::type_complexity)]
     let table: Vec<(&[(&str, u32)], Option<&str>)> = vec![
         (&[], None),
         (&[("a", 1), ("b", 1), ("c", 0)], None),

@@ -15,6 +15,9 @@ const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// One observed-state message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+// A message lives only while it is decoded and merged, one at a time: boxing the record would
+// cost an allocation per message for no saving.
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     /// A node's whole record.
     Record(NodeRecord),
