@@ -847,7 +847,8 @@ enum Presence {
 fn presence(l: crate::observed::Liveness) -> Presence {
     use crate::observed::Liveness;
     match l {
-        Liveness::Alive | Liveness::Suspect => Presence::Up,
+        // Unknown (never heard since this node started) is no verdict either.
+        Liveness::Alive | Liveness::Suspect | Liveness::Unknown => Presence::Up,
         Liveness::Dead => Presence::Dead,
         Liveness::Left => Presence::Left,
     }

@@ -90,6 +90,8 @@ pub enum NodeError {
     },
     #[error("the API server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("{0}")]
+    NameTaken(#[from] nodes::NameTaken),
 }
 
 /// Runs a node until `shutdown` fires (or a part of it fails), then stops every task, waiting
@@ -180,8 +182,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_millis(200),
         stop.clone(),
     ));
+    // This node speaks for its name (heartbeat, role, registration) only once it has claimed
+    // it: another machine may hold it already.
+    let (named_tx, named_rx) = tokio::sync::watch::channel(false);
     let heartbeat_task = tokio::spawn(
         heartbeat
+            .with_gate(named_rx.clone())
             .with_gossip(publish, observed_rx)
             .with_digest(digest_rx)
             .with_conditions(conditions_rx)
@@ -194,13 +200,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_secs(2),
         stop.clone(),
     ));
-    tracker.spawn(nodes::keep_registered(
-        state.clone(),
-        identity.node_name.clone(),
-        peer_id.clone(),
-        Duration::from_secs(10),
-        stop.clone(),
-    ));
+    let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
+    let keeper = nodes::NameKeeper {
+        state: state.clone(),
+        observed: observed.clone(),
+        name: identity.node_name.clone(),
+        peer_id: peer_id.clone(),
+        // Without a join token this node founded the cluster, or restarts with its own state;
+        // `identity.created` alone misses a founder whose identity `shoald`'s main made.
+        founder: identity.created || join_token.is_none(),
+        every: Duration::from_millis(500),
+        claimed: named_tx,
+    };
+    let name_stop = stop.clone();
+    tracker.spawn(async move {
+        if let Some(taken) = nodes::keep_name(keeper, name_stop).await {
+            let _ = taken_tx.send(taken);
+        }
+    });
     // The agent fences this node's StatefulSet pods while it cannot hear a majority.
     let (fence_tx, fence_rx) = tokio::sync::watch::channel(agent::FenceState::new());
     tracker.spawn(agent::watch_fence(
@@ -225,6 +242,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Some(pod_reporter),
     )
     .with_events(events.clone())
+    .with_peer_id(peer_id.clone())
     .with_fencing(agent::Fencing {
         fence: fence_rx,
         observed: observed.clone(),
@@ -248,11 +266,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     // The controllers are a leader role: they run only while this node holds its lease.
     let (held_tx, held_rx) = tokio::sync::watch::channel(None);
     let (role_state, role_observed, role_stop) = (state.clone(), observed.clone(), stop.clone());
+    let role_named = named_rx.clone();
     supervisor.restartable("role", move || {
-        let (state, observed, held, stop) = (
+        let (state, observed, held, named, stop) = (
             role_state.clone(),
             role_observed.clone(),
             held_tx.clone(),
+            role_named.clone(),
             role_stop.clone(),
         );
         async move {
@@ -263,7 +283,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
                 reset.send_replace(None);
             });
             let every = Duration::from_millis(500);
-            nodes::keep_role(state, observed, nodes::CONTROLLER_ROLE, held, every, stop).await;
+            nodes::keep_role(
+                state,
+                observed,
+                nodes::CONTROLLER_ROLE,
+                held,
+                named,
+                every,
+                stop,
+            )
+            .await;
         }
     });
     // The role's holder tells membership changes and its taking the role as events.
@@ -407,6 +436,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
     let result = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
         _ = stop.cancelled() => Ok(()),
+        Ok(taken) = taken_rx => Err(NodeError::NameTaken(taken)),
         r = api_task => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Serve(e)),

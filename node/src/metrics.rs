@@ -532,6 +532,7 @@ impl StateSnapshot {
             Liveness::Suspect,
             Liveness::Dead,
             Liveness::Left,
+            Liveness::Unknown,
         ] {
             let n = self.nodes.iter().filter(|l| **l == liveness).count();
             nodes

@@ -9,8 +9,17 @@
 //! - **membership** (observed state, [`crate::observed`]): heartbeats, capacity, liveness.
 //!
 //! [`view`] joins both: registered nodes with their liveness (a registered node not heard
-//! since this process started is suspect, then dead), and members not (yet) registered while
-//! they are alive. A dead or departed node that was deleted from the registry is gone.
+//! since this process started is `unknown`, never dead), and members not (yet) registered
+//! while they are alive. A dead or departed node that was deleted from the registry is gone.
+//!
+//! A node's identity is its peer id, not its name: the registered Node object's peer-id
+//! annotation names the owner of the name. [`keep_name`] registers this node only once it
+//! holds the cluster's state, and [`claim_name`] decides: a name registered to another peer
+//! id that is heard (another machine started with the same `--node-name`) is refused, and
+//! `shoald` stops with a message saying so; a name whose owner stays unheard (a replaced
+//! machine with a new key) is taken over; a name this node registered and then finds
+//! registered to another peer is given up, never taken back, so that two live machines never
+//! take turns. The agent acts on the slots of its node name only while [`acts_for_name`].
 //!
 //! Leader roles ([`keep_role`]): the alive member with the lowest peer id, as each node sees
 //! it ([`controller`]), takes the role by writing the role's next epoch into the desired state
@@ -68,6 +77,192 @@ pub fn registration(name: &str, peer_id: &str) -> Value {
     })
 }
 
+/// The peer id a registered Node object names as the owner of its name.
+pub fn registered_peer(node: &Value) -> Option<&str> {
+    node.pointer("/metadata/annotations")
+        .and_then(|a| a.get(PEER_ID_ANNOTATION))
+        .and_then(Value::as_str)
+}
+
+/// Whether the agent of the node with peer id `me` may act on the slots of its node name,
+/// given the peer id the registry names for that name (None: not registered yet). Pure: the
+/// guard that keeps two machines with one name from running one node's pods even in a race.
+pub fn acts_for_name(registered: Option<&str>, me: &str) -> bool {
+    registered.is_none_or(|p| p.is_empty() || p == me)
+}
+
+/// How many times `dead_after` a node that holds the cluster's state waits to hear the
+/// registered owner of its name before it takes the name over: the owner's heartbeats reach a
+/// new node through gossip within a few beats if it is alive.
+pub const TAKEOVER_WAIT: u32 = 3;
+
+/// What [`claim_name`] decides about this node's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameClaim {
+    /// Not yet: this node does not hold the cluster's state, or it is still listening for the
+    /// name's registered owner.
+    Wait,
+    /// The name is free, this node's own, or its owner is gone: (re)register it.
+    Register,
+    /// Another node owns the name: this one must not use it.
+    Refuse { peer_id: String },
+}
+
+/// What [`claim_name`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct NameFacts<'a> {
+    /// This node's peer id.
+    pub me: &'a str,
+    /// The peer id the registry names for this node's name; None: not registered.
+    pub registered: Option<&'a str>,
+    /// For how long this node has held the cluster's state (it founded the cluster, or its
+    /// store lists at least one Node: it has synced with a peer); None: not yet.
+    pub held_for: Option<Duration>,
+    /// How long ago a machine with the registered peer id was last heard carrying this name;
+    /// None: never.
+    pub owner_quiet: Option<Duration>,
+    /// Whether this process has registered the name already.
+    pub claimed: bool,
+    pub dead_after: Duration,
+}
+
+/// The decision about this node's name. Pure.
+///
+/// - Without the cluster's state nothing can be known: wait.
+/// - Not registered, or registered to this peer id: register (again).
+/// - Registered to another peer id after this process registered it: refuse (it lost a race
+///   or was taken over while unheard; taking it back could flip between two live machines).
+/// - Registered to another peer id heard within `dead_after`: refuse.
+/// - Registered to another peer id not heard for `TAKEOVER_WAIT × dead_after` of holding the
+///   state: take it over (a replaced machine: same name, new key).
+pub fn claim_name(f: &NameFacts<'_>) -> NameClaim {
+    let Some(held_for) = f.held_for else {
+        return NameClaim::Wait;
+    };
+    let other = match f.registered {
+        Some(p) if !p.is_empty() && p != f.me => p,
+        _ => return NameClaim::Register,
+    };
+    let refuse = NameClaim::Refuse {
+        peer_id: other.to_string(),
+    };
+    if f.claimed || f.owner_quiet.is_some_and(|q| q < f.dead_after) {
+        return refuse;
+    }
+    if held_for >= f.dead_after * TAKEOVER_WAIT {
+        NameClaim::Register
+    } else {
+        NameClaim::Wait
+    }
+}
+
+/// Another node owns this node's name: `shoald` stops with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the node name \"{name}\" belongs to another node (peer id {peer_id}, at {address}), which \
+     is running: give this machine a name of its own with --node-name (or node-name in the \
+     config file), or stop the other node and wait until it is dead before reusing its name"
+)]
+pub struct NameTaken {
+    pub name: String,
+    pub peer_id: String,
+    /// Where the other node was last heard from (its API and p2p addresses), or "an unknown
+    /// address".
+    pub address: String,
+}
+
+/// What [`keep_name`] needs.
+pub struct NameKeeper {
+    pub state: StateHandle,
+    pub observed: ObservedHandle,
+    pub name: String,
+    pub peer_id: String,
+    /// This node holds the cluster's state at once: it founded the cluster, or it starts
+    /// without a join token (with its own state).
+    pub founder: bool,
+    /// How often the name is checked (and the registration rewritten if it is gone).
+    pub every: Duration,
+    /// Set to true once the name is this node's (the heartbeat speaks only then).
+    pub claimed: watch::Sender<bool>,
+}
+
+/// Claims this node's name (see [`claim_name`]) and keeps it registered: at once when it
+/// holds the cluster's state, then every `every` (a node deleted while it was thought dead
+/// registers again when it is back). Returns only on shutdown (None) or when the name belongs
+/// to another node (Some, after logging it): the caller stops `shoald` then.
+pub async fn keep_name(k: NameKeeper, shutdown: CancellationToken) -> Option<NameTaken> {
+    let started = tokio::time::Instant::now();
+    let mut held_since = k.founder.then_some(started);
+    let mut claimed = false;
+    let mut waiting_logged = false;
+    let mut tick = tokio::time::interval(k.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tick.tick() => {}
+        }
+        let nodes = match k.state.list(Kind::Node, None).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the node registry; retrying");
+                continue;
+            }
+        };
+        if held_since.is_none() && !nodes.is_empty() {
+            held_since = Some(tokio::time::Instant::now());
+        }
+        let registered = nodes
+            .iter()
+            .find(|o| o.value.pointer("/metadata/name").and_then(Value::as_str) == Some(&k.name))
+            .and_then(|o| registered_peer(&o.value));
+        let owner_quiet = registered.and_then(|p| k.observed.rival_quiet(p));
+        let decision = claim_name(&NameFacts {
+            me: &k.peer_id,
+            registered,
+            held_for: held_since.map(|t| t.elapsed()),
+            owner_quiet,
+            claimed,
+            dead_after: k.observed.timing().dead_after,
+        });
+        match decision {
+            NameClaim::Wait => {
+                if !waiting_logged {
+                    tracing::info!(node = %k.name, "waiting for the cluster's state before registering this node");
+                    waiting_logged = true;
+                }
+            }
+            NameClaim::Register => {
+                if registered.is_some_and(|p| p != k.peer_id) {
+                    tracing::warn!(node = %k.name, previous = ?registered,
+                        "taking over the node name: its registered owner has not been heard");
+                }
+                if let Err(e) = register(&k.state, &k.name, &k.peer_id).await {
+                    tracing::warn!(error = %e, "cannot register this node; retrying");
+                    continue;
+                }
+                claimed = true;
+                k.claimed.send_if_modified(|c| !std::mem::replace(c, true));
+            }
+            NameClaim::Refuse { peer_id } => {
+                let address = k
+                    .observed
+                    .rival(&peer_id)
+                    .map(|r| format!("{} and p2p {}", r.address, r.p2p_address))
+                    .unwrap_or_else(|| "an unknown address".to_string());
+                let taken = NameTaken {
+                    name: k.name.clone(),
+                    peer_id,
+                    address,
+                };
+                tracing::error!("{taken}");
+                k.claimed.send_replace(false);
+                return Some(taken);
+            }
+        }
+    }
+}
+
 /// Writes this node's registration unless the same is there already (then nothing is
 /// written).
 pub async fn register(state: &StateHandle, name: &str, peer_id: &str) -> Result<(), StateError> {
@@ -89,28 +284,6 @@ pub async fn register(state: &StateHandle, name: &str, peer_id: &str) -> Result<
     state.apply_values(vec![(Kind::Node, object)]).await?;
     tracing::info!(node = %name, "registered this node");
     Ok(())
-}
-
-/// Keeps this node registered: at once, then every `every` (a node deleted while it was
-/// thought dead registers again when it is back).
-pub async fn keep_registered(
-    state: StateHandle,
-    name: String,
-    peer_id: String,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = register(&state, &name, &peer_id).await {
-            tracing::warn!(error = %e, "cannot register this node; retrying");
-        }
-    }
 }
 
 /// How many of the known nodes this node hears: the ground of the rule that at most one copy
@@ -152,7 +325,7 @@ impl Quorum {
                     heard += 1;
                 }
                 Liveness::Suspect => heard += 1,
-                Liveness::Dead | Liveness::Left => {}
+                Liveness::Dead | Liveness::Left | Liveness::Unknown => {}
             }
         }
         Quorum {
@@ -278,12 +451,14 @@ pub async fn set_schedule(
 /// and every `every`.
 ///
 /// A node that has just started does not take a role that another node holds: it may not
-/// have heard from that node yet (see [`ObservedHandle::starting`]).
+/// have heard from that node yet (see [`ObservedHandle::starting`]); nor does one that has
+/// not claimed its name yet (`named` false, see [`keep_name`]).
 pub async fn keep_role(
     state: StateHandle,
     observed: ObservedHandle,
     role: &'static str,
     held: watch::Sender<Option<u64>>,
+    named: watch::Receiver<bool>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -299,7 +474,8 @@ pub async fn keep_role(
             r = observed_rx.changed() => if r.is_err() { break },
             _ = tick.tick() => {}
         }
-        let chosen = controller(observed.members().values()).as_deref() == Some(me.as_str());
+        let chosen = *named.borrow()
+            && controller(observed.members().values()).as_deref() == Some(me.as_str());
         let current = match state.leases().await {
             Ok(mut leases) => leases.remove(role),
             // Not chosen (a degraded node is not): give the role up even without the leases.
@@ -450,6 +626,178 @@ mod tests {
         }
     }
 
+    /// Every case of the name decision.
+    #[test]
+    fn a_node_claims_its_name_only_from_an_owner_that_is_gone() {
+        let s = Duration::from_secs;
+        let dead_after = s(3);
+        let refuse = || NameClaim::Refuse {
+            peer_id: "other".into(),
+        };
+        // (case, registered, held for, owner last heard, claimed already, decision)
+        #[allow(clippy::type_complexity)]
+        let table: Vec<(
+            &str,
+            Option<&str>,
+            Option<Duration>,
+            Option<Duration>,
+            bool,
+            NameClaim,
+        )> = vec![
+            (
+                "no state yet",
+                Some("other"),
+                None,
+                Some(s(0)),
+                false,
+                NameClaim::Wait,
+            ),
+            (
+                "no state, nothing registered",
+                None,
+                None,
+                None,
+                false,
+                NameClaim::Wait,
+            ),
+            (
+                "free name",
+                None,
+                Some(s(0)),
+                None,
+                false,
+                NameClaim::Register,
+            ),
+            (
+                "own name",
+                Some("me"),
+                Some(s(0)),
+                None,
+                false,
+                NameClaim::Register,
+            ),
+            (
+                "own name, a rival heard",
+                Some("me"),
+                Some(s(0)),
+                Some(s(0)),
+                true,
+                NameClaim::Register,
+            ),
+            (
+                "deleted while this node was away",
+                None,
+                Some(s(100)),
+                None,
+                true,
+                NameClaim::Register,
+            ),
+            (
+                "owner heard now",
+                Some("other"),
+                Some(s(1)),
+                Some(s(0)),
+                false,
+                refuse(),
+            ),
+            (
+                "owner heard 2.9 s ago",
+                Some("other"),
+                Some(s(60)),
+                Some(Duration::from_millis(2900)),
+                false,
+                refuse(),
+            ),
+            (
+                "owner not heard yet, listening",
+                Some("other"),
+                Some(s(5)),
+                None,
+                false,
+                NameClaim::Wait,
+            ),
+            (
+                "owner never heard: replaced machine",
+                Some("other"),
+                Some(s(9)),
+                None,
+                false,
+                NameClaim::Register,
+            ),
+            (
+                "owner heard, then lost for dead-after",
+                Some("other"),
+                Some(s(9)),
+                Some(s(3)),
+                false,
+                NameClaim::Register,
+            ),
+            (
+                "owner lost, still listening",
+                Some("other"),
+                Some(s(8)),
+                Some(s(4)),
+                false,
+                NameClaim::Wait,
+            ),
+            (
+                "taken after this node claimed it",
+                Some("other"),
+                Some(s(100)),
+                None,
+                true,
+                refuse(),
+            ),
+        ];
+        for (case, registered, held_for, owner_quiet, claimed, want) in table {
+            let got = claim_name(&NameFacts {
+                me: "me",
+                registered,
+                held_for,
+                owner_quiet,
+                claimed,
+                dead_after,
+            });
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn the_agent_acts_only_for_its_own_registration() {
+        for (registered, acts) in [
+            (None, true),
+            (Some(""), true),
+            (Some("me"), true),
+            (Some("other"), false),
+        ] {
+            assert_eq!(acts_for_name(registered, "me"), acts, "{registered:?}");
+        }
+        let node = registration("pi", "me");
+        assert_eq!(registered_peer(&node), Some("me"));
+        assert_eq!(registered_peer(&json!({"metadata": {"name": "pi"}})), None);
+    }
+
+    /// An unknown node (registered, never heard) is known but neither alive nor heard.
+    #[test]
+    fn quorum_counts_unknown_nodes_as_known_and_unheard() {
+        let ms = [
+            member("a", "pa", Liveness::Alive),
+            member("b", "pb", Liveness::Unknown),
+        ];
+        let registered = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let q = Quorum::count(ms.iter(), &registered);
+        assert_eq!(
+            q,
+            Quorum {
+                known: 3,
+                alive: 1,
+                heard: 1
+            }
+        );
+        assert!(!q.sees_majority());
+        assert!(q.must_fence());
+    }
+
     #[test]
     fn the_controller_is_the_alive_member_with_the_lowest_peer_id() {
         let ms = [
@@ -539,11 +887,13 @@ mod tests {
                 .run(stop.clone()),
         );
         let (held_tx, mut held) = watch::channel(None);
+        let (_named_tx, named) = watch::channel(true);
         tokio::spawn(keep_role(
             state.clone(),
             obs.clone(),
             CONTROLLER_ROLE,
             held_tx,
+            named,
             Duration::from_millis(50),
             stop.clone(),
         ));
@@ -619,11 +969,13 @@ mod tests {
         let (conditions, conditions_rx) = Conditions::new();
         tokio::spawn(hb.with_conditions(conditions_rx).run(stop.clone()));
         let (held_tx, held) = watch::channel(None);
+        let (_named_tx, named) = watch::channel(true);
         tokio::spawn(keep_role(
             state.clone(),
             obs.clone(),
             CONTROLLER_ROLE,
             held_tx,
+            named,
             Duration::from_millis(50),
             stop.clone(),
         ));
@@ -670,7 +1022,7 @@ mod tests {
             since: 0,
         };
         let leases = BTreeMap::from([(CONTROLLER_ROLE.to_string(), lease)]);
-        let view = join(registered.iter(), members, Liveness::Dead, &leases);
+        let view = join(registered.iter(), members, Liveness::Unknown, &leases);
         assert_eq!(
             view.keys().map(String::as_str).collect::<Vec<_>>(),
             ["a", "b", "gone", "new"]
@@ -678,8 +1030,8 @@ mod tests {
         assert_eq!(view["a"].roles, [CONTROLLER_ROLE]);
         assert_eq!(view["b"].liveness, Liveness::Dead);
         assert_eq!(view["b"].created.as_deref(), Some("2026-11-25T20:00:00Z"));
-        // Registered, never heard since this node started.
-        assert_eq!(view["gone"].liveness, Liveness::Dead);
+        // Registered, never heard since this node started: unknown, not dead.
+        assert_eq!(view["gone"].liveness, Liveness::Unknown);
         assert_eq!(view["gone"].last_seen, None);
         assert_eq!(view["gone"].peer_id, "pg");
         assert!(view["gone"].record.is_none());

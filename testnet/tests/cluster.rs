@@ -319,3 +319,91 @@ fn membership_sees_crashes_departures_and_returns() {
     let status = n2.cli(&["status"]).unwrap().success().unwrap();
     assert!(status.stdout.contains("controller="), "{}", status.stdout);
 }
+
+/// Each node's peer id as `node` lists it (`status.nodeInfo.peerId`: the peer id of the record
+/// it hears for that name, else the registered one), by name.
+fn peer_ids(node: &Node) -> anyhow::Result<Vec<(String, String)>> {
+    let (code, v) = node.api()?.get("/api/v1/nodes")?;
+    anyhow::ensure!(code == 200, "nodes on {}: {code} {v}", node.opts.name);
+    let mut out: Vec<(String, String)> = v["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                n["status"]["nodeInfo"]["peerId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Two machines, one name (Raspberry Pi OS names every Pi `raspberrypi`): a node that joins
+/// with the name of a live node is refused with a message naming the other node and
+/// `--node-name`, exits non-zero, and the cluster goes on listing exactly its two nodes, the
+/// name still held by its first machine (its records were never replaced by the twin's).
+#[test]
+fn a_node_joining_with_the_name_of_a_live_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
+    let n2 = Node::start(
+        NodeOptions::new("n2", &dir.path().join("n2"))
+            .joining(&n1)
+            .unwrap(),
+    )
+    .unwrap();
+    let both = [("n1", "alive"), ("n2", "alive")];
+    for n in [&n1, &n2] {
+        wait_states(n, &both, CONVERGE);
+    }
+    let before = peer_ids(&n1).unwrap();
+    let n2_peer = before
+        .iter()
+        .find(|(name, _)| name == "n2")
+        .map(|(_, p)| p.clone())
+        .unwrap();
+    assert!(!n2_peer.is_empty(), "{before:?}");
+    assert_eq!(peer_ids(&n2).unwrap(), before);
+
+    // A second machine named n2 joins through n1.
+    let twin = NodeOptions::new("n2", &dir.path().join("twin"))
+        .joining(&n1)
+        .unwrap();
+    let out = Node::run_to_exit(&twin, Duration::from_secs(60)).unwrap();
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("--node-name"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&n2_peer),
+        "names the other node: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&n2.api_addr.ip().to_string()),
+        "gives its address: {}",
+        out.stderr
+    );
+
+    // The cluster still lists exactly n1 and n2, both alive, n2 with its first peer id; and
+    // stays so for longer than dead-after (the twin never spoke for n2, nor said it left).
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        for n in [&n1, &n2] {
+            let states = member_states(n).unwrap();
+            let want: Vec<(String, String)> = both
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            assert_eq!(states, want, "on {}", n.opts.name);
+            assert_eq!(peer_ids(n).unwrap(), before, "on {}", n.opts.name);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (_, node) = n1.api().unwrap().get("/api/v1/nodes/n2").unwrap();
+    assert_eq!(node["status"]["membership"]["state"], "alive", "{node}");
+}

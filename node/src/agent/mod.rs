@@ -216,6 +216,9 @@ pub struct Agent {
     fencing: Option<Fencing>,
     /// The mode of the last round, to log its changes.
     last_mode: Mode,
+    /// This node's peer id: when set, the agent acts only while the registry names it as the
+    /// owner of the node name ([`nodes::acts_for_name`]).
+    peer_id: Option<String>,
     /// StatefulSet pods reported as terminating, with when they first were.
     terminating: BTreeMap<String, String>,
     /// Where what happens to this node's pods is told (started, killed, image missing, probe
@@ -279,6 +282,7 @@ impl Agent {
             last_statuses: BTreeMap::new(),
             fencing: None,
             last_mode: Mode::Open,
+            peer_id: None,
             terminating: BTreeMap::new(),
             events: None,
             conditions: None,
@@ -328,6 +332,14 @@ impl Agent {
     /// Guards this node's StatefulSet pods with `fencing` (see the module documentation).
     pub fn with_fencing(mut self, fencing: Fencing) -> Agent {
         self.fencing = Some(fencing);
+        self
+    }
+
+    /// Acts only while the registry names `peer_id` as the owner of this node's name (or the
+    /// name is not registered yet): another machine started with the same name never runs
+    /// this node's pods, even in a race.
+    pub fn with_peer_id(mut self, peer_id: String) -> Agent {
+        self.peer_id = Some(peer_id);
         self
     }
 
@@ -468,6 +480,24 @@ impl Agent {
 
     /// One reconcile round; returns the status of every pod of this node.
     pub async fn reconcile(&mut self) -> BTreeMap<String, PodStatus> {
+        if let Some(me) = &self.peer_id {
+            match self.state.get(Kind::Node, None, &self.ctx.node_name).await {
+                Ok(o)
+                    if !nodes::acts_for_name(
+                        o.as_ref().and_then(|o| nodes::registered_peer(&o.value)),
+                        me,
+                    ) =>
+                {
+                    tracing::debug!("this node's name is registered to another peer: not acting");
+                    return BTreeMap::new();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read this node's registration; retrying");
+                    return self.last_statuses.clone();
+                }
+            }
+        }
         match desired_pods(&self.state).await {
             Ok(d) => self.reconcile_pods(d).await,
             Err(e) => {

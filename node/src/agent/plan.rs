@@ -728,7 +728,7 @@ pub fn reported_elsewhere<'a>(
         }
         let counts = match liveness {
             Liveness::Alive | Liveness::Suspect => true,
-            Liveness::Dead | Liveness::Left => r
+            Liveness::Dead | Liveness::Left | Liveness::Unknown => r
                 .seen
                 .is_some_and(|seen| now.saturating_duration_since(seen) < window),
         };

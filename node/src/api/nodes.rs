@@ -111,6 +111,11 @@ fn condition(l: Liveness) -> (&'static str, &'static str, &'static str) {
             "no heartbeat for too long: the node is down or cut off",
         ),
         Liveness::Left => ("False", "NodeLeft", "shoald stopped and said so"),
+        Liveness::Unknown => (
+            "Unknown",
+            "NodeUnknown",
+            "not heard since this node started: its pods stay where they are",
+        ),
     }
 }
 

@@ -206,6 +206,24 @@ pub fn plan(inputs: &Inputs<'_>) -> Vec<Action> {
             .cloned()
             .map(|r| Action::PutRevision(Box::new(r))),
     );
+    // ReplicaSets whose Deployment runs no other one (no rollout under way): only their pods
+    // may move to even out the spread.
+    let settled: BTreeSet<(String, String)> = replicasets
+        .iter()
+        .filter(|rs| {
+            inputs
+                .deployments
+                .iter()
+                .find(|d| deployment::owns(d, rs))
+                .is_some_and(|d| {
+                    replicasets
+                        .iter()
+                        .filter(|o| deployment::owns(d, o) && o.spec.replicas > 0)
+                        .all(|o| deployment::rs_key(o) == deployment::rs_key(rs))
+                })
+        })
+        .map(deployment::rs_key)
+        .collect();
     let (puts, deletes) = replicaset::plan_slots(
         &replicasets,
         inputs.pods,
@@ -214,6 +232,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Vec<Action> {
         inputs.nodes,
         &drain_budgets,
         &stateful,
+        &settled,
     );
     actions.extend(puts.into_iter().map(Action::PutSlot));
     actions.extend(deletes.into_iter().map(Action::DeleteSlot));

@@ -9,6 +9,13 @@
 //! nothing. A slot that fits nowhere stays without a node and carries the
 //! scheduler's message (`0/3 nodes are available: 3 Insufficient memory.`), which the pod's
 //! `PodScheduled` condition shows.
+//!
+//! Spread ([`place_spread`]): slots merged from two controllers (each side of a healed
+//! partition moved the other's pods onto its own nodes) can leave an owner's pods packed on one
+//! node. For the owners the caller names (settled ReplicaSets: every replica ready, no rollout,
+//! no drain), at most one slot per owner and round moves from the node holding the most of
+//! its pods to the node the scheduler picks, and only when that node holds at least two fewer:
+//! each move makes the spread strictly more even, so the moves end, one ready pod at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +23,7 @@ use serde_json::Value;
 use shoal_protocol::cluster::Slot;
 
 use crate::observed::{Liveness, NodeRecord};
-use crate::scheduler::{NodeInfo, PodRequest, Schedule};
+use crate::scheduler::{NodeInfo, OwnerKey, PodRequest, Schedule};
 
 /// The nodes placement may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +126,20 @@ pub fn place<'a>(
     nodes: &Nodes,
     request: impl Fn(&Slot) -> Option<PodRequest>,
 ) {
+    place_spread(slots, nodes, request, &BTreeSet::new());
+}
+
+/// [`place`], then moves at most one slot of each owner in `spread` toward an even spread
+/// (see the module documentation). No slot of an owner that had slots to place this round
+/// moves, nor any while a node is being drained.
+pub fn place_spread<'a>(
+    slots: impl IntoIterator<Item = &'a mut Slot>,
+    nodes: &Nodes,
+    request: impl Fn(&Slot) -> Option<PodRequest>,
+    spread: &BTreeSet<OwnerKey>,
+) {
+    let mut kept: Vec<(&'a mut Slot, PodRequest)> = Vec::new();
+    let mut placing: BTreeSet<OwnerKey> = BTreeSet::new();
     let mut schedule = Schedule::new(nodes.alive.iter().cloned(), &BTreeMap::new());
     let mut to_place: Vec<(&'a mut Slot, PodRequest)> = Vec::new();
     for slot in slots {
@@ -126,7 +147,11 @@ pub fn place<'a>(
         if nodes.keeps(&slot.node) {
             schedule.assign(&slot.node, &pod);
             slot.unschedulable = None;
+            if spread.contains(&pod.owner) {
+                kept.push((slot, pod));
+            }
         } else {
+            placing.insert(pod.owner.clone());
             to_place.push((slot, pod));
         }
     }
@@ -152,4 +177,44 @@ pub fn place<'a>(
             }
         }
     }
+    if !nodes.draining.is_empty() {
+        return;
+    }
+    let mut by_owner: BTreeMap<OwnerKey, Vec<(&'a mut Slot, PodRequest)>> = BTreeMap::new();
+    for (slot, pod) in kept {
+        if !placing.contains(&pod.owner) {
+            by_owner
+                .entry(pod.owner.clone())
+                .or_default()
+                .push((slot, pod));
+        }
+    }
+    for (owner, mut slots) in by_owner {
+        let counts = schedule.owner_counts(&owner);
+        let Some(from) = spread_source(&counts) else {
+            continue;
+        };
+        // The highest index on the fullest node moves: a fixed choice, as in placement.
+        slots.sort_by_key(|(s, _)| std::cmp::Reverse(s.index));
+        let Some((slot, pod)) = slots.into_iter().find(|(s, _)| s.node == from) else {
+            continue;
+        };
+        if let Some(to) = schedule.spread_from(&from, &pod) {
+            tracing::info!(pod = %slot.key(), from = %from, to = %to,
+                "moving a pod to spread its owner's replicas");
+            slot.node = to;
+        }
+    }
+}
+
+/// The node holding the most pods of one owner among `counts` (the first name on a tie), if
+/// it holds at least two: only then can a move make the spread more even. Pure.
+pub fn spread_source(counts: &BTreeMap<String, u32>) -> Option<String> {
+    let mut best: Option<(&String, u32)> = None;
+    for (name, &n) in counts {
+        if best.is_none_or(|(_, b)| n > b) {
+            best = Some((name, n));
+        }
+    }
+    best.filter(|(_, n)| *n >= 2).map(|(name, _)| name.clone())
 }

@@ -28,6 +28,8 @@ const OWNER_POD: &str = "Pod";
 
 /// The slots to write and the keys of slots to remove, so that `replicasets` and `pods` own
 /// exactly their slots, each on a node.
+// The round's inputs, each used once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_slots(
     replicasets: &[ReplicaSet],
     pods: &[Pod],
@@ -36,6 +38,7 @@ pub(crate) fn plan_slots(
     nodes: &Nodes,
     drain_budgets: &BTreeMap<(String, String), i32>,
     stateful: &StatefulPlan,
+    settled: &BTreeSet<(String, String)>,
 ) -> (Vec<Slot>, Vec<String>) {
     let existing: BTreeMap<String, &Slot> = slots.iter().map(|s| (s.key(), s)).collect();
     // Every slot that should exist, by key, its node possibly still to choose.
@@ -101,17 +104,23 @@ pub(crate) fn plan_slots(
     }
     // Placement: each slot's pod asks what its owner's template asks.
     let requests = owner_requests(replicasets, pods);
-    placement::place(wanted.values_mut(), nodes, |slot| {
-        let key = slot.key();
-        if held.contains_key(&key) {
-            return None;
-        }
-        stateful
-            .requests
-            .get(&key)
-            .or_else(|| requests.get(&OwnerKey::of_slot(slot)))
-            .cloned()
-    });
+    let spread = spread_owners(replicasets, &wanted, ctx, nodes, settled);
+    placement::place_spread(
+        wanted.values_mut(),
+        nodes,
+        |slot| {
+            let key = slot.key();
+            if held.contains_key(&key) {
+                return None;
+            }
+            stateful
+                .requests
+                .get(&key)
+                .or_else(|| requests.get(&OwnerKey::of_slot(slot)))
+                .cloned()
+        },
+        &spread,
+    );
     for (key, why) in held {
         if let Some(slot) = wanted.get_mut(&key) {
             slot.unschedulable = Some(why);
@@ -134,6 +143,43 @@ pub(crate) fn plan_slots(
         .map(|(k, _)| k.clone())
         .collect();
     (puts, deletes)
+}
+
+/// The ReplicaSets whose pods may move to even out their spread: those in `settled` (their
+/// Deployment runs no other ReplicaSet: no rollout), with at least two replicas, each slot
+/// on a node it keeps and its pod ready. Never StatefulSets (their pods move only off lost
+/// nodes) nor bare Pods. Pure.
+pub(crate) fn spread_owners(
+    replicasets: &[ReplicaSet],
+    wanted: &BTreeMap<String, Slot>,
+    ctx: &Ctx<'_>,
+    nodes: &Nodes,
+    settled: &BTreeSet<(String, String)>,
+) -> BTreeSet<OwnerKey> {
+    let mut out = BTreeSet::new();
+    for rs in replicasets {
+        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+        let name = &rs.metadata.name;
+        if rs.spec.replicas < 2 || !settled.contains(&(namespace.clone(), name.clone())) {
+            continue;
+        }
+        let mine: Vec<&Slot> = wanted
+            .values()
+            .filter(|s| {
+                s.owner_kind == OWNER_REPLICASET
+                    && s.namespace == namespace
+                    && s.owner_name == *name
+            })
+            .collect();
+        let all_ready = mine.len() == usize::try_from(rs.spec.replicas).unwrap_or(0)
+            && mine.iter().all(|s| {
+                nodes.keeps(&s.node) && ctx.observed.get(&s.key()).is_some_and(|p| p.is_ready())
+            });
+        if all_ready {
+            out.insert(OwnerKey::new(&namespace, OWNER_REPLICASET, name));
+        }
+    }
+    out
 }
 
 /// Takes slots off draining nodes (their node cleared, so that placement moves them), per

@@ -556,3 +556,28 @@ fn a_pod_on_a_node_that_left_waits_for_it() {
     let s = slot(&sim, "db-2");
     assert!(!s.node.is_empty() && s.node != left, "{s:?}");
 }
+
+/// StatefulSet pods never move to even out a spread: packed on one node, they stay.
+#[test]
+fn statefulset_pods_never_move_to_spread() {
+    let mut sim = sim(sts(sts_json(3, "img:1")));
+    sim.nodes = three_nodes();
+    for _ in 0..20 {
+        sim.step();
+        all_ready(&mut sim);
+    }
+    assert_eq!(ordinals(&sim), [0, 1, 2]);
+    for s in &mut sim.slots {
+        s.node = "n1".into();
+    }
+    all_ready(&mut sim);
+    for _ in 0..5 {
+        sim.step();
+        all_ready(&mut sim);
+    }
+    assert!(
+        pods(&sim).iter().all(|(_, _, node)| node == "n1"),
+        "{:?}",
+        pods(&sim)
+    );
+}

@@ -72,6 +72,10 @@ pub struct Controllers {
     pub leader: Option<Leader>,
     /// How long after a node is declared dead (or leaves) its slots move to other nodes.
     pub reschedule_grace: Duration,
+    /// How long this process must be up before the slots of a registered node it has never
+    /// heard (unknown, not dead) move: the bound for a machine that never comes back after
+    /// the whole cluster restarted.
+    pub unheard_grace: Duration,
     /// Where the rounds' work is told as events (scheduled, rescheduled, rollout steps).
     pub events: Option<crate::events::Events>,
     /// Since when this node has seen a majority of the known nodes, without a break.
@@ -80,6 +84,11 @@ pub struct Controllers {
     /// (`controllers::engine`).
     engine_seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>>,
 }
+
+/// The default [`Controllers::unheard_grace`]: long enough for every machine of a cluster
+/// that lost power together to boot and be heard, short enough that the pods of one that
+/// never comes back do not stay pinned for long.
+pub const UNHEARD_GRACE: Duration = Duration::from_secs(300);
 
 /// Tells whether this node holds the controller role. The controllers are a singleton role:
 /// two nodes that planned from different views (each sees its own pods' status) would undo
@@ -98,6 +107,7 @@ impl Controllers {
             debounce: Duration::from_millis(100),
             leader: None,
             reschedule_grace: Duration::from_secs(5),
+            unheard_grace: UNHEARD_GRACE,
             events: None,
             majority_since: Default::default(),
             engine_seen: Default::default(),
@@ -195,8 +205,11 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     nodes.movable = movable(
         &members,
         &registered,
-        c.observed.timing().dead_after,
-        c.reschedule_grace,
+        Graces {
+            dead_after: c.observed.timing().dead_after,
+            grace: c.reschedule_grace,
+            unheard: c.unheard_grace,
+        },
         c.observed.uptime(),
     );
     // A node without its container engine takes no new slot, and loses its slots after the
@@ -229,14 +242,26 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
     Ok(n)
 }
 
-/// The nodes whose slots go elsewhere: a member dead for longer than `dead_after + grace`
-/// without a word, one that left more than `grace` ago, and a registered node not heard from
-/// since this process started once it has been up for `dead_after + grace`. Pure.
+/// The timings of [`movable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Graces {
+    /// Membership's `dead_after`.
+    pub dead_after: Duration,
+    /// [`Controllers::reschedule_grace`].
+    pub grace: Duration,
+    /// [`Controllers::unheard_grace`].
+    pub unheard: Duration,
+}
+
+/// The nodes whose slots go elsewhere: a member this process heard and then lost for longer
+/// than `dead_after + grace`, one that left more than `grace` ago, and a registered node not
+/// heard from since this process started (unknown, not dead) only once this process has
+/// been up for the much longer `unheard` grace. A node never heard is no evidence of a lost
+/// node: this process may not reach it yet (it started, or its LAN drops packets). Pure.
 pub(crate) fn movable(
     members: &BTreeMap<String, crate::observed::Member>,
     registered: &[String],
-    dead_after: Duration,
-    grace: Duration,
+    g: Graces,
     uptime: Duration,
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -244,14 +269,16 @@ pub(crate) fn movable(
         let quiet = m.record.seen.map(|t| t.elapsed());
         let moves = match m.liveness {
             Liveness::Alive | Liveness::Suspect => false,
-            Liveness::Left => quiet.is_none_or(|q| q >= grace),
-            Liveness::Dead => quiet.is_none_or(|q| q >= dead_after + grace),
+            Liveness::Left => quiet.is_none_or(|q| q >= g.grace),
+            // Dead means heard, then lost; a record never heard is unknown.
+            Liveness::Dead => quiet.is_some_and(|q| q >= g.dead_after + g.grace),
+            Liveness::Unknown => uptime >= g.unheard,
         };
         if moves {
             out.insert(name.clone());
         }
     }
-    if uptime >= dead_after + grace {
+    if uptime >= g.unheard {
         for name in registered {
             if !members.contains_key(name) {
                 out.insert(name.clone());

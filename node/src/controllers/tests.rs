@@ -1342,27 +1342,25 @@ fn slots_move_off_a_node_only_after_it_is_dead_for_the_grace() {
     .into_iter()
     .collect();
     let registered = vec!["alive".to_string(), "unheard".to_string()];
-    let (dead_after, grace) = (Duration::from_secs(6), Duration::from_secs(5));
-    let moving = super::task::movable(
-        &members,
-        &registered,
-        dead_after,
-        grace,
-        Duration::from_secs(3),
-    );
+    let graces = super::task::Graces {
+        dead_after: Duration::from_secs(6),
+        grace: Duration::from_secs(5),
+        unheard: Duration::from_secs(300),
+    };
+    let moving = super::task::movable(&members, &registered, graces, Duration::from_secs(3));
     assert_eq!(
         moving.iter().map(String::as_str).collect::<Vec<_>>(),
         ["dead-long", "left-long"]
     );
-    // A registered node never heard since this node started moves once this node has been up
-    // long enough to have heard it.
-    let moving = super::task::movable(
-        &members,
-        &registered,
-        dead_after,
-        grace,
-        Duration::from_secs(12),
-    );
+    // A registered node never heard since this node started is unknown, not dead: up for
+    // far longer than dead-after + grace, this node still leaves its pods alone...
+    for uptime in [12, 40, 299] {
+        let moving =
+            super::task::movable(&members, &registered, graces, Duration::from_secs(uptime));
+        assert!(!moving.contains("unheard"), "up {uptime} s: {moving:?}");
+    }
+    // ...until the unheard grace bounds it (a machine that never came back after a power cut).
+    let moving = super::task::movable(&members, &registered, graces, Duration::from_secs(300));
     assert!(moving.contains("unheard"), "{moving:?}");
 
     // Placement: slots on a node within its grace stay; those on a movable node go to the
@@ -1609,4 +1607,147 @@ async fn pods_leave_a_node_without_its_engine_after_the_grace_and_none_goes_ther
     assert!(n.is_empty(), "{n:?}");
     assert!(sim.nodes.alive.iter().any(|n| n.name == "b"));
     assert!(seen.lock().unwrap().is_empty());
+}
+
+// ------------------------------------------------------------------------------ spread
+
+fn counts_of(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+#[test]
+fn the_spread_source_is_the_fullest_node_holding_two_or_more() {
+    #[allow(clippy::type_complexity)]
+    let table: Vec<(&[(&str, u32)], Option<&str>)> = vec![
+        (&[], None),
+        (&[("a", 1), ("b", 1), ("c", 0)], None),
+        (&[("a", 4), ("b", 0), ("c", 0)], Some("a")),
+        (&[("a", 2), ("b", 3), ("c", 0)], Some("b")),
+        // A tie goes to the first name.
+        (&[("a", 2), ("b", 2), ("c", 0)], Some("a")),
+    ];
+    for (counts, want) in table {
+        assert_eq!(
+            placement::spread_source(&counts_of(counts)).as_deref(),
+            want,
+            "{counts:?}"
+        );
+    }
+}
+
+/// A Deployment of 4 whose slots all merged onto one node (each side of a healed partition
+/// had moved the other's pods onto its own nodes).
+fn packed(on: &str, nodes: &[&str]) -> Sim {
+    let d = rolling("web", 4, json!(1), json!(1));
+    let mut sim = Sim::new(vec![d]);
+    sim.nodes = Nodes::alive(
+        nodes
+            .iter()
+            .map(|n| crate::scheduler::NodeInfo::new(*n, 4000, 8 * GIB)),
+    );
+    sim.converge();
+    for s in &mut sim.slots {
+        s.node = on.to_string();
+    }
+    sim.all_ready();
+    sim
+}
+
+/// Steps, each pod that moved starting unready on its new node; `ready` makes the moved pods
+/// ready after each step. Returns how many slots moved in each round.
+fn spread_rounds(sim: &mut Sim, rounds: usize, ready: bool) -> Vec<usize> {
+    let mut moves = Vec::new();
+    for _ in 0..rounds {
+        let before: BTreeMap<String, String> = sim
+            .slots
+            .iter()
+            .map(|s| (s.key(), s.node.clone()))
+            .collect();
+        sim.step();
+        let moved: Vec<String> = sim
+            .slots
+            .iter()
+            .filter(|s| before.get(&s.key()).is_some_and(|n| *n != s.node))
+            .map(Slot::key)
+            .collect();
+        for k in &moved {
+            sim.observed.insert(k.clone(), running_unready());
+        }
+        moves.push(moved.len());
+        if ready {
+            sim.all_ready_again();
+        }
+    }
+    moves
+}
+
+impl Sim {
+    /// Every pod becomes ready, even one reported unready.
+    fn all_ready_again(&mut self) {
+        for s in &self.slots {
+            self.observed.insert(s.key(), ready_status(self.now));
+        }
+    }
+}
+
+#[test]
+fn replicas_packed_on_one_node_spread_out_one_ready_pod_at_a_time() {
+    let mut sim = packed("a", &["a", "b", "c"]);
+    let moves = spread_rounds(&mut sim, 6, true);
+    assert!(moves.iter().all(|m| *m <= 1), "one at a time: {moves:?}");
+    assert_eq!(moves.iter().sum::<usize>(), 2, "{moves:?}");
+    let mut counts: Vec<usize> = per_node(&sim).into_values().collect();
+    counts.sort();
+    assert_eq!(counts, [1, 1, 2], "{:?}", nodes_of(&sim));
+    // Spread, it stays still.
+    assert!(sim.step().is_empty());
+}
+
+#[test]
+fn no_spreading_while_a_replica_is_not_ready() {
+    let mut sim = packed("a", &["a", "b", "c"]);
+    // The first move happens; its pod never becomes ready: nothing else moves.
+    let moves = spread_rounds(&mut sim, 5, false);
+    assert_eq!(moves, [1, 0, 0, 0, 0]);
+    assert_eq!(per_node(&sim)["a"], 3, "{:?}", nodes_of(&sim));
+}
+
+#[test]
+fn no_spreading_onto_a_cordoned_node_nor_during_a_drain() {
+    use crate::scheduler::NodeInfo;
+    let mut sim = packed("a", &["a", "b", "c"]);
+    sim.nodes = Nodes::alive([
+        NodeInfo::new("a", 4000, 8 * GIB),
+        NodeInfo::new("b", 4000, 8 * GIB).cordoned(),
+        NodeInfo::new("c", 4000, 8 * GIB),
+    ]);
+    spread_rounds(&mut sim, 6, true);
+    assert_eq!(per_node(&sim).get("b"), None, "{:?}", nodes_of(&sim));
+    assert_eq!(per_node(&sim)["c"], 2, "{:?}", nodes_of(&sim));
+
+    // During a drain (of another node) nothing moves to spread.
+    let mut sim = packed("a", &["a", "b", "c"]);
+    sim.nodes.draining.insert("z".into(), false);
+    assert_eq!(spread_rounds(&mut sim, 3, true), [0, 0, 0]);
+}
+
+#[test]
+fn no_spreading_during_a_rollout() {
+    let mut sim = packed("a", &["a", "b", "c"]);
+    set_image(&mut sim.deployments[0], "img:2");
+    // The rollout starts: two ReplicaSets are active, and no old pod moves to spread.
+    for _ in 0..3 {
+        let before: BTreeMap<String, String> = sim
+            .slots
+            .iter()
+            .map(|s| (s.key(), s.node.clone()))
+            .collect();
+        sim.step();
+        let moved = sim
+            .slots
+            .iter()
+            .filter(|s| before.get(&s.key()).is_some_and(|n| *n != s.node))
+            .count();
+        assert_eq!(moved, 0, "{:?}", nodes_of(&sim));
+    }
 }

@@ -1,7 +1,7 @@
 //! Observed state on the wire, and the network as the heartbeat task sees it.
 //!
 //! Messages go on the cluster's `observed` gossip topic as CBOR: either a node's whole
-//! [`NodeRecord`] or a beat (name, version, heartbeat time), about 60 bytes, which is what an
+//! [`NodeRecord`] or a beat (name, version, heartbeat time, a fingerprint of the peer id), about 60 bytes, which is what an
 //! idle node sends every second. Pure but for [`Publish`], which the network layer implements.
 
 use async_trait::async_trait;
@@ -17,6 +17,9 @@ const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+// A message lives only while it is decoded and merged, one at a time: boxing the record would
+// cost an allocation per message for no saving.
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     /// A node's whole record.
     Record(NodeRecord),
@@ -26,7 +29,14 @@ pub enum Message {
         name: String,
         version: u64,
         heartbeat_at: i64,
+        /// [`super::peer_fingerprint`] of the sender's peer id; 0 from older nodes.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        peer: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A message that cannot be encoded or decoded.

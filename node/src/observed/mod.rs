@@ -16,7 +16,15 @@
 //! Liveness is judged by each node from its own monotonic clock: when it last heard a peer
 //! (never from the peer's wall clock, which may be off). Alive until `suspect_after` without a
 //! word, then suspect until `dead_after`, then dead. A node that stops on SIGTERM gossips a
-//! last record saying that it leaves: its peers see it `left` at once.
+//! last record saying that it leaves: its peers see it `left` at once. A registered node this
+//! process has not heard since it started is `unknown`, never dead: dead means heard, then
+//! lost (see "Membership" in `docs/architecture.md`).
+//!
+//! A node name belongs to one peer id at a time. A record of a known name from another peer
+//! id is ignored while the known one is heard (within `dead_after`): two machines started with
+//! one name never take turns in one record. Records carrying this node's own name from
+//! another peer id are kept apart as *rivals* ([`ObservedHandle::rival_quiet`]), which
+//! [`crate::nodes::claim_name`] reads to refuse a name that a live node holds.
 
 pub mod gossip;
 
@@ -94,8 +102,12 @@ impl NodeRecord {
 pub enum Liveness {
     Alive,
     Suspect,
+    /// Heard, then lost for `dead_after`.
     Dead,
     Left,
+    /// Registered, but not heard since this process started: no reason to move its pods
+    /// (see `controllers::task::movable` for the bound).
+    Unknown,
 }
 
 impl Liveness {
@@ -105,8 +117,24 @@ impl Liveness {
             Liveness::Suspect => "suspect",
             Liveness::Dead => "dead",
             Liveness::Left => "left",
+            Liveness::Unknown => "unknown",
         }
     }
+}
+
+/// A short fingerprint of a peer id (FNV-1a, 32 bits), carried by beats so that a beat is
+/// credited only to the record of the peer that sent it, without the 52 characters of the
+/// peer id in every beat. 0 means none (an older node's beat). Pure.
+pub fn peer_fingerprint(peer_id: &str) -> u32 {
+    if peer_id.is_empty() {
+        return 0;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in peer_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
 }
 
 /// Heartbeat and failure-detection timings.
@@ -136,6 +164,10 @@ impl Default for Timing {
 /// Every node record this process knows, by node name.
 pub type Observed = Arc<BTreeMap<String, NodeRecord>>;
 
+/// Records that carry this node's own name but another peer id, by peer id: another machine
+/// started with this node's name.
+pub type Rivals = Arc<BTreeMap<String, NodeRecord>>;
+
 /// One node as this node sees it: its last record and its liveness.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
@@ -149,6 +181,7 @@ pub struct Member {
 #[derive(Clone)]
 pub struct ObservedHandle {
     rx: watch::Receiver<Observed>,
+    rivals: watch::Receiver<Rivals>,
     local: Arc<str>,
     timing: Timing,
     started: Instant,
@@ -180,14 +213,25 @@ impl ObservedHandle {
         }
     }
 
-    /// The liveness of a node this process has not heard from since it started: suspect while
-    /// it has not been up long enough to have heard it, dead afterwards.
+    /// The liveness of a node this process has not heard from since it started: unknown, for
+    /// as long as that lasts (never dead: dead means heard, then lost).
     pub fn unheard(&self) -> Liveness {
-        if self.started.elapsed() < self.timing.dead_after {
-            Liveness::Suspect
-        } else {
-            Liveness::Dead
-        }
+        Liveness::Unknown
+    }
+
+    /// How long ago this process last heard another machine that carries this node's name
+    /// with peer id `peer_id` (a rival); None if never.
+    pub fn rival_quiet(&self, peer_id: &str) -> Option<Duration> {
+        self.rivals
+            .borrow()
+            .get(peer_id)
+            .and_then(|r| r.seen)
+            .map(|t| t.elapsed())
+    }
+
+    /// The last record of the rival `peer_id` (see [`ObservedHandle::rival_quiet`]).
+    pub fn rival(&self, peer_id: &str) -> Option<NodeRecord> {
+        self.rivals.borrow().get(peer_id).cloned()
     }
 
     /// The timings of membership.
@@ -282,6 +326,10 @@ pub struct Stopped;
 /// its peers.
 pub struct Heartbeat {
     tx: watch::Sender<Observed>,
+    rivals: watch::Sender<Rivals>,
+    /// While it holds false nothing is gossiped, not even the leave: this node has not
+    /// claimed its name yet ([`Heartbeat::with_gate`]).
+    gate: Option<watch::Receiver<bool>>,
     /// None once every reporter is gone (the heartbeat goes on).
     pods: Option<mpsc::Receiver<BTreeMap<String, PodStatus>>>,
     record: NodeRecord,
@@ -350,10 +398,12 @@ pub fn start(
     let mut map = BTreeMap::new();
     map.insert(record.name.clone(), record.clone());
     let (tx, rx) = watch::channel(Arc::new(map));
+    let (rivals, rivals_rx) = watch::channel(Arc::new(BTreeMap::new()));
     let (pods_tx, pods) = mpsc::channel(channel_size.max(1));
     (
         ObservedHandle {
             rx,
+            rivals: rivals_rx,
             local: Arc::from(record.name.as_str()),
             timing,
             started: Instant::now(),
@@ -361,6 +411,8 @@ pub fn start(
         PodReporter { tx: pods_tx },
         Heartbeat {
             tx,
+            rivals,
+            gate: None,
             pods: Some(pods),
             record,
             timing,
@@ -403,6 +455,18 @@ impl Heartbeat {
     ) -> Self {
         self.conditions = Some(conditions);
         self
+    }
+
+    /// Gossips nothing while `gate` holds false (this node's name is not claimed yet: a
+    /// machine that must refuse its name never speaks for the node that holds it); the whole
+    /// record goes out as soon as it opens.
+    pub fn with_gate(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn open(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| *g.borrow())
     }
 
     /// Runs until `shutdown`; then, with gossip, tells the peers that this node leaves.
@@ -478,11 +542,16 @@ impl Heartbeat {
                 }
             };
             self.bump();
+            if !self.open() {
+                // Silent until the name is claimed; the first record after it is whole.
+                self.full_due = true;
+                continue;
+            }
             if let Some(p) = &publish {
                 self.send(p.as_ref(), full).await;
             }
         }
-        if let Some(p) = &publish {
+        if let Some(p) = publish.as_ref().filter(|_| self.open()) {
             self.record.left = true;
             self.bump();
             let leave = self.send(p.as_ref(), true);
@@ -515,6 +584,7 @@ impl Heartbeat {
                 name: self.record.name.clone(),
                 version: self.record.version,
                 heartbeat_at: self.record.heartbeat_at,
+                peer: peer_fingerprint(&self.record.peer_id),
             }
         };
         match message.encode() {
@@ -523,7 +593,7 @@ impl Heartbeat {
         }
     }
 
-    /// Merges a peer's gossip into the map.
+    /// Merges a peer's gossip into the map (or into the rivals).
     fn merge(&mut self, data: &[u8]) {
         let message = match Message::decode(data) {
             Ok(m) => m,
@@ -532,48 +602,119 @@ impl Heartbeat {
                 return;
             }
         };
-        let own = self.record.name.clone();
+        let own = Own {
+            name: &self.record.name,
+            peer_id: &self.record.peer_id,
+        };
+        let hold = self.timing.dead_after;
+        let now = Instant::now();
+        let mut rivals = (**self.rivals.borrow()).clone();
+        let mut rivals_changed = false;
         self.tx.send_if_modified(|map| {
-            merge_message(Arc::make_mut(map), &own, message, Instant::now())
+            let m = merge_message(Arc::make_mut(map), &mut rivals, &own, message, now, hold);
+            rivals_changed = m.rivals;
+            m.map
         });
+        if rivals_changed {
+            if let Some(r) = rivals.values().find(|r| r.seen == Some(now)) {
+                tracing::debug!(peer = %r.peer_id, address = %r.address,
+                    "another machine uses this node's name");
+            }
+            self.rivals.send_replace(Arc::new(rivals));
+        }
     }
 }
 
-/// Merges one message into `map`; whether anything changed. Records and beats of `own` (this
-/// node) and versions not newer than the known one are ignored; a beat of an unknown node too
-/// (its whole record follows within a few beats).
+/// This node, as [`merge_message`] needs it.
+struct Own<'a> {
+    name: &'a str,
+    peer_id: &'a str,
+}
+
+/// What [`merge_message`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Merged {
+    map: bool,
+    rivals: bool,
+}
+
+/// Merges one message into `map`. Versions not newer than the known one are ignored; a beat
+/// of an unknown node too (its whole record follows within a few beats). A name belongs to
+/// one peer id while it is heard: a record of a known name from another peer id replaces the
+/// known one only once that was last heard `hold` ago (or left), and a beat counts only for
+/// the record of the peer that sent it. Messages carrying this node's own name go to `rivals`
+/// when they come from another peer id (another machine with this name), and are dropped
+/// otherwise. Pure.
 fn merge_message(
     map: &mut BTreeMap<String, NodeRecord>,
-    own: &str,
+    rivals: &mut BTreeMap<String, NodeRecord>,
+    own: &Own<'_>,
     message: Message,
     now: Instant,
-) -> bool {
+    hold: Duration,
+) -> Merged {
+    let mut out = Merged::default();
     match message {
         Message::Record(mut r) => {
-            if r.name == own || r.name.is_empty() {
-                return false;
+            if r.name.is_empty() {
+                return out;
             }
-            if map.get(&r.name).is_some_and(|k| k.version >= r.version) {
-                return false;
+            if r.name == own.name {
+                if r.peer_id.is_empty() || r.peer_id == own.peer_id {
+                    return out;
+                }
+                if rivals.get(&r.peer_id).is_none_or(|k| k.version < r.version) {
+                    r.seen = Some(now);
+                    rivals.insert(r.peer_id.clone(), r);
+                    out.rivals = true;
+                }
+                return out;
+            }
+            if let Some(k) = map.get(&r.name) {
+                let other_peer =
+                    !k.peer_id.is_empty() && !r.peer_id.is_empty() && k.peer_id != r.peer_id;
+                let held = !k.left
+                    && k.seen
+                        .is_some_and(|t| now.saturating_duration_since(t) < hold);
+                if (other_peer && held) || (!other_peer && k.version >= r.version) {
+                    return out;
+                }
             }
             r.seen = Some(now);
             map.insert(r.name.clone(), r);
-            true
+            out.map = true;
         }
         Message::Beat {
             name,
             version,
             heartbeat_at,
-        } => match map.get_mut(&name) {
-            Some(k) if name != own && k.version < version => {
+            peer,
+        } => {
+            let same = |k: &NodeRecord| peer == 0 || peer_fingerprint(&k.peer_id) == peer;
+            if name == own.name {
+                if peer == 0 || peer == peer_fingerprint(own.peer_id) {
+                    return out;
+                }
+                if let Some(k) = rivals.values_mut().find(|k| same(k) && k.version < version) {
+                    k.version = version;
+                    k.heartbeat_at = heartbeat_at;
+                    k.seen = Some(now);
+                    out.rivals = true;
+                }
+                return out;
+            }
+            if let Some(k) = map.get_mut(&name)
+                && k.version < version
+                && (k.peer_id.is_empty() || same(k))
+            {
                 k.version = version;
                 k.heartbeat_at = heartbeat_at;
                 k.seen = Some(now);
-                true
+                out.map = true;
             }
-            _ => false,
-        },
+        }
     }
+    out
 }
 
 async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {

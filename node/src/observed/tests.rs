@@ -60,6 +60,13 @@ fn messages_round_trip_and_garbage_is_refused() {
             name: "n2".into(),
             version: 8,
             heartbeat_at: 100,
+            peer: 0,
+        },
+        Message::Beat {
+            name: "n2".into(),
+            version: 8,
+            heartbeat_at: 100,
+            peer: peer_fingerprint("12D3KooWpeer"),
         },
     ] {
         assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), m);
@@ -68,10 +75,40 @@ fn messages_round_trip_and_garbage_is_refused() {
         name: "node-1".into(),
         version: 1_764_000_000_000_000,
         heartbeat_at: 1_764_000_000,
+        peer: peer_fingerprint("12D3KooWHq9bn5Wk5eXfPGGRm8g3sUG2y6jCkFnc5JtL2Ry4WaNj"),
     };
     assert!(beat.encode().unwrap().len() < 80, "a beat stays small");
     assert!(Message::decode(b"\xff\x00garbage").is_err());
     assert!(Message::decode(&[]).is_err());
+}
+
+/// `merge_message` as the tests call it: this node is "me" (peer "pme"), hold 3 s; whether
+/// the map changed.
+fn merge(map: &mut BTreeMap<String, NodeRecord>, message: Message, now: Instant) -> bool {
+    let mut rivals = BTreeMap::new();
+    merge_with_rivals(map, &mut rivals, message, now).map
+}
+
+fn merge_with_rivals(
+    map: &mut BTreeMap<String, NodeRecord>,
+    rivals: &mut BTreeMap<String, NodeRecord>,
+    message: Message,
+    now: Instant,
+) -> Merged {
+    let own = Own {
+        name: "me",
+        peer_id: "pme",
+    };
+    merge_message(map, rivals, &own, message, now, Duration::from_secs(3))
+}
+
+fn beat(name: &str, version: u64, peer: &str) -> Message {
+    Message::Beat {
+        name: name.into(),
+        version,
+        heartbeat_at: 42,
+        peer: peer_fingerprint(peer),
+    }
 }
 
 #[test]
@@ -80,43 +117,152 @@ fn merging_messages() {
     let mut map = BTreeMap::new();
     map.insert("me".to_string(), named("me", 5));
     // A new node's record is taken, and stamped with when it was heard.
-    assert!(merge_message(
-        &mut map,
-        "me",
-        Message::Record(named("n2", 10)),
-        now
-    ));
+    assert!(merge(&mut map, Message::Record(named("n2", 10)), now));
     assert_eq!(map["n2"].seen, Some(now));
     // Older or equal versions change nothing; neither does anything about this node.
-    assert!(!merge_message(
-        &mut map,
-        "me",
-        Message::Record(named("n2", 10)),
-        now
-    ));
-    assert!(!merge_message(
-        &mut map,
-        "me",
-        Message::Record(named("me", 99)),
-        now
-    ));
+    assert!(!merge(&mut map, Message::Record(named("n2", 10)), now));
+    assert!(!merge(&mut map, Message::Record(named("me", 99)), now));
     assert_eq!(map["me"].version, 5);
     // A beat moves the version and the heartbeat but keeps the record.
     let later = now + Duration::from_secs(1);
-    let beat = |name: &str, version| Message::Beat {
-        name: name.into(),
-        version,
-        heartbeat_at: 42,
-    };
-    assert!(merge_message(&mut map, "me", beat("n2", 11), later));
+    assert!(merge(&mut map, beat("n2", 11, ""), later));
     assert_eq!(
         (map["n2"].version, map["n2"].heartbeat_at, map["n2"].seen),
         (11, 42, Some(later))
     );
-    assert!(!merge_message(&mut map, "me", beat("n2", 11), later));
+    assert!(!merge(&mut map, beat("n2", 11, ""), later));
     // A beat of an unknown node waits for its record.
-    assert!(!merge_message(&mut map, "me", beat("n3", 1), later));
+    assert!(!merge(&mut map, beat("n3", 1, ""), later));
     assert!(!map.contains_key("n3"));
+}
+
+fn owned(name: &str, peer: &str, version: u64) -> NodeRecord {
+    NodeRecord {
+        peer_id: peer.into(),
+        ..named(name, version)
+    }
+}
+
+/// One name, two machines: the peer heard first keeps the name while it is heard; the other
+/// one's records and beats are ignored, even with higher versions; once the holder is quiet
+/// for `hold` (or left), the other takes the record (a replaced machine).
+#[test]
+fn a_name_belongs_to_the_peer_that_holds_it_while_it_is_heard() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    // (what happens, message, at, map changed, peer of pi's record afterwards)
+    let table: Vec<(&str, Message, Instant, bool, &str)> = vec![
+        (
+            "first heard",
+            Message::Record(owned("pi", "pa", 10)),
+            t0,
+            true,
+            "pa",
+        ),
+        (
+            "a newer record of another peer",
+            Message::Record(owned("pi", "pb", 99)),
+            t0 + s(1),
+            false,
+            "pa",
+        ),
+        (
+            "a beat of another peer",
+            beat("pi", 100, "pb"),
+            t0 + s(1),
+            false,
+            "pa",
+        ),
+        (
+            "the holder's beat",
+            beat("pi", 11, "pa"),
+            t0 + s(2),
+            true,
+            "pa",
+        ),
+        (
+            "the other peer, holder heard 2.9 s ago",
+            Message::Record(owned("pi", "pb", 101)),
+            t0 + s(2) + Duration::from_millis(2900),
+            false,
+            "pa",
+        ),
+        (
+            "the other peer, holder quiet for 3 s",
+            Message::Record(owned("pi", "pb", 102)),
+            t0 + s(5),
+            true,
+            "pb",
+        ),
+        (
+            "the old holder again, new one heard",
+            Message::Record(owned("pi", "pa", 500)),
+            t0 + s(6),
+            false,
+            "pb",
+        ),
+        (
+            "an old node's beat (no fingerprint)",
+            beat("pi", 103, ""),
+            t0 + s(6),
+            true,
+            "pb",
+        ),
+    ];
+    let mut map = BTreeMap::new();
+    for (what, message, at, changed, holder) in table {
+        assert_eq!(merge(&mut map, message, at), changed, "{what}");
+        assert_eq!(map["pi"].peer_id, holder, "{what}");
+    }
+    // A holder that left gives the name up at once.
+    let mut map = BTreeMap::new();
+    let mut left = owned("pi", "pa", 10);
+    left.left = true;
+    assert!(merge(&mut map, Message::Record(left), t0));
+    assert!(merge(&mut map, Message::Record(owned("pi", "pb", 11)), t0));
+    assert_eq!(map["pi"].peer_id, "pb");
+}
+
+/// Messages with this node's own name from another peer id are rivals, refreshed by their
+/// beats; this node's own messages (echoed back) are not.
+#[test]
+fn messages_with_this_nodes_name_from_another_peer_are_rivals() {
+    let t0 = Instant::now();
+    let (mut map, mut rivals) = (BTreeMap::new(), BTreeMap::new());
+    let m = merge_with_rivals(
+        &mut map,
+        &mut rivals,
+        Message::Record(owned("me", "pme", 9)),
+        t0,
+    );
+    assert_eq!(m, Merged::default());
+    let m = merge_with_rivals(&mut map, &mut rivals, beat("me", 10, "pme"), t0);
+    assert_eq!(m, Merged::default());
+    let m = merge_with_rivals(
+        &mut map,
+        &mut rivals,
+        Message::Record(owned("me", "pother", 5)),
+        t0,
+    );
+    assert_eq!(
+        m,
+        Merged {
+            map: false,
+            rivals: true
+        }
+    );
+    assert_eq!(rivals["pother"].seen, Some(t0));
+    let later = t0 + Duration::from_secs(1);
+    let m = merge_with_rivals(&mut map, &mut rivals, beat("me", 6, "pother"), later);
+    assert_eq!(
+        m,
+        Merged {
+            map: false,
+            rivals: true
+        }
+    );
+    assert_eq!(rivals["pother"].seen, Some(later));
+    assert!(map.is_empty());
 }
 
 /// A hub that hands every published message to the other nodes' inbound channels.

@@ -203,6 +203,40 @@ impl Schedule {
         pods.into_iter().map(|p| self.place(p)).collect()
     }
 
+    /// Where one of `pod`'s owner's pods on `from` goes to even out the owner's spread: the
+    /// node [`Schedule::place`] would choose for `pod`, provided that it holds at least two
+    /// fewer pods of the owner than `from` (so that the move makes the spread strictly more
+    /// even, and a round of such moves ends). The pod is then counted there and the owner's
+    /// count on `from` drops by one; its resources on `from` stay counted (the pod runs there
+    /// until it has moved). None when `from` is not a candidate or no node qualifies.
+    pub fn spread_from(&mut self, from: &str, pod: &PodRequest) -> Option<String> {
+        let &f = self.index.get(from)?;
+        let on_from = self.owners.get(&pod.owner).map_or(0, |c| c[f]);
+        self.judge_constraints(pod);
+        let fits = self.fits(pod);
+        let pin = self.pin(pod);
+        let to = self.choose(pod, fits, pin)?;
+        let on_to = self.owners.get(&pod.owner).map_or(0, |c| c[to]);
+        if to == f || on_to.saturating_add(2) > on_from {
+            return None;
+        }
+        self.record(to, pod);
+        if let Some(c) = self.owners.get_mut(&pod.owner) {
+            c[f] = c[f].saturating_sub(1);
+        }
+        Some(self.nodes[to].name.clone())
+    }
+
+    /// How many pods of `owner` each candidate node holds now, by node name.
+    pub fn owner_counts(&self, owner: &OwnerKey) -> BTreeMap<String, u32> {
+        let counts = self.owners.get(owner);
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), counts.map_or(0, |c| c[i])))
+            .collect()
+    }
+
     /// Counts `pod` on `node`, placed by other means (a slot that keeps its node). A node that
     /// is not a candidate only keeps the pod's volumes; returns whether `node` is a candidate.
     pub fn assign(&mut self, node: &str, pod: &PodRequest) -> bool {

@@ -804,3 +804,47 @@ fn owner_of_a_slot() {
         OwnerKey::new("default", "ReplicaSet", "web-abc")
     );
 }
+
+/// `spread_from` moves one pod of an owner only to a node holding two fewer, and never to a
+/// node that fails a filter.
+#[test]
+fn spreading_moves_a_pod_only_toward_an_even_spread() {
+    let owner = OwnerKey::new("default", "ReplicaSet", "web");
+    let pod = PodRequest::new(owner.clone());
+    let nodes = || {
+        vec![
+            NodeInfo::new("a", 4000, 8 << 30),
+            NodeInfo::new("b", 4000, 8 << 30),
+            NodeInfo::new("c", 4000, 8 << 30).cordoned(),
+        ]
+    };
+    // (pods on a, b, c; move from; where to)
+    let table: Vec<([u32; 3], &str, Option<&str>)> = vec![
+        ([4, 0, 0], "a", Some("b")),
+        ([3, 1, 0], "a", Some("b")),
+        ([2, 1, 0], "a", None),
+        ([0, 3, 0], "b", Some("a")),
+        // The cordoned node is no target, even empty (but its pods may leave it); a node
+        // that is no candidate is no source.
+        ([4, 3, 0], "a", None),
+        ([1, 1, 4], "c", Some("a")),
+        ([4, 0, 0], "gone", None),
+    ];
+    for (on, from, want) in table {
+        let mut schedule = Schedule::new(nodes(), &BTreeMap::new());
+        for (name, n) in ["a", "b", "c"].iter().zip(on) {
+            for _ in 0..n {
+                schedule.assign(name, &pod);
+            }
+        }
+        let got = schedule.spread_from(from, &pod);
+        assert_eq!(got.as_deref(), want, "{on:?} from {from}");
+        if let Some(to) = got {
+            let counts = schedule.owner_counts(&owner);
+            assert_eq!(
+                counts[to.as_str()],
+                on[["a", "b", "c"].iter().position(|n| *n == to).unwrap()] + 1
+            );
+        }
+    }
+}
