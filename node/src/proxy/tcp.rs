@@ -4,12 +4,21 @@
 //! until one answers or every one was tried; a target that failed is remembered
 //! ([`SharedFailures`]) so that the next connections try it last. A port without a ready
 //! target closes the connection at once.
+//!
+//! A hop to another node's proxy can connect and still fail: that node is up but its
+//! endpoint is not (its engine just stopped, before the table here knows). Such a proxy, with
+//! no endpoint of its own to reach for a connection that came from a node, closes it with a
+//! reset, having read nothing of it. The proxy that forwarded it keeps what the client sent
+//! until the first byte of the answer (at most [`REPLAY_LIMIT`]) and, on a reset before any
+//! answer, sends it again to its next candidate: nothing reached an endpoint, so nothing is
+//! done twice, and the client sees one slower answer instead of a failure.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -30,6 +39,9 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long the last candidate gets: with nothing left to fall back on, waiting helps (a
 /// backlog that drains, a SYN sent again after 1 s), as a client without a proxy would wait.
 pub(crate) const LAST_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most a client may send through a hop to another node's proxy before the first byte of
+/// the answer for the request to be sent again to another candidate when that hop resets.
+pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// Serves `listener` (the socket of `listener_at`) until `stop`, forwarding with the newest table of `table`.
 /// `source`: this node's address, which connections to other nodes' proxies come from, so that
@@ -86,7 +98,7 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = forward(client, peer, candidates, source, failures, service) => {}
+                _ = forward(client, peer, candidates, source, failures, service, from_node) => {}
             }
         });
     }
@@ -95,6 +107,10 @@ pub(crate) async fn serve(
 }
 
 /// Connects to the first candidate that answers and copies both ways until both sides close.
+/// A hop to another node's proxy that resets before its first byte back is replaced by the
+/// next candidate, with what the client sent so far. `from_node`: the client is another
+/// node's proxy, which tries elsewhere itself: no long last attempt here, and a reset when
+/// nothing answers, so that it knows nothing was forwarded.
 async fn forward(
     mut client: TcpStream,
     peer: SocketAddr,
@@ -102,30 +118,144 @@ async fn forward(
     source: Option<IpAddr>,
     failures: SharedFailures,
     service: Arc<str>,
+    from_node: bool,
 ) {
-    let connected = first_answer(&candidates, &failures, &service, |target| {
-        connect(target, source)
-    })
-    .await;
-    let Some((_, mut upstream)) = connected else {
-        tracing::debug!(%service, client = %peer, tried = candidates.len(),
-            "no endpoint answered: connection closed");
-        return;
+    let last = if from_node {
+        CONNECT_TIMEOUT
+    } else {
+        LAST_CONNECT_TIMEOUT
     };
+    let mut rest: &[Target] = &candidates;
+    let mut sent: Vec<u8> = Vec::new();
+    let mut client_done = false;
     let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(%service, client = %peer, error = %e, "connection ended");
+    loop {
+        let connected = first_answer_within(rest, &failures, &service, last, |target| {
+            connect(target, source)
+        })
+        .await;
+        let Some((target, mut upstream)) = connected else {
+            tracing::debug!(%service, client = %peer, tried = candidates.len(),
+                "no endpoint answered: connection closed");
+            if from_node {
+                // A reset tells the node that sent it that nothing was forwarded.
+                let _ = client.set_zero_linger();
+            }
+            return;
+        };
+        let at = rest
+            .iter()
+            .position(|t| *t == target)
+            .map_or(rest.len(), |i| i + 1);
+        rest = &rest[at..];
+        let _ = upstream.set_nodelay(true);
+        if !sent.is_empty() && upstream.write_all(&sent).await.is_err() {
+            failures.record(target.addr);
+            continue;
+        }
+        if client_done {
+            let _ = upstream.shutdown().await;
+        }
+        if target.remote && !rest.is_empty() {
+            match first_reply(&mut client, &mut upstream, &mut sent, &mut client_done).await {
+                Reply::Answered => {}
+                Reply::Reset => {
+                    tracing::debug!(%service, target = %target.addr,
+                        "the node's proxy reset before answering: trying the next candidate");
+                    failures.record(target.addr);
+                    continue;
+                }
+                Reply::Over => return,
+            }
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(%service, client = %peer, error = %e, "connection ended");
+        }
+        return;
+    }
+}
+
+/// How the wait for an answer's first byte ended.
+enum Reply {
+    /// The first bytes came and went to the client (or the client sent more than
+    /// [`REPLAY_LIMIT`]): from here on, plain copying.
+    Answered,
+    /// The hop reset before any answer: nothing was forwarded.
+    Reset,
+    /// The client went away, or the hop closed without answering: done.
+    Over,
+}
+
+/// Passes the client's bytes to `upstream`, keeping them in `sent`, until the first bytes of
+/// the answer, which it hands to the client.
+async fn first_reply(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    sent: &mut Vec<u8>,
+    client_done: &mut bool,
+) -> Reply {
+    let mut from_up = vec![0u8; 16 * 1024];
+    let mut from_client = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            r = upstream.read(&mut from_up) => {
+                return match r {
+                    Ok(0) => {
+                        let _ = client.shutdown().await;
+                        Reply::Over
+                    }
+                    Ok(n) => {
+                        if client.write_all(&from_up[..n]).await.is_err() {
+                            return Reply::Over;
+                        }
+                        Reply::Answered
+                    }
+                    Err(_) => Reply::Reset,
+                };
+            }
+            r = client.read(&mut from_client), if !*client_done => match r {
+                Ok(0) => {
+                    *client_done = true;
+                    let _ = upstream.shutdown().await;
+                }
+                Ok(n) => {
+                    if upstream.write_all(&from_client[..n]).await.is_err() {
+                        return Reply::Reset;
+                    }
+                    if sent.len() + n > REPLAY_LIMIT {
+                        return Reply::Answered;
+                    }
+                    sent.extend_from_slice(&from_client[..n]);
+                }
+                Err(_) => return Reply::Over,
+            },
+        }
     }
 }
 
 /// Tries `candidates` in order with `connect`, each within [`CONNECT_TIMEOUT`] (the last
 /// within [`LAST_CONNECT_TIMEOUT`]), until one answers: that one and its connection. Each
 /// failure or timeout is recorded in `failures`, each success clears its target there.
+#[cfg(test)]
 pub(crate) async fn first_answer<S, F, Fut>(
     candidates: &[Target],
     failures: &SharedFailures,
     service: &str,
+    connect: F,
+) -> Option<(Target, S)>
+where
+    F: FnMut(Target) -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    first_answer_within(candidates, failures, service, LAST_CONNECT_TIMEOUT, connect).await
+}
+
+/// [`first_answer`] with `last_limit` for the last candidate.
+async fn first_answer_within<S, F, Fut>(
+    candidates: &[Target],
+    failures: &SharedFailures,
+    service: &str,
+    last_limit: Duration,
     mut connect: F,
 ) -> Option<(Target, S)>
 where
@@ -135,7 +265,7 @@ where
     let last = candidates.len().saturating_sub(1);
     for (i, target) in candidates.iter().enumerate() {
         let limit = if i == last {
-            LAST_CONNECT_TIMEOUT
+            last_limit
         } else {
             CONNECT_TIMEOUT
         };
@@ -314,5 +444,68 @@ mod tests {
         // Turn 0 names the silent node first; the memory of its failure covers the rest.
         assert_eq!(waits[0], CONNECT_TIMEOUT);
         assert!(waits[1..].iter().all(|w| w.is_zero()), "{waits:?}");
+    }
+
+    /// A node's proxy that accepts and then resets without answering (its endpoint is gone):
+    /// the request goes again, whole, to the next candidate, and the client gets that answer.
+    #[tokio::test]
+    async fn a_hop_that_resets_before_answering_is_replaced_by_the_next_candidate() {
+        let resetting = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let answering = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (reset_at, answer_at) = (
+            resetting.local_addr().unwrap(),
+            answering.local_addr().unwrap(),
+        );
+        tokio::spawn(async move {
+            let (s, _) = resetting.accept().await.unwrap();
+            // Give the request time to arrive unread, then reset.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.set_zero_linger().unwrap();
+        });
+        tokio::spawn(async move {
+            let (mut s, _) = answering.accept().await.unwrap();
+            let mut got = vec![0u8; 5];
+            s.read_exact(&mut got).await.unwrap();
+            s.write_all(&[b"re:".as_slice(), &got].concat())
+                .await
+                .unwrap();
+        });
+        let front_at = front.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(front_at).await.unwrap();
+            c.write_all(b"hello").await.unwrap();
+            c.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        let (accepted, peer) = front.accept().await.unwrap();
+        let candidates = vec![
+            Target {
+                addr: reset_at,
+                remote: true,
+            },
+            Target {
+                addr: answer_at,
+                remote: true,
+            },
+        ];
+        let failures = SharedFailures::default();
+        forward(
+            accepted,
+            peer,
+            candidates,
+            None,
+            failures.clone(),
+            Arc::from("svc"),
+            false,
+        )
+        .await;
+        assert_eq!(client.await.unwrap(), b"re:hello");
+        assert!(
+            failures.recent(Instant::now()).contains(&reset_at),
+            "the resetting hop is remembered as failed"
+        );
     }
 }
