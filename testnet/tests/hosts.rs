@@ -716,3 +716,61 @@ fn hosts_that_join_cut_off_from_the_first_move_nothing_off_it_when_they_reach_it
         events.stdout
     );
 }
+
+/// The holder of the controller role as `node` lists the nodes.
+fn role_holder(node: &Node) -> anyhow::Result<Option<String>> {
+    let (_, v) = node.api()?.get("/api/v1/nodes")?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    Ok(items.iter().find_map(|n| {
+        let roles = n["status"]["membership"]["roles"].as_array()?;
+        roles
+            .iter()
+            .any(|r| r == "controller")
+            .then(|| n["metadata"]["name"].as_str().unwrap_or("").to_string())
+    }))
+}
+
+#[test]
+fn the_role_moves_off_a_host_whose_state_store_fails() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    let first = wait_until(
+        Duration::from_secs(30),
+        "one role holder everywhere",
+        || {
+            let seen: Vec<Option<String>> = c
+                .nodes()
+                .iter()
+                .map(role_holder)
+                .collect::<Result<_, _>>()?;
+            Ok(match &seen[0] {
+                Some(h) if seen.iter().all(|s| s.as_ref() == Some(h)) => Some(h.clone()),
+                _ => None,
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    // The holder's shoald starts again with the hook: its state store fails 10 s after the
+    // start, by when it holds the role again (it has the lowest peer id).
+    let witness = c.names().into_iter().find(|n| *n != first).unwrap();
+    h.cluster.node_mut(&first).unwrap().opts.env =
+        vec![("SHOAL_TEST_FAIL_TASK".into(), "state:10".into())];
+    h.cluster.restart(&first).unwrap();
+    let c = &h.cluster;
+    wait_until(
+        Duration::from_secs(10),
+        "the restarted host to hold the role again",
+        || Ok((role_holder(node(c, &witness))?.as_deref() == Some(first.as_str())).then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    let next = wait_until(Duration::from_secs(30), "the role to move", || {
+        Ok(role_holder(node(c, &witness))?.filter(|h| *h != first))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    assert_ne!(next, first);
+    let log = node(c, &first).log();
+    assert!(log.contains("this node is degraded"), "{log}");
+}

@@ -162,8 +162,8 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         .await
         .map_err(ControllerError::Read)?;
     let slots = c.state.slots().await.map_err(ControllerError::Read)?;
-    let observed = c.observed.pods();
     let members = c.observed.members();
+    let observed = as_assigned(c.observed.pods(), &slots, &members);
     let node_objects: Vec<serde_json::Value> = c
         .state
         .list(Kind::Node, None)
@@ -370,4 +370,33 @@ async fn execute(c: &Controllers, actions: Vec<Action>) -> Result<(), Controller
             })?;
     }
     Ok(())
+}
+
+/// `reported` (every pod as the nodes report it) with each slot's pod as the node the slot
+/// names reports it, when that node is heard: a pod that just moved is still reported, Ready,
+/// by the node that ran it until that node stops it, which says nothing of the pod where it
+/// goes; until its new node reports it, it has no status. Pure.
+pub(crate) fn as_assigned(
+    mut reported: super::PodStatuses,
+    slots: &[shoal_protocol::cluster::Slot],
+    members: &BTreeMap<String, crate::observed::Member>,
+) -> super::PodStatuses {
+    for s in slots {
+        let Some(m) = members.get(&s.node) else {
+            continue;
+        };
+        if !matches!(m.liveness, Liveness::Alive | Liveness::Suspect) {
+            continue;
+        }
+        let key = s.key();
+        match m.record.pods.get(&key) {
+            Some(p) => {
+                reported.insert(key, p.clone());
+            }
+            None => {
+                reported.remove(&key);
+            }
+        }
+    }
+    reported
 }
