@@ -13,8 +13,6 @@ use super::NodeRecord;
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// One observed-state message.
-// A message lives for one encode or decode; boxing the record would buy nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 // A message lives only while it is decoded and merged, one at a time: boxing the record would
