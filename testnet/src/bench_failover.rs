@@ -126,20 +126,7 @@ fn hosts_runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<(Durati
         std::thread::sleep(Duration::from_secs(1));
         let off = Instant::now();
         cluster.power_off(&victim)?;
-        loop {
-            let pods = ready(cluster.node(&watcher)?)?;
-            if pods.len() == 4
-                && pods
-                    .values()
-                    .all(|(on, ip, port)| *on != victim && serves(ip, *port))
-            {
-                break;
-            }
-            if off.elapsed() > Duration::from_secs(120) {
-                bail!("run {run}: the replicas did not serve elsewhere within 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        serving_elsewhere(cluster.node(&watcher)?, &victim, off, run)?;
         let took = off.elapsed();
         std::thread::sleep(Duration::from_secs(1));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -159,6 +146,25 @@ fn hosts_runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<(Durati
         cluster.wait_members_alive(Duration::from_secs(60))?;
     }
     Ok(out)
+}
+
+/// Polls `watcher` every 20 ms until 4 replicas are ready off `victim` and each serves on its
+/// published port; fails 120 s after `since`.
+fn serving_elsewhere(watcher: &Node, victim: &str, since: Instant, run: u32) -> anyhow::Result<()> {
+    loop {
+        let pods = ready(watcher)?;
+        if pods.len() == 4
+            && pods
+                .values()
+                .all(|(on, ip, port)| on != victim && serves(ip, *port))
+        {
+            return Ok(());
+        }
+        if since.elapsed() > Duration::from_secs(120) {
+            bail!("run {run}: the replicas did not serve elsewhere within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits until 4 replicas are ready with a published port.
@@ -205,20 +211,7 @@ fn runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<Duration>> {
             .context("no other node")?;
         let killed = Instant::now();
         cluster.kill(&victim)?;
-        loop {
-            let pods = ready(cluster.node(&watcher)?)?;
-            if pods.len() == 4
-                && pods
-                    .values()
-                    .all(|(on, ip, port)| *on != victim && serves(ip, *port))
-            {
-                break;
-            }
-            if killed.elapsed() > Duration::from_secs(120) {
-                bail!("run {run}: the replicas did not serve elsewhere within 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        serving_elsewhere(cluster.node(&watcher)?, &victim, killed, run)?;
         let took = killed.elapsed();
         println!("run {run}: killed {victim}, all serving again after {took:?}");
         times.push(took);

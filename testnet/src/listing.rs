@@ -69,6 +69,19 @@ pub fn pods(node: &Node, namespace: &str, app: &str) -> anyhow::Result<Vec<PodVi
         .collect())
 }
 
+/// The holder of the controller role as `node` lists the nodes (`status.membership.roles`).
+pub fn role_holder(node: &Node) -> anyhow::Result<Option<String>> {
+    let (code, v) = node.api()?.get("/api/v1/nodes")?;
+    anyhow::ensure!(code == 200, "nodes on {}: {code} {v}", node.opts.name);
+    Ok(items(&v["items"]).iter().find_map(|n| {
+        let roles = n["status"]["membership"]["roles"].as_array()?;
+        roles
+            .iter()
+            .any(|r| r == "controller")
+            .then(|| n["metadata"]["name"].as_str().unwrap_or("").to_string())
+    }))
+}
+
 /// The names of the items of the list route `path` on `node`, sorted.
 pub fn names(node: &Node, path: &str) -> anyhow::Result<Vec<String>> {
     let (code, v) = node.api()?.get(path)?;

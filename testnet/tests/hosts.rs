@@ -205,14 +205,10 @@ spec:
     )
 }
 
-#[test]
-fn requests_through_a_surviving_hosts_proxy_never_fail_while_another_host_powers_off() {
-    if !hosts_ready() {
-        return;
-    }
-    let mut h = up(3);
-    let c = &h.cluster;
-    apply(node(c, "h1"), &api_on(&["h2", "h3"], 18090));
+/// Applies [`api_on`] h2 and h3 with its Service on `port`, waits until both replicas are
+/// ready and h1's proxy serves it, and returns its URL on h1's address.
+fn api_served_by_h1(c: &Cluster, port: u16) -> String {
+    apply(node(c, "h1"), &api_on(&["h2", "h3"], port));
     wait_until(Duration::from_secs(120), "api ready on h2 and h3", || {
         let on: BTreeSet<String> = ready(node(c, "h1"), "api")?
             .into_iter()
@@ -221,22 +217,24 @@ fn requests_through_a_surviving_hosts_proxy_never_fail_while_another_host_powers
         Ok((on == BTreeSet::from(["h2".to_string(), "h3".to_string()])).then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
-    let url = format!("http://{}:18090/", node(c, "h1").opts.ip);
+    let url = format!("http://{}:{port}/", node(c, "h1").opts.ip);
     // h1's proxy serves it before anything happens.
     wait_until(Duration::from_secs(30), "h1's proxy to serve api", || {
-        let out = c.exec(
-            "h1",
-            &[
-                "curl".into(),
-                "-sf".into(),
-                "-m".into(),
-                "1".into(),
-                url.clone(),
-            ],
-        )?;
-        Ok((out.code == 0).then_some(()))
+        let curl = ["curl", "-sf", "-m", "1", &url].map(String::from);
+        Ok((c.exec("h1", &curl)?.code == 0).then_some(()))
     })
     .unwrap();
+    url
+}
+
+#[test]
+fn requests_through_a_surviving_hosts_proxy_never_fail_while_another_host_powers_off() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    let url = api_served_by_h1(c, 18090);
 
     let stop = Arc::new(AtomicBool::new(false));
     let requests = client(c, "h1", url, stop.clone());
@@ -446,30 +444,7 @@ fn an_engine_that_stops_under_a_running_shoald_takes_its_pods_out_and_back() {
     }
     let mut h = up(3);
     let c = &h.cluster;
-    apply(node(c, "h1"), &api_on(&["h2", "h3"], 18091));
-    wait_until(Duration::from_secs(120), "api ready on h2 and h3", || {
-        let on: BTreeSet<String> = ready(node(c, "h1"), "api")?
-            .into_iter()
-            .map(|p| p.node)
-            .collect();
-        Ok((on == BTreeSet::from(["h2".to_string(), "h3".to_string()])).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
-    let url = format!("http://{}:18091/", node(c, "h1").opts.ip);
-    wait_until(Duration::from_secs(30), "h1's proxy to serve api", || {
-        let out = c.exec(
-            "h1",
-            &[
-                "curl".into(),
-                "-sf".into(),
-                "-m".into(),
-                "1".into(),
-                url.clone(),
-            ],
-        )?;
-        Ok((out.code == 0).then_some(()))
-    })
-    .unwrap();
+    let url = api_served_by_h1(c, 18091);
 
     let stop = Arc::new(AtomicBool::new(false));
     let requests = client(c, "h1", url, stop.clone());
@@ -717,19 +692,6 @@ fn hosts_that_join_cut_off_from_the_first_move_nothing_off_it_when_they_reach_it
     );
 }
 
-/// The holder of the controller role as `node` lists the nodes.
-fn role_holder(node: &Node) -> anyhow::Result<Option<String>> {
-    let (_, v) = node.api()?.get("/api/v1/nodes")?;
-    let items = v["items"].as_array().cloned().unwrap_or_default();
-    Ok(items.iter().find_map(|n| {
-        let roles = n["status"]["membership"]["roles"].as_array()?;
-        roles
-            .iter()
-            .any(|r| r == "controller")
-            .then(|| n["metadata"]["name"].as_str().unwrap_or("").to_string())
-    }))
-}
-
 #[test]
 fn the_role_moves_off_a_host_whose_state_store_fails() {
     if !hosts_ready() {
@@ -744,7 +706,7 @@ fn the_role_moves_off_a_host_whose_state_store_fails() {
             let seen: Vec<Option<String>> = c
                 .nodes()
                 .iter()
-                .map(role_holder)
+                .map(listing::role_holder)
                 .collect::<Result<_, _>>()?;
             Ok(match &seen[0] {
                 Some(h) if seen.iter().all(|s| s.as_ref() == Some(h)) => Some(h.clone()),
@@ -763,11 +725,16 @@ fn the_role_moves_off_a_host_whose_state_store_fails() {
     wait_until(
         Duration::from_secs(10),
         "the restarted host to hold the role again",
-        || Ok((role_holder(node(c, &witness))?.as_deref() == Some(first.as_str())).then_some(())),
+        || {
+            Ok(
+                (listing::role_holder(node(c, &witness))?.as_deref() == Some(first.as_str()))
+                    .then_some(()),
+            )
+        },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
     let next = wait_until(Duration::from_secs(30), "the role to move", || {
-        Ok(role_holder(node(c, &witness))?.filter(|h| *h != first))
+        Ok(listing::role_holder(node(c, &witness))?.filter(|h| *h != first))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
     assert_ne!(next, first);

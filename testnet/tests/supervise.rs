@@ -6,21 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-use shoal_testnet::{Node, NodeOptions, wait_until};
-
-/// The holder of the controller role as `node` sees it (from the leases in its state).
-fn holder(node: &Node) -> anyhow::Result<Option<String>> {
-    let (_, v) = node.api()?.get("/api/v1/nodes")?;
-    let items = v["items"].as_array().cloned().unwrap_or_default();
-    Ok(items.iter().find_map(|n| {
-        let roles = n["status"]["membership"]["roles"].as_array()?;
-        roles
-            .iter()
-            .any(|r| r == &Value::from("controller"))
-            .then(|| n["metadata"]["name"].as_str().unwrap_or("").to_string())
-    }))
-}
+use shoal_testnet::{Node, NodeOptions, listing, wait_until};
 
 #[test]
 fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
@@ -45,7 +31,10 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
     };
     // Every node agrees on one holder.
     let first = wait_until(Duration::from_secs(30), "one holder everywhere", || {
-        let seen: Vec<Option<String>> = nodes.iter().map(holder).collect::<Result<_, _>>()?;
+        let seen: Vec<Option<String>> = nodes
+            .iter()
+            .map(listing::role_holder)
+            .collect::<Result<_, _>>()?;
         Ok(match &seen[0] {
             Some(h) if seen.iter().all(|s| s.as_ref() == Some(h)) => Some(h.clone()),
             _ => None,
@@ -61,12 +50,17 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
     wait_until(
         Duration::from_secs(10),
         "the restarted node to hold the role again",
-        || Ok((holder(&nodes[witness])?.as_deref() == Some(first.as_str())).then_some(())),
+        || {
+            Ok(
+                (listing::role_holder(&nodes[witness])?.as_deref() == Some(first.as_str()))
+                    .then_some(()),
+            )
+        },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
     // Its store fails: it is degraded, and another node takes the role.
     let next = wait_until(Duration::from_secs(30), "the role to move", || {
-        Ok(holder(&nodes[witness])?.filter(|h| *h != first))
+        Ok(listing::role_holder(&nodes[witness])?.filter(|h| *h != first))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
     assert_ne!(next, first);
@@ -84,7 +78,7 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
     wait_until(Duration::from_secs(15), "the survivors to agree", || {
         let seen: Vec<Option<String>> = survivors
             .iter()
-            .map(|n| holder(n))
+            .map(|n| listing::role_holder(n))
             .collect::<Result<_, _>>()?;
         Ok(seen
             .iter()
@@ -94,6 +88,9 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
     std::thread::sleep(Duration::from_secs(3));
     for n in &survivors {
-        assert_eq!(holder(n).unwrap().as_deref(), Some(next.as_str()));
+        assert_eq!(
+            listing::role_holder(n).unwrap().as_deref(),
+            Some(next.as_str())
+        );
     }
 }
