@@ -209,6 +209,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         // Without a join token this node founded the cluster, or restarts with its own state;
         // `identity.created` alone misses a founder whose identity `shoald`'s main made.
         founder: identity.created || join_token.is_none(),
+        synced: synced_rx.clone(),
         every: Duration::from_millis(500),
         claimed: named_tx,
     };

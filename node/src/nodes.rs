@@ -180,6 +180,10 @@ pub struct NameKeeper {
     /// This node holds the cluster's state at once: it founded the cluster, or it starts
     /// without a join token (with its own state).
     pub founder: bool,
+    /// True once the desired state has been synced with a peer (`replication`): then this
+    /// node holds what the cluster holds, even when that lists no node yet (every node of a
+    /// cluster rebuilt from a join token starts empty).
+    pub synced: watch::Receiver<bool>,
     /// How often the name is checked (and the registration rewritten if it is gone).
     pub every: Duration,
     /// Set to true once the name is this node's (the heartbeat speaks only then).
@@ -209,7 +213,7 @@ pub async fn keep_name(k: NameKeeper, shutdown: CancellationToken) -> Option<Nam
                 continue;
             }
         };
-        if held_since.is_none() && !nodes.is_empty() {
+        if held_since.is_none() && (!nodes.is_empty() || *k.synced.borrow()) {
             held_since = Some(tokio::time::Instant::now());
         }
         let registered = nodes
