@@ -733,6 +733,17 @@ fn the_role_moves_off_a_host_whose_state_store_fails() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
+    wait_until(
+        Duration::from_secs(30),
+        "the host to say it is degraded",
+        || {
+            Ok(node(c, &first)
+                .log()
+                .contains("this node is degraded")
+                .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
     let next = wait_until(Duration::from_secs(30), "the role to move", || {
         Ok(listing::role_holder(node(c, &witness))?.filter(|h| *h != first))
     })

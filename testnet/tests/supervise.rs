@@ -58,7 +58,20 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
-    // Its store fails: it is degraded, and another node takes the role.
+    // Its store fails: it is degraded (the role may have moved already: a restarted node
+    // claims its name and role again only after it has synced), and another node holds the
+    // role.
+    wait_until(
+        Duration::from_secs(30),
+        "the node to say it is degraded",
+        || {
+            Ok(nodes[at]
+                .log()
+                .contains("this node is degraded")
+                .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
     let next = wait_until(Duration::from_secs(30), "the role to move", || {
         Ok(listing::role_holder(&nodes[witness])?.filter(|h| *h != first))
     })

@@ -232,11 +232,12 @@ fn handle(stream: TcpStream) {
         response.content_type,
         response.body.len()
     );
+    // The request's line first: a client that reads the logs once it has the answer finds it.
+    println!("{peer} {method} {target} {}", response.status);
     let _ = out
         .write_all(head.as_bytes())
         .and_then(|()| out.write_all(&response.body))
         .and_then(|()| out.flush());
-    println!("{peer} {method} {target} {}", response.status);
     if let Some(code) = response.then_exit {
         let _ = out.shutdown(std::net::Shutdown::Both);
         println!("shoal-echo: crashing with code {code} (/crash)");
