@@ -716,23 +716,13 @@ fn the_role_moves_off_a_host_whose_state_store_fails() {
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
     // The holder's shoald starts again with the hook: its state store fails 10 s after the
-    // start, by when it holds the role again (it has the lowest peer id).
+    // start. (It may or may not hold the role again by then: a restarted node claims its
+    // name, and so its role, only after a sync.) Once degraded, it never holds the role.
     let witness = c.names().into_iter().find(|n| *n != first).unwrap();
     h.cluster.node_mut(&first).unwrap().opts.env =
         vec![("SHOAL_TEST_FAIL_TASK".into(), "state:10".into())];
     h.cluster.restart(&first).unwrap();
     let c = &h.cluster;
-    wait_until(
-        Duration::from_secs(10),
-        "the restarted host to hold the role again",
-        || {
-            Ok(
-                (listing::role_holder(node(c, &witness))?.as_deref() == Some(first.as_str()))
-                    .then_some(()),
-            )
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
     wait_until(
         Duration::from_secs(30),
         "the host to say it is degraded",
@@ -749,6 +739,10 @@ fn the_role_moves_off_a_host_whose_state_store_fails() {
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(40)));
     assert_ne!(next, first);
-    let log = node(c, &first).log();
-    assert!(log.contains("this node is degraded"), "{log}");
+    std::thread::sleep(Duration::from_secs(3));
+    let now = listing::role_holder(node(c, &witness)).unwrap();
+    assert!(
+        now.as_deref().is_some_and(|h| h != first),
+        "the degraded host took the role back: {now:?}"
+    );
 }

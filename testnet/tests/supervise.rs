@@ -41,23 +41,13 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
         })
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
-    // The holder starts again with the hook: its state store fails 10 s after its start, by
-    // when it holds the role again (it has the lowest peer id; it waits 3 s after a start).
+    // The holder starts again with the hook: its state store fails 10 s after its start. (It
+    // may or may not hold the role again by then: a restarted node claims its name, and so its
+    // role, only after a sync.) Once degraded, it never holds the role.
     let at = nodes.iter().position(|n| n.opts.name == first).unwrap();
     nodes[at].opts.env = vec![("SHOAL_TEST_FAIL_TASK".to_string(), "state:10".to_string())];
     nodes[at].restart().unwrap();
     let witness = (at + 1) % nodes.len();
-    wait_until(
-        Duration::from_secs(10),
-        "the restarted node to hold the role again",
-        || {
-            Ok(
-                (listing::role_holder(&nodes[witness])?.as_deref() == Some(first.as_str()))
-                    .then_some(()),
-            )
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
     // Its store fails: it is degraded (the role may have moved already: a restarted node
     // claims its name and role again only after it has synced), and another node holds the
     // role.
