@@ -122,7 +122,8 @@ fn hosts_runs_on(cluster: &mut Cluster, runs: u32) -> anyhow::Result<Vec<(Durati
             .context("no other host")?;
         let url = format!("http://{}:18080/", cluster.node(&watcher)?.opts.ip);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = crate::hosts::client(&cluster.netns(&watcher)?, url, stop.clone());
+        let client =
+            crate::hosts::client(&cluster.netns(&watcher)?, url, stop.clone(), Instant::now());
         std::thread::sleep(Duration::from_secs(1));
         let off = Instant::now();
         cluster.power_off(&victim)?;

@@ -581,16 +581,30 @@ impl Drop for Lan {
     }
 }
 
+/// A request of [`client`] that failed: when it started (after the `started` given to the
+/// client) and what curl said.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub at: Duration,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at {:?}: {}", self.at, self.what)
+    }
+}
+
 /// A client inside network namespace `netns` (a host's) that opens a new connection for each
 /// request to `url` (curl, a 1 s timeout each), one every 50 ms, until `stop`: returns how
-/// many it sent and, for each that failed, when and what curl said.
+/// many it sent and, for each that failed, when (after `started`) and what curl said.
 pub fn client(
     netns: &str,
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    started: Instant,
+) -> std::thread::JoinHandle<(usize, Vec<Failure>)> {
     let netns = netns.to_string();
-    let started = Instant::now();
     std::thread::spawn(move || {
         let (mut sent, mut failed) = (0, Vec::new());
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -601,15 +615,20 @@ pub fn client(
                 .stdin(Stdio::null())
                 .output();
             sent += 1;
-            match out {
-                Ok(o) if o.status.success() && o.stdout == b"200" => {}
-                Ok(o) => failed.push(format!(
-                    "request {sent} at {:?}: HTTP {} {}",
-                    at - started,
+            let what = match out {
+                Ok(o) if o.status.success() && o.stdout == b"200" => None,
+                Ok(o) => Some(format!(
+                    "request {sent}: HTTP {} {}",
                     String::from_utf8_lossy(&o.stdout),
                     String::from_utf8_lossy(&o.stderr).trim()
                 )),
-                Err(e) => failed.push(format!("request {sent}: cannot run curl: {e}")),
+                Err(e) => Some(format!("request {sent}: cannot run curl: {e}")),
+            };
+            if let Some(what) = what {
+                failed.push(Failure {
+                    at: at - started,
+                    what,
+                });
             }
             std::thread::sleep(Duration::from_millis(50).saturating_sub(at.elapsed()));
         }
