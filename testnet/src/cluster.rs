@@ -322,20 +322,7 @@ impl Cluster {
 
     /// Stops every node gracefully (SIGTERM), all at once, and waits for them to exit.
     pub fn stop_all(&mut self) -> anyhow::Result<()> {
-        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .nodes
-                .iter_mut()
-                .map(|n| s.spawn(move || n.shutdown()))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
-                })
-                .collect()
-        });
+        let results = at_once(&mut self.nodes, |_| true, Node::shutdown);
         self.save()?;
         collect_errors(&self.names(), results, "stop")
     }
@@ -343,28 +330,17 @@ impl Cluster {
     /// Starts every node that does not run, all at once, without join flags; returns once
     /// every API answers.
     pub fn start_all(&mut self) -> anyhow::Result<()> {
-        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .nodes
-                .iter_mut()
-                .map(|n| {
-                    s.spawn(move || {
-                        if n.is_running() {
-                            return Ok(());
-                        }
-                        n.opts.join = None;
-                        n.restart()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
-                })
-                .collect()
-        });
+        let results = at_once(
+            &mut self.nodes,
+            |_| true,
+            |n| {
+                if n.is_running() {
+                    return Ok(());
+                }
+                n.opts.join = None;
+                n.restart()
+            },
+        );
         self.save()?;
         collect_errors(&self.names(), results, "start")
     }
@@ -846,26 +822,14 @@ impl Cluster {
         for name in &off {
             self.lan_mut()?.boot(name)?;
         }
-        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .nodes
-                .iter_mut()
-                .filter(|n| off.contains(&n.opts.name))
-                .map(|n| {
-                    s.spawn(move || {
-                        n.opts.join = None;
-                        n.restart()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
-                })
-                .collect()
-        });
+        let results = at_once(
+            &mut self.nodes,
+            |n| off.contains(&n.opts.name),
+            |n| {
+                n.opts.join = None;
+                n.restart()
+            },
+        );
         self.save()?;
         collect_errors(&off, results, "boot")
     }
@@ -997,6 +961,30 @@ pub fn all_alive(status: &Value, names: &[String]) -> Result<(), String> {
         let node = status["node"].as_str().unwrap_or("?");
         Err(format!("{node} sees: {}", missing.join(", ")))
     }
+}
+
+/// Runs `f` on every node `pick` selects, each on a thread of its own, all at once: the
+/// results in the nodes' order (a panic is an error).
+fn at_once(
+    nodes: &mut [Node],
+    pick: impl Fn(&Node) -> bool,
+    f: impl Fn(&mut Node) -> anyhow::Result<()> + Sync,
+) -> Vec<anyhow::Result<()>> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter_mut()
+            .filter(|n| pick(n))
+            .map(|n| s.spawn(move || f(n)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+            })
+            .collect()
+    })
 }
 
 fn collect_errors(
