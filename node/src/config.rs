@@ -86,6 +86,12 @@ pub struct Config {
     /// The container engine's socket, `unix:///path/to/docker.sock` (`--docker-host`). Unset:
     /// `DOCKER_HOST` when it names a `unix://` socket, else `/var/run/docker.sock`.
     pub docker_host: Option<String>,
+    /// The registries this node may pull images from (`--allowed-registries`): each a host
+    /// (any port), `host:port`, `*.domain`, or an IP network (`127.0.0.0/8`). Unset: any
+    /// registry. An image from another registry fails with a message naming this setting.
+    pub allowed_registries: Option<Vec<String>>,
+    /// Image pulls at once on this node; the others wait their turn.
+    pub max_pulls: usize,
 }
 
 /// The DNS server's listen setting: an address, or `off`.
@@ -159,6 +165,8 @@ impl Default for Config {
             dns_upstream: None,
             dns_ttl_secs: 5,
             docker_host: None,
+            allowed_registries: None,
+            max_pulls: 2,
         }
     }
 }
@@ -230,6 +238,12 @@ impl Config {
                 "docker-host",
                 "must name the engine's socket as unix:///path/to/docker.sock",
             );
+        }
+        if let Err(why) = crate::images::pull::Allowed(self.allowed_registries.clone()).validate() {
+            return invalid("allowed-registries", &why);
+        }
+        if self.max_pulls == 0 {
+            return invalid("max-pulls", "must be at least 1");
         }
         if self.api_max_body_bytes < 1024 {
             return invalid("api-max-body-bytes", "must be at least 1024");

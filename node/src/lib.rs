@@ -18,6 +18,8 @@
 //!   over a transport trait that the network layer implements.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`pods`]: pods as users see them: slots joined with their owner's template and status.
+//! - [`images`]: the image service: pulls images for the agent, per `imagePullPolicy`, with
+//!   the pods' registry credentials, deduplicated and bounded.
 //! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
 //! - [`controllers`]: Deployments into ReplicaSets, ReplicaSets and Pods into slots.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
@@ -42,6 +44,7 @@ pub mod controllers;
 pub mod dns;
 pub mod events;
 pub mod identity;
+pub mod images;
 pub mod join;
 pub mod metrics;
 pub mod net;
@@ -228,6 +231,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         agent::FENCE_EVERY,
         stop.clone(),
     ));
+    let (image_service, images) = images::ImageService::new(
+        engine.clone(),
+        images::ImagesConfig {
+            max_pulls: config.max_pulls,
+            allowed: images::pull::Allowed(config.allowed_registries.clone()),
+            channel_size: config.channel_size,
+        },
+    );
+    tracker.spawn(image_service.run(stop.clone()));
     // Containers use this node's DNS server when it is on (at their network's gateway).
     let agent = agent::Agent::new(
         agent::AgentConfig {
@@ -243,6 +255,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Some(pod_reporter),
     )
     .with_events(events.clone())
+    .with_images(images)
     .with_peer_id(peer_id.clone())
     .with_fencing(agent::Fencing {
         fence: fence_rx,

@@ -789,6 +789,15 @@ fn validate_pod_spec(
         );
     }
 
+    for (i, r) in spec.image_pull_secrets.iter().enumerate() {
+        if r.name.is_empty() {
+            e.add(
+                format!("{path}.imagePullSecrets[{i}].name"),
+                "required: the name of a Secret of type kubernetes.io/dockerconfigjson",
+            );
+        }
+    }
+
     let mut volumes: HashMap<&str, usize> = HashMap::new();
     for (i, v) in spec.volumes.iter().enumerate() {
         let p = format!("{path}.volumes[{i}]");

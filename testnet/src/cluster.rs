@@ -752,6 +752,12 @@ impl Cluster {
             "docker-host".into(),
             text(&format!("unix://{}", paths.socket.display())),
         );
+        // Images come from a test's registry on the LAN (the machine's address on it) or
+        // from other hosts, never from outside.
+        config.insert(
+            "allowed-registries".into(),
+            toml::Value::Array(vec![text(&lan.subnet())]),
+        );
         fs::write(&config_file, toml::to_string(&config)?)
             .with_context(|| format!("cannot write {}", config_file.display()))?;
         let mut opts = NodeOptions::new(name, &data_dir);

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// The registries a loopback testnet's nodes may pull from.
+pub const LOOPBACK_REGISTRIES: &str = "127.0.0.0/8";
+
 /// The path of a binary of this workspace (`shoald`, `shoal`). `SHOAL_BIN_DIR` names the
 /// directory when set; otherwise the binary sits beside the running test's target directory
 /// and is built (once per process) so that it matches the sources.
@@ -326,7 +329,10 @@ impl Node {
                         self.p2p_addr,
                         self.opts.join.as_ref(),
                         self.opts.dns_upstream.as_deref(),
-                    ));
+                    ))
+                    // Test traffic stays on the machine: a pod's image can come from a
+                    // registry on loopback only (a test's own), never from outside.
+                    .env("SHOAL_ALLOWED_REGISTRIES", LOOPBACK_REGISTRIES);
                 cmd
             }
         };

@@ -59,7 +59,7 @@ use std::time::Duration;
 
 use shoal_protocol::Kind;
 use shoal_protocol::Resource;
-use shoal_protocol::kinds::Probe;
+use shoal_protocol::kinds::{Probe, PullPolicy};
 use shoal_protocol::status::PodStatus;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -69,6 +69,9 @@ use tokio_util::sync::CancellationToken;
 use self::plan::{Action, Guard, Mode, Persisted, PodInput, PodMemory, Retry, Selection};
 use self::probe::{ProbeEvent, ProbeKind, ProbeTarget};
 use self::spec::{ConfigSources, NodeContext, SourceKind, labels};
+use crate::images::pull::Verdict;
+use crate::images::reference::ImageRef;
+use crate::images::{Images, Want};
 use crate::nodes;
 use crate::observed::{Conditions, ObservedHandle, PodReporter};
 use crate::pods::{DesiredPod, desired_pods};
@@ -230,6 +233,8 @@ pub struct Agent {
     health: engine::EngineHealth,
     /// The boot rule; None: containers start at once (tests, tools).
     boot: Option<boot::Boot>,
+    /// Where missing images are pulled; None: never pulled (tests, tools).
+    images: Option<Images>,
 }
 
 struct Worker {
@@ -288,7 +293,14 @@ impl Agent {
             conditions: None,
             health: engine::EngineHealth::default(),
             boot: None,
+            images: None,
         }
+    }
+
+    /// Pulls images through `images` as each container's `imagePullPolicy` says.
+    pub fn with_images(mut self, images: Images) -> Agent {
+        self.images = Some(images);
+        self
     }
 
     /// Sets and clears the node's `EngineUnavailable` condition through `conditions`.
@@ -349,6 +361,7 @@ impl Agent {
         let mut changes = self.state.subscribe();
         let mut watching = true;
         let mut fence = self.fencing.as_ref().map(|f| f.fence.clone());
+        let mut pulls = self.images.as_ref().map(Images::finished);
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(node = %self.ctx.node_name, network = %self.ctx.network, "node agent started");
@@ -367,6 +380,13 @@ impl Agent {
                     if r.is_err() {
                         // The quorum watch stopped (shutdown): its last verdict stays.
                         fence = None;
+                    }
+                    Wake::Reconcile
+                }
+                // A pull ended: make its containers now rather than at the next tick.
+                r = changed(&mut pulls) => {
+                    if r.is_err() {
+                        pulls = None;
                     }
                     Wake::Reconcile
                 }
@@ -816,6 +836,8 @@ impl Agent {
                     out.config_maps.insert((ns, name), data);
                 }
                 Ok(Resource::Secret(s)) => {
+                    out.secret_types
+                        .insert((ns.clone(), name.clone()), s.type_.clone());
                     out.secrets.insert((ns, name), s.data);
                 }
                 Ok(_) => {}
@@ -987,29 +1009,8 @@ impl Agent {
                 "waiting for the pod network's gateway (the pods' DNS server)");
             return;
         }
-        let image_missing = |mem: &mut PodMemory| {
-            let message = format!(
-                "image \"{}\" is not present on this node and no registry can be pulled from",
-                spec.image
-            );
-            let v = mem.container(name);
-            let retry = Retry::next(v.image.as_ref(), now, message);
-            tracing::warn!(pod = %pod, container = %name, image = %spec.image,
-                failures = retry.failures, "image not present; will check again");
-            v.image = Some(retry);
-        };
-        match rt.image_present(&spec.image).await {
-            Ok(true) => {}
-            Ok(false) => {
-                image_missing(self.pods.entry(pod.to_string()).or_default());
-                self.note_image_missing(pod, name, &spec.image);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(pod = %pod, container = %name, error = %e,
-                    "cannot check the image; retrying");
-                return;
-            }
+        if !self.image_ready(rt, input, name, &spec.image, now).await {
+            return;
         }
         let fail_start = |mem: &mut PodMemory, message: String| {
             crate::metrics::container_start_failed();
@@ -1023,9 +1024,20 @@ impl Agent {
         }
         let id = match rt.create(spec).await {
             Ok(id) => id,
+            Err(RuntimeError::ImageNotFound { .. }) if self.images.is_none() => {
+                self.image_missing(pod, name, &spec.image, now, "this node pulls no images");
+                return;
+            }
             Err(RuntimeError::ImageNotFound { .. }) => {
-                image_missing(self.pods.entry(pod.to_string()).or_default());
-                self.note_image_missing(pod, name, &spec.image);
+                // Removed since it was checked: the next round checks (and pulls) again.
+                let v = self
+                    .pods
+                    .entry(pod.to_string())
+                    .or_default()
+                    .container(name);
+                v.pull.since = None;
+                tracing::warn!(pod = %pod, container = %name, image = %spec.image,
+                    "the image went away before the container was made; checking again");
                 return;
             }
             Err(e) => {
@@ -1040,6 +1052,7 @@ impl Agent {
                 let v = mem.container(name);
                 v.image = None;
                 v.start = None;
+                v.pull = plan::PullSeen::default();
                 tracing::info!(pod = %pod, container = %name, id = %short(&id), "container started");
                 if let Some(events) = &self.events {
                     let (ns, pod_name) = pod.split_once('/').unwrap_or(("default", pod));
@@ -1064,6 +1077,186 @@ impl Agent {
         }
     }
 
+    /// Whether the container's image is on the node and may be used now, as its pull policy
+    /// says; when not, a pull is started or waited for, and the container's memory says why
+    /// (for its status) and what was told as events.
+    async fn image_ready(
+        &mut self,
+        rt: &Arc<dyn Runtime>,
+        input: &PodInput,
+        name: &str,
+        image: &str,
+        now: Instant,
+    ) -> bool {
+        use crate::events::EventType::{Normal, Warning};
+        let pod = input.key.as_str();
+        let present = match rt.image_present(image).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(pod = %pod, container = %name, error = %e,
+                    "cannot check the image; retrying");
+                return false;
+            }
+        };
+        let Some(images) = self.images.clone() else {
+            if present {
+                return true;
+            }
+            self.image_missing(pod, name, image, now, "this node pulls no images");
+            return false;
+        };
+        let policy = input
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .map_or(PullPolicy::IfNotPresent, |c| c.pull_policy);
+        let since = *self
+            .pods
+            .entry(pod.to_string())
+            .or_default()
+            .container(name)
+            .pull
+            .since
+            .get_or_insert(now);
+        // The credentials are part of what the image service keys its pulls by: always
+        // found, even when the registry will not be asked.
+        let (auth, skipped) = match ImageRef::parse(image) {
+            Ok(r) => crate::images::auth::credentials_for(&r, &input.pull_secrets),
+            Err(_) => (None, Default::default()),
+        };
+        let needs_registry =
+            !(present && policy == PullPolicy::IfNotPresent) && policy != PullPolicy::Never;
+        let mut unusable: Vec<String> = input.missing_pull_secrets.clone();
+        unusable.extend(skipped.secrets.iter().map(|(n, why)| format!("{n}: {why}")));
+        let v = self
+            .pods
+            .entry(pod.to_string())
+            .or_default()
+            .container(name);
+        if needs_registry && !unusable.is_empty() && !v.pull.secrets_noted {
+            v.pull.secrets_noted = true;
+            self.note(
+                pod,
+                Warning,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull \
+                     the image may not succeed.",
+                    unusable.join("; ")
+                ),
+            );
+        }
+        let want = Want {
+            image: image.to_string(),
+            policy,
+            present,
+            since,
+            auth,
+        };
+        let verdict = match images.ensure(want).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(pod = %pod, container = %name, error = %e, "cannot ask for a pull");
+                return false;
+            }
+        };
+        let node = self.ctx.node_name.clone();
+        let v = self
+            .pods
+            .entry(pod.to_string())
+            .or_default()
+            .container(name);
+        match verdict {
+            Verdict::Use { pulled, stale } => {
+                v.image = None;
+                let told = v.pull.pulling_noted;
+                v.pull.pulling_noted = false;
+                if let Some(why) = stale {
+                    self.note(
+                        pod,
+                        Warning,
+                        "PullSkipped",
+                        format!("Using image \"{image}\" already present on node {node}: {why}"),
+                    );
+                } else if let (Some(p), true) = (pulled, told) {
+                    self.note(
+                        pod,
+                        Normal,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image \"{image}\" in {:.1}s. Image size: {} bytes.",
+                            p.took.as_secs_f64(),
+                            p.size
+                        ),
+                    );
+                } else if !told {
+                    self.note(
+                        pod,
+                        Normal,
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
+                }
+                true
+            }
+            Verdict::Wait | Verdict::Start => {
+                v.image = None;
+                if !v.pull.pulling_noted {
+                    v.pull.pulling_noted = true;
+                    self.note(pod, Normal, "Pulling", format!("Pulling image \"{image}\""));
+                }
+                false
+            }
+            Verdict::Failed(f) => {
+                v.image = Some(Retry {
+                    failures: f.failures,
+                    retry_at: f.retry_at,
+                    message: f.message.clone(),
+                });
+                v.pull.pulling_noted = false;
+                if v.pull.failures_noted < f.failures {
+                    v.pull.failures_noted = f.failures;
+                    self.note(pod, Warning, "Failed", f.message.clone());
+                    self.note(pod, Warning, "Failed", "Error: ErrImagePull".into());
+                } else if v.pull.backoff_noted < f.failures {
+                    v.pull.backoff_noted = f.failures;
+                    self.note(
+                        pod,
+                        Normal,
+                        "BackOff",
+                        format!("Back-off pulling image \"{image}\""),
+                    );
+                }
+                false
+            }
+            Verdict::NeverPull => {
+                self.image_missing(pod, name, image, now, "its imagePullPolicy is Never");
+                false
+            }
+        }
+    }
+
+    /// The image is not on the node and will not be pulled.
+    fn image_missing(&mut self, pod: &str, name: &str, image: &str, now: Instant, why: &str) {
+        let message = format!(
+            "image \"{image}\" is not present on node {} and {why}",
+            self.ctx.node_name
+        );
+        let v = self
+            .pods
+            .entry(pod.to_string())
+            .or_default()
+            .container(name);
+        let retry = Retry::next(v.image.as_ref(), now, message);
+        let first = retry.failures == 1;
+        tracing::warn!(pod = %pod, container = %name, image = %image,
+            failures = retry.failures, "image not present; will check again");
+        v.image = Some(retry);
+        if first {
+            self.note_image_missing(pod, name, image);
+        }
+    }
+
     fn note_image_missing(&self, pod: &str, container: &str, image: &str) {
         self.note(
             pod,
@@ -1071,7 +1264,7 @@ impl Agent {
             "ErrImageNeverPull",
             format!(
                 "Container image \"{image}\" of container {container} is not present on node {} \
-                 and no registry can be pulled from",
+                 with pull policy of Never",
                 self.ctx.node_name
             ),
         );
@@ -1284,11 +1477,9 @@ fn write_memory(pod_dir: &Path, persisted: &Persisted) -> std::io::Result<()> {
     std::fs::rename(&tmp, pod_dir.join(MEMORY_FILE))
 }
 
-/// Waits for a change of the fence, forever when there is none to watch.
-async fn changed(
-    fence: &mut Option<watch::Receiver<FenceState>>,
-) -> Result<(), watch::error::RecvError> {
-    match fence {
+/// Waits for a change of a watch (the fence, the end of a pull), forever when there is none.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
         Some(rx) => rx.changed().await,
         None => std::future::pending().await,
     }

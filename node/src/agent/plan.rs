@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_protocol::kinds::RestartPolicy;
+use shoal_protocol::kinds::{PullPolicy, RestartPolicy};
 use shoal_protocol::status::StateTerminated;
 use tokio::time::Instant;
 
 use super::probe::ProbeMemory;
 use super::spec::{self, ConfigError, ConfigSources, NodeContext, labels};
 use super::volumes::{self, Projected, VolumeLayout};
+use crate::images::auth::PullSecret;
 use crate::observed::{Liveness, NodeRecord};
 use crate::pods::DesiredPod;
 use crate::runtime::{ContainerInfo, ContainerSpec, ContainerState};
@@ -66,12 +67,17 @@ pub struct PodInput {
     /// Why the pod's volumes cannot be set up; no container is created meanwhile.
     pub volume_error: Option<String>,
     pub containers: Vec<ContainerInput>,
+    /// The Secrets of `imagePullSecrets` that exist, in their order.
+    pub pull_secrets: Vec<PullSecret>,
+    /// Those named but missing.
+    pub missing_pull_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ContainerInput {
     pub name: String,
     pub image: String,
+    pub pull_policy: PullPolicy,
     pub spec: Result<ContainerSpec, ConfigError>,
 }
 
@@ -99,9 +105,21 @@ impl PodInput {
             .map(|c| ContainerInput {
                 name: c.name.clone(),
                 image: c.image.clone(),
+                pull_policy: c.pull_policy(),
                 spec: spec::container_spec(ctx, pod, c, &hash, sources, &layout),
             })
             .collect();
+        let (mut pull_secrets, mut missing_pull_secrets) = (Vec::new(), Vec::new());
+        for r in &pod.spec.image_pull_secrets {
+            match sources.secret_with_type(ns, &r.name) {
+                Some((type_, data)) => pull_secrets.push(PullSecret {
+                    name: r.name.clone(),
+                    type_: type_.to_string(),
+                    data: data.clone(),
+                }),
+                None => missing_pull_secrets.push(r.name.clone()),
+            }
+        }
         PodInput {
             key: pod.key(),
             pod: pod.clone(),
@@ -111,6 +129,8 @@ impl PodInput {
             projected,
             volume_error,
             containers,
+            pull_secrets,
+            missing_pull_secrets,
         }
     }
 
@@ -176,10 +196,24 @@ impl Retry {
 
 /// What the agent knows about one container beyond what the engine reports; lost on restart
 /// of `shoald` except for [`PersistedContainer`].
+/// What the agent has told about a container's image so far, so that each event is told
+/// once; reset when the container starts.
+#[derive(Debug, Clone, Default)]
+pub struct PullSeen {
+    /// When the container was first wanted: an `Always` pull must start after it.
+    pub since: Option<Instant>,
+    pub pulling_noted: bool,
+    /// Failures told as `Failed` events, and the back-off told for that many.
+    pub failures_noted: u32,
+    pub backoff_noted: u32,
+    pub secrets_noted: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Volatile {
     pub exit: Option<ExitSeen>,
     pub image: Option<Retry>,
+    pub pull: PullSeen,
     pub start: Option<Retry>,
     /// A failed liveness or startup probe asks for this container id to be stopped.
     pub kill: Option<(String, String)>,

@@ -47,6 +47,8 @@ pub mod labels {
 pub struct ConfigSources {
     pub config_maps: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    /// Each Secret's `type`.
+    pub secret_types: BTreeMap<(String, String), String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,18 @@ impl ConfigSources {
             SourceKind::Secret => self.secrets.get(&key),
         }
     }
+
+    /// A Secret's type and data.
+    pub fn secret_with_type(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Option<(&str, &BTreeMap<String, Vec<u8>>)> {
+        let key = (ns.to_string(), name.to_string());
+        let data = self.secrets.get(&key)?;
+        let type_ = self.secret_types.get(&key).map_or("Opaque", String::as_str);
+        Some((type_, data))
+    }
 }
 
 /// Every ConfigMap and Secret a pod refers to (env, envFrom, volumes), to fetch before
@@ -110,6 +124,9 @@ pub fn referenced_sources(pod: &DesiredPod) -> Vec<(SourceKind, String)> {
                 out.push((SourceKind::Secret, r.name.clone()));
             }
         }
+    }
+    for r in &pod.spec.image_pull_secrets {
+        out.push((SourceKind::Secret, r.name.clone()));
     }
     for v in &pod.spec.volumes {
         if let Some(s) = &v.config_map {

@@ -979,6 +979,177 @@ async fn a_missing_image_is_err_image_pull_then_image_pull_back_off() {
     assert_eq!(s.phase, "Running");
 }
 
+/// The harness's agent, now pulling through an image service and telling events.
+fn with_images(h: &mut Harness) -> crate::events::Events {
+    let (svc, images) = crate::images::ImageService::new(
+        Engine::ready(Arc::new(h.rt.clone())),
+        crate::images::ImagesConfig::default(),
+    );
+    tokio::spawn(svc.run(h.stop.clone()));
+    let events = crate::events::Events::local(NODE);
+    let agent = std::mem::replace(&mut h.agent, Harness::agent(&h.data_dir, &h.state, &h.rt));
+    h.agent = agent.with_images(images).with_events(events.clone());
+    events
+}
+
+fn pod_events(events: &crate::events::Events, pod: &str) -> Vec<(String, String)> {
+    let mut list = events.list(&crate::events::Filter {
+        name: Some(pod.into()),
+        ..Default::default()
+    });
+    list.sort_by_key(|e| e.first_ms);
+    list.into_iter().map(|e| (e.reason, e.message)).collect()
+}
+
+async fn pull_secret(h: &Harness, name: &str, registry: &str, user: &str, pass: &str) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let config = json!({"auths": {registry: {"username": user, "password": pass,
+                                              "auth": b64(&format!("{user}:{pass}"))}}});
+    h.apply(
+        Kind::Secret,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": name, "namespace": "default"},
+               "data": {".dockerconfigjson": b64(&config.to_string())}}),
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_image_is_pulled_once_for_two_pods_with_their_credentials_and_events() {
+    let mut h = Harness::new().await;
+    let events = with_images(&mut h);
+    h.rt.publish("reg.lan/app:1", Some(("robot", "hunter2")));
+    h.rt.set_pull_delay(Duration::from_secs(3));
+    pull_secret(&h, "regcred", "reg.lan", "robot", "hunter2").await;
+    let spec = json!({"imagePullSecrets": [{"name": "regcred"}],
+                      "containers": [{"name": "web", "image": "reg.lan/app:1"}]});
+    h.pod("p", spec.clone()).await;
+    h.pod("q", spec).await;
+    let all = h.round().await;
+    for pod in ["default/p", "default/q"] {
+        let w = all[pod].container_statuses[0]
+            .state
+            .waiting
+            .clone()
+            .unwrap();
+        assert_eq!(w.reason, "ContainerCreating", "{pod}");
+    }
+    tokio::time::advance(Duration::from_secs(4)).await;
+    h.settle().await;
+    let all = h.round().await;
+    for pod in ["default/p", "default/q"] {
+        assert_eq!(all[pod].phase, "Running", "{pod}");
+    }
+    assert_eq!(h.rt.pulls("reg.lan/app:1"), 1, "one pull for both pods");
+    let told = pod_events(&events, "p");
+    let reasons: Vec<&str> = told.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(reasons, ["Pulling", "Pulled", "Started"], "{told:?}");
+    assert_eq!(told[0].1, "Pulling image \"reg.lan/app:1\"");
+    // Paused time jumps past the 3 s pull in one step of 4 s.
+    assert_eq!(
+        told[1].1,
+        "Successfully pulled image \"reg.lan/app:1\" in 4.0s. Image size: 7340032 bytes."
+    );
+    for (_, m) in pod_events(&events, "p")
+        .iter()
+        .chain(&pod_events(&events, "q"))
+    {
+        assert!(!m.contains("hunter2"), "{m}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pull_is_err_image_pull_then_image_pull_back_off_naming_the_registry() {
+    let mut h = Harness::new().await;
+    let events = with_images(&mut h);
+    h.pod(
+        "p",
+        json!({"containers": [{"name": "web", "image": "reg.lan/app:nope"}]}),
+    )
+    .await;
+    h.round().await;
+    h.settle().await;
+    let s = h.status("p").await;
+    let w = s.container_statuses[0].state.waiting.clone().unwrap();
+    assert_eq!(w.reason, "ErrImagePull");
+    let message = w.message.unwrap();
+    assert!(message.contains("registry reg.lan"), "{message}");
+    assert!(message.contains("manifest unknown"), "{message}");
+    // The back-off: nothing pulled again within 10 s; then the next failure is a back-off.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    h.round().await;
+    assert_eq!(h.rt.calls("pull"), 1);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    h.round().await;
+    h.settle().await;
+    let s = h.status("p").await;
+    assert_eq!(h.rt.calls("pull"), 2);
+    assert_eq!(waiting_reason(&s).as_deref(), Some("ImagePullBackOff"));
+    let told = pod_events(&events, "p");
+    let reasons: Vec<&str> = told.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        reasons.starts_with(&["Pulling", "Failed", "Failed"]),
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|(r, m)| r == "Failed" && m == "Error: ErrImagePull")
+    );
+    // Once the registry has it, the retry after the back-off runs the pod.
+    h.rt.publish("reg.lan/app:nope", None);
+    tokio::time::advance(Duration::from_secs(21)).await;
+    h.round().await;
+    h.settle().await;
+    assert_eq!(h.status("p").await.phase, "Running");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_present_is_used_as_is_unless_the_policy_is_always() {
+    let mut h = Harness::new().await;
+    let events = with_images(&mut h);
+    h.rt.add_image("reg.lan/app:1");
+    h.pod(
+        "p",
+        json!({"containers": [{"name": "web", "image": "reg.lan/app:1"}]}),
+    )
+    .await;
+    assert_eq!(h.status("p").await.phase, "Running");
+    assert_eq!(h.rt.calls("pull"), 0);
+    assert_eq!(
+        pod_events(&events, "p")[0].1,
+        "Container image \"reg.lan/app:1\" already present on machine"
+    );
+    // Always: the registry is asked, and an unknown tag fails the pod though the node has it.
+    h.pod(
+        "q",
+        json!({"containers": [{"name": "web", "image": "reg.lan/app:1",
+                               "imagePullPolicy": "Always"}]}),
+    )
+    .await;
+    h.round().await;
+    h.settle().await;
+    assert_eq!(
+        waiting_reason(&h.status("q").await).as_deref(),
+        Some("ErrImagePull")
+    );
+    // Never, with the image absent: not pulled.
+    h.pod(
+        "r",
+        json!({"containers": [{"name": "web", "image": "reg.lan/other:1",
+                               "imagePullPolicy": "Never"}]}),
+    )
+    .await;
+    let s = h.status("r").await;
+    assert_eq!(waiting_reason(&s).as_deref(), Some("ErrImagePull"));
+    assert_eq!(h.rt.calls("pull"), 1);
+    assert!(
+        pod_events(&events, "r")
+            .iter()
+            .any(|(r, _)| r == "ErrImageNeverPull")
+    );
+}
+
 #[tokio::test]
 async fn image_not_found_at_create_is_err_image_pull_too() {
     let mut h = Harness::new().await;

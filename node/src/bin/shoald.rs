@@ -62,6 +62,10 @@ struct Flags {
     /// it names a unix:// socket, else /var/run/docker.sock].
     #[arg(long, env = "SHOAL_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// A registry this node may pull images from: host, host:port, *.domain or an IP
+    /// network such as 127.0.0.0/8; repeat it or separate with commas [default: any].
+    #[arg(long, env = "SHOAL_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    allowed_registries: Vec<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -123,6 +127,15 @@ impl Flags {
         }
         if let Some(v) = self.docker_host {
             config.docker_host = Some(v);
+        }
+        let allowed: Vec<String> = self
+            .allowed_registries
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !allowed.is_empty() {
+            config.allowed_registries = Some(allowed);
         }
         match self.log_format.as_deref() {
             Some("json") => config.log_format = LogFormat::Json,

@@ -6,13 +6,15 @@
 //! without an engine; the calls themselves are tested against the real engine by
 //! `testnet/tests/docker_runtime.rs`.
 //!
-//! Nothing here pulls images or sets an engine restart policy: the node agent decides restarts.
+//! Nothing here decides when to pull an image (`crate::images` does) or sets an engine restart
+//! policy: the node agent decides restarts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
@@ -22,18 +24,18 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, Volume, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, KillContainerOptions,
-    ListContainersOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, ResizeExecOptions, StartContainerOptions, StatsOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptionsBuilder, InspectContainerOptions,
+    InspectNetworkOptions, KillContainerOptions, ListContainersOptions, ListVolumesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, ResizeExecOptions,
+    StartContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, EXEC_OUTPUT_CAP, ExecChunk,
-    ExecOutput, ExecSession, ExecSpec, LogOptions, MountSpec, NetworkInfo, PortBinding, Protocol,
-    Runtime, RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec,
+    ExecOutput, ExecSession, ExecSpec, ImageInfo, LogOptions, MountSpec, NetworkInfo, PortBinding,
+    Protocol, RegistryAuth, Runtime, RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec,
 };
 
 /// Where bollard's `connect_with_local_defaults` looks when `DOCKER_HOST` names no socket.
@@ -350,6 +352,53 @@ impl Runtime for DockerRuntime {
             }) => Ok(false),
             Err(e) => Err(self.err(Target::Object(image))(e)),
         }
+    }
+
+    #[instrument(skip(self), err)]
+    async fn image_info(&self, image: &str) -> Result<ImageInfo, RuntimeError> {
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(self.err(Target::Object(image)))?;
+        Ok(ImageInfo {
+            id: i.id.unwrap_or_default(),
+            repo_tags: i.repo_tags.unwrap_or_default(),
+            repo_digests: i.repo_digests.unwrap_or_default(),
+            size: i.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        })
+    }
+
+    // `auth` is skipped: its password must never reach a log.
+    #[instrument(skip(self, auth), err)]
+    async fn pull(
+        &self,
+        name: &str,
+        tag_or_digest: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), RuntimeError> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag_or_digest)
+            .build();
+        let credentials = auth.map(|a| DockerCredentials {
+            username: Some(a.username.clone()).filter(|u| !u.is_empty()),
+            password: Some(a.password.clone()).filter(|p| !p.is_empty()),
+            serveraddress: Some(a.server.clone()),
+            identitytoken: a.identity_token.clone(),
+            ..Default::default()
+        });
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
+        while let Some(item) = progress.next().await {
+            match item {
+                Ok(_) => {}
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(RuntimeError::Other { message: error });
+                }
+                Err(e) => return Err(self.err(Target::Engine)(e)),
+            }
+        }
+        Ok(())
     }
 
     #[instrument(skip(self, spec), fields(name = %spec.name, image = %spec.image), err)]

@@ -7,8 +7,9 @@
 //! stop and report, and the agent reconciles from what `list`/`inspect` report, so a missed
 //! event or a failed call is repaired by the agent's next pass.
 //!
-//! Images are never pulled: no registry is assumed. A missing image is
-//! [`RuntimeError::ImageNotFound`], which the agent turns into the pod's `ErrImagePull` status.
+//! Images are pulled only when asked ([`Runtime::pull`]): the node's image service
+//! (`crate::images`) decides when, with which credentials, and deduplicates. Creating a
+//! container never pulls: a missing image is [`RuntimeError::ImageNotFound`].
 //!
 //! Who talks to it: the node agent (lifecycle, adoption, probes) and the API (logs, exec,
 //! stats), each through an `Arc<dyn Runtime>`.
@@ -35,8 +36,8 @@ pub use sim::{ExecHandler, SimRuntime};
 /// injected failure and callers can keep the last error in a status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
-    /// The image is not on this node, and images are never pulled.
-    #[error("image {image} is not present on this node (images are never pulled)")]
+    /// The image is not on this node (creating a container never pulls).
+    #[error("image {image} is not present on this node")]
     ImageNotFound { image: String },
     /// No container (or volume, network, exec session) of that id or name exists.
     #[error("{id} does not exist")]
@@ -82,6 +83,18 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect_network(&self, name: &str) -> Result<NetworkInfo, RuntimeError>;
     /// Whether `image` is present locally (never pulls).
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
+    /// The image as the engine holds it; `NotFound` when absent.
+    async fn image_info(&self, image: &str) -> Result<ImageInfo, RuntimeError>;
+    /// Pulls `name:tag` (or `name@digest` when `tag_or_digest` is a digest) from its registry
+    /// through the engine, with `auth` when given, and returns once the image is present. A
+    /// registry's refusal is `Other` with the engine's words (manifest unknown, unauthorized,
+    /// connection refused), which `crate::images` sorts.
+    async fn pull(
+        &self,
+        name: &str,
+        tag_or_digest: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), RuntimeError>;
     /// Creates a container (not started) and returns its id. A missing image is
     /// `ImageNotFound` naming `spec.image`; a taken name is `Conflict`.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
@@ -117,6 +130,38 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
     /// Named volumes carrying all of the labels `k=v`.
     async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<VolumeInfo>, RuntimeError>;
+}
+
+/// Credentials for one registry, from a pod's `imagePullSecrets`. `Debug` never shows the
+/// password or token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The key the credentials were found under (e.g. `127.0.0.1:5000`).
+    pub server: String,
+    pub username: String,
+    pub password: String,
+    pub identity_token: Option<String>,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the engine reports about one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The content id, `sha256:...`.
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Bytes, as the engine reports it.
+    pub size: u64,
 }
 
 /// Most bytes of each stream that [`Runtime::exec_output`] keeps; the rest is read and dropped

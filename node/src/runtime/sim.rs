@@ -30,8 +30,8 @@ use futures_util::StreamExt;
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, ExecChunk, ExecOutput, ExecSession,
-    ExecSpec, LogOptions, NetworkInfo, PortBinding, Runtime, RuntimeError, Stats, Subnet,
-    VolumeInfo, VolumeSpec, labels_match,
+    ExecSpec, ImageInfo, LogOptions, NetworkInfo, PortBinding, RegistryAuth, Runtime, RuntimeError,
+    Stats, Subnet, VolumeInfo, VolumeSpec, labels_match,
 };
 
 /// Decides an exec's result in the simulation: given the container and the command.
@@ -69,6 +69,15 @@ struct Sim {
     now: i64,
     /// Why the engine does not answer, while it does not: every call fails with it.
     unreachable: Option<String>,
+    /// What the simulated registries serve (normalised names), each with the username and
+    /// password it needs, if any.
+    registry: BTreeMap<String, Option<(String, String)>>,
+    /// Registry hosts that do not answer.
+    registries_down: BTreeSet<String>,
+    /// How long each pull takes (paused-time tests advance through it).
+    pull_delay: Duration,
+    /// Finished pulls per normalised name.
+    pulls: BTreeMap<String, u64>,
 }
 
 /// Why calls fail after [`SimRuntime::stop_engine`], worded as the Docker runtime words it.
@@ -103,6 +112,10 @@ impl SimRuntime {
                 next_ip: 2,
                 now: SIM_EPOCH,
                 unreachable: None,
+                registry: BTreeMap::new(),
+                registries_down: BTreeSet::new(),
+                pull_delay: Duration::ZERO,
+                pulls: BTreeMap::new(),
             })),
         }
     }
@@ -118,6 +131,39 @@ impl SimRuntime {
 
     pub fn remove_image(&self, image: &str) {
         self.lock().images.remove(&normalize_image(image));
+    }
+
+    /// Makes `image` pullable from its simulated registry, with `credentials` required when
+    /// given.
+    pub fn publish(&self, image: &str, credentials: Option<(&str, &str)>) {
+        self.lock().registry.insert(
+            normalize_image(image),
+            credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+        );
+    }
+
+    /// Makes the registry at `host` (e.g. `reg.lan:5000`) refuse connections, or answer again.
+    pub fn set_registry_down(&self, host: &str, down: bool) {
+        let mut sim = self.lock();
+        if down {
+            sim.registries_down.insert(host.to_string());
+        } else {
+            sim.registries_down.remove(host);
+        }
+    }
+
+    /// Every pull takes this long from now on.
+    pub fn set_pull_delay(&self, delay: Duration) {
+        self.lock().pull_delay = delay;
+    }
+
+    /// How many pulls of `image` finished.
+    pub fn pulls(&self, image: &str) -> u64 {
+        self.lock()
+            .pulls
+            .get(&normalize_image(image))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sets the simulated clock (Unix seconds); timestamps in [`ContainerInfo`] follow it.
@@ -368,6 +414,78 @@ impl Runtime for SimRuntime {
         let mut sim = self.lock();
         sim.enter("image_present")?;
         Ok(sim.images.contains(&normalize_image(image)))
+    }
+
+    async fn image_info(&self, image: &str) -> Result<ImageInfo, RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("image_info")?;
+        let name = normalize_image(image);
+        if !sim.images.contains(&name) {
+            return Err(RuntimeError::NotFound { id: image.into() });
+        }
+        Ok(ImageInfo {
+            id: format!("sha256:{:064x}", fnv(&name)),
+            repo_tags: vec![name],
+            repo_digests: Vec::new(),
+            size: 7_340_032,
+        })
+    }
+
+    async fn pull(
+        &self,
+        name: &str,
+        tag_or_digest: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), RuntimeError> {
+        let full = if tag_or_digest.starts_with("sha256:") {
+            format!("{name}@{tag_or_digest}")
+        } else {
+            format!("{name}:{tag_or_digest}")
+        };
+        let key = normalize_image(&full);
+        let host = name
+            .split_once('/')
+            .map_or("docker.io", |(h, _)| h)
+            .to_string();
+        let delay = {
+            let mut sim = self.lock();
+            sim.enter("pull")?;
+            if sim.registries_down.contains(&host) {
+                return Err(RuntimeError::Other {
+                    message: format!(
+                        "Get \"http://{host}/v2/\": dial tcp {host}: connect: connection refused"
+                    ),
+                });
+            }
+            match sim.registry.get(&key) {
+                None => {
+                    return Err(RuntimeError::Other {
+                        message: format!(
+                            "manifest for {full} not found: manifest unknown: manifest unknown (HTTP 404)"
+                        ),
+                    });
+                }
+                Some(Some((user, pass)))
+                    if auth.is_none_or(|a| &a.username != user || &a.password != pass) =>
+                {
+                    return Err(RuntimeError::Other {
+                        message: format!(
+                            "Head \"http://{host}/v2/{}/manifests/{tag_or_digest}\": no basic auth credentials (HTTP 500)",
+                            name.split_once('/').map_or(name, |(_, r)| r)
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+            sim.pull_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut sim = self.lock();
+        sim.images.insert(key.clone());
+        *sim.pulls.entry(key).or_default() += 1;
+        Ok(())
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {

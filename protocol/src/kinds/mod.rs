@@ -20,11 +20,12 @@ pub use self::core::{
 pub use self::pod::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
     EnvVar, EnvVarSource, ExecAction, HostPathType, HostPathVolumeSource, HttpGetAction,
-    HttpHeader, KeySelector, KeyToPath, NameRef, NfsVolumeSource, NodeAffinity, NodeSelector,
-    NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Probe, Protocol, PullPolicy,
-    ResourceRequirements, RestartPolicy, Scheme, SecretVolumeSource, StorageMedium, TaintEffect,
-    TcpSocketAction, Toleration, TolerationOperator, Volume, VolumeMount, VolumeSource,
+    HttpHeader, KeySelector, KeyToPath, LocalObjectReference, NameRef, NfsVolumeSource,
+    NodeAffinity, NodeSelector, NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Probe,
+    Protocol, PullPolicy, ResourceRequirements, RestartPolicy, Scheme, SecretVolumeSource,
+    StorageMedium, TaintEffect, TcpSocketAction, Toleration, TolerationOperator, Volume,
+    VolumeMount, VolumeSource,
 };
 pub use self::service::{
     Service, ServiceAffinity, ServicePort, ServiceSpec, ServiceType, TrafficPolicy,

@@ -64,6 +64,10 @@ pub struct PodSpec {
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subdomain: Option<String>,
+    /// Secrets (`kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg`, in the pod's
+    /// namespace) with credentials for the registries of the pod's images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 fn default_grace() -> i64 {
@@ -294,6 +298,14 @@ pub struct EnvFromSource {
     pub config_map_ref: Option<NameRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<NameRef>,
+}
+
+/// An object in the same namespace, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    #[serde(default)]
+    pub name: String,
 }
 
 /// A ConfigMap or Secret by name.

@@ -1,0 +1,509 @@
+//! The node's image service: pulls images from registries for the node agent.
+//!
+//! Role: one task ([`ImageService::run`]) owns what the node knows about pulling each image
+//! (one [`pull::Record`] per image and set of credentials). The agent asks it, for each
+//! container it is about to make, whether the image may be used ([`Images::ensure`]); the
+//! service answers at once from its records ([`pull::decide`]) and, when a pull is due, queues
+//! one. Pulls run in the background, at most `max_pulls` at a time, so a slow pull never delays
+//! another pod's start; pods of one image share one pull. When a pull ends, the service bumps
+//! a counter the agent watches ([`Images::finished`]), so the agent makes the containers at once
+//! rather than at its next round.
+//!
+//! Owns: the pull records and the pulls in flight. Talks to: the container engine (through
+//! [`Engine`]), nothing else. Credentials come with each request from the pod's
+//! `imagePullSecrets` ([`auth`]); they are never logged.
+//!
+//! Pure parts: [`reference`] (image names), [`auth`] (matching credentials to a registry as
+//! kubelet does), [`pull`] (the pull policy, back-off, error sorting, allowed registries).
+
+pub mod auth;
+pub mod pull;
+pub mod reference;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use shoal_protocol::kinds::PullPolicy;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::pull::{Allowed, FailureKind, Pulled, Record, Verdict};
+use self::reference::ImageRef;
+use crate::runtime::{Engine, RegistryAuth, Runtime};
+
+/// How pulls are bounded.
+#[derive(Debug, Clone)]
+pub struct ImagesConfig {
+    /// Pulls at once on this node.
+    pub max_pulls: usize,
+    /// Registries this node may pull from; `None`: any.
+    pub allowed: Allowed,
+    /// Size of the command channel.
+    pub channel_size: usize,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> ImagesConfig {
+        ImagesConfig {
+            max_pulls: 2,
+            allowed: Allowed(None),
+            channel_size: 64,
+        }
+    }
+}
+
+/// One container's question about its image.
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub image: String,
+    pub policy: PullPolicy,
+    /// Whether the engine holds the image now.
+    pub present: bool,
+    /// When the container was first wanted: an `Always` pull must have started since.
+    pub since: Instant,
+    pub auth: Option<RegistryAuth>,
+}
+
+enum Command {
+    Ensure {
+        want: Want,
+        reply: oneshot::Sender<Verdict>,
+    },
+}
+
+/// A cheap handle on the image service.
+#[derive(Clone)]
+pub struct Images {
+    tx: mpsc::Sender<Command>,
+    finished: watch::Receiver<u64>,
+}
+
+/// Why the service could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the image service has stopped")]
+pub struct Stopped;
+
+impl Images {
+    /// Whether the container may be made now, and if not why (see [`pull::decide`]); a due
+    /// pull is started.
+    pub async fn ensure(&self, want: Want) -> Result<Verdict, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ensure { want, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Changes each time a pull ends.
+    pub fn finished(&self) -> watch::Receiver<u64> {
+        self.finished.clone()
+    }
+}
+
+/// Pulls by image and credentials: two pods with different credentials for one image pull
+/// separately, so that one's refusal never blocks the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    image: String,
+    auth: u64,
+}
+
+fn key(want: &Want) -> Key {
+    let auth = want.auth.as_ref().map_or(0, |a| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&a.server, &a.username, &a.password, &a.identity_token).hash(&mut h);
+        h.finish() | 1
+    });
+    Key {
+        image: want.image.clone(),
+        auth,
+    }
+}
+
+/// How a pull ended: what it brought, or why it failed with a message for people.
+type PullResult = Result<Pulled, (FailureKind, String)>;
+
+struct Queued {
+    key: Key,
+    image: ImageRef,
+    auth: Option<RegistryAuth>,
+}
+
+/// The task that owns the pull records.
+pub struct ImageService {
+    engine: Engine,
+    config: ImagesConfig,
+    rx: mpsc::Receiver<Command>,
+    finished: watch::Sender<u64>,
+    records: HashMap<Key, Record>,
+    queue: VecDeque<Queued>,
+    running: JoinSet<(Key, PullResult)>,
+}
+
+impl ImageService {
+    pub fn new(engine: Engine, config: ImagesConfig) -> (ImageService, Images) {
+        let (tx, rx) = mpsc::channel(config.channel_size.max(1));
+        let (finished, finished_rx) = watch::channel(0);
+        let service = ImageService {
+            engine,
+            config,
+            rx,
+            finished,
+            records: HashMap::new(),
+            queue: VecDeque::new(),
+            running: JoinSet::new(),
+        };
+        (
+            service,
+            Images {
+                tx,
+                finished: finished_rx,
+            },
+        )
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
+                    match done {
+                        Ok((key, result)) => self.finish(key, result),
+                        Err(e) => tracing::warn!(error = %e, "a pull task failed"),
+                    }
+                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Ensure { want, reply }) => {
+                        let verdict = self.ensure(want);
+                        let _ = reply.send(verdict);
+                    }
+                    None => break,
+                },
+            }
+            self.start_queued();
+        }
+        self.running.abort_all();
+    }
+
+    fn ensure(&mut self, want: Want) -> Verdict {
+        let now = Instant::now();
+        let key = key(&want);
+        let verdict = pull::decide(
+            want.policy,
+            want.present,
+            want.since,
+            self.records.get(&key),
+            now,
+        );
+        if verdict != Verdict::Start {
+            return verdict;
+        }
+        let record = self.records.entry(key.clone()).or_default();
+        record.in_flight = Some(now);
+        // Failures known without asking anyone are recorded as pulls that failed at once;
+        // deciding again then applies their back-off (and the local copy where one serves).
+        let decide_again = |record: &Record| {
+            pull::decide(want.policy, want.present, want.since, Some(record), now)
+        };
+        let image = match ImageRef::parse(&want.image) {
+            Ok(i) => i,
+            Err(e) => {
+                record.finish(Err((FailureKind::BadReference, e.to_string())), now);
+                return decide_again(record);
+            }
+        };
+        if !self.config.allowed.permits(&image.registry) {
+            let message = format!(
+                "failed to pull image \"{}\": this node may not pull from registry {} \
+                 (its setting allowed-registries is {})",
+                want.image,
+                image.registry,
+                self.config
+                    .allowed
+                    .0
+                    .as_ref()
+                    .map(|l| l.join(", "))
+                    .unwrap_or_default()
+            );
+            record.finish(Err((FailureKind::NotAllowed, message)), now);
+            return decide_again(record);
+        }
+        tracing::info!(image = %want.image, registry = %image.registry,
+            with_credentials = want.auth.is_some(), "pulling image");
+        self.queue.push_back(Queued {
+            key,
+            image,
+            auth: want.auth,
+        });
+        Verdict::Wait
+    }
+
+    fn start_queued(&mut self) {
+        while self.running.len() < self.config.max_pulls.max(1) {
+            let Some(q) = self.queue.pop_front() else {
+                return;
+            };
+            let engine = self.engine.clone();
+            self.running.spawn(async move {
+                let started = Instant::now();
+                let result = match engine.get() {
+                    Ok(rt) => pull_one(rt, &q.image, q.auth.as_ref(), started).await,
+                    Err(e) => Err((FailureKind::Other, e.to_string())),
+                };
+                (q.key, result)
+            });
+        }
+    }
+
+    fn finish(&mut self, key: Key, result: PullResult) {
+        match &result {
+            Ok(p) => tracing::info!(image = %key.image, took_ms = p.took.as_millis() as u64,
+                size = p.size, "image pulled"),
+            Err((kind, message)) => {
+                tracing::warn!(image = %key.image, %kind, error = %message, "pull failed")
+            }
+        }
+        let record = self.records.entry(key).or_default();
+        record.finish(result, Instant::now());
+        self.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+async fn pull_one(
+    rt: Arc<dyn Runtime>,
+    image: &ImageRef,
+    auth: Option<&RegistryAuth>,
+    started: Instant,
+) -> PullResult {
+    if let Err(e) = rt.pull(&image.name(), &image.tag_or_digest(), auth).await {
+        let said = e.to_string();
+        let kind = pull::classify(&said);
+        return Err((kind, pull::failure_message(image, kind, &said)));
+    }
+    let took = started.elapsed();
+    let size = match rt.image_info(&image.to_string()).await {
+        Ok(info) => info.size,
+        Err(e) => {
+            tracing::debug!(image = %image, error = %e, "cannot read the pulled image's size");
+            0
+        }
+    };
+    Ok(Pulled {
+        started,
+        took,
+        size,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::SimRuntime;
+
+    fn service(sim: &SimRuntime, config: ImagesConfig) -> Images {
+        let (svc, images) = ImageService::new(Engine::ready(Arc::new(sim.clone())), config);
+        tokio::spawn(svc.run(CancellationToken::new()));
+        images
+    }
+
+    fn want(image: &str, present: bool, since: Instant) -> Want {
+        Want {
+            image: image.into(),
+            policy: PullPolicy::IfNotPresent,
+            present,
+            since,
+            auth: None,
+        }
+    }
+
+    async fn until_finished(images: &Images, from: u64) {
+        let mut rx = images.finished();
+        while *rx.borrow_and_update() == from {
+            let _ = rx.changed().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pods_of_one_image_share_one_pull() {
+        let sim = SimRuntime::new(Vec::<String>::new());
+        sim.publish("reg.lan/app:1", None);
+        sim.set_pull_delay(Duration::from_secs(3));
+        let images = service(&sim, ImagesConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(
+            images.ensure(want("reg.lan/app:1", false, t0)).await,
+            Ok(Verdict::Wait)
+        );
+        assert_eq!(
+            images.ensure(want("reg.lan/app:1", false, t0)).await,
+            Ok(Verdict::Wait)
+        );
+        until_finished(&images, 0).await;
+        assert_eq!(sim.pulls("reg.lan/app:1"), 1);
+        match images.ensure(want("reg.lan/app:1", true, t0)).await {
+            Ok(Verdict::Use {
+                pulled: Some(p), ..
+            }) => assert_eq!(p.took, Duration::from_secs(3)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pulls_are_bounded_and_queued() {
+        let sim = SimRuntime::new(Vec::<String>::new());
+        for i in 0..3 {
+            sim.publish(&format!("reg.lan/app:{i}"), None);
+        }
+        sim.set_pull_delay(Duration::from_secs(10));
+        let images = service(
+            &sim,
+            ImagesConfig {
+                max_pulls: 1,
+                ..ImagesConfig::default()
+            },
+        );
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let v = images
+                .ensure(want(&format!("reg.lan/app:{i}"), false, t0))
+                .await;
+            assert_eq!(v, Ok(Verdict::Wait));
+        }
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let done: u64 = (0..3).map(|i| sim.pulls(&format!("reg.lan/app:{i}"))).sum();
+        assert_eq!(done, 1, "one pull at a time");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let done: u64 = (0..3).map(|i| sim.pulls(&format!("reg.lan/app:{i}"))).sum();
+        assert_eq!(done, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_pull_backs_off_then_names_the_registry_and_its_words() {
+        let sim = SimRuntime::new(Vec::<String>::new());
+        let images = service(&sim, ImagesConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(
+            images.ensure(want("reg.lan/app:9", false, t0)).await,
+            Ok(Verdict::Wait)
+        );
+        until_finished(&images, 0).await;
+        let Ok(Verdict::Failed(f)) = images.ensure(want("reg.lan/app:9", false, t0)).await else {
+            panic!("expected a failure");
+        };
+        assert_eq!((f.failures, f.kind), (1, FailureKind::NotFound));
+        assert!(f.message.contains("registry reg.lan"), "{}", f.message);
+        assert!(f.message.contains("manifest unknown"), "{}", f.message);
+        // Within the back-off nothing is pulled again; after it, once more.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(matches!(
+            images.ensure(want("reg.lan/app:9", false, t0)).await,
+            Ok(Verdict::Failed(_))
+        ));
+        assert_eq!(sim.calls("pull"), 1);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            images.ensure(want("reg.lan/app:9", false, t0)).await,
+            Ok(Verdict::Wait)
+        );
+        until_finished(&images, 1).await;
+        let Ok(Verdict::Failed(f)) = images.ensure(want("reg.lan/app:9", false, t0)).await else {
+            panic!("expected a failure");
+        };
+        assert_eq!(f.failures, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credentials_are_sent_and_a_refusal_says_unauthorized() {
+        let sim = SimRuntime::new(Vec::<String>::new());
+        sim.publish("reg.lan/private:1", Some(("u", "pw")));
+        let images = service(&sim, ImagesConfig::default());
+        let t0 = Instant::now();
+        let _ = images.ensure(want("reg.lan/private:1", false, t0)).await;
+        until_finished(&images, 0).await;
+        let Ok(Verdict::Failed(f)) = images.ensure(want("reg.lan/private:1", false, t0)).await
+        else {
+            panic!("expected a failure");
+        };
+        assert_eq!(f.kind, FailureKind::Unauthorized);
+        assert!(f.message.contains("unauthorized"), "{}", f.message);
+        // Other credentials are another pull, not held back by the first one's back-off.
+        let mut w = want("reg.lan/private:1", false, t0);
+        w.auth = Some(RegistryAuth {
+            server: "reg.lan".into(),
+            username: "u".into(),
+            password: "pw".into(),
+            identity_token: None,
+        });
+        assert_eq!(images.ensure(w.clone()).await, Ok(Verdict::Wait));
+        until_finished(&images, 1).await;
+        w.present = true;
+        assert!(matches!(images.ensure(w).await, Ok(Verdict::Use { .. })));
+        assert_eq!(sim.pulls("reg.lan/private:1"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registry_not_allowed_is_never_asked() {
+        let sim = SimRuntime::new(Vec::<String>::new());
+        sim.publish("nginx:1.27", None);
+        let images = service(
+            &sim,
+            ImagesConfig {
+                allowed: Allowed(Some(vec!["127.0.0.0/8".into()])),
+                ..ImagesConfig::default()
+            },
+        );
+        let v = images
+            .ensure(want("nginx:1.27", false, Instant::now()))
+            .await;
+        let Ok(Verdict::Failed(f)) = v else {
+            panic!("{v:?}");
+        };
+        assert_eq!(f.kind, FailureKind::NotAllowed);
+        assert!(f.message.contains("docker.io"), "{}", f.message);
+        assert!(f.message.contains("allowed-registries"), "{}", f.message);
+        assert_eq!(sim.calls("pull"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn always_asks_again_for_a_container_wanted_after_the_last_pull() {
+        let sim = SimRuntime::new(Vec::<String>::new());
+        sim.publish("reg.lan/app:1", None);
+        let images = service(&sim, ImagesConfig::default());
+        let mut w = want("reg.lan/app:1", false, Instant::now());
+        w.policy = PullPolicy::Always;
+        let _ = images.ensure(w.clone()).await;
+        until_finished(&images, 0).await;
+        w.present = true;
+        assert!(matches!(
+            images.ensure(w.clone()).await,
+            Ok(Verdict::Use { .. })
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        w.since = Instant::now();
+        assert_eq!(images.ensure(w.clone()).await, Ok(Verdict::Wait));
+        until_finished(&images, 1).await;
+        assert_eq!(sim.pulls("reg.lan/app:1"), 2);
+        // The registry gone, the local copy serves, and the caller learns why.
+        sim.set_registry_down("reg.lan", true);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        w.since = Instant::now();
+        let _ = images.ensure(w.clone()).await;
+        until_finished(&images, 2).await;
+        let v = images.ensure(w).await;
+        let Ok(Verdict::Use {
+            stale: Some(why), ..
+        }) = v
+        else {
+            panic!("{v:?}");
+        };
+        assert!(why.contains("unreachable"), "{why}");
+    }
+}
