@@ -63,6 +63,9 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Create or update objects from manifests (all-or-nothing)
     Apply(ApplyArgs),
+    /// Create an object from flags: `create secret generic|docker-registry`
+    #[command(subcommand)]
+    Create(CreateCommand),
     /// List objects, or show named ones
     Get(GetArgs),
     /// Show objects in detail
@@ -120,6 +123,128 @@ pub struct FileArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub files: FileArgs,
+}
+
+/// A flag value that may be secret (a password, a literal): its `Debug` form is hidden, so
+/// that printing the parsed command line never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+impl From<String> for Hidden {
+    fn from(s: String) -> Hidden {
+        Hidden(s)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create a Secret from literals, files or a Docker registry's credentials
+    #[command(subcommand)]
+    Secret(CreateSecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateSecretCommand {
+    /// A Secret whose keys come from literals and files (type Opaque unless --type)
+    Generic(GenericSecretArgs),
+    /// A Secret of type kubernetes.io/dockerconfigjson holding a registry's credentials
+    DockerRegistry(DockerRegistrySecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenericSecretArgs {
+    /// Name of the Secret
+    pub name: String,
+
+    /// A key and its value; repeatable
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub from_literal: Vec<Hidden>,
+
+    /// A file (its key is the file's name unless KEY is given) or a directory (a key per
+    /// regular file in it); repeatable, or comma-separated
+    #[arg(long = "from-file", value_name = "[KEY=]PATH", value_delimiter = ',')]
+    pub from_file: Vec<String>,
+
+    /// The Secret's type [default: Opaque]
+    #[arg(long = "type", value_name = "TYPE")]
+    pub type_: Option<String>,
+
+    #[command(flatten)]
+    pub output: CreateOutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerRegistrySecretArgs {
+    /// Name of the Secret
+    pub name: String,
+
+    /// The registry, as the key of the config's `auths`
+    #[arg(
+        long,
+        value_name = "SERVER",
+        default_value = "https://index.docker.io/v1/"
+    )]
+    pub docker_server: String,
+
+    /// User name for the registry
+    #[arg(long, value_name = "USER")]
+    pub docker_username: Option<String>,
+
+    /// Password for the registry
+    #[arg(long, value_name = "PASSWORD")]
+    pub docker_password: Option<Hidden>,
+
+    /// Email for the registry (left out of the config when not given)
+    #[arg(long, value_name = "EMAIL")]
+    pub docker_email: Option<String>,
+
+    /// An existing docker config.json instead of the --docker-* flags (which are then
+    /// ignored, as by kubectl); its key is .dockerconfigjson unless KEY is given
+    #[arg(long = "from-file", value_name = "[KEY=]PATH", value_delimiter = ',')]
+    pub from_file: Vec<String>,
+
+    #[command(flatten)]
+    pub output: CreateOutputArgs,
+}
+
+/// Whether `create` sends the object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Create the object
+    #[default]
+    None,
+    /// Only print the object that would be sent
+    Client,
+}
+
+/// Output formats of `create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CreateFormat {
+    /// The object as YAML
+    Yaml,
+    /// The object as JSON
+    Json,
+    /// kind/name
+    Name,
+}
+
+/// Flags shared by the `create` commands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CreateOutputArgs {
+    /// `client`: print the object instead of sending it (`--dry-run` alone means client)
+    #[arg(long, value_name = "STRATEGY", default_value = "none", num_args = 0..=1,
+          require_equals = true, default_missing_value = "client")]
+    pub dry_run: DryRun,
+
+    /// Print the object as YAML or JSON (Secret values in base64), or its kind/name
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<CreateFormat>,
 }
 
 /// Output formats of `get`.
@@ -544,6 +669,89 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["shoal", "restore"]).is_err());
+    }
+
+    #[test]
+    fn create_secret_parses_like_kubectl() {
+        let cli = parse(&[
+            "shoal",
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "--docker-username=u",
+            "--docker-password=hunter2",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+            "-n",
+            "ci",
+        ]);
+        assert_eq!(cli.global.namespace.as_deref(), Some("ci"));
+        let printed = format!("{:?}", cli.command);
+        assert!(!printed.contains("hunter2"), "{printed}");
+        match cli.command {
+            Command::Create(CreateCommand::Secret(CreateSecretCommand::DockerRegistry(a))) => {
+                assert_eq!(a.name, "regcred");
+                assert_eq!(a.docker_server, "https://index.docker.io/v1/");
+                assert_eq!(a.docker_username.as_deref(), Some("u"));
+                assert_eq!(a.docker_password, Some(Hidden("hunter2".into())));
+                assert_eq!(a.docker_email, None);
+                assert_eq!(a.output.dry_run, DryRun::Client);
+                assert_eq!(a.output.output, Some(CreateFormat::Yaml));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "shoal",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=a=b",
+            "--from-literal",
+            "c=d,e",
+            "--from-file=x,k=y",
+            "--type=kubernetes.io/basic-auth",
+            "--dry-run",
+        ]);
+        match cli.command {
+            Command::Create(CreateCommand::Secret(CreateSecretCommand::Generic(a))) => {
+                assert_eq!(a.name, "s");
+                // Literals are not split at commas, files are (kubectl's StringArray and
+                // StringSlice).
+                assert_eq!(
+                    a.from_literal,
+                    vec![Hidden("a=b".into()), Hidden("c=d,e".into())]
+                );
+                assert_eq!(a.from_file, vec!["x", "k=y"]);
+                assert_eq!(a.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+                assert_eq!(a.output.dry_run, DryRun::Client);
+                assert_eq!(a.output.output, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["shoal", "create", "secret", "generic", "s"]).command {
+            Command::Create(CreateCommand::Secret(CreateSecretCommand::Generic(a))) => {
+                assert_eq!(a.output.dry_run, DryRun::None);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["shoal", "create", "secret", "generic"][..],
+            &[
+                "shoal",
+                "create",
+                "secret",
+                "generic",
+                "s",
+                "--dry-run=server",
+            ],
+            &["shoal", "create", "secret", "generic", "s", "-o", "wide"],
+            &["shoal", "create", "secret", "tls", "s"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn run(s: &Session, a: &ApplyArgs) -> Result<()> {
 /// The namespace query of the apply request, as kubectl treats namespaces: an explicit `-n` is
 /// enforced (an object naming another namespace is an error), while the context's namespace
 /// only fills in objects that name none.
-fn request_namespace(namespace: &str, explicit: bool) -> (&'static str, String) {
+pub(super) fn request_namespace(namespace: &str, explicit: bool) -> (&'static str, String) {
     let key = if explicit {
         "namespace"
     } else {

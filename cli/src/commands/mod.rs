@@ -6,6 +6,7 @@ mod apply;
 mod backup;
 mod config;
 mod cordon;
+mod create;
 mod delete;
 mod describe;
 pub(crate) mod events;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Apply(a) => apply::run(&connect(g)?, &a),
+        Command::Create(c) => create::run(&connect(g)?, &c),
         Command::Get(a) => get::run(&connect(g)?, &a),
         Command::Describe(a) => describe::run(&connect(g)?, &a),
         Command::Delete(a) => delete::run(&connect(g)?, &a),
