@@ -12,6 +12,8 @@
 //! unplugging, an engine that stops, partitions at the bridge ([`Cluster::up_hosts`]).
 //! Container tests hold a [`Testnet`] (a cluster whose containers go with it), apply through
 //! [`fixture::apply`] and read pods and names back with [`listing`].
+//! A [`Registry`] is a real Docker registry (Debian's `docker-registry`) on loopback or a test
+//! LAN, to push images to and count what nodes pull.
 
 pub mod bench;
 pub mod bench_applies;
@@ -28,12 +30,14 @@ pub mod image;
 pub mod listing;
 pub mod partition;
 mod process;
+pub mod registry;
 
 pub use cleanup::DockerCleanup;
 pub use cluster::{Cluster, ClusterFile, HostOptions, NodeEntry, pick_addresses};
 pub use fixture::{SingleNode, Testnet};
 pub use listing::PodView;
 pub use process::{Api, CliOutput, Node, NodeOptions, OnHost, bin_path, free_port};
+pub use registry::{Registry, RegistryOptions};
 
 use std::time::{Duration, Instant};
 
