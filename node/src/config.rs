@@ -92,6 +92,13 @@ pub struct Config {
     pub allowed_registries: Option<Vec<String>>,
     /// Image pulls at once on this node; the others wait their turn.
     pub max_pulls: usize,
+    /// Image garbage collection starts when the filesystem of the engine's images is this full
+    /// (percent), as kubelet's `imageGCHighThresholdPercent`.
+    pub image_gc_high_threshold_percent: u8,
+    /// ... and removes unused images it pulled until use would be under this (percent).
+    pub image_gc_low_threshold_percent: u8,
+    /// An image unused for less than this is never collected.
+    pub image_minimum_gc_age_secs: u64,
 }
 
 /// The DNS server's listen setting: an address, or `off`.
@@ -167,6 +174,9 @@ impl Default for Config {
             docker_host: None,
             allowed_registries: None,
             max_pulls: 2,
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age_secs: 120,
         }
     }
 }
@@ -244,6 +254,15 @@ impl Config {
         }
         if self.max_pulls == 0 {
             return invalid("max-pulls", "must be at least 1");
+        }
+        if self.image_gc_high_threshold_percent > 100 {
+            return invalid("image-gc-high-threshold-percent", "must be 0 to 100");
+        }
+        if self.image_gc_low_threshold_percent >= self.image_gc_high_threshold_percent {
+            return invalid(
+                "image-gc-low-threshold-percent",
+                "must be lower than image-gc-high-threshold-percent",
+            );
         }
         if self.api_max_body_bytes < 1024 {
             return invalid("api-max-body-bytes", "must be at least 1024");

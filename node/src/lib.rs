@@ -237,6 +237,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             max_pulls: config.max_pulls,
             allowed: images::pull::Allowed(config.allowed_registries.clone()),
             channel_size: config.channel_size,
+            gc: images::gc::GcPolicy {
+                high_percent: config.image_gc_high_threshold_percent,
+                low_percent: config.image_gc_low_threshold_percent,
+                min_age: Duration::from_secs(config.image_minimum_gc_age_secs),
+            },
         },
     );
     tracker.spawn(image_service.run(stop.clone()));

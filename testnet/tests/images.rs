@@ -339,3 +339,66 @@ fn always_picks_up_a_new_push_of_the_same_tag_on_rollout_restart() {
     let runs = docker(&["inspect", "--format", "{{.Image}}", &container]);
     assert_eq!(runs, variant_id, "the restarted pod runs the old image");
 }
+
+/// Builds a copy of the echo image with its own id (one more label) under `tag`.
+fn variant(tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {ECHO_IMAGE}\nLABEL shoal.test.variant=\"{tag}\"\n"),
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", tag, &dir.path().to_string_lossy()]);
+    docker(&["image", "inspect", "--format", "{{.Id}}", tag])
+}
+
+#[test]
+fn garbage_collection_removes_an_unused_pulled_image_never_one_in_use() {
+    if !shoal_testnet::docker_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Every filesystem is over 1 %: collection runs at each check.
+    let config = dir.path().join("shoald.toml");
+    std::fs::write(
+        &config,
+        "image-gc-high-threshold-percent = 1\nimage-gc-low-threshold-percent = 0\n\
+         image-minimum-gc-age-secs = 0\n",
+    )
+    .unwrap();
+    let mut opts = NodeOptions::new("n1", &dir.path().join("n1"));
+    opts.extra_args = vec!["--config".into(), config.to_string_lossy().into_owned()];
+    let one = SingleNode::start(opts).unwrap();
+    let node = &one.node;
+    let reg = Registry::start(RegistryOptions::default()).unwrap();
+    let local_old = format!("shoal-test/gc-old:{}", std::process::id());
+    variant(&local_old);
+    let old = reg.push(&local_old, "team/old:v1").unwrap();
+    let kept = reg.push(ECHO_IMAGE, "team/kept:v1").unwrap();
+    let _pulled = Pulled(vec![old.clone(), kept.clone(), local_old.clone()]);
+    // Only the registry holds the old one now.
+    docker(&["rmi", &local_old]);
+    assert!(!image_present(&old));
+
+    apply(node, &deployment("kept", &kept, 1, "", "IfNotPresent"));
+    apply(node, &deployment("old", &old, 1, "", "IfNotPresent"));
+    wait_ready(node, "kept", 1);
+    wait_ready(node, "old", 1);
+    assert!(image_present(&old));
+    node.cli(&["delete", "deployment", "old"])
+        .unwrap()
+        .success()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "the unused image collected",
+        || Ok((!image_present(&old)).then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", node.log()));
+    assert!(image_present(&kept), "an image in use was removed");
+    assert!(
+        image_present(ECHO_IMAGE),
+        "an image shoal did not pull was removed"
+    );
+    assert_eq!(pods(node, "kept").len(), 1);
+}

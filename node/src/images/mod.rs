@@ -9,7 +9,11 @@
 //! a counter the agent watches ([`Images::finished`]), so the agent makes the containers at once
 //! rather than at its next round.
 //!
-//! Owns: the pull records and the pulls in flight. Talks to: the container engine (through
+//! Every [`GC_EVERY`] it also collects garbage as kubelet does ([`gc`]): over the high
+//! threshold of the image filesystem, images it pulled that no container uses are removed,
+//! least recently used first.
+//!
+//! Owns: the pull records, the pulls in flight, and when each pulled image was last used. Talks to: the container engine (through
 //! [`Engine`]), nothing else. Credentials come with each request from the pod's
 //! `imagePullSecrets` ([`auth`]); they are never logged.
 //!
@@ -17,10 +21,11 @@
 //! kubelet does), [`pull`] (the pull policy, back-off, error sorting, allowed registries).
 
 pub mod auth;
+pub mod gc;
 pub mod pull;
 pub mod reference;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -30,9 +35,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::gc::{Candidate, GcPolicy};
 use self::pull::{Allowed, FailureKind, Pulled, Record, Verdict};
 use self::reference::ImageRef;
-use crate::runtime::{Engine, RegistryAuth, Runtime};
+use crate::runtime::{Engine, RegistryAuth, Runtime, RuntimeError};
+
+/// How often the image filesystem is checked for garbage collection.
+pub const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How pulls are bounded.
 #[derive(Debug, Clone)]
@@ -43,6 +52,7 @@ pub struct ImagesConfig {
     pub allowed: Allowed,
     /// Size of the command channel.
     pub channel_size: usize,
+    pub gc: GcPolicy,
 }
 
 impl Default for ImagesConfig {
@@ -51,6 +61,7 @@ impl Default for ImagesConfig {
             max_pulls: 2,
             allowed: Allowed(None),
             channel_size: 64,
+            gc: GcPolicy::default(),
         }
     }
 }
@@ -142,6 +153,20 @@ pub struct ImageService {
     records: HashMap<Key, Record>,
     queue: VecDeque<Queued>,
     running: JoinSet<(Key, PullResult)>,
+    /// When a container was last made with each image (by reference), or seen using it.
+    last_used: HashMap<String, Instant>,
+    /// The collection under way.
+    collecting: JoinSet<Collected>,
+}
+
+/// What a collection did.
+#[derive(Debug, Default)]
+struct Collected {
+    removed: Vec<String>,
+    /// Pulled images the engine no longer has (removed by someone else).
+    gone: Vec<String>,
+    /// Pulled images a container uses now.
+    in_use: Vec<String>,
 }
 
 impl ImageService {
@@ -156,6 +181,8 @@ impl ImageService {
             records: HashMap::new(),
             queue: VecDeque::new(),
             running: JoinSet::new(),
+            last_used: HashMap::new(),
+            collecting: JoinSet::new(),
         };
         (
             service,
@@ -167,10 +194,19 @@ impl ImageService {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut gc_tick = tokio::time::interval(GC_EVERY);
+        gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(done) = self.collecting.join_next(), if !self.collecting.is_empty() => {
+                    match done {
+                        Ok(c) => self.collected(c),
+                        Err(e) => tracing::warn!(error = %e, "image garbage collection failed"),
+                    }
+                }
+                _ = gc_tick.tick() => self.collect(),
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => {
                     match done {
                         Ok((key, result)) => self.finish(key, result),
@@ -200,6 +236,9 @@ impl ImageService {
             self.records.get(&key),
             now,
         );
+        if let Verdict::Use { .. } = verdict {
+            self.last_used.insert(want.image.clone(), now);
+        }
         if verdict != Verdict::Start {
             return verdict;
         }
@@ -272,6 +311,110 @@ impl ImageService {
         record.finish(result, Instant::now());
         self.finished.send_modify(|n| *n = n.wrapping_add(1));
     }
+}
+
+impl ImageService {
+    /// Starts a collection unless one runs, with every image this node pulled.
+    fn collect(&mut self) {
+        if !self.collecting.is_empty() {
+            return;
+        }
+        let Ok(rt) = self.engine.get() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut pulled: Vec<(String, Instant)> = Vec::new();
+        for (key, record) in &self.records {
+            if let Some(ok) = record.last_ok
+                && record.in_flight.is_none()
+            {
+                let used = self
+                    .last_used
+                    .get(&key.image)
+                    .copied()
+                    .unwrap_or(ok.started + ok.took);
+                pulled.push((key.image.clone(), used));
+            }
+        }
+        pulled.sort();
+        pulled.dedup_by(|a, b| a.0 == b.0);
+        if pulled.is_empty() {
+            return;
+        }
+        let policy = self.config.gc;
+        self.collecting
+            .spawn(async move { collect(rt, policy, pulled, now).await });
+    }
+
+    fn collected(&mut self, c: Collected) {
+        let now = Instant::now();
+        for image in &c.in_use {
+            self.last_used.insert(image.clone(), now);
+        }
+        for image in c.removed.iter().chain(&c.gone) {
+            // Pulled again if a pod wants it later.
+            self.records.retain(|k, _| &k.image != image);
+            self.last_used.remove(image);
+        }
+    }
+}
+
+/// One collection: the engine's facts, then [`gc::plan`], then the removals.
+async fn collect(
+    rt: Arc<dyn Runtime>,
+    policy: GcPolicy,
+    pulled: Vec<(String, Instant)>,
+    now: Instant,
+) -> Collected {
+    let mut out = Collected::default();
+    let containers = match rt.list(&[]).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list containers for image garbage collection");
+            return out;
+        }
+    };
+    let in_use: BTreeSet<String> = containers.iter().map(|c| c.image_id.clone()).collect();
+    let mut candidates = Vec::new();
+    for (image, last_used) in pulled {
+        match rt.image_info(&image).await {
+            Ok(info) => {
+                if in_use.contains(&info.id) {
+                    out.in_use.push(image.clone());
+                }
+                candidates.push(Candidate {
+                    image,
+                    id: info.id,
+                    size: info.size,
+                    last_used,
+                });
+            }
+            Err(RuntimeError::NotFound { .. }) => out.gone.push(image),
+            Err(e) => {
+                tracing::debug!(image = %image, error = %e, "cannot inspect a pulled image");
+            }
+        }
+    }
+    let fs = match rt.image_fs().await {
+        Ok(fs) => fs,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the image filesystem's use");
+            return out;
+        }
+    };
+    for image in gc::plan(fs, policy, candidates, &in_use, now) {
+        match rt.remove_image(&image).await {
+            Ok(()) => {
+                tracing::info!(image = %image, used_percent = fs.percent(),
+                    high = policy.high_percent, "image removed by garbage collection");
+                out.removed.push(image);
+            }
+            Err(RuntimeError::NotFound { .. }) => out.gone.push(image),
+            // Taken into use since it was listed: kept.
+            Err(e) => tracing::info!(image = %image, error = %e, "image kept"),
+        }
+    }
+    out
 }
 
 async fn pull_one(
@@ -505,5 +648,65 @@ mod tests {
             panic!("{v:?}");
         };
         assert!(why.contains("unreachable"), "{why}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn garbage_collection_removes_unused_pulled_images_over_the_threshold_never_used_ones() {
+        let sim = SimRuntime::new(["local/kept:1"]);
+        sim.publish("reg.lan/old:1", None);
+        sim.publish("reg.lan/busy:1", None);
+        let images = service(
+            &sim,
+            ImagesConfig {
+                gc: GcPolicy {
+                    high_percent: 50,
+                    low_percent: 40,
+                    min_age: Duration::from_secs(60),
+                },
+                ..ImagesConfig::default()
+            },
+        );
+        let t0 = Instant::now();
+        for image in ["reg.lan/old:1", "reg.lan/busy:1"] {
+            let _ = images.ensure(want(image, false, t0)).await;
+        }
+        let mut rx = images.finished();
+        while *rx.borrow_and_update() < 2 {
+            let _ = rx.changed().await;
+        }
+        let spec = crate::runtime::ContainerSpec {
+            name: "busy".into(),
+            image: "reg.lan/busy:1".into(),
+            ..Default::default()
+        };
+        let id = sim.create(&spec).await.unwrap();
+        sim.start(&id).await.unwrap();
+        // Under the threshold nothing goes, however old.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(sim.has_image("reg.lan/old:1"));
+        sim.set_image_fs(crate::runtime::FsUsage {
+            capacity: 100 << 30,
+            used: 90 << 30,
+        });
+        tokio::time::sleep(GC_EVERY * 2).await;
+        assert!(
+            !sim.has_image("reg.lan/old:1"),
+            "the unused pulled image stays"
+        );
+        assert!(
+            sim.has_image("reg.lan/busy:1"),
+            "an image in use was removed"
+        );
+        assert!(
+            sim.has_image("local/kept:1"),
+            "an image shoal did not pull was removed"
+        );
+        // Removed, it is pulled again when a pod wants it.
+        assert_eq!(
+            images
+                .ensure(want("reg.lan/old:1", false, Instant::now()))
+                .await,
+            Ok(Verdict::Wait)
+        );
     }
 }

@@ -26,16 +26,17 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptionsBuilder, InspectContainerOptions,
     InspectNetworkOptions, KillContainerOptions, ListContainersOptions, ListVolumesOptions,
-    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, ResizeExecOptions,
-    StartContainerOptions, StatsOptions, StopContainerOptions,
+    LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
+    ResizeExecOptions, StartContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, EXEC_OUTPUT_CAP, ExecChunk,
-    ExecOutput, ExecSession, ExecSpec, ImageInfo, LogOptions, MountSpec, NetworkInfo, PortBinding,
-    Protocol, RegistryAuth, Runtime, RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec,
+    ExecOutput, ExecSession, ExecSpec, FsUsage, ImageInfo, LogOptions, MountSpec, NetworkInfo,
+    PortBinding, Protocol, RegistryAuth, Runtime, RuntimeError, Stats, Subnet, VolumeInfo,
+    VolumeSpec,
 };
 
 /// Where bollard's `connect_with_local_defaults` looks when `DOCKER_HOST` names no socket.
@@ -196,6 +197,20 @@ fn map_error(address: &str, err: BollardError, target: Target<'_>) -> RuntimeErr
             message: source_chain(&other),
         },
     }
+}
+
+/// The size and use of the filesystem that holds `path` (the engine's data root, which
+/// `shoald` sees on the same machine).
+fn fs_usage(path: &str) -> Result<FsUsage, RuntimeError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| RuntimeError::Other {
+        message: format!("cannot read the filesystem of the engine's data root {path}: {e}"),
+    })?;
+    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+    let free = st.f_bfree.saturating_mul(st.f_frsize);
+    Ok(FsUsage {
+        capacity,
+        used: capacity.saturating_sub(free),
+    })
 }
 
 /// `network X not found` → `network X`.
@@ -367,6 +382,28 @@ impl Runtime for DockerRuntime {
             repo_digests: i.repo_digests.unwrap_or_default(),
             size: i.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
         })
+    }
+
+    #[instrument(skip(self), err)]
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .remove_image(image, None::<RemoveImageOptions>, None)
+            .await
+            .map_err(self.err(Target::Object(image)))?;
+        Ok(())
+    }
+
+    #[instrument(skip(self), err)]
+    async fn image_fs(&self) -> Result<FsUsage, RuntimeError> {
+        let info = self.docker.info().await.map_err(self.err(Target::Engine))?;
+        let root = info
+            .docker_root_dir
+            .unwrap_or_else(|| "/var/lib/docker".into());
+        tokio::task::spawn_blocking(move || fs_usage(&root))
+            .await
+            .map_err(|e| RuntimeError::Other {
+                message: e.to_string(),
+            })?
     }
 
     // `auth` is skipped: its password must never reach a log.

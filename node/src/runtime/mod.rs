@@ -85,6 +85,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
     /// The image as the engine holds it; `NotFound` when absent.
     async fn image_info(&self, image: &str) -> Result<ImageInfo, RuntimeError>;
+    /// Removes the image reference `image` (a tag, or the image when it is its last name).
+    /// Never forced: an image a container uses is `Conflict`; an absent one `NotFound`.
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;
+    /// How full the filesystem that holds the engine's images is.
+    async fn image_fs(&self) -> Result<FsUsage, RuntimeError>;
     /// Pulls `name:tag` (or `name@digest` when `tag_or_digest` is a digest) from its registry
     /// through the engine, with `auth` when given, and returns once the image is present. A
     /// registry's refusal is `Other` with the engine's words (manifest unknown, unauthorized,
@@ -150,6 +155,22 @@ impl fmt::Debug for RegistryAuth {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .finish_non_exhaustive()
+    }
+}
+
+/// A filesystem's size and use, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    pub capacity: u64,
+    pub used: u64,
+}
+
+impl FsUsage {
+    /// Percent used, rounded down; 0 for an empty filesystem.
+    pub fn percent(&self) -> u64 {
+        (self.used.saturating_mul(100))
+            .checked_div(self.capacity)
+            .unwrap_or(0)
     }
 }
 

@@ -30,8 +30,8 @@ use futures_util::StreamExt;
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, ExecChunk, ExecOutput, ExecSession,
-    ExecSpec, ImageInfo, LogOptions, NetworkInfo, PortBinding, RegistryAuth, Runtime, RuntimeError,
-    Stats, Subnet, VolumeInfo, VolumeSpec, labels_match,
+    ExecSpec, FsUsage, ImageInfo, LogOptions, NetworkInfo, PortBinding, RegistryAuth, Runtime,
+    RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec, labels_match,
 };
 
 /// Decides an exec's result in the simulation: given the container and the command.
@@ -78,6 +78,8 @@ struct Sim {
     pull_delay: Duration,
     /// Finished pulls per normalised name.
     pulls: BTreeMap<String, u64>,
+    /// What [`Runtime::image_fs`] reports.
+    fs: FsUsage,
 }
 
 /// Why calls fail after [`SimRuntime::stop_engine`], worded as the Docker runtime words it.
@@ -116,6 +118,10 @@ impl SimRuntime {
                 registries_down: BTreeSet::new(),
                 pull_delay: Duration::ZERO,
                 pulls: BTreeMap::new(),
+                fs: FsUsage {
+                    capacity: 100 << 30,
+                    used: 10 << 30,
+                },
             })),
         }
     }
@@ -155,6 +161,16 @@ impl SimRuntime {
     /// Every pull takes this long from now on.
     pub fn set_pull_delay(&self, delay: Duration) {
         self.lock().pull_delay = delay;
+    }
+
+    /// What the image filesystem reports from now on.
+    pub fn set_image_fs(&self, fs: FsUsage) {
+        self.lock().fs = fs;
+    }
+
+    /// Whether `image` is present (without counting a call).
+    pub fn has_image(&self, image: &str) -> bool {
+        self.lock().images.contains(&normalize_image(image))
     }
 
     /// How many pulls of `image` finished.
@@ -429,6 +445,35 @@ impl Runtime for SimRuntime {
             repo_digests: Vec::new(),
             size: 7_340_032,
         })
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("remove_image")?;
+        let name = normalize_image(image);
+        if !sim.images.contains(&name) {
+            return Err(RuntimeError::NotFound { id: image.into() });
+        }
+        if let Some(c) = sim
+            .containers
+            .values()
+            .find(|c| normalize_image(&c.info.image) == name)
+        {
+            return Err(RuntimeError::Conflict {
+                message: format!(
+                    "unable to remove repository reference \"{image}\" (must force) - container {} is using its referenced image",
+                    &c.info.id[..12.min(c.info.id.len())]
+                ),
+            });
+        }
+        sim.images.remove(&name);
+        Ok(())
+    }
+
+    async fn image_fs(&self) -> Result<FsUsage, RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("image_fs")?;
+        Ok(sim.fs)
     }
 
     async fn pull(
