@@ -68,6 +68,9 @@ pub enum Command {
     Create(CreateCommand),
     /// List objects, or show named ones
     Get(GetArgs),
+    /// Move images between the local Docker engine and the cluster: `image push`
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Show objects in detail
     Describe(DescribeArgs),
     /// Delete objects by name, selector or manifest
@@ -140,6 +143,23 @@ impl From<String> for Hidden {
     fn from(s: String) -> Hidden {
         Hidden(s)
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Send images from this machine's Docker engine to the node (`docker save`, streamed);
+    /// pods on that node can then run them without a registry
+    Push(ImagePushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePushArgs {
+    /// Images as the local engine names them (`app:v1`); one or more
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Do not show progress
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

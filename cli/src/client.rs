@@ -235,6 +235,29 @@ impl Client {
         Err(self.error_from(code, &bytes))
     }
 
+    /// `POST path` whose body streams from `body` (an image upload): no time limit, since a
+    /// large upload over a slow link takes what it takes. The answer is JSON.
+    pub fn post_stream(
+        &self,
+        path: &str,
+        body: reqwest::blocking::Body,
+    ) -> Result<Value, ClientError> {
+        let streaming = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
+            .user_agent(format!("shoal/{}", shoal_protocol::VERSION))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: self.base.clone(),
+                cause: e.to_string(),
+            })?;
+        let req = streaming
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .body(body);
+        self.send(req)
+    }
+
     /// The bearer token, for requests made outside reqwest (an exec's upgraded connection).
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()

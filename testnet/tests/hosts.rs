@@ -767,3 +767,43 @@ fn the_role_moves_off_a_host_whose_state_store_fails() {
         "the degraded host took the role back: {now:?}"
     );
 }
+
+/// `shoal image push` from the machine (the workstation) into a host whose engine has no
+/// image and that may pull from no registry outside the LAN: the pods run from what was pushed.
+#[test]
+fn an_image_pushed_from_the_workstation_runs_on_a_host_without_a_registry() {
+    if !hosts_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::up_hosts(
+        1,
+        dir.path(),
+        &HostOptions {
+            image_on: Some(Vec::new()),
+        },
+    )
+    .unwrap_or_else(|e| panic!("cannot start the host: {e:#}"));
+    let image = shoal_testnet::image::ECHO_IMAGE;
+    let engine_has = |c: &Cluster| c.docker("h1", &["image", "inspect", image]).is_ok();
+    assert!(!engine_has(&cluster), "the host's engine has the image already");
+
+    let h1 = node(&cluster, "h1");
+    let out = h1.cli(&["image", "push", image]).unwrap().success().unwrap();
+    assert!(out.stdout.contains("pushed to node h1"), "{}", out.stdout);
+    assert!(out.stdout.contains(image), "{}", out.stdout);
+    assert!(engine_has(&cluster), "the push left nothing in the host's engine");
+
+    apply(h1, &workload("default", "pushed", 2, None));
+    wait_until(Duration::from_secs(60), "2 ready pods from the pushed image", || {
+        Ok((ready(h1, "pushed")?.len() == 2).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+
+    // Something that is not an image is refused, and says why.
+    let out = h1.cli(&["image", "push", "shoal-test/no-such-image:0"]).unwrap();
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("not in this machine's Docker engine"), "{}", out.stderr);
+    drop(cluster);
+    drop(dir);
+}

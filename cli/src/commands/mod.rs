@@ -12,6 +12,7 @@ mod describe;
 pub(crate) mod events;
 mod exec;
 mod get;
+mod image;
 mod join_token;
 mod logs;
 mod manifests;
@@ -27,7 +28,7 @@ use clap::CommandFactory;
 use serde_json::Value;
 use shoal_protocol::Kind;
 
-use crate::args::{Cli, Command, GlobalArgs};
+use crate::args::{Cli, Command, GlobalArgs, ImageCommand};
 use crate::client::{self, Client, ClientError};
 use crate::config::{self as cfg, ConfigFile, Overrides};
 
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Apply(a) => apply::run(&connect(g)?, &a),
         Command::Create(c) => create::run(&connect(g)?, &c),
         Command::Get(a) => get::run(&connect(g)?, &a),
+        Command::Image(ImageCommand::Push(a)) => image::push(&connect(g)?, &a),
         Command::Describe(a) => describe::run(&connect(g)?, &a),
         Command::Delete(a) => delete::run(&connect(g)?, &a),
         Command::Logs(a) => logs::run(&connect(g)?, &a),

@@ -9,6 +9,7 @@ mod backup;
 mod error;
 pub(crate) mod events;
 mod exec;
+pub mod images;
 mod nodes;
 pub(crate) mod pods;
 pub(crate) mod resources;
@@ -86,6 +87,11 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
         .route(shoal_protocol::api::BACKUP_PATH, get(backup::backup))
         .route(shoal_protocol::api::RESTORE_PATH, post(backup::restore))
         .route("/shoal/v1/nodes/{name}/{action}", post(nodes::cordon))
+        // Images are large: the upload streams into the engine with no body limit.
+        .route(
+            images::LOAD_PATH,
+            post(images::load).layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/v1/events", get(events::list_all))
         .route(
             "/api/v1/namespaces/{ns}/events",

@@ -319,6 +319,36 @@ async fn body_limit_is_413() {
 }
 
 #[tokio::test]
+async fn an_uploaded_image_loads_into_the_engine_past_the_body_limit_and_garbage_is_refused() {
+    let h = harness();
+    // The simulated engine reads a tarball as image names, one a line; this one is longer
+    // than the API's body limit (64 KiB here), which an upload is not held to.
+    let mut upload = String::from("reg.lan/pushed:v1\n");
+    upload.push_str(&"\n".repeat(70 * 1024));
+    let (code, body) = h.call(Method::POST, "/shoal/v1/images/load", &upload).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["loaded"], serde_json::json!(["reg.lan/pushed:v1"]));
+    assert_eq!(body["node"], "n1");
+    assert!(h.sim.has_image("reg.lan/pushed:v1"));
+    let (code, body) = h
+        .call(
+            Method::POST,
+            "/shoal/v1/images/load",
+            "not a tarball at all",
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("docker save"),
+        "{body}"
+    );
+    let (code, _) = h
+        .call_with(Method::POST, "/shoal/v1/images/load", &upload, None)
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted() {
     let h = harness();
     let (code, list) = h.call(Method::GET, "/api/v1/nodes", "").await;

@@ -24,10 +24,11 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, Volume, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptionsBuilder, InspectContainerOptions,
-    InspectNetworkOptions, KillContainerOptions, ListContainersOptions, ListVolumesOptions,
-    LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
-    ResizeExecOptions, StartContainerOptions, StatsOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    InspectContainerOptions, InspectNetworkOptions, KillContainerOptions, ListContainersOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    RemoveVolumeOptions, ResizeExecOptions, StartContainerOptions, StatsOptions,
+    StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
@@ -382,6 +383,38 @@ impl Runtime for DockerRuntime {
             repo_digests: i.repo_digests.unwrap_or_default(),
             size: i.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
         })
+    }
+
+    #[instrument(skip(self, tarball), err)]
+    async fn load_image(&self, tarball: ByteStream) -> Result<Vec<String>, RuntimeError> {
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut progress = self.docker.import_image_stream(options, tarball, None);
+        let mut loaded = Vec::new();
+        while let Some(item) = progress.next().await {
+            match item {
+                Ok(info) => {
+                    // `{"stream": "Loaded image: NAME\n"}`, or `Loaded image ID: sha256:...`.
+                    if let Some(line) = info.stream.as_deref().map(str::trim) {
+                        let name = line
+                            .strip_prefix("Loaded image: ")
+                            .or_else(|| line.strip_prefix("Loaded image ID: "));
+                        if let Some(name) = name {
+                            loaded.push(name.to_string());
+                        }
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(RuntimeError::Other { message: error });
+                }
+                Err(e) => return Err(self.err(Target::Engine)(e)),
+            }
+        }
+        if loaded.is_empty() {
+            return Err(RuntimeError::Other {
+                message: "the engine loaded no image from the tarball".into(),
+            });
+        }
+        Ok(loaded)
     }
 
     #[instrument(skip(self), err)]

@@ -85,6 +85,10 @@ pub trait Runtime: Send + Sync + 'static {
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
     /// The image as the engine holds it; `NotFound` when absent.
     async fn image_info(&self, image: &str) -> Result<ImageInfo, RuntimeError>;
+    /// Loads images from a `docker save` tarball as it streams in (never all in memory) and
+    /// returns the references loaded. The engine checks every layer against the image's
+    /// config as it loads, so a truncated or altered tarball fails and loads nothing.
+    async fn load_image(&self, tarball: ByteStream) -> Result<Vec<String>, RuntimeError>;
     /// Removes the image reference `image` (a tag, or the image when it is its last name).
     /// Never forced: an image a container uses is `Conflict`; an absent one `NotFound`.
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;

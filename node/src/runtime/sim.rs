@@ -447,6 +447,35 @@ impl Runtime for SimRuntime {
         })
     }
 
+    /// The simulated tarball is the names of its images, one a line; anything else (or a
+    /// stream that fails) loads nothing.
+    async fn load_image(&self, mut tarball: ByteStream) -> Result<Vec<String>, RuntimeError> {
+        self.lock().enter("load_image")?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = tarball.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| RuntimeError::Other {
+            message: "unexpected EOF: not a tarball".into(),
+        })?;
+        let names: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() || names.iter().any(|n| n.contains(char::is_whitespace)) {
+            return Err(RuntimeError::Other {
+                message: "unexpected EOF: not a tarball".into(),
+            });
+        }
+        let mut sim = self.lock();
+        for n in &names {
+            sim.images.insert(normalize_image(n));
+        }
+        Ok(names)
+    }
+
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
         let mut sim = self.lock();
         sim.enter("remove_image")?;
