@@ -708,6 +708,12 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The machine's own address on the hosts' LAN (the bridge's), where a test's registry
+    /// listens for the hosts.
+    pub fn lan_gateway(&self) -> anyhow::Result<std::net::Ipv4Addr> {
+        Ok(crate::hosts::gateway_addr(self.lan()?.octet()))
+    }
+
     fn lan(&self) -> anyhow::Result<&Lan> {
         self.lan
             .as_ref()

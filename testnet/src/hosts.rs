@@ -302,6 +302,9 @@ impl Lan {
             "storage-driver": storage_driver(),
             "log-driver": "json-file",
             "log-opts": {"max-size": "10m", "max-file": "2"},
+            // A test's registry serves plain HTTP on the LAN (the machine's address on it,
+            // `registry::Registry` with a LAN address): as a home lab's would be, it is listed.
+            "insecure-registries": [self.subnet()],
         });
         fs::write(&p.engine_config, serde_json::to_vec_pretty(&config)?)
             .with_context(|| format!("cannot write {}", p.engine_config.display()))?;

@@ -786,24 +786,99 @@ fn an_image_pushed_from_the_workstation_runs_on_a_host_without_a_registry() {
     .unwrap_or_else(|e| panic!("cannot start the host: {e:#}"));
     let image = shoal_testnet::image::ECHO_IMAGE;
     let engine_has = |c: &Cluster| c.docker("h1", &["image", "inspect", image]).is_ok();
-    assert!(!engine_has(&cluster), "the host's engine has the image already");
+    assert!(
+        !engine_has(&cluster),
+        "the host's engine has the image already"
+    );
 
     let h1 = node(&cluster, "h1");
-    let out = h1.cli(&["image", "push", image]).unwrap().success().unwrap();
+    let out = h1
+        .cli(&["image", "push", image])
+        .unwrap()
+        .success()
+        .unwrap();
     assert!(out.stdout.contains("pushed to node h1"), "{}", out.stdout);
     assert!(out.stdout.contains(image), "{}", out.stdout);
-    assert!(engine_has(&cluster), "the push left nothing in the host's engine");
+    assert!(
+        engine_has(&cluster),
+        "the push left nothing in the host's engine"
+    );
 
     apply(h1, &workload("default", "pushed", 2, None));
-    wait_until(Duration::from_secs(60), "2 ready pods from the pushed image", || {
-        Ok((ready(h1, "pushed")?.len() == 2).then_some(()))
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "2 ready pods from the pushed image",
+        || Ok((ready(h1, "pushed")?.len() == 2).then_some(())),
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
 
     // Something that is not an image is refused, and says why.
-    let out = h1.cli(&["image", "push", "shoal-test/no-such-image:0"]).unwrap();
+    let out = h1
+        .cli(&["image", "push", "shoal-test/no-such-image:0"])
+        .unwrap();
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("not in this machine's Docker engine"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not in this machine's Docker engine"),
+        "{}",
+        out.stderr
+    );
+    drop(cluster);
+    drop(dir);
+}
+
+/// A registry on the LAN (the machine's address on it, plain HTTP, as a home lab's), and hosts
+/// whose engines hold no image: a Deployment spread over three hosts pulls on each of them.
+#[test]
+fn hosts_pull_from_a_registry_on_the_lan() {
+    if !hosts_ready() || !shoal_testnet::registry::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::up_hosts(
+        3,
+        dir.path(),
+        &HostOptions {
+            image_on: Some(Vec::new()),
+        },
+    )
+    .unwrap_or_else(|e| panic!("cannot start the hosts: {e:#}"));
+    let gateway = cluster.lan_gateway().unwrap();
+    let port = shoal_testnet::free_port(&gateway.to_string()).unwrap();
+    let reg = shoal_testnet::Registry::start(shoal_testnet::RegistryOptions {
+        addr: Some(std::net::SocketAddr::from((gateway, port))),
+        ..Default::default()
+    })
+    .unwrap();
+    let image = reg
+        .push(shoal_testnet::image::ECHO_IMAGE, "team/echo:v1")
+        .unwrap();
+    let h1 = node(&cluster, "h1");
+    let manifest =
+        workload("default", "lan", 3, None).replace(shoal_testnet::image::ECHO_IMAGE, &image);
+    apply(h1, &manifest);
+    let pods = wait_until(
+        Duration::from_secs(90),
+        "3 ready pods, one per host",
+        || {
+            let pods = ready(h1, "lan")?;
+            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(pods))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    for host in ["h1", "h2", "h3"] {
+        assert!(
+            cluster.docker(host, &["image", "inspect", &image]).is_ok(),
+            "{host}'s engine has no {image}"
+        );
+    }
+    let blobs = reg.blob_gets("team/echo").unwrap();
+    assert!(
+        blobs > 0,
+        "the registry served no blob: {:#?}",
+        reg.requests()
+    );
+    drop(pods);
+    drop(reg);
     drop(cluster);
     drop(dir);
 }
