@@ -47,7 +47,6 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
     let at = nodes.iter().position(|n| n.opts.name == first).unwrap();
     nodes[at].opts.env = vec![("SHOAL_TEST_FAIL_TASK".to_string(), "state:10".to_string())];
     nodes[at].restart().unwrap();
-    let witness = (at + 1) % nodes.len();
     // Its store fails: it is degraded (the role may have moved already: a restarted node
     // claims its name and role again only after it has synced), and another node holds the
     // role.
@@ -62,33 +61,36 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
-    let next = wait_until(Duration::from_secs(30), "the role to move", || {
-        Ok(listing::role_holder(&nodes[witness])?.filter(|h| *h != first))
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
-    assert_ne!(next, first);
     let log = nodes[at].log();
     assert!(log.contains("test hook"), "{log}");
     assert!(log.contains("this node is degraded"), "{log}");
-    // The survivors agree on the new holder, and it stays (the degraded node does not take
-    // it back).
+    // The survivors agree on a new holder (while views settle the role may pass between
+    // them for a moment, so the first holder seen is not necessarily the one they agree on),
+    // and it stays: the degraded node does not take it back.
     let survivors: Vec<&Node> = nodes
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != at)
         .map(|(_, n)| n)
         .collect();
-    wait_until(Duration::from_secs(15), "the survivors to agree", || {
-        let seen: Vec<Option<String>> = survivors
-            .iter()
-            .map(|n| listing::role_holder(n))
-            .collect::<Result<_, _>>()?;
-        Ok(seen
-            .iter()
-            .all(|s| s.as_deref() == Some(next.as_str()))
-            .then_some(()))
-    })
+    let next = wait_until(
+        Duration::from_secs(30),
+        "the survivors to agree on a new holder",
+        || {
+            let seen: Vec<Option<String>> = survivors
+                .iter()
+                .map(|n| listing::role_holder(n))
+                .collect::<Result<_, _>>()?;
+            Ok(match &seen[0] {
+                Some(h) if *h != first && seen.iter().all(|s| s.as_ref() == Some(h)) => {
+                    Some(h.clone())
+                }
+                _ => None,
+            })
+        },
+    )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
+    assert_ne!(next, first);
     std::thread::sleep(Duration::from_secs(3));
     for n in &survivors {
         assert_eq!(
