@@ -18,6 +18,7 @@
 //!   over a transport trait that the network layer implements.
 //! - [`runtime`]: the container engine behind a trait: Docker (bollard) and a simulated one.
 //! - [`pods`]: pods as users see them: slots joined with their owner's template and status.
+//! - [`backoff`]: Kubernetes' back-off (10 s doubling to 5 min), for restarts and pulls.
 //! - [`images`]: the image service: pulls images for the agent, per `imagePullPolicy`, with
 //!   the pods' registry credentials, deduplicated and bounded.
 //! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
@@ -39,6 +40,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod controllers;
 pub mod dns;

@@ -24,24 +24,10 @@ use crate::observed::{Liveness, NodeRecord};
 use crate::pods::DesiredPod;
 use crate::runtime::{ContainerInfo, ContainerSpec, ContainerState};
 
-/// First restart delay after the first one (which is immediate), as Kubernetes.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub use crate::backoff::backoff;
+
 /// A container that ran this long before exiting starts a fresh back-off.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
-
-/// The delay before the next attempt after `streak` consecutive ones: 0, 10 s, 20 s, 40 s, ...
-/// up to 5 min.
-pub fn backoff(streak: u32) -> Duration {
-    if streak == 0 {
-        return Duration::ZERO;
-    }
-    let factor = 1u64 << (streak - 1).min(16);
-    BACKOFF_BASE
-        .checked_mul(u32::try_from(factor).unwrap_or(u32::MAX))
-        .unwrap_or(BACKOFF_MAX)
-        .min(BACKOFF_MAX)
-}
 
 /// Whether a container that exited with `exit_code` is started again under `policy`.
 pub fn should_restart(policy: RestartPolicy, exit_code: i64, oom_killed: bool) -> bool {

@@ -23,21 +23,9 @@ use tokio::time::Instant;
 
 use super::reference::ImageRef;
 
-/// First wait after a failed pull; doubles with each failure up to [`BACKOFF_MAX`].
-pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// How long the image service waits after a failure before pulling again.
-pub fn backoff(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    let factor = 1u32 << (failures - 1).min(16);
-    BACKOFF_BASE
-        .checked_mul(factor)
-        .unwrap_or(BACKOFF_MAX)
-        .min(BACKOFF_MAX)
-}
+/// How long the image service waits after a failure before pulling again: the same back-off
+/// as container restarts.
+pub use crate::backoff::backoff;
 
 /// Why a pull failed, as a person would want it named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,13 +330,6 @@ pub fn failure_message(image: &ImageRef, kind: FailureKind, engine_said: &str) -
 )]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_kubelets() {
-        let secs: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
-    }
 
     #[test]
     fn engine_errors_are_sorted() {
