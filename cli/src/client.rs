@@ -213,10 +213,10 @@ impl Client {
         self.send(req)
     }
 
-    /// `GET path?query` whose body is a stream (logs): no time limit once the node has
-    /// answered, since a followed log never ends. The response is checked for errors.
-    pub fn get_stream(&self, path: &str, query: &[(&str, &str)]) -> Result<Response, ClientError> {
-        let streaming = reqwest::blocking::Client::builder()
+    /// A client without a time limit for the whole request (streamed bodies), connecting as
+    /// fast as the usual one.
+    fn streaming(&self) -> Result<reqwest::blocking::Client, ClientError> {
+        reqwest::blocking::Client::builder()
             .timeout(None)
             .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
             .user_agent(format!("shoal/{}", shoal_protocol::VERSION))
@@ -224,7 +224,13 @@ impl Client {
             .map_err(|e| ClientError::Transport {
                 url: self.base.clone(),
                 cause: e.to_string(),
-            })?;
+            })
+    }
+
+    /// `GET path?query` whose body is a stream (logs): no time limit once the node has
+    /// answered, since a followed log never ends. The response is checked for errors.
+    pub fn get_stream(&self, path: &str, query: &[(&str, &str)]) -> Result<Response, ClientError> {
+        let streaming = self.streaming()?;
         let req = self.authorize(streaming.get(self.url(path)).query(query));
         let resp = req.send().map_err(|e| self.transport_error(&e))?;
         if resp.status().is_success() {
@@ -242,15 +248,7 @@ impl Client {
         path: &str,
         body: reqwest::blocking::Body,
     ) -> Result<Value, ClientError> {
-        let streaming = reqwest::blocking::Client::builder()
-            .timeout(None)
-            .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
-            .user_agent(format!("shoal/{}", shoal_protocol::VERSION))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                url: self.base.clone(),
-                cause: e.to_string(),
-            })?;
+        let streaming = self.streaming()?;
         let req = streaming
             .post(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
