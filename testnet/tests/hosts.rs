@@ -42,10 +42,24 @@ struct Hosts {
 }
 
 fn up(n: usize) -> Hosts {
+    up_with(n, &HostOptions::default())
+}
+
+fn up_with(n: usize, opts: &HostOptions) -> Hosts {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up_hosts(n, dir.path(), &HostOptions::default())
+    let cluster = Cluster::up_hosts(n, dir.path(), opts)
         .unwrap_or_else(|e| panic!("cannot start {n} hosts: {e:#}"));
     Hosts { cluster, dir }
+}
+
+/// Hosts whose engines hold no image at all.
+fn up_empty(n: usize) -> Hosts {
+    up_with(
+        n,
+        &HostOptions {
+            image_on: Some(Vec::new()),
+        },
+    )
 }
 
 /// The node of host `name`.
@@ -775,23 +789,16 @@ fn an_image_pushed_from_the_workstation_runs_on_a_host_without_a_registry() {
     if !hosts_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up_hosts(
-        1,
-        dir.path(),
-        &HostOptions {
-            image_on: Some(Vec::new()),
-        },
-    )
-    .unwrap_or_else(|e| panic!("cannot start the host: {e:#}"));
+    let hosts = up_empty(1);
+    let cluster = &hosts.cluster;
     let image = shoal_testnet::image::ECHO_IMAGE;
     let engine_has = |c: &Cluster| c.docker("h1", &["image", "inspect", image]).is_ok();
     assert!(
-        !engine_has(&cluster),
+        !engine_has(cluster),
         "the host's engine has the image already"
     );
 
-    let h1 = node(&cluster, "h1");
+    let h1 = node(cluster, "h1");
     let out = h1
         .cli(&["image", "push", image])
         .unwrap()
@@ -800,7 +807,7 @@ fn an_image_pushed_from_the_workstation_runs_on_a_host_without_a_registry() {
     assert!(out.stdout.contains("pushed to node h1"), "{}", out.stdout);
     assert!(out.stdout.contains(image), "{}", out.stdout);
     assert!(
-        engine_has(&cluster),
+        engine_has(cluster),
         "the push left nothing in the host's engine"
     );
 
@@ -822,8 +829,6 @@ fn an_image_pushed_from_the_workstation_runs_on_a_host_without_a_registry() {
         "{}",
         out.stderr
     );
-    drop(cluster);
-    drop(dir);
 }
 
 /// A registry on the LAN (the machine's address on it, plain HTTP, as a home lab's), and hosts
@@ -833,15 +838,8 @@ fn hosts_pull_from_a_registry_on_the_lan() {
     if !hosts_ready() || !shoal_testnet::registry::ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::up_hosts(
-        3,
-        dir.path(),
-        &HostOptions {
-            image_on: Some(Vec::new()),
-        },
-    )
-    .unwrap_or_else(|e| panic!("cannot start the hosts: {e:#}"));
+    let hosts = up_empty(3);
+    let cluster = &hosts.cluster;
     let gateway = cluster.lan_gateway().unwrap();
     let port = shoal_testnet::free_port(&gateway.to_string()).unwrap();
     let reg = shoal_testnet::Registry::start(shoal_testnet::RegistryOptions {
@@ -852,7 +850,7 @@ fn hosts_pull_from_a_registry_on_the_lan() {
     let image = reg
         .push(shoal_testnet::image::ECHO_IMAGE, "team/echo:v1")
         .unwrap();
-    let h1 = node(&cluster, "h1");
+    let h1 = node(cluster, "h1");
     let manifest =
         workload("default", "lan", 3, None).replace(shoal_testnet::image::ECHO_IMAGE, &image);
     apply(h1, &manifest);
@@ -879,6 +877,4 @@ fn hosts_pull_from_a_registry_on_the_lan() {
     );
     drop(pods);
     drop(reg);
-    drop(cluster);
-    drop(dir);
 }
