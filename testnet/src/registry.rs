@@ -162,20 +162,9 @@ http:
     yaml
 }
 
-/// A YAML double-quoted scalar.
+/// A YAML double-quoted scalar: a JSON string is one (YAML's escapes include JSON's).
 fn yaml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
 /// Whether a registry may listen on `ip`: loopback, or an address on a test LAN
