@@ -493,22 +493,25 @@ fn an_engine_that_stops_under_a_running_shoald_takes_its_pods_out_and_back() {
         "api on h2 not ready {:?} after its engine stopped",
         stopped.elapsed()
     );
-    // The node says why.
-    let nodes = node(c, "h1")
-        .cli(&["get", "nodes"])
-        .unwrap()
-        .success()
-        .unwrap();
-    let line = nodes
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("h2 "))
-        .unwrap_or_default();
-    assert!(
-        line.contains("EngineUnavailable"),
-        "get nodes:\n{}",
-        nodes.stdout
-    );
+    // The node says why. Its condition reaches h1 with its next whole record, which may
+    // follow the pods' statuses by a beat: within a few seconds.
+    wait_until(
+        Duration::from_secs(10),
+        "EngineUnavailable on h2 in get nodes",
+        || {
+            let nodes = node(c, "h1").cli(&["get", "nodes"])?.success()?;
+            Ok(nodes
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("h2 "))
+                .is_some_and(|l| l.contains("EngineUnavailable"))
+                .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| {
+        let nodes = node(c, "h1").cli(&["get", "nodes"]).map(|o| o.stdout);
+        panic!("{e:#}\nget nodes:\n{nodes:?}")
+    });
     let described = node(c, "h1")
         .cli(&["describe", "node", "h2"])
         .unwrap()
