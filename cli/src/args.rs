@@ -160,6 +160,10 @@ pub struct ImagePushArgs {
     /// Do not show progress
     #[arg(long, short)]
     pub quiet: bool,
+    /// Have every other node fetch the images at once (otherwise each fetches them from this
+    /// node when a pod there needs them)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,7 +288,7 @@ pub enum OutputFormat {
 pub struct GetArgs {
     /// Kind: deployments, deploy, pods, po, services, svc, configmaps, cm, secrets,
     /// namespaces, ns, nodes, node, no, statefulsets, sts, persistentvolumeclaims, pvc,
-    /// events, ev
+    /// events, ev, images (the images each node holds)
     pub kind: String,
 
     /// Names of the objects; all of them when none

@@ -187,6 +187,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_millis(200),
         stop.clone(),
     ));
+    // The image service: pulls, fetches from peers, and this node's image inventory.
+    let (image_service, images) = images::ImageService::new(
+        engine.clone(),
+        images::ImagesConfig {
+            max_pulls: config.max_pulls,
+            allowed: images::pull::Allowed(config.allowed_registries.clone()),
+            channel_size: config.channel_size,
+            gc: images::gc::GcPolicy {
+                high_percent: config.image_gc_high_threshold_percent,
+                low_percent: config.image_gc_low_threshold_percent,
+                min_age: Duration::from_secs(config.image_minimum_gc_age_secs),
+            },
+        },
+    );
+    let image_service = image_service.with_peers(images::Peers {
+        observed: observed.clone(),
+        fetch: Arc::new(images::share::NetFetch {
+            net: net_handle.clone(),
+        }),
+    });
+    let local_images = image_service.local_images();
+    tracker.spawn(image_service.run(stop.clone()));
+    // Peers fetch images from this node's engine over the cluster's connections.
+    tracker.spawn(images::share::serve(
+        net_handle.clone(),
+        engine.clone(),
+        images::share::ServeConfig::from_env(),
+        stop.clone(),
+    ));
     // This node speaks for its name (heartbeat, role, registration) only once it has claimed
     // it: another machine may hold it already.
     let (named_tx, named_rx) = tokio::sync::watch::channel(false);
@@ -196,6 +225,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             .with_gossip(publish, observed_rx)
             .with_digest(digest_rx)
             .with_conditions(conditions_rx)
+            .with_images(local_images)
             .run(leave.clone()),
     );
     tracker.spawn(keep_connected(
@@ -233,20 +263,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         agent::FENCE_EVERY,
         stop.clone(),
     ));
-    let (image_service, images) = images::ImageService::new(
-        engine.clone(),
-        images::ImagesConfig {
-            max_pulls: config.max_pulls,
-            allowed: images::pull::Allowed(config.allowed_registries.clone()),
-            channel_size: config.channel_size,
-            gc: images::gc::GcPolicy {
-                high_percent: config.image_gc_high_threshold_percent,
-                low_percent: config.image_gc_low_threshold_percent,
-                min_age: Duration::from_secs(config.image_minimum_gc_age_secs),
-            },
-        },
-    );
-    tracker.spawn(image_service.run(stop.clone()));
     // Containers use this node's DNS server when it is on (at their network's gateway).
     let agent = agent::Agent::new(
         agent::AgentConfig {
@@ -262,7 +278,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Some(pod_reporter),
     )
     .with_events(events.clone())
-    .with_images(images)
+    .with_images(images.clone())
     .with_peer_id(peer_id.clone())
     .with_fencing(agent::Fencing {
         fence: fence_rx,
@@ -446,6 +462,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
                 cluster_domain: config.dns_domain(),
             }),
             events: events.clone(),
+            images: Some(images),
         },
         config.api_max_body_bytes,
     );

@@ -630,6 +630,9 @@ pub struct HostOptions {
     /// The hosts whose engine gets the test image ([`crate::image::ECHO_IMAGE`]) at `up`;
     /// None: every host.
     pub image_on: Option<Vec<String>>,
+    /// Extra environment of every host's `shoald` (test hooks such as
+    /// `SHOAL_TEST_IMAGE_SEND_BYTES_PER_SEC`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -688,7 +691,7 @@ impl Cluster {
                 if wanted {
                     cluster.load_image(&name, crate::image::ECHO_IMAGE)?;
                 }
-                cluster.start_host_node(&name, None)?;
+                cluster.start_host_node(&name, None, &opts.env)?;
             }
             cluster.admin_token = cluster.nodes[0].token()?;
             cluster.save()?;
@@ -739,7 +742,12 @@ impl Cluster {
 
     /// Writes host `name`'s `shoald.toml` (node name `node_name`, else the host's) and starts
     /// its `shoald`, joining a running node unless it is the first.
-    fn start_host_node(&mut self, name: &str, node_name: Option<&str>) -> anyhow::Result<()> {
+    fn start_host_node(
+        &mut self,
+        name: &str,
+        node_name: Option<&str>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         let lan = self.lan()?;
         let addr = lan.addr(name)?;
         let paths = lan.paths(name);
@@ -768,6 +776,7 @@ impl Cluster {
             .with_context(|| format!("cannot write {}", config_file.display()))?;
         let mut opts = NodeOptions::new(name, &data_dir);
         opts.ip = addr.to_string();
+        opts.env.extend(env.iter().cloned());
         opts.host = Some(OnHost {
             netns: paths.netns.clone(),
             config_file,
@@ -799,7 +808,7 @@ impl Cluster {
         if crate::image::image_present(crate::image::ECHO_IMAGE) {
             self.load_image(&name, crate::image::ECHO_IMAGE)?;
         }
-        self.start_host_node(&name, node_name)?;
+        self.start_host_node(&name, node_name, &[])?;
         Ok(name)
     }
 

@@ -269,7 +269,10 @@ fn main() -> anyhow::Result<()> {
                             .context("cannot start an async runtime")?;
                         runtime.block_on(shoal_testnet::image::build_echo_image())?;
                     }
-                    let opts = HostOptions { image_on };
+                    let opts = HostOptions {
+                        image_on,
+                        ..HostOptions::default()
+                    };
                     Cluster::up_hosts_detached(hosts, &dir, &opts).with_context(|| {
                         format!("cannot start {hosts} hosts in {}", dir.display())
                     })?

@@ -58,6 +58,7 @@ fn up_empty(n: usize) -> Hosts {
         n,
         &HostOptions {
             image_on: Some(Vec::new()),
+            ..HostOptions::default()
         },
     )
 }
@@ -834,10 +835,22 @@ fn an_image_pushed_from_the_workstation_runs_on_a_host_without_a_registry() {
     );
 }
 
+/// Events whose message contains `needle`, as `watcher` lists them (`get events`).
+fn events_with(watcher: &Node, needle: &str) -> anyhow::Result<Vec<String>> {
+    let out = watcher.cli(&["get", "events"])?.success()?;
+    Ok(out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect())
+}
+
 /// A registry on the LAN (the machine's address on it, plain HTTP, as a home lab's), and hosts
-/// whose engines hold no image: a Deployment spread over three hosts pulls on each of them.
+/// whose engines hold no image: a Deployment spread over three hosts runs on each of them, and
+/// the registry serves each blob once: one host pulls, the two others fetch from it.
 #[test]
-fn hosts_pull_from_a_registry_on_the_lan() {
+fn three_hosts_download_a_new_image_from_the_registry_once() {
     if !hosts_ready() || !shoal_testnet::registry::ready() {
         return;
     }
@@ -853,16 +866,17 @@ fn hosts_pull_from_a_registry_on_the_lan() {
     let image = reg
         .push(shoal_testnet::image::ECHO_IMAGE, "team/echo:v1")
         .unwrap();
+    let pushed = reg.requests().unwrap().len();
     let h1 = node(cluster, "h1");
     let manifest =
         workload("default", "lan", 3, None).replace(shoal_testnet::image::ECHO_IMAGE, &image);
     apply(h1, &manifest);
-    let pods = wait_until(
+    wait_until(
         Duration::from_secs(90),
         "3 ready pods, one per host",
         || {
             let pods = ready(h1, "lan")?;
-            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(pods))
+            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
@@ -872,12 +886,242 @@ fn hosts_pull_from_a_registry_on_the_lan() {
             "{host}'s engine has no {image}"
         );
     }
-    let blobs = reg.blob_gets("team/echo").unwrap();
+    // Each blob downloaded once for the three hosts.
+    let requests = reg.requests().unwrap();
+    let mut downloads: BTreeMap<String, usize> = BTreeMap::new();
+    for r in requests[pushed..]
+        .iter()
+        .filter(|r| r.is_blob_get("team/echo"))
+    {
+        *downloads.entry(r.path.clone()).or_default() += 1;
+    }
     assert!(
-        blobs > 0,
-        "the registry served no blob: {:#?}",
+        !downloads.is_empty(),
+        "the registry served no blob: {requests:#?}"
+    );
+    assert!(
+        downloads.values().all(|n| *n == 1),
+        "a blob was downloaded more than once: {downloads:#?}"
+    );
+    let fetched = wait_until(Duration::from_secs(20), "two fetch events", || {
+        let e = events_with(h1, "Fetched image")?;
+        Ok((e.len() >= 2).then_some(e))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    assert!(
+        fetched.iter().all(|e| e.contains("from node h")),
+        "{fetched:#?}"
+    );
+    drop(reg);
+}
+
+/// `shoal image push --all` into a cluster of hosts with empty engines and no registry: every
+/// host's engine holds the image soon after, without a pod asking for it; a Deployment then
+/// runs on every host, and `shoal get images` lists the image on all three with its pods.
+#[test]
+fn an_image_pushed_with_all_reaches_every_host() {
+    if !hosts_ready() {
+        return;
+    }
+    let hosts = up_empty(3);
+    let cluster = &hosts.cluster;
+    let image = shoal_testnet::image::ECHO_IMAGE;
+    let h2 = node(cluster, "h2");
+    let out = h2
+        .cli(&["image", "push", "--all", image])
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(out.stdout.contains("pushed to node h2"), "{}", out.stdout);
+    wait_until(
+        Duration::from_secs(60),
+        "every engine holding the image",
+        || {
+            Ok(["h1", "h2", "h3"]
+                .iter()
+                .all(|h| cluster.docker(h, &["image", "inspect", image]).is_ok())
+                .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    apply(h2, &workload("default", "everywhere", 3, None));
+    wait_until(
+        Duration::from_secs(60),
+        "3 ready pods, one per host",
+        || {
+            let pods = ready(h2, "everywhere")?;
+            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    let line = wait_until(
+        Duration::from_secs(30),
+        "the image listed with its pods",
+        || {
+            let out = node(cluster, "h1").cli(&["get", "images"])?.success()?;
+            Ok(out
+                .stdout
+                .lines()
+                .find(|l| {
+                    l.starts_with(image)
+                        && l.contains("h1,h2,h3")
+                        && l.matches("default/everywhere-").count() == 3
+                })
+                .map(str::to_string))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    assert!(line.contains(image), "{line}");
+}
+
+/// The image only in one host's engine and no registry at all: a Deployment over three hosts
+/// runs on all three, the two others fetch it from that host (events say so), their engines
+/// then hold it, and `shoal get images` lists it on every host with the pods using it.
+#[test]
+fn an_image_on_one_host_is_fetched_by_the_others_without_a_registry() {
+    if !hosts_ready() {
+        return;
+    }
+    let hosts = up_with(
+        3,
+        &HostOptions {
+            image_on: Some(vec!["h1".into()]),
+            ..HostOptions::default()
+        },
+    );
+    let cluster = &hosts.cluster;
+    let image = shoal_testnet::image::ECHO_IMAGE;
+    for host in ["h2", "h3"] {
+        assert!(
+            cluster.docker(host, &["image", "inspect", image]).is_err(),
+            "{host}'s engine has the image already"
+        );
+    }
+    let h1 = node(cluster, "h1");
+    apply(h1, &workload("default", "shared", 3, None));
+    wait_until(
+        Duration::from_secs(90),
+        "3 ready pods, one per host",
+        || {
+            let pods = ready(h1, "shared")?;
+            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    for host in ["h2", "h3"] {
+        assert!(
+            cluster.docker(host, &["image", "inspect", image]).is_ok(),
+            "{host}'s engine does not hold {image}"
+        );
+    }
+    let fetched = wait_until(Duration::from_secs(20), "two fetch events", || {
+        let e = events_with(h1, "from node h1")?;
+        Ok((e.len() >= 2).then_some(e))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    assert!(
+        fetched.iter().all(|e| e.contains("Fetched image")),
+        "{fetched:#?}"
+    );
+    // Every host lists it, with the three pods.
+    let h3 = node(cluster, "h3");
+    let line = wait_until(Duration::from_secs(30), "the image on every host", || {
+        let out = h3.cli(&["get", "images"])?.success()?;
+        Ok(out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(image) && l.contains("h1,h2,h3"))
+            .map(str::to_string))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    assert_eq!(line.matches("default/shared-").count(), 3, "{line}");
+}
+
+/// The one holder of an image powers off while a host fetches the image from it (its sends
+/// slowed by the test hook): the fetch goes on from the registry, and the pod runs from an
+/// image loaded whole.
+#[test]
+fn a_fetch_whose_holder_powers_off_goes_on_from_the_registry() {
+    if !hosts_ready() || !shoal_testnet::registry::ready() {
+        return;
+    }
+    let mut hosts = up_with(
+        3,
+        &HostOptions {
+            image_on: Some(vec!["h1".into()]),
+            env: vec![(
+                "SHOAL_TEST_IMAGE_SEND_BYTES_PER_SEC".into(),
+                "400000".into(),
+            )],
+        },
+    );
+    let gateway = hosts.cluster.lan_gateway().unwrap();
+    let port = shoal_testnet::free_port(&gateway.to_string()).unwrap();
+    let reg = shoal_testnet::Registry::start(shoal_testnet::RegistryOptions {
+        addr: Some(std::net::SocketAddr::from((gateway, port))),
+        ..Default::default()
+    })
+    .unwrap();
+    let image = reg
+        .push(shoal_testnet::image::ECHO_IMAGE, "team/echo:v1")
+        .unwrap();
+    // h1 holds it under the registry's name too.
+    hosts
+        .cluster
+        .docker("h1", &["tag", shoal_testnet::image::ECHO_IMAGE, &image])
+        .unwrap();
+    let h2_name = "h2";
+    // The others know that h1 holds it under that name (its image list is read every 10 s).
+    wait_until(
+        Duration::from_secs(30),
+        "h1 listed as holding the image",
+        || {
+            let out = node(&hosts.cluster, h2_name)
+                .cli(&["get", "images", &image])?
+                .success()?;
+            Ok(out.stdout.contains("h1").then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hosts.cluster.log_tails(40)));
+    let manifest = workload_on("default", "cut", 1, None, Some("h3"))
+        .replace(shoal_testnet::image::ECHO_IMAGE, &image);
+    apply(node(&hosts.cluster, h2_name), &manifest);
+    // The fetch has begun: h1 is sending.
+    wait_until(Duration::from_secs(60), "h1 sending the image", || {
+        Ok(node(&hosts.cluster, "h1")
+            .log()
+            .contains("sending image to a peer")
+            .then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", hosts.cluster.log_tails(40)));
+    std::thread::sleep(Duration::from_secs(2));
+    hosts.cluster.power_off("h1").unwrap();
+    let cluster = &hosts.cluster;
+    let h2 = node(cluster, h2_name);
+    wait_until(Duration::from_secs(120), "the pod ready on h3", || {
+        let pods = ready(h2, "cut")?;
+        Ok((pods.len() == 1 && pods[0].node == "h3").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(60)));
+    assert!(
+        reg.blob_gets("team/echo").unwrap() > 0,
+        "h3 never went to the registry: {:#?}",
         reg.requests()
     );
-    drop(pods);
-    drop(reg);
+    let pulled = events_with(h2, "Successfully pulled image")
+        .unwrap()
+        .join("\n");
+    assert!(pulled.contains(&image), "{pulled}");
+    // It was cut in the middle: the fetch began, failed, and h1 never finished sending.
+    assert!(
+        node(cluster, "h3")
+            .log()
+            .contains("fetching image from a peer failed"),
+        "{}",
+        cluster.log_tails(60)
+    );
+    assert!(
+        !node(cluster, "h1").log().contains("sent image to a peer"),
+        "h1 sent the whole image before it powered off"
+    );
 }

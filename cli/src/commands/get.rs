@@ -9,6 +9,9 @@ use crate::args::{GetArgs, OutputFormat};
 use crate::output;
 
 pub fn run(s: &Session, a: &GetArgs) -> Result<()> {
+    if super::image::is_images(&a.kind) {
+        return super::image::get(s, a);
+    }
     let kind = parse_kind(&a.kind)?;
     if a.watch {
         if kind != shoal_protocol::Kind::Event || !a.names.is_empty() {

@@ -1,4 +1,5 @@
-//! `image push`: sends images from this machine's Docker engine to the node the CLI talks to.
+//! `image push`: sends images from this machine's Docker engine to the node the CLI talks to;
+//! and `get images`: the images the cluster's nodes hold.
 //!
 //! The one place where the CLI touches a container engine, its local one, through the `docker`
 //! CLI (`docker save`), so that `shoal` needs no engine client of its own. The tarball streams
@@ -12,21 +13,113 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use serde_json::Value;
+
 use super::Session;
-use crate::args::ImagePushArgs;
+use crate::args::{GetArgs, ImagePushArgs, OutputFormat};
+use crate::output::{self, int, list, render_table, text};
 
 /// The node's route for uploads (the node's `api::images::LOAD_PATH`).
 const LOAD_PATH: &str = "/shoal/v1/images/load";
 
+/// The same, asking every other node to fetch what it loaded (`--all`).
+const LOAD_ALL_PATH: &str = "/shoal/v1/images/load?all=true";
+
+/// The node's route for the list (the node's `api::images::LIST_PATH`).
+const LIST_PATH: &str = "/shoal/v1/images";
+
+/// Whether `get KIND` asks for images.
+pub fn is_images(kind: &str) -> bool {
+    matches!(
+        kind.to_ascii_lowercase().as_str(),
+        "images" | "image" | "img"
+    )
+}
+
+/// `get images [NAME...]`: a table, or the answer as YAML or JSON.
+pub fn get(s: &Session, a: &GetArgs) -> Result<()> {
+    if a.watch || a.selector.is_some() {
+        bail!("`get images` takes no --watch or --selector");
+    }
+    let mut answer = s.client.get(LIST_PATH, &[])?;
+    if !a.names.is_empty()
+        && let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
+    {
+        items.retain(|i| {
+            let name = text(i, "/name").unwrap_or_default();
+            a.names
+                .iter()
+                .any(|n| name == *n || name.starts_with(&format!("{n}:")))
+        });
+    }
+    let out = match a.output {
+        None | Some(OutputFormat::Wide) => {
+            let text = images_table(&answer);
+            if text.is_empty() {
+                eprintln!("No images found.");
+            }
+            text
+        }
+        Some(OutputFormat::Name) => list(&answer, "/items")
+            .iter()
+            .map(|i| format!("image/{}\n", text(i, "/name").unwrap_or_default()))
+            .collect(),
+        Some(OutputFormat::Yaml) => output::to_yaml(&answer)?,
+        Some(OutputFormat::Json) => output::to_json(&answer)?,
+    };
+    output::print(&out)
+}
+
+/// NAME, IMAGE ID (12 characters, as docker shows it), SIZE, NODES, PODS; empty without rows.
+pub fn images_table(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(answer, "/items")
+        .iter()
+        .map(|i| {
+            let id = text(i, "/id").unwrap_or_default();
+            let id = id.strip_prefix("sha256:").unwrap_or(&id);
+            let names = |p: &str| {
+                let l: Vec<String> = list(i, p).iter().filter_map(|v| text(v, "")).collect();
+                if l.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    l.join(",")
+                }
+            };
+            vec![
+                text(i, "/name").unwrap_or_default(),
+                id.chars().take(12).collect(),
+                human_bytes(int(i, "/size").unwrap_or(0)),
+                names("/nodes"),
+                names("/pods"),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    render_table(&["NAME", "IMAGE ID", "SIZE", "NODES", "PODS"], &rows)
+}
+
+/// Bytes as docker prints them (decimal units: `7.34MB`).
+fn human_bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.3}GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.3}MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1}kB", n / 1e3),
+        n => format!("{n}B"),
+    }
+}
+
 pub fn push(s: &Session, a: &ImagePushArgs) -> Result<()> {
     let progress = !a.quiet && std::io::stderr().is_terminal();
     for image in &a.images {
-        push_one(s, image, progress)?;
+        push_one(s, image, progress, a.all)?;
     }
     Ok(())
 }
 
-fn push_one(s: &Session, image: &str, progress: bool) -> Result<()> {
+fn push_one(s: &Session, image: &str, progress: bool, all: bool) -> Result<()> {
     let size = local_size(image)?;
     let mut child = Command::new("docker")
         .args(["save", image])
@@ -47,9 +140,10 @@ fn push_one(s: &Session, image: &str, progress: bool) -> Result<()> {
         show: progress,
         last: None,
     };
-    let answer = s
-        .client
-        .post_stream(LOAD_PATH, reqwest::blocking::Body::new(reader));
+    let answer = s.client.post_stream(
+        if all { LOAD_ALL_PATH } else { LOAD_PATH },
+        reqwest::blocking::Body::new(reader),
+    );
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
@@ -71,8 +165,13 @@ fn push_one(s: &Session, image: &str, progress: bool) -> Result<()> {
         .as_array()
         .map(|l| l.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
+    let others = if all {
+        "; the other nodes fetch it from there now"
+    } else {
+        ""
+    };
     crate::output::print(&format!(
-        "image {image} pushed to node {node} (loaded: {})\n",
+        "image {image} pushed to node {node} (loaded: {}){others}\n",
         loaded.join(", ")
     ))
 }
@@ -173,5 +272,33 @@ mod tests {
         let mut out = Vec::new();
         r.read_to_end(&mut out).map(|_| ()).unwrap_or_default();
         assert_eq!((out.len(), r.sent), (10, 10));
+    }
+
+    #[test]
+    fn images_table_columns() {
+        let answer = serde_json::json!({"items": [
+            {"name": "app:v1", "id": "sha256:0123456789abcdef0123", "size": 7340032,
+             "nodes": ["h1", "h2"], "pods": ["default/web-1"]},
+            {"name": "<none>", "id": "sha256:fedcba9876543210", "size": 999, "nodes": ["h1"], "pods": []},
+        ]});
+        let table = images_table(&answer);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        for want in [
+            "app:v1",
+            "0123456789ab",
+            "7.340MB",
+            "h1,h2",
+            "default/web-1",
+        ] {
+            assert!(lines[1].contains(want), "{want} missing in {table}");
+        }
+        assert!(
+            lines[2].contains("999B") && lines[2].ends_with("<none>"),
+            "{table}"
+        );
+        assert_eq!(images_table(&serde_json::json!({"items": []})), "");
+        assert!(is_images("images") && is_images("IMG") && !is_images("pods"));
     }
 }

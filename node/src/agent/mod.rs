@@ -1179,12 +1179,16 @@ impl Agent {
                         format!("Using image \"{image}\" already present on node {node}: {why}"),
                     );
                 } else if let (Some(p), true) = (pulled, told) {
+                    let how = match &p.from {
+                        Some(holder) => format!("Fetched image \"{image}\" from node {holder}"),
+                        None => format!("Successfully pulled image \"{image}\""),
+                    };
                     self.note(
                         pod,
                         Normal,
                         "Pulled",
                         format!(
-                            "Successfully pulled image \"{image}\" in {:.1}s. Image size: {} bytes.",
+                            "{how} in {:.1}s. Image size: {} bytes.",
                             p.took.as_secs_f64(),
                             p.size
                         ),

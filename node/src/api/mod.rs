@@ -51,6 +51,8 @@ pub struct ApiState {
     pub cluster: Arc<ClusterInfo>,
     /// The cluster's events as this node knows them (soft state, bounded).
     pub events: crate::events::Events,
+    /// The image service, told when an upload loads images (`None` in tests without one).
+    pub images: Option<crate::images::Images>,
 }
 
 /// This node's place in the cluster, for the status and join-token routes.
@@ -92,6 +94,7 @@ pub fn router(api: ApiState, max_body_bytes: usize) -> Router {
             images::LOAD_PATH,
             post(images::load).layer(DefaultBodyLimit::disable()),
         )
+        .route(images::LIST_PATH, get(images::list))
         .route("/api/v1/events", get(events::list_all))
         .route(
             "/api/v1/namespaces/{ns}/events",

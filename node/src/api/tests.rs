@@ -75,6 +75,7 @@ fn harness() -> Harness {
                 cluster_domain: "shoal.home.arpa".into(),
             }),
             events: events.clone(),
+            images: None,
         },
         64 * 1024,
     );

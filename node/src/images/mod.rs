@@ -13,17 +13,28 @@
 //! threshold of the image filesystem, images it pulled that no container uses are removed,
 //! least recently used first.
 //!
-//! Owns: the pull records, the pulls in flight, and when each pulled image was last used. Talks to: the container engine (through
-//! [`Engine`]), nothing else. Credentials come with each request from the pod's
-//! `imagePullSecrets` ([`auth`]); they are never logged.
+//! Sharing between nodes: the service reports what its engine holds (and what it is pulling)
+//! as this node's image inventory, which the heartbeat gossips ([`crate::observed::inventory`]).
+//! A pull of an image a live peer holds fetches it from that peer instead ([`share`]); an
+//! image no peer holds is pulled from its registry by one node while the others wait and then
+//! fetch it from that node ([`source`]). `Always` asks the registry each time, as kubelet does.
+//!
+//! Owns: the pull records, the pulls in flight, when each pulled image was last used, and this
+//! node's image list. Talks to: the container engine (through [`Engine`]), the peers'
+//! inventories (read from observed state) and the peers themselves (through [`share::Fetch`]).
+//! Credentials come with each request from the pod's `imagePullSecrets` ([`auth`]); they are
+//! never logged.
 //!
 //! Pure parts: [`reference`] (image names), [`auth`] (matching credentials to a registry as
-//! kubelet does), [`pull`] (the pull policy, back-off, error sorting, allowed registries).
+//! kubelet does), [`pull`] (the pull policy, back-off, error sorting, allowed registries),
+//! [`source`] (peer or registry, and who pulls).
 
 pub mod auth;
 pub mod gc;
 pub mod pull;
 pub mod reference;
+pub mod share;
+pub mod source;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -38,10 +49,30 @@ use tokio_util::sync::CancellationToken;
 use self::gc::{Candidate, GcPolicy};
 use self::pull::{Allowed, FailureKind, Pulled, Record, Verdict};
 use self::reference::ImageRef;
+use self::share::Fetch;
+use self::source::{Progress, Step};
+use crate::observed::{ImageEntry, Liveness, LocalImages, ObservedHandle};
 use crate::runtime::{Engine, RegistryAuth, Runtime, RuntimeError};
 
 /// How often the image filesystem is checked for garbage collection.
 pub const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How often the engine's image list is read again (it is also read after every pull, fetch,
+/// collection and upload): images loaded by hand show up within this.
+pub const LIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long this node asks the others to fetch an image pushed with `--all`.
+pub const SPREAD_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How often a pull that waits (for announcements, or for a peer's pull) looks again.
+const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The peers, for sharing images: their inventories and liveness, and how to fetch from them.
+#[derive(Clone)]
+pub struct Peers {
+    pub observed: ObservedHandle,
+    pub fetch: Arc<dyn Fetch>,
+}
 
 /// How pulls are bounded.
 #[derive(Debug, Clone)]
@@ -83,6 +114,10 @@ enum Command {
         want: Want,
         reply: oneshot::Sender<Verdict>,
     },
+    /// Read the engine's image list again (images were loaded by someone else).
+    Refresh,
+    /// Ask every other node to fetch these images from this one now.
+    Spread { images: Vec<String> },
 }
 
 /// A cheap handle on the image service.
@@ -113,6 +148,19 @@ impl Images {
     pub fn finished(&self) -> watch::Receiver<u64> {
         self.finished.clone()
     }
+
+    /// Tells the service that the engine's images changed (an upload was loaded), so that the
+    /// peers learn of it at once. Never waits: a full channel drops it (the next periodic
+    /// read catches up).
+    pub fn refresh(&self) {
+        let _ = self.tx.try_send(Command::Refresh);
+    }
+
+    /// Asks every other node to fetch `images` from this one now (`shoal image push --all`),
+    /// for [`SPREAD_FOR`]. Never waits, as [`refresh`](Self::refresh).
+    pub fn spread(&self, images: Vec<String>) {
+        let _ = self.tx.try_send(Command::Spread { images });
+    }
 }
 
 /// Pulls by image and credentials: two pods with different credentials for one image pull
@@ -142,6 +190,11 @@ struct Queued {
     key: Key,
     image: ImageRef,
     auth: Option<RegistryAuth>,
+    policy: PullPolicy,
+    /// Why this node may not pull the image from its registry, if it may not.
+    not_allowed: Option<String>,
+    /// Whether the engine held the image when the pull was asked for.
+    present: bool,
 }
 
 /// The task that owns the pull records.
@@ -157,6 +210,14 @@ pub struct ImageService {
     last_used: HashMap<String, Instant>,
     /// The collection under way.
     collecting: JoinSet<Collected>,
+    /// This node's image list, for its inventory.
+    local: Arc<watch::Sender<LocalImages>>,
+    /// The reading of the engine's image list under way, and whether another is due after it.
+    listing: JoinSet<()>,
+    list_again: bool,
+    peers: Option<Peers>,
+    /// Images this node asks the others to fetch, until when.
+    spreading: HashMap<String, Instant>,
 }
 
 /// What a collection did.
@@ -173,6 +234,7 @@ impl ImageService {
     pub fn new(engine: Engine, config: ImagesConfig) -> (ImageService, Images) {
         let (tx, rx) = mpsc::channel(config.channel_size.max(1));
         let (finished, finished_rx) = watch::channel(0);
+        let (local, _) = watch::channel(LocalImages::default());
         let service = ImageService {
             engine,
             config,
@@ -183,6 +245,11 @@ impl ImageService {
             running: JoinSet::new(),
             last_used: HashMap::new(),
             collecting: JoinSet::new(),
+            local: Arc::new(local),
+            listing: JoinSet::new(),
+            list_again: false,
+            peers: None,
+            spreading: HashMap::new(),
         };
         (
             service,
@@ -193,16 +260,61 @@ impl ImageService {
         )
     }
 
+    /// Shares images with the peers: fetches from them before any registry, and lets one
+    /// node pull for all.
+    pub fn with_peers(mut self, peers: Peers) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// This node's image list as it changes (for its inventory).
+    pub fn local_images(&self) -> watch::Receiver<LocalImages> {
+        self.local.subscribe()
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut gc_tick = tokio::time::interval(GC_EVERY);
         gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut list_tick = tokio::time::interval(LIST_EVERY);
+        list_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inventories = self
+            .peers
+            .as_ref()
+            .map(|p| p.observed.subscribe_inventories());
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(_) = self.listing.join_next(), if !self.listing.is_empty() => {
+                    if std::mem::take(&mut self.list_again) {
+                        self.refresh();
+                    }
+                }
+                _ = list_tick.tick() => {
+                    self.refresh();
+                    self.expire_spread();
+                    self.fetch_spread();
+                }
+                changed = async {
+                    match inventories.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed {
+                        self.fetch_spread();
+                    } else {
+                        inventories = None;
+                    }
+                }
                 Some(done) = self.collecting.join_next(), if !self.collecting.is_empty() => {
                     match done {
-                        Ok(c) => self.collected(c),
+                        Ok(c) => {
+                            if !c.removed.is_empty() {
+                                self.refresh();
+                            }
+                            self.collected(c);
+                        }
                         Err(e) => tracing::warn!(error = %e, "image garbage collection failed"),
                     }
                 }
@@ -218,12 +330,131 @@ impl ImageService {
                         let verdict = self.ensure(want);
                         let _ = reply.send(verdict);
                     }
+                    Some(Command::Refresh) => self.refresh(),
+                    Some(Command::Spread { images }) => {
+                        let until = Instant::now() + SPREAD_FOR;
+                        for image in images {
+                            self.spreading.insert(image, until);
+                        }
+                        self.publish_spread();
+                    }
                     None => break,
                 },
             }
             self.start_queued();
         }
         self.running.abort_all();
+        self.listing.abort_all();
+    }
+
+    /// Drops the images asked for long enough from this node's inventory.
+    fn expire_spread(&mut self) {
+        let now = Instant::now();
+        let before = self.spreading.len();
+        self.spreading.retain(|_, until| *until > now);
+        if self.spreading.len() != before {
+            self.publish_spread();
+        }
+    }
+
+    fn publish_spread(&self) {
+        let mut spread: Vec<String> = self.spreading.keys().cloned().collect();
+        spread.sort();
+        self.local.send_if_modified(|l| {
+            if l.spread == spread {
+                return false;
+            }
+            l.spread = spread;
+            true
+        });
+    }
+
+    /// Fetches what live peers ask every node to fetch and this node lacks (each image once:
+    /// [`ensure`](Self::ensure) shares a pull in flight and keeps the back-off of one that
+    /// failed).
+    fn fetch_spread(&mut self) {
+        let Some(peers) = &self.peers else { return };
+        let me = peers.observed.local_name().to_string();
+        let observed = peers.observed.snapshot();
+        let mut wanted = BTreeSet::new();
+        for (name, inventory) in peers.observed.inventories().iter() {
+            let alive = observed
+                .get(name)
+                .is_some_and(|r| peers.observed.liveness(r) == Liveness::Alive);
+            if *name != me && alive {
+                wanted.extend(inventory.spread.iter().cloned());
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let held: Vec<ImageRef> = self
+            .local
+            .borrow()
+            .images
+            .iter()
+            .flat_map(|i| i.repo_tags.iter())
+            .filter_map(|t| ImageRef::parse(t).ok())
+            .collect();
+        let now = Instant::now();
+        for image in wanted {
+            let Ok(r) = ImageRef::parse(&image) else {
+                continue;
+            };
+            // Held, or brought here already (the image list may not show it yet).
+            let brought = self
+                .records
+                .iter()
+                .any(|(k, rec)| k.image == image && rec.last_ok.is_some());
+            if brought || held.iter().any(|h| source::same_tag(h, &r)) {
+                continue;
+            }
+            let verdict = self.ensure(Want {
+                image,
+                policy: PullPolicy::IfNotPresent,
+                present: false,
+                since: now,
+                auth: None,
+            });
+            tracing::debug!(?verdict, "fetching an image a peer spreads");
+        }
+    }
+
+    /// Reads the engine's image list into this node's inventory (once more after the reading
+    /// under way, if one is).
+    fn refresh(&mut self) {
+        if !self.listing.is_empty() {
+            self.list_again = true;
+            return;
+        }
+        let Ok(rt) = self.engine.get() else {
+            return;
+        };
+        let local = self.local.clone();
+        self.listing.spawn(async move {
+            match rt.list_images().await {
+                Ok(list) => {
+                    let mut images: Vec<ImageEntry> = list
+                        .into_iter()
+                        .map(|i| ImageEntry {
+                            id: i.id,
+                            repo_tags: i.repo_tags,
+                            repo_digests: i.repo_digests,
+                            size: i.size,
+                        })
+                        .collect();
+                    images.sort();
+                    local.send_if_modified(|l| {
+                        if l.images == images {
+                            return false;
+                        }
+                        l.images = images;
+                        true
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot list the engine's images"),
+            }
+        });
     }
 
     fn ensure(&mut self, want: Want) -> Verdict {
@@ -256,7 +487,9 @@ impl ImageService {
                 return decide_again(record);
             }
         };
-        if !self.config.allowed.permits(&image.registry) {
+        let may_pull = self.config.allowed.permits(&image.registry);
+        // A node sharing with peers may still fetch what it may not pull.
+        if !may_pull && self.peers.is_none() {
             let message = format!(
                 "failed to pull image \"{}\": this node may not pull from registry {} \
                  (its setting allowed-registries is {})",
@@ -272,12 +505,29 @@ impl ImageService {
             record.finish(Err((FailureKind::NotAllowed, message)), now);
             return decide_again(record);
         }
+        let not_allowed = (!may_pull).then(|| {
+            format!(
+                "failed to pull image \"{}\": no peer holds it, and this node may not pull \
+                 from registry {} (its setting allowed-registries is {})",
+                want.image,
+                image.registry,
+                self.config
+                    .allowed
+                    .0
+                    .as_ref()
+                    .map(|l| l.join(", "))
+                    .unwrap_or_default()
+            )
+        });
         tracing::info!(image = %want.image, registry = %image.registry,
             with_credentials = want.auth.is_some(), "pulling image");
         self.queue.push_back(Queued {
             key,
             image,
             auth: want.auth,
+            policy: want.policy,
+            not_allowed,
+            present: want.present,
         });
         Verdict::Wait
     }
@@ -288,10 +538,12 @@ impl ImageService {
                 return;
             };
             let engine = self.engine.clone();
+            let peers = self.peers.clone();
+            let local = self.local.clone();
             self.running.spawn(async move {
                 let started = Instant::now();
                 let result = match engine.get() {
-                    Ok(rt) => pull_one(rt, &q.image, q.auth.as_ref(), started).await,
+                    Ok(rt) => obtain(rt, &q, peers.as_ref(), &local, started).await,
                     Err(e) => Err((FailureKind::Other, e.to_string())),
                 };
                 (q.key, result)
@@ -310,6 +562,7 @@ impl ImageService {
         let record = self.records.entry(key).or_default();
         record.finish(result, Instant::now());
         self.finished.send_modify(|n| *n = n.wrapping_add(1));
+        self.refresh();
     }
 }
 
@@ -325,7 +578,7 @@ impl ImageService {
         let now = Instant::now();
         let mut pulled: Vec<(String, Instant)> = Vec::new();
         for (key, record) in &self.records {
-            if let Some(ok) = record.last_ok
+            if let Some(ok) = &record.last_ok
                 && record.in_flight.is_none()
             {
                 let used = self
@@ -417,6 +670,121 @@ async fn collect(
     out
 }
 
+/// Gets one image onto this node: from a peer that holds it, else from its registry, one
+/// node pulling for all (see [`source`]).
+async fn obtain(
+    rt: Arc<dyn Runtime>,
+    q: &Queued,
+    peers: Option<&Peers>,
+    local: &watch::Sender<LocalImages>,
+    started: Instant,
+) -> PullResult {
+    let reference = q.image.to_string();
+    // Why the registry cannot serve this pull, when it cannot.
+    let mut barred = q
+        .not_allowed
+        .clone()
+        .map(|why| (FailureKind::NotAllowed, why));
+    // `Always` asks the registry first, as kubelet does; one that cannot be reached leaves the
+    // peers, and a node's own copy (see `pull::decide`).
+    if q.policy == PullPolicy::Always && barred.is_none() {
+        match pull_one(rt.clone(), &q.image, q.auth.as_ref(), started).await {
+            Err((FailureKind::Unreachable, why)) if peers.is_some() && !q.present => {
+                barred = Some((FailureKind::Unreachable, why));
+            }
+            other => return other,
+        }
+    }
+    if let Some(e) = barred.as_ref().filter(|_| q.present) {
+        return Err(e.clone());
+    }
+    let mut tried = BTreeSet::new();
+    let mut progress = Progress {
+        may_pull: barred.is_none(),
+        began: started,
+        announced: None,
+    };
+    let result = loop {
+        let step = match peers {
+            Some(p) => {
+                let observed = p.observed.snapshot();
+                let alive: BTreeSet<String> = observed
+                    .values()
+                    .filter(|r| p.observed.liveness(r) == Liveness::Alive)
+                    .map(|r| r.name.clone())
+                    .collect();
+                source::next_step(
+                    &q.image,
+                    p.observed.local_name(),
+                    &p.observed.inventories(),
+                    &alive,
+                    &tried,
+                    progress,
+                    Instant::now(),
+                )
+            }
+            None => Step::Pull,
+        };
+        match (step, peers) {
+            (Step::Fetch(holders), Some(p)) => {
+                for h in holders {
+                    let t = Instant::now();
+                    tracing::info!(image = %reference, from = %h.node, "fetching image from a peer");
+                    match p.fetch.fetch(&h.peer_id, &h.reference, rt.clone()).await {
+                        Ok(f) => {
+                            tracing::info!(image = %reference, from = %h.node, bytes = f.bytes,
+                                took_ms = t.elapsed().as_millis() as u64, "fetched image from a peer");
+                            let size = rt
+                                .image_info(&h.reference)
+                                .await
+                                .map_or(f.bytes, |i| i.size);
+                            withdraw(local, &reference, progress.announced.is_some());
+                            return Ok(Pulled {
+                                started,
+                                took: t.elapsed(),
+                                size,
+                                from: Some(h.node),
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(image = %reference, from = %h.node, error = %e,
+                                "fetching image from a peer failed; trying elsewhere");
+                            tried.insert(h.node);
+                        }
+                    }
+                }
+            }
+            (Step::Announce, _) => {
+                local.send_modify(|l| {
+                    if !l.pulling.contains(&reference) {
+                        l.pulling.push(reference.clone());
+                        l.pulling.sort();
+                    }
+                });
+                progress.announced = Some(Instant::now());
+            }
+            (Step::Wait, _) => tokio::time::sleep(WAIT_STEP).await,
+            _ => match &barred {
+                Some(e) => break Err(e.clone()),
+                None => break pull_one(rt.clone(), &q.image, q.auth.as_ref(), started).await,
+            },
+        }
+    };
+    withdraw(local, &reference, progress.announced.is_some());
+    result
+}
+
+/// Withdraws this node's announcement that it pulls `reference`, if it made one.
+fn withdraw(local: &watch::Sender<LocalImages>, reference: &str, announced: bool) {
+    if announced {
+        local.send_if_modified(|l| {
+            let before = l.pulling.len();
+            l.pulling.retain(|p| p != reference);
+            l.pulling.len() != before
+        });
+    }
+}
+
 async fn pull_one(
     rt: Arc<dyn Runtime>,
     image: &ImageRef,
@@ -440,6 +808,7 @@ async fn pull_one(
         started,
         took,
         size,
+        from: None,
     })
 }
 
@@ -708,5 +1077,237 @@ mod tests {
                 .await,
             Ok(Verdict::Wait)
         );
+    }
+
+    /// Sharing: peers whose engines are simulated, their records and inventories fed to this
+    /// node's observed state as gossip, and fetches that move images between the engines.
+    mod sharing {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+
+        use super::*;
+        use crate::images::share::Fetched;
+        use crate::observed::{self, Inbound, Inventory, Message, NodeRecord, Timing};
+
+        struct Quiet;
+        #[async_trait::async_trait]
+        impl observed::Publish for Quiet {
+            async fn publish(&self, _: Vec<u8>) {}
+        }
+
+        #[derive(Default)]
+        struct SimFetch {
+            engines: HashMap<String, SimRuntime>,
+            broken: Vec<String>,
+            calls: Mutex<Vec<String>>,
+        }
+
+        #[async_trait::async_trait]
+        impl Fetch for SimFetch {
+            async fn fetch(
+                &self,
+                peer: &str,
+                image: &str,
+                rt: Arc<dyn Runtime>,
+            ) -> Result<Fetched, String> {
+                self.calls.lock().unwrap().push(peer.to_string());
+                if self.broken.iter().any(|b| b == peer) {
+                    return Err("the transfer stalled for 10s".into());
+                }
+                let from = self.engines.get(peer).ok_or("no such peer")?;
+                let tar = from.export_image(image).await.map_err(|e| e.to_string())?;
+                rt.load_image(tar).await.map_err(|e| e.to_string())?;
+                let id = rt.image_info(image).await.map_err(|e| e.to_string())?.id;
+                Ok(Fetched { id, bytes: 1 })
+            }
+        }
+
+        struct Net {
+            images: Images,
+            local: watch::Receiver<LocalImages>,
+            gossip: mpsc::Sender<Inbound>,
+        }
+
+        async fn node(sim: &SimRuntime, fetch: Arc<SimFetch>, policy: Option<Allowed>) -> Net {
+            let me = NodeRecord {
+                name: "me".into(),
+                peer_id: "p-me".into(),
+                ..NodeRecord::default()
+            };
+            let (obs, _reporter, hb) = observed::start(me, Timing::default(), 16);
+            let (gossip, rx) = mpsc::channel(16);
+            tokio::spawn(
+                hb.with_gossip(Arc::new(Quiet), rx)
+                    .run(CancellationToken::new()),
+            );
+            let config = ImagesConfig {
+                allowed: policy.unwrap_or(Allowed(None)),
+                ..ImagesConfig::default()
+            };
+            let (svc, images) = ImageService::new(Engine::ready(Arc::new(sim.clone())), config);
+            let svc = svc.with_peers(Peers {
+                observed: obs.clone(),
+                fetch,
+            });
+            let local = svc.local_images();
+            tokio::spawn(svc.run(CancellationToken::new()));
+            Net {
+                images,
+                local,
+                gossip,
+            }
+        }
+
+        /// Peer `name` (peer id `p-NAME`) is alive and holds `tags`.
+        async fn peer(net: &Net, name: &str, tags: &[&str]) {
+            let record = NodeRecord {
+                name: name.into(),
+                peer_id: format!("p-{name}"),
+                version: 10,
+                ..NodeRecord::default()
+            };
+            let inventory = Inventory {
+                version: 10,
+                peer_id: format!("p-{name}"),
+                images: tags
+                    .iter()
+                    .map(|t| observed::ImageEntry {
+                        id: format!("sha256:{t}"),
+                        repo_tags: vec![(*t).into()],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Inventory::default()
+            };
+            for m in [
+                Message::Record(record),
+                Message::Images {
+                    name: name.into(),
+                    inventory,
+                },
+            ] {
+                let data = m.encode().unwrap();
+                net.gossip.send(Inbound::Gossip { data }).await.unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+
+        fn engine_with(images: &[&str]) -> SimRuntime {
+            SimRuntime::new(images.iter().map(|i| (*i).to_string()))
+        }
+
+        async fn pulled(net: &Net, image: &str, policy: PullPolicy) -> Pulled {
+            let t0 = Instant::now();
+            let w = Want {
+                policy,
+                ..want(image, false, t0)
+            };
+            assert_eq!(net.images.ensure(w.clone()).await, Ok(Verdict::Wait));
+            until_finished(&net.images, 0).await;
+            match net.images.ensure(Want { present: true, ..w }).await {
+                Ok(Verdict::Use {
+                    pulled: Some(p), ..
+                }) => p,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_image_a_peer_holds_is_fetched_from_it_not_pulled() {
+            let sim = engine_with(&[]);
+            sim.publish("reg.lan/app:1", None);
+            let fetch = Arc::new(SimFetch {
+                engines: HashMap::from([("p-b".to_string(), engine_with(&["reg.lan/app:1"]))]),
+                ..SimFetch::default()
+            });
+            let net = node(&sim, fetch.clone(), None).await;
+            peer(&net, "b", &["reg.lan/app:1"]).await;
+            let p = pulled(&net, "reg.lan/app:1", PullPolicy::IfNotPresent).await;
+            assert_eq!(p.from.as_deref(), Some("b"));
+            assert!(sim.has_image("reg.lan/app:1"));
+            assert_eq!(sim.pulls("reg.lan/app:1"), 0, "the registry was asked");
+            assert_eq!(*fetch.calls.lock().unwrap(), vec!["p-b"]);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_holder_that_fails_is_followed_by_the_next_then_the_registry() {
+            let sim = engine_with(&[]);
+            sim.publish("reg.lan/app:1", None);
+            let fetch = Arc::new(SimFetch {
+                engines: HashMap::from([("p-c".to_string(), engine_with(&["reg.lan/app:1"]))]),
+                broken: vec!["p-b".into()],
+                ..SimFetch::default()
+            });
+            let net = node(&sim, fetch.clone(), None).await;
+            peer(&net, "b", &["reg.lan/app:1"]).await;
+            peer(&net, "c", &["reg.lan/app:1"]).await;
+            let p = pulled(&net, "reg.lan/app:1", PullPolicy::IfNotPresent).await;
+            assert_eq!(p.from.as_deref(), Some("c"));
+            // Whichever it tried first, it ended at the holder that works.
+            let calls = fetch.calls.lock().unwrap().clone();
+            assert_eq!(calls.last().map(String::as_str), Some("p-c"), "{calls:?}");
+            assert_eq!(sim.pulls("reg.lan/app:1"), 0, "the registry was asked");
+
+            // Only a broken holder of another image: the registry serves it.
+            sim.publish("reg.lan/app:2", None);
+            peer(&net, "b", &["reg.lan/app:1", "reg.lan/app:2"]).await;
+            let t0 = Instant::now();
+            assert_eq!(
+                net.images.ensure(want("reg.lan/app:2", false, t0)).await,
+                Ok(Verdict::Wait)
+            );
+            until_finished(&net.images, 1).await;
+            assert_eq!(sim.pulls("reg.lan/app:2"), 1);
+            assert!(sim.has_image("reg.lan/app:2"));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn with_a_peer_alive_a_pull_is_announced_then_withdrawn() {
+            let sim = engine_with(&[]);
+            sim.publish("reg.lan/app:1", None);
+            sim.set_pull_delay(Duration::from_millis(500));
+            let net = node(&sim, Arc::new(SimFetch::default()), None).await;
+            peer(&net, "b", &[]).await;
+            let mut local = net.local.clone();
+            let t0 = Instant::now();
+            assert_eq!(
+                net.images.ensure(want("reg.lan/app:1", false, t0)).await,
+                Ok(Verdict::Wait)
+            );
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                local.wait_for(|l| !l.pulling.is_empty()),
+            )
+            .await
+            .expect("the pull was not announced")
+            .unwrap();
+            assert_eq!(local.borrow().pulling, vec!["reg.lan/app:1"]);
+            until_finished(&net.images, 0).await;
+            assert_eq!(sim.pulls("reg.lan/app:1"), 1);
+            assert!(local.borrow().pulling.is_empty(), "the announcement stayed");
+            // The settle wait came before the pull.
+            assert!(
+                t0.elapsed() >= source::SETTLE + Duration::from_millis(500),
+                "{:?}",
+                t0.elapsed()
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_node_barred_from_the_registry_fetches_from_a_peer() {
+            let sim = engine_with(&[]);
+            let fetch = Arc::new(SimFetch {
+                engines: HashMap::from([(
+                    "p-b".to_string(),
+                    engine_with(&["shoal-test/echo:latest"]),
+                )]),
+                ..SimFetch::default()
+            });
+            let net = node(&sim, fetch, Some(Allowed(Some(vec!["reg.lan".into()])))).await;
+            peer(&net, "b", &["shoal-test/echo:latest"]).await;
+            let p = pulled(&net, "shoal-test/echo:latest", PullPolicy::Always).await;
+            assert_eq!(p.from.as_deref(), Some("b"));
+            assert!(sim.has_image("shoal-test/echo:latest"));
+        }
     }
 }

@@ -95,12 +95,14 @@ pub fn classify(message: &str) -> FailureKind {
 }
 
 /// A pull that worked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pulled {
     pub started: Instant,
     pub took: Duration,
     /// The image's size as the engine reports it.
     pub size: u64,
+    /// The node it was fetched from; `None`: its registry.
+    pub from: Option<String>,
 }
 
 /// The last pull that failed, and until when no other is tried.
@@ -180,7 +182,7 @@ pub fn decide(
     now: Instant,
 ) -> Verdict {
     let fresh = record
-        .and_then(|r| r.last_ok)
+        .and_then(|r| r.last_ok.clone())
         .filter(|p| p.started >= since);
     match policy {
         PullPolicy::Never if present => {
@@ -373,6 +375,7 @@ mod tests {
                 started: at(t0, s),
                 took: Duration::from_secs(1),
                 size: 1,
+                from: None,
             }),
             ..Record::default()
         };
@@ -395,6 +398,7 @@ mod tests {
                 started: at(t0, 5),
                 took: Duration::from_secs(1),
                 size: 1,
+                from: None,
             }),
             stale: None,
         };
@@ -560,8 +564,9 @@ mod tests {
             started: at(t0, 50),
             took: Duration::from_secs(2),
             size: 9,
+            from: None,
         };
-        r.finish(Ok(p), at(t0, 52));
+        r.finish(Ok(p.clone()), at(t0, 52));
         assert_eq!((r.failure, r.last_ok, r.in_flight), (None, Some(p), None));
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Raw streams (image transfers), opened and accepted through a `libp2p_stream::Control`.
+    pub streams: libp2p_stream::Behaviour,
 }
 
 /// The identify agent string: `shoal/<version>/<cluster_id>`.
@@ -201,6 +203,7 @@ fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, S
         identify,
         ping,
         mdns: Toggle::from(mdns),
+        streams: libp2p_stream::Behaviour::new(),
     })
 }
 

@@ -43,12 +43,23 @@ pub(crate) enum Command {
 }
 
 /// A handle on the network task. Clone it freely.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     admitted: watch::Receiver<Vec<PeerId>>,
     local_peer_id: PeerId,
     request_timeout: Duration,
+    streams: libp2p_stream::Control,
+}
+
+// `libp2p_stream::Control` is not `Debug`.
+impl std::fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetHandle")
+            .field("local_peer_id", &self.local_peer_id)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NetHandle {
@@ -57,13 +68,51 @@ impl NetHandle {
         admitted: watch::Receiver<Vec<PeerId>>,
         local_peer_id: PeerId,
         request_timeout: Duration,
+        streams: libp2p_stream::Control,
     ) -> Self {
         Self {
             commands,
             admitted,
             local_peer_id,
             request_timeout,
+            streams,
         }
+    }
+
+    /// Opens a raw stream of `protocol` to an admitted peer (over a connection to it, dialled
+    /// if there is none). A peer that has not passed admission is refused here: streams carry
+    /// only what the cluster's members may see.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: libp2p::StreamProtocol,
+    ) -> Result<libp2p::Stream, NetError> {
+        if !self.admitted.borrow().contains(&peer) {
+            return Err(NetError::NotAdmitted(peer));
+        }
+        let mut control = self.streams.clone();
+        control
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| NetError::Stream {
+                peer,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Accepts inbound streams of `protocol`, from any connected peer: the caller checks
+    /// [`is_admitted`](Self::is_admitted) before it answers one. `None` if the protocol is
+    /// accepted elsewhere already.
+    pub fn accept_streams(
+        &self,
+        protocol: libp2p::StreamProtocol,
+    ) -> Option<libp2p_stream::IncomingStreams> {
+        self.streams.clone().accept(protocol).ok()
+    }
+
+    /// Whether `peer` has passed admission now.
+    pub fn is_admitted(&self, peer: &PeerId) -> bool {
+        self.admitted.borrow().contains(peer)
     }
 
     /// The admitted peers now, without asking the task (a snapshot it keeps up to date).

@@ -194,6 +194,8 @@ pub enum NetError {
     Timeout(Duration),
     #[error("the network task has stopped")]
     Stopped,
+    #[error("cannot open a stream to {peer}: {reason}")]
+    Stream { peer: PeerId, reason: String },
 }
 
 /// Builds the swarm and starts listening. Nothing runs until [`NetTask::run`] is polled
@@ -211,6 +213,7 @@ pub fn start(
         admitted_rx,
         task.local_peer_id(),
         config.request_timeout,
+        task.stream_control(),
     );
     Ok((handle, task, ev_rx))
 }

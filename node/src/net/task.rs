@@ -132,6 +132,11 @@ impl NetTask {
         *self.swarm.local_peer_id()
     }
 
+    /// A control for raw streams over this swarm's connections.
+    pub(crate) fn stream_control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().streams.new_control()
+    }
+
     /// Runs the swarm until `shutdown` fires or every handle is dropped.
     pub async fn run(self, shutdown: CancellationToken) {
         let span = info_span!("net", node = %self.config.node_name);
@@ -379,6 +384,8 @@ impl NetTask {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.on_mdns(e),
+            // Streams are opened and accepted through the control; the behaviour reports nothing.
+            SwarmEvent::Behaviour(BehaviourEvent::Streams(())) => {}
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping)) => {
                 if let Err(e) = ping.result {
                     debug!(peer = %ping.peer, error = %e, "ping failed: closing the connection");

@@ -2,12 +2,14 @@
 //!
 //! Messages go on the cluster's `observed` gossip topic as CBOR: either a node's whole
 //! [`NodeRecord`] or a beat (name, version, heartbeat time, a fingerprint of the peer id), about 60 bytes, which is what an
-//! idle node sends every second. Pure but for [`Publish`], which the network layer implements.
+//! idle node sends every second; and, only when they change or are asked for, image
+//! inventories (see [`super::inventory`]). Pure but for [`Publish`], which the network layer implements.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::NodeRecord;
+use super::inventory::Inventory;
 
 /// The largest observed-state message accepted (the gossip layer caps messages at 1 MiB).
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -31,6 +33,12 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "is_zero")]
         peer: u32,
     },
+    /// A node's image inventory: sent when it changes, when a peer is admitted, and when a
+    /// peer asks ([`Message::WantImages`]).
+    Images { name: String, inventory: Inventory },
+    /// Asks node `name` to send its image inventory again (the asker's copy is older than the
+    /// version the node's record names).
+    WantImages { name: String },
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -27,8 +27,9 @@
 //! [`crate::nodes::claim_name`] reads to refuse a name that a live node holds.
 
 pub mod gossip;
+pub mod inventory;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::time::unix_now;
 pub use gossip::{Inbound, Message, Publish};
+pub use inventory::{ImageEntry, Inventories, Inventory, LocalImages};
 
 /// What one node reports about itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,9 +81,16 @@ pub struct NodeRecord {
     /// [`Conditions`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub conditions: BTreeMap<String, String>,
+    /// The version of the node's image inventory (see [`inventory`]); 0 when it has none.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub images_version: u64,
     /// When this process last heard from the node (its own clock; never on the wire).
     #[serde(skip)]
     pub seen: Option<Instant>,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl NodeRecord {
@@ -181,6 +190,7 @@ pub struct Member {
 #[derive(Clone)]
 pub struct ObservedHandle {
     rx: watch::Receiver<Observed>,
+    inventories: watch::Receiver<Inventories>,
     rivals: watch::Receiver<Rivals>,
     local: Arc<str>,
     timing: Timing,
@@ -300,6 +310,16 @@ impl ObservedHandle {
     pub fn subscribe(&self) -> watch::Receiver<Observed> {
         self.rx.clone()
     }
+
+    /// Every node's image inventory this process holds, this node's own included.
+    pub fn inventories(&self) -> Inventories {
+        self.inventories.borrow().clone()
+    }
+
+    /// A receiver that changes whenever an inventory does.
+    pub fn subscribe_inventories(&self) -> watch::Receiver<Inventories> {
+        self.inventories.clone()
+    }
 }
 
 /// Where the node agent reports the pods of this node: the whole set each time, so a pod
@@ -343,7 +363,18 @@ pub struct Heartbeat {
     digest: Option<watch::Receiver<String>>,
     /// This node's conditions, set by the parts that find them ([`Conditions`]).
     conditions: Option<watch::Receiver<BTreeMap<String, String>>>,
+    /// Every node's image inventory, this node's own included.
+    inventories: watch::Sender<Inventories>,
+    /// What this node's image service reports of its engine ([`Heartbeat::with_images`]).
+    images: Option<watch::Receiver<LocalImages>>,
+    /// This node's inventory goes out at the next heartbeat (a peer was admitted or asked).
+    images_due: bool,
+    /// When this node last asked each peer for its inventory.
+    asked: HashMap<String, Instant>,
 }
+
+/// How often a peer is asked for an inventory newer than the one held, at most.
+const ASK_EVERY: Duration = Duration::from_secs(2);
 
 /// Sets and clears this node's conditions (see [`NodeRecord::conditions`]): each part that
 /// finds something wrong (the agent, the task supervisor) holds a clone. A change goes out
@@ -399,10 +430,12 @@ pub fn start(
     map.insert(record.name.clone(), record.clone());
     let (tx, rx) = watch::channel(Arc::new(map));
     let (rivals, rivals_rx) = watch::channel(Arc::new(BTreeMap::new()));
+    let (inventories, inventories_rx) = watch::channel(Arc::new(BTreeMap::new()));
     let (pods_tx, pods) = mpsc::channel(channel_size.max(1));
     (
         ObservedHandle {
             rx,
+            inventories: inventories_rx,
             rivals: rivals_rx,
             local: Arc::from(record.name.as_str()),
             timing,
@@ -421,6 +454,10 @@ pub fn start(
             full_due: true,
             digest: None,
             conditions: None,
+            inventories,
+            images: None,
+            images_due: false,
+            asked: HashMap::new(),
         },
     )
 }
@@ -454,6 +491,13 @@ impl Heartbeat {
         conditions: watch::Receiver<BTreeMap<String, String>>,
     ) -> Self {
         self.conditions = Some(conditions);
+        self
+    }
+
+    /// Carries this node's image inventory, from `images` (the image service's report): a
+    /// change goes out at once, on its own (see [`inventory`]).
+    pub fn with_images(mut self, images: watch::Receiver<LocalImages>) -> Self {
+        self.images = Some(images);
         self
     }
 
@@ -528,10 +572,39 @@ impl Heartbeat {
                     }
                     continue;
                 }
+                changed = async {
+                    match self.images.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match self.images.as_mut() {
+                        Some(rx) if changed => {
+                            let local = rx.borrow_and_update().clone();
+                            if self.set_images(local)
+                                && let Some(p) = publish.as_ref().filter(|_| self.open())
+                            {
+                                self.send_images(p.as_ref()).await;
+                            }
+                        }
+                        _ => self.images = None,
+                    }
+                    continue;
+                }
                 msg = recv(&mut inbound) => {
                     match msg {
-                        Some(Inbound::Gossip { data }) => self.merge(&data),
-                        Some(Inbound::PeerJoined) => self.full_due = true,
+                        Some(Inbound::Gossip { data }) => {
+                            let ask = self.merge(&data);
+                            if let Some(p) = publish.as_ref().filter(|_| self.open()) {
+                                for name in ask {
+                                    send_message(p.as_ref(), &Message::WantImages { name }).await;
+                                }
+                            }
+                        }
+                        Some(Inbound::PeerJoined) => {
+                            self.full_due = true;
+                            self.images_due = true;
+                        }
                         None => inbound = None,
                     }
                     continue;
@@ -549,6 +622,9 @@ impl Heartbeat {
             }
             if let Some(p) = &publish {
                 self.send(p.as_ref(), full).await;
+                if self.images_due {
+                    self.send_images(p.as_ref()).await;
+                }
             }
         }
         if let Some(p) = publish.as_ref().filter(|_| self.open()) {
@@ -587,20 +663,111 @@ impl Heartbeat {
                 peer: peer_fingerprint(&self.record.peer_id),
             }
         };
-        match message.encode() {
-            Ok(bytes) => publish.publish(bytes).await,
-            Err(e) => tracing::warn!(error = %e, "cannot encode this node's record"),
-        }
+        send_message(publish, &message).await;
     }
 
-    /// Merges a peer's gossip into the map (or into the rivals).
-    fn merge(&mut self, data: &[u8]) {
+    /// Takes the image service's report as this node's inventory; true if it changed.
+    fn set_images(&mut self, local: LocalImages) -> bool {
+        let held = self.inventories.borrow().get(&self.record.name).cloned();
+        if held.as_ref().is_some_and(|h| {
+            h.images == local.images && h.pulling == local.pulling && h.spread == local.spread
+        }) {
+            return false;
+        }
+        let version = self
+            .record
+            .version
+            .max(held.map_or(0, |h| h.version.saturating_add(1)));
+        let inventory = Inventory {
+            version,
+            peer_id: self.record.peer_id.clone(),
+            images: local.images,
+            pulling: local.pulling,
+            spread: local.spread,
+        };
+        self.record.images_version = version;
+        let name = self.record.name.clone();
+        self.inventories.send_modify(|map| {
+            Arc::make_mut(map).insert(name, inventory);
+        });
+        true
+    }
+
+    /// Gossips this node's inventory, if it has one.
+    async fn send_images(&mut self, publish: &dyn Publish) {
+        self.images_due = false;
+        let Some(inventory) = self.inventories.borrow().get(&self.record.name).cloned() else {
+            return;
+        };
+        let message = Message::Images {
+            name: self.record.name.clone(),
+            inventory,
+        };
+        send_message(publish, &message).await;
+    }
+
+    /// Merges a peer's inventory; true if it replaced the one held.
+    fn merge_images(&mut self, name: String, inventory: Inventory) -> bool {
+        if name == self.record.name {
+            return false;
+        }
+        let owner = self.tx.borrow().get(&name).map(|r| r.peer_id.clone());
+        self.inventories.send_if_modified(|map| {
+            if !inventory::merge(map.get(&name), &inventory, owner.as_deref()) {
+                return false;
+            }
+            Arc::make_mut(map).insert(name, inventory);
+            true
+        })
+    }
+
+    /// The peers whose records name a newer inventory than the one held, not asked lately.
+    fn stale_inventories(&mut self, names: &[String]) -> Vec<String> {
+        let now = Instant::now();
+        let map = self.tx.borrow().clone();
+        let inventories = self.inventories.borrow().clone();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(r) = map.get(name) else { continue };
+            let held = inventories
+                .get(name)
+                .filter(|i| i.peer_id == r.peer_id)
+                .map_or(0, |i| i.version);
+            let recently = self
+                .asked
+                .get(name)
+                .is_some_and(|t| now.saturating_duration_since(*t) < ASK_EVERY);
+            if r.images_version > held && !recently && !r.left {
+                self.asked.insert(name.clone(), now);
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// Merges a peer's gossip into the map (or into the rivals, or the inventories), and
+    /// returns the peers to ask for their inventories.
+    fn merge(&mut self, data: &[u8]) -> Vec<String> {
         let message = match Message::decode(data) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "ignoring malformed observed-state gossip");
-                return;
+                return Vec::new();
             }
+        };
+        let record_of = match message {
+            Message::Images { name, inventory } => {
+                self.merge_images(name, inventory);
+                return Vec::new();
+            }
+            Message::WantImages { name } => {
+                if name == self.record.name {
+                    self.images_due = true;
+                }
+                return Vec::new();
+            }
+            Message::Record(ref r) => Some(r.name.clone()),
+            Message::Beat { .. } => None,
         };
         let own = Own {
             name: &self.record.name,
@@ -622,6 +789,18 @@ impl Heartbeat {
             }
             self.rivals.send_replace(Arc::new(rivals));
         }
+        match record_of {
+            Some(name) => self.stale_inventories(&[name]),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Encodes and publishes one message, best effort.
+async fn send_message(publish: &dyn Publish, message: &Message) {
+    match message.encode() {
+        Ok(bytes) => publish.publish(bytes).await,
+        Err(e) => tracing::warn!(error = %e, "cannot encode an observed-state message"),
     }
 }
 
@@ -713,6 +892,8 @@ fn merge_message(
                 out.map = true;
             }
         }
+        // Inventories are merged by the heartbeat task itself.
+        Message::Images { .. } | Message::WantImages { .. } => {}
     }
     out
 }

@@ -270,6 +270,8 @@ fn messages_with_this_nodes_name_from_another_peer_are_rivals() {
 struct Hub {
     nodes: Mutex<Vec<(String, mpsc::Sender<Inbound>)>>,
     sent: Mutex<Vec<(String, usize)>>,
+    /// Every message published, decoded, with its sender.
+    messages: Mutex<Vec<(String, Message)>>,
 }
 
 struct HubPublish {
@@ -285,6 +287,13 @@ impl Publish for HubPublish {
             .lock()
             .unwrap()
             .push((self.from.clone(), data.len()));
+        if let Ok(m) = Message::decode(&data) {
+            self.hub
+                .messages
+                .lock()
+                .unwrap()
+                .push((self.from.clone(), m));
+        }
         let peers: Vec<_> = self.hub.nodes.lock().unwrap().clone();
         for (name, tx) in peers {
             if name != self.from {
@@ -437,5 +446,71 @@ async fn the_state_digest_reaches_the_peers_with_the_next_heartbeat() {
     digest_tx.send_replace("d2".into());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(a.snapshot()["b"].state_digest, "d2");
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inventory_goes_out_when_it_changes_and_to_whoever_missed_it() {
+    let hub = Arc::new(Hub::default());
+    let (a, _sa, _ta) = gossiping(&hub, "a");
+    let b = NodeRecord {
+        peer_id: "pb".into(),
+        ..named("b", 0)
+    };
+    let (_handle, _reporter, hb) = start(b, timing(), 16);
+    let (tx, rx) = mpsc::channel(64);
+    hub.nodes.lock().unwrap().push(("b".to_string(), tx));
+    let publish = Arc::new(HubPublish {
+        hub: hub.clone(),
+        from: "b".into(),
+    });
+    let (images_tx, images_rx) = watch::channel(LocalImages::default());
+    let stop = CancellationToken::new();
+    let _tb = tokio::spawn(
+        hb.with_gossip(publish, rx)
+            .with_images(images_rx)
+            .run(stop.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let entry = ImageEntry {
+        id: "sha256:aa".into(),
+        repo_tags: vec!["app:v1".into()],
+        repo_digests: Vec::new(),
+        size: 7,
+    };
+    images_tx.send_replace(LocalImages {
+        images: vec![entry.clone()],
+        ..LocalImages::default()
+    });
+    // At once, not at the next heartbeat.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.inventories()["b"].images, vec![entry.clone()]);
+    let from_b = |hub: &Hub| {
+        hub.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, m)| f == "b" && matches!(m, Message::Images { .. }))
+            .count()
+    };
+    // Ten idle seconds (two whole records) send it no more.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(from_b(&hub), 1);
+
+    // A node that joins later learns from b's record that it lacks b's inventory, and asks.
+    let (c, _sc, _tc) = gossiping(&hub, "c");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        c.inventories().get("b").map(|i| i.images.clone()),
+        Some(vec![entry])
+    );
+    let asked = hub
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(f, m)| f == "c" && matches!(m, Message::WantImages { name } if name == "b"));
+    assert!(asked, "c never asked b for its inventory");
+    assert_eq!(from_b(&hub), 2);
     stop.cancel();
 }

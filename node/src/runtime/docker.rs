@@ -26,9 +26,9 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
     InspectContainerOptions, InspectNetworkOptions, KillContainerOptions, ListContainersOptions,
-    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
-    RemoveVolumeOptions, ResizeExecOptions, StartContainerOptions, StatsOptions,
-    StopContainerOptions,
+    ListImagesOptionsBuilder, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+    RemoveImageOptions, RemoveVolumeOptions, ResizeExecOptions, StartContainerOptions,
+    StatsOptions, StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
@@ -415,6 +415,51 @@ impl Runtime for DockerRuntime {
             });
         }
         Ok(loaded)
+    }
+
+    #[instrument(skip(self), err)]
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let options = ListImagesOptionsBuilder::default().all(false).build();
+        let images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(self.err(Target::Engine))?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                // An untagged image is listed with `<none>:<none>`.
+                repo_tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                repo_digests: i
+                    .repo_digests
+                    .into_iter()
+                    .filter(|d| !d.starts_with("<none>@"))
+                    .collect(),
+                size: u64::try_from(i.size).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    #[instrument(skip(self), err)]
+    async fn export_image(&self, image: &str) -> Result<ByteStream, RuntimeError> {
+        // The engine answers 404 before the first byte when the image is absent: ask first,
+        // so that the error is NotFound and not a broken stream.
+        self.docker
+            .inspect_image(image)
+            .await
+            .map_err(self.err(Target::Object(image)))?;
+        let address = self.address.clone();
+        let name = image.to_string();
+        Ok(self
+            .docker
+            .export_image(image)
+            .map_err(move |e| map_error(&address, e, Target::Object(&name)))
+            .boxed())
     }
 
     #[instrument(skip(self), err)]

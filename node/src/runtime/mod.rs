@@ -89,6 +89,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// returns the references loaded. The engine checks every layer against the image's
     /// config as it loads, so a truncated or altered tarball fails and loads nothing.
     async fn load_image(&self, tarball: ByteStream) -> Result<Vec<String>, RuntimeError>;
+    /// Every image the engine holds (tagged or not; intermediate layers are not images).
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
+    /// The image `image` as a `docker save` tarball, as it streams out of the engine (never
+    /// all in memory); `NotFound` when absent.
+    async fn export_image(&self, image: &str) -> Result<ByteStream, RuntimeError>;
     /// Removes the image reference `image` (a tag, or the image when it is its last name).
     /// Never forced: an image a container uses is `Conflict`; an absent one `NotFound`.
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;

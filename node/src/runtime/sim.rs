@@ -439,12 +439,7 @@ impl Runtime for SimRuntime {
         if !sim.images.contains(&name) {
             return Err(RuntimeError::NotFound { id: image.into() });
         }
-        Ok(ImageInfo {
-            id: format!("sha256:{:064x}", fnv(&name)),
-            repo_tags: vec![name],
-            repo_digests: Vec::new(),
-            size: 7_340_032,
-        })
+        Ok(sim_image_info(&name))
     }
 
     /// The simulated tarball is the names of its images, one a line; anything else (or a
@@ -474,6 +469,25 @@ impl Runtime for SimRuntime {
             sim.images.insert(normalize_image(n));
         }
         Ok(names)
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("list_images")?;
+        Ok(sim.images.iter().map(|n| sim_image_info(n)).collect())
+    }
+
+    /// The simulated tarball of an image is its name on a line (what [`Runtime::load_image`]
+    /// here reads back).
+    async fn export_image(&self, image: &str) -> Result<ByteStream, RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("export_image")?;
+        let name = normalize_image(image);
+        if !sim.images.contains(&name) {
+            return Err(RuntimeError::NotFound { id: image.into() });
+        }
+        let bytes = Bytes::from(format!("{name}\n"));
+        Ok(futures_util::stream::iter([Ok(bytes)]).boxed())
     }
 
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
@@ -845,6 +859,16 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A simulated image as the engine would describe it: its id derived from its name.
+fn sim_image_info(name: &str) -> ImageInfo {
+    ImageInfo {
+        id: format!("sha256:{:064x}", fnv(name)),
+        repo_tags: vec![name.to_string()],
+        repo_digests: Vec::new(),
+        size: 7_340_032,
+    }
 }
 
 #[cfg(test)]
