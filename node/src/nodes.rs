@@ -456,7 +456,10 @@ pub async fn set_schedule(
 ///
 /// A node that has just started does not take a role that another node holds: it may not
 /// have heard from that node yet (see [`ObservedHandle::starting`]); nor does one that has
-/// not claimed its name yet (`named` false, see [`keep_name`]).
+/// not claimed its name yet (`named` false, see [`keep_name`]). Nor does it take the role
+/// from a holder that took it less than [`CLAIM_HOLD`] ago ([`may_claim`]): after a heal or
+/// a restart two nodes whose views differ for a beat would otherwise take it from each other
+/// on every change, every few milliseconds, until their views agree.
 pub async fn keep_role(
     state: StateHandle,
     observed: ObservedHandle,
@@ -471,6 +474,8 @@ pub async fn keep_role(
     let mut observed_rx = observed.subscribe();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The lease last seen, and since when (this node's clock).
+    let mut seen: Option<(Lease, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -492,11 +497,16 @@ pub async fn keep_role(
                 continue;
             }
         };
+        let at = tokio::time::Instant::now();
+        if seen.as_ref().map(|(l, _)| l) != current.as_ref() {
+            seen = current.clone().map(|l| (l, at));
+        }
         let mine = |l: &Option<Lease>| l.as_ref().filter(|l| l.holder == me).map(|l| l.epoch);
         let now = match (chosen, mine(&current)) {
             (false, _) => None,
             (true, Some(epoch)) => Some(epoch),
             (true, None) if observed.starting() && current.is_some() => None,
+            (true, None) if !may_claim(seen.as_ref().map(|(_, since)| *since), at) => None,
             (true, None) => {
                 let seen = current.as_ref().map_or(0, |l| l.epoch);
                 match state.claim_lease(role, &me, seen).await {
@@ -526,6 +536,19 @@ pub async fn keep_role(
         });
     }
     held.send_replace(None);
+}
+
+/// How long a lease must have stood before a node that membership picks takes the role from
+/// its holder.
+pub const CLAIM_HOLD: Duration = Duration::from_secs(1);
+
+/// Whether a node picked by membership may claim the role now, when the current lease (held
+/// by another node) was first seen at `since` (None: there is no lease). A lease taken just now
+/// is left alone for [`CLAIM_HOLD`], while the two nodes' views of membership converge; a lease
+/// that has stood longer (its holder stopped, or really is not the pick) is taken at once.
+/// Pure.
+pub fn may_claim(since: Option<tokio::time::Instant>, now: tokio::time::Instant) -> bool {
+    since.is_none_or(|s| now.saturating_duration_since(s) >= CLAIM_HOLD)
 }
 
 /// Every node this node knows of, by name: the registry joined with membership, with the
@@ -627,6 +650,28 @@ mod tests {
             },
             liveness,
             last_seen: Some(100),
+        }
+    }
+
+    #[test]
+    fn a_role_taken_just_now_is_left_alone_for_a_moment() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let cases = [
+            (None, ms(0), true, "no lease"),
+            (Some(t0), ms(0), false, "taken this instant"),
+            (
+                Some(t0),
+                ms(20),
+                false,
+                "taken 20 ms ago: views may still differ",
+            ),
+            (Some(t0), ms(999), false, "just under the hold"),
+            (Some(t0), ms(1000), true, "stood for the hold"),
+            (Some(t0), ms(60_000), true, "a holder long gone"),
+        ];
+        for (since, now, want, what) in cases {
+            assert_eq!(may_claim(since, now), want, "{what}");
         }
     }
 
