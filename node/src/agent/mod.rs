@@ -836,9 +836,13 @@ impl Agent {
                     out.config_maps.insert((ns, name), data);
                 }
                 Ok(Resource::Secret(s)) => {
-                    out.secret_types
-                        .insert((ns.clone(), name.clone()), s.type_.clone());
-                    out.secrets.insert((ns, name), s.data);
+                    out.secrets.insert(
+                        (ns, name),
+                        spec::SecretData {
+                            type_: s.type_,
+                            data: s.data,
+                        },
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {

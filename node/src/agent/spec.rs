@@ -46,9 +46,24 @@ pub mod labels {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigSources {
     pub config_maps: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
-    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
-    /// Each Secret's `type`.
-    pub secret_types: BTreeMap<(String, String), String>,
+    pub secrets: BTreeMap<(String, String), SecretData>,
+}
+
+/// A Secret as the agent uses it: its `type` and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretData {
+    pub type_: String,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl SecretData {
+    /// An `Opaque` Secret of `data`.
+    pub fn opaque(data: BTreeMap<String, Vec<u8>>) -> SecretData {
+        SecretData {
+            type_: "Opaque".into(),
+            data,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +99,7 @@ impl ConfigSources {
         let key = (ns.to_string(), name.to_string());
         match kind {
             SourceKind::ConfigMap => self.config_maps.get(&key),
-            SourceKind::Secret => self.secrets.get(&key),
+            SourceKind::Secret => self.secrets.get(&key).map(|s| &s.data),
         }
     }
 
@@ -94,10 +109,8 @@ impl ConfigSources {
         ns: &str,
         name: &str,
     ) -> Option<(&str, &BTreeMap<String, Vec<u8>>)> {
-        let key = (ns.to_string(), name.to_string());
-        let data = self.secrets.get(&key)?;
-        let type_ = self.secret_types.get(&key).map_or("Opaque", String::as_str);
-        Some((type_, data))
+        let s = self.secrets.get(&(ns.to_string(), name.to_string()))?;
+        Some((s.type_.as_str(), &s.data))
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, backoff, parse_rfc3339};
 use super::probe::{ProbeMachine, parse_status};
-use super::spec::{self, ConfigSources, NodeContext, labels};
+use super::spec::{self, ConfigSources, NodeContext, SecretData, labels};
 use super::volumes::{self, Backing, Projected};
 use super::*;
 use crate::runtime::{ContainerInfo, ExecOutput, MountSpec, PortSpec, Protocol, SimRuntime};
@@ -87,7 +87,7 @@ fn sources() -> ConfigSources {
     );
     s.secrets.insert(
         ("default".into(), "db".into()),
-        bytes_map(&[("password", "s3cret")]),
+        SecretData::opaque(bytes_map(&[("password", "s3cret")])),
     );
     s
 }
