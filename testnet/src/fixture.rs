@@ -1,7 +1,9 @@
 //! What container tests set up around their nodes: a [`Testnet`] (a [`Cluster`] whose Docker
 //! leftovers go with it), a [`SingleNode`] (the same for one node), [`apply`], which applies a
 //! manifest through the CLI as a user would and panics with the node's log when that fails,
-//! the echo [`workload`] most tests run, and [`http_get`] and [`fetch_in`] to talk to it.
+//! the echo [`workload`] most tests run, and [`http_get`] and [`fetch_in`] to talk to it;
+//! [`Alone`] (one node in a temporary directory) and the pods as the API gives them
+//! ([`pod_objects`], [`pod_ready`], [`wait_pods_ready`]).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -65,6 +67,70 @@ impl SingleNode {
         let cleanup = DockerCleanup::new(&node.cluster_id()?);
         Ok(SingleNode { node, cleanup })
     }
+}
+
+/// One node of its own cluster in a temporary directory that goes with it.
+pub struct Alone {
+    pub one: SingleNode,
+    _dir: tempfile::TempDir,
+}
+
+impl Alone {
+    /// A node `n1` when the Docker engine answers; `None` (the test passes, saying so) when it
+    /// does not and `CI` is not set ([`crate::docker_ready`]).
+    pub fn start() -> Option<Alone> {
+        if !crate::docker_ready() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let one = SingleNode::start(NodeOptions::new("n1", &dir.path().join("n1")))
+            .unwrap_or_else(|e| panic!("cannot start a node: {e:#}"));
+        Some(Alone { one, _dir: dir })
+    }
+}
+
+/// The pods of `default` matching the label `selector` (`app=web`), as the API gives them;
+/// panics when the API does not answer 200.
+pub fn pod_objects(node: &Node, selector: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "/api/v1/namespaces/default/pods?labelSelector={}",
+        selector.replace('=', "%3D")
+    );
+    let (code, list) = node
+        .api()
+        .and_then(|api| api.get(&path))
+        .unwrap_or_else(|e| panic!("GET {path}: {e:#}"));
+    assert_eq!(code, 200, "{list}");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Whether a pod object's `Ready` condition is `True`.
+pub fn pod_ready(pod: &serde_json::Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// Waits up to `timeout` until exactly `n` pods match `selector` and all are ready; returns
+/// them, or panics with the pods and the node's log.
+pub fn wait_pods_ready(
+    node: &Node,
+    selector: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    crate::wait_until(timeout, &format!("{n} ready pods {selector}"), || {
+        let ps = pod_objects(node, selector);
+        Ok((ps.len() == n && ps.iter().all(pod_ready)).then_some(ps))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\npods: {:#?}\nlog:\n{}",
+            pod_objects(node, selector),
+            node.log()
+        )
+    })
 }
 
 /// `shoal apply -f -` of `manifest` on `node`; panics with the error and the node's log when

@@ -14,25 +14,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-use shoal_testnet::fixture::apply;
+use shoal_testnet::fixture::{Alone, apply, pod_objects, pod_ready, wait_pods_ready};
 use shoal_testnet::image::ECHO_IMAGE;
 use shoal_testnet::registry::{Registry, RegistryOptions};
 use shoal_testnet::{Node, NodeOptions, SingleNode, wait_until};
-
-struct Setup {
-    one: SingleNode,
-    _dir: tempfile::TempDir,
-}
-
-fn setup() -> Option<Setup> {
-    if !shoal_testnet::docker_ready() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let one = SingleNode::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
-    Some(Setup { one, _dir: dir })
-}
 
 /// Removes images from the machine's engine when dropped: what the node pulled must not
 /// stay behind (each registry has its own port, so names never repeat).
@@ -72,56 +57,33 @@ fn deployment(name: &str, image: &str, replicas: u32, extra_spec: &str, policy: 
     )
 }
 
-fn pods(node: &Node, app: &str) -> Vec<Value> {
-    let (code, list) = node
-        .api()
-        .unwrap()
-        .get(&format!(
-            "/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"
-        ))
-        .unwrap();
-    assert_eq!(code, 200, "{list}");
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-fn wait_ready(node: &Node, app: &str, n: usize) -> Vec<Value> {
-    wait_until(
-        Duration::from_secs(90),
-        &format!("{n} ready pods of {app}"),
-        || {
-            let ps = pods(node, app);
-            Ok((ps.len() == n && ps.iter().all(is_ready)).then_some(ps))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\npods: {:#?}\nlog:\n{}", pods(node, app), node.log()))
-}
-
 /// The waiting reason and message of the first pod of `app`, once it has one of `reasons`.
 fn wait_waiting(node: &Node, app: &str, reasons: &[&str]) -> (String, String) {
     wait_until(
         Duration::from_secs(60),
         &format!("a pod of {app} waiting with {reasons:?}"),
         || {
-            Ok(pods(node, app).iter().find_map(|p| {
-                let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
-                let reason = w["reason"].as_str()?;
-                reasons.contains(&reason).then(|| {
-                    (
-                        reason.to_string(),
-                        w["message"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-            }))
+            Ok(pod_objects(node, &format!("app={app}"))
+                .iter()
+                .find_map(|p| {
+                    let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+                    let reason = w["reason"].as_str()?;
+                    reasons.contains(&reason).then(|| {
+                        (
+                            reason.to_string(),
+                            w["message"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                }))
         },
     )
-    .unwrap_or_else(|e| panic!("{e}\npods: {:#?}\nlog:\n{}", pods(node, app), node.log()))
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\npods: {:#?}\nlog:\n{}",
+            pod_objects(node, &format!("app={app}")),
+            node.log()
+        )
+    })
 }
 
 /// `(reason, message)` of every event about pods named `prefix...`.
@@ -153,7 +115,7 @@ fn events(node: &Node, prefix: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_deployment_pulls_its_image_once_for_two_pods_with_events() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     let node = &s.one.node;
     let reg = Registry::start(RegistryOptions::default()).unwrap();
     let image = reg.push(ECHO_IMAGE, "team/echo:v1").unwrap();
@@ -164,7 +126,7 @@ fn a_deployment_pulls_its_image_once_for_two_pods_with_events() {
     );
 
     apply(node, &deployment("web", &image, 2, "", "IfNotPresent"));
-    let ready = wait_ready(node, "web", 2);
+    let ready = wait_pods_ready(node, "app=web", 2, Duration::from_secs(90));
     let told = events(node, "web-");
     assert!(
         told.iter()
@@ -198,7 +160,7 @@ fn a_deployment_pulls_its_image_once_for_two_pods_with_events() {
 
 #[test]
 fn a_wrong_tag_is_err_image_pull_then_back_off_naming_what_the_registry_said() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     let node = &s.one.node;
     let reg = Registry::start(RegistryOptions::default()).unwrap();
     let image = reg.push(ECHO_IMAGE, "team/echo:v1").unwrap();
@@ -225,7 +187,7 @@ fn a_wrong_tag_is_err_image_pull_then_back_off_naming_what_the_registry_said() {
 
 #[test]
 fn a_registry_with_passwords_needs_image_pull_secrets_and_the_password_shows_nowhere() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     let node = &s.one.node;
     let password = "pw-7f3a9c-never-shown";
     let reg = Registry::start(RegistryOptions {
@@ -258,7 +220,7 @@ fn a_registry_with_passwords_needs_image_pull_secrets_and_the_password_shows_now
         node,
         &deployment("private", &image, 1, secrets, "IfNotPresent"),
     );
-    let ready = wait_ready(node, "private", 1);
+    let ready = wait_pods_ready(node, "app=private", 1, Duration::from_secs(90));
 
     let pod = ready[0]["metadata"]["name"].as_str().unwrap().to_string();
     let describe = node
@@ -275,7 +237,7 @@ fn a_registry_with_passwords_needs_image_pull_secrets_and_the_password_shows_now
         ("the node's log", node.log()),
         (
             "the pods",
-            serde_json::to_string(&pods(node, "private")).unwrap(),
+            serde_json::to_string(&pod_objects(node, "app=private")).unwrap(),
         ),
         ("the events", format!("{:?}", events(node, "private-"))),
         ("describe pod", describe.stdout),
@@ -288,7 +250,7 @@ fn a_registry_with_passwords_needs_image_pull_secrets_and_the_password_shows_now
 
 #[test]
 fn always_picks_up_a_new_push_of_the_same_tag_on_rollout_restart() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     let node = &s.one.node;
     let reg = Registry::start(RegistryOptions::default()).unwrap();
     let image = reg.push(ECHO_IMAGE, "team/echo:v1").unwrap();
@@ -296,7 +258,7 @@ fn always_picks_up_a_new_push_of_the_same_tag_on_rollout_restart() {
     let _pulled = Pulled(vec![image.clone(), variant.clone()]);
 
     apply(node, &deployment("always", &image, 1, "", "Always"));
-    let first = wait_ready(node, "always", 1);
+    let first = wait_pods_ready(node, "app=always", 1, Duration::from_secs(90));
     let first_pod = first[0]["metadata"]["name"].as_str().unwrap().to_string();
     let first_id = docker(&["image", "inspect", "--format", "{{.Id}}", &image]);
 
@@ -323,10 +285,10 @@ fn always_picks_up_a_new_push_of_the_same_tag_on_rollout_restart() {
         Duration::from_secs(90),
         "the restarted pod on the new push",
         || {
-            let ps = pods(node, "always");
+            let ps = pod_objects(node, "app=always");
             Ok(ps
                 .iter()
-                .find(|p| p["metadata"]["name"] != first_pod.as_str() && is_ready(p))
+                .find(|p| p["metadata"]["name"] != first_pod.as_str() && pod_ready(p))
                 .cloned())
         },
     )
@@ -382,8 +344,8 @@ fn garbage_collection_removes_an_unused_pulled_image_never_one_in_use() {
 
     apply(node, &deployment("kept", &kept, 1, "", "IfNotPresent"));
     apply(node, &deployment("old", &old, 1, "", "IfNotPresent"));
-    wait_ready(node, "kept", 1);
-    wait_ready(node, "old", 1);
+    wait_pods_ready(node, "app=kept", 1, Duration::from_secs(90));
+    wait_pods_ready(node, "app=old", 1, Duration::from_secs(90));
     assert!(image_present(&old));
     node.cli(&["delete", "deployment", "old"])
         .unwrap()
@@ -400,5 +362,5 @@ fn garbage_collection_removes_an_unused_pulled_image_never_one_in_use() {
         image_present(ECHO_IMAGE),
         "an image shoal did not pull was removed"
     );
-    assert_eq!(pods(node, "kept").len(), 1);
+    assert_eq!(pod_objects(node, "app=kept").len(), 1);
 }

@@ -14,23 +14,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_testnet::{Node, NodeOptions, SingleNode, wait_until};
+use shoal_testnet::fixture::{Alone, pod_objects, pod_ready, wait_pods_ready};
+use shoal_testnet::{Node, wait_until};
 
 const IMAGE: &str = "shoal-test/echo:latest";
-
-struct Setup {
-    one: SingleNode,
-    _dir: tempfile::TempDir,
-}
-
-fn setup() -> Option<Setup> {
-    if !shoal_testnet::docker_ready() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let one = SingleNode::start(NodeOptions::new("n1", &dir.path().join("n1"))).unwrap();
-    Some(Setup { one, _dir: dir })
-}
 
 fn apply(node: &Node, manifest: &str) -> String {
     node.cli_with_input(&["apply", "-f", "-"], Some(manifest))
@@ -38,26 +25,6 @@ fn apply(node: &Node, manifest: &str) -> String {
         .success()
         .unwrap()
         .stdout
-}
-
-fn pods(node: &Node, selector: &str) -> Vec<Value> {
-    let (code, list) = node
-        .api()
-        .unwrap()
-        .get(&format!(
-            "/api/v1/namespaces/default/pods?labelSelector={}",
-            selector.replace('=', "%3D")
-        ))
-        .unwrap();
-    assert_eq!(code, 200, "{list}");
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 fn container_id(pod: &Value) -> Option<String> {
@@ -98,25 +65,6 @@ fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
-}
-
-/// Waits until `n` pods match `selector` and all are ready; returns them.
-fn wait_ready(node: &Node, selector: &str, n: usize, timeout_s: u64) -> Vec<Value> {
-    wait_until(
-        Duration::from_secs(timeout_s),
-        &format!("{n} ready pods {selector}"),
-        || {
-            let ps = pods(node, selector);
-            Ok((ps.len() == n && ps.iter().all(is_ready)).then_some(ps))
-        },
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\npods: {:#?}\nlog:\n{}",
-            pods(node, selector),
-            node.log()
-        )
-    })
 }
 
 fn web_manifest(replicas: u32, greeting: &str, extra_env: &str) -> String {
@@ -177,10 +125,10 @@ spec:
 
 #[test]
 fn deployment_runs_with_its_configuration() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     let out = apply(&s.one.node, &web_manifest(3, "hello from shoal", ""));
     assert!(out.contains("deployment.apps/web created"), "{out}");
-    let ps = wait_ready(&s.one.node, "app=web", 3, 90);
+    let ps = wait_pods_ready(&s.one.node, "app=web", 3, Duration::from_secs(90));
 
     let mut names = BTreeSet::new();
     for p in &ps {
@@ -236,14 +184,14 @@ fn deployment_runs_with_its_configuration() {
 
 #[test]
 fn crashes_and_probes_restart_or_unready_pods() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     apply(&s.one.node, &web_manifest(2, "hi", ""));
-    let ps = wait_ready(&s.one.node, "app=web", 2, 90);
+    let ps = wait_pods_ready(&s.one.node, "app=web", 2, Duration::from_secs(90));
     let (a, b) = (&ps[0], &ps[1]);
     let a_name = a["metadata"]["name"].as_str().unwrap().to_string();
     let b_name = b["metadata"]["name"].as_str().unwrap().to_string();
     let pod = |name: &str| -> Value {
-        pods(&s.one.node, "app=web")
+        pod_objects(&s.one.node, "app=web")
             .into_iter()
             .find(|p| p["metadata"]["name"] == name)
             .unwrap_or(Value::Null)
@@ -263,7 +211,7 @@ fn crashes_and_probes_restart_or_unready_pods() {
         "the killed container to restart",
         || {
             let p = pod(&a_name);
-            Ok((restarts(&p) == 1 && is_ready(&p)).then_some(()))
+            Ok((restarts(&p) == 1 && pod_ready(&p)).then_some(()))
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:#}", pod(&a_name)));
@@ -281,7 +229,7 @@ fn crashes_and_probes_restart_or_unready_pods() {
                 .node
                 .api()?
                 .get("/apis/apps/v1/namespaces/default/deployments/web")?;
-            Ok((!is_ready(&p) && d["status"]["availableReplicas"] == 1).then_some(()))
+            Ok((!pod_ready(&p) && d["status"]["availableReplicas"] == 1).then_some(()))
         },
     )
     .unwrap();
@@ -295,7 +243,7 @@ fn crashes_and_probes_restart_or_unready_pods() {
         "the failing-liveness pod to restart",
         || {
             let p = pod(&b_name);
-            Ok((restarts(&p) >= 1 && is_ready(&p)).then_some(()))
+            Ok((restarts(&p) >= 1 && pod_ready(&p)).then_some(()))
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:#}", pod(&b_name)));
@@ -303,26 +251,29 @@ fn crashes_and_probes_restart_or_unready_pods() {
 
 #[test]
 fn a_crashed_shoald_adopts_its_containers() {
-    let Some(mut s) = setup() else { return };
+    let Some(mut s) = Alone::start() else { return };
     apply(&s.one.node, &web_manifest(2, "hi", ""));
-    let before: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 90)
-        .iter()
-        .filter_map(container_id)
-        .collect();
+    let before: BTreeSet<String> =
+        wait_pods_ready(&s.one.node, "app=web", 2, Duration::from_secs(90))
+            .iter()
+            .filter_map(container_id)
+            .collect();
     assert_eq!(before.len(), 2);
 
     s.one.node.kill().unwrap();
     s.one.node.restart().unwrap();
     // Give the agent a few rounds, then every container id must be the same one.
-    let after: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 60)
-        .iter()
-        .filter_map(container_id)
-        .collect();
+    let after: BTreeSet<String> =
+        wait_pods_ready(&s.one.node, "app=web", 2, Duration::from_secs(60))
+            .iter()
+            .filter_map(container_id)
+            .collect();
     std::thread::sleep(Duration::from_secs(3));
-    let again: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 60)
-        .iter()
-        .filter_map(container_id)
-        .collect();
+    let again: BTreeSet<String> =
+        wait_pods_ready(&s.one.node, "app=web", 2, Duration::from_secs(60))
+            .iter()
+            .filter_map(container_id)
+            .collect();
     assert_eq!(before, after);
     assert_eq!(before, again);
     let running: BTreeSet<String> = s.one.cleanup.containers().into_iter().collect();
@@ -331,9 +282,9 @@ fn a_crashed_shoald_adopts_its_containers() {
 
 #[test]
 fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     apply(&s.one.node, &web_manifest(3, "v1", ""));
-    wait_ready(&s.one.node, "app=web", 3, 90);
+    wait_pods_ready(&s.one.node, "app=web", 3, Duration::from_secs(90));
 
     // Change the env: a new revision rolls out with maxUnavailable 1.
     apply(
@@ -342,8 +293,8 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
     );
     let mut min_ready = usize::MAX;
     wait_until(Duration::from_secs(120), "the rollout to finish", || {
-        let ps = pods(&s.one.node, "app=web");
-        let ready = ps.iter().filter(|p| is_ready(p)).count();
+        let ps = pod_objects(&s.one.node, "app=web");
+        let ready = ps.iter().filter(|p| pod_ready(p)).count();
         min_ready = min_ready.min(ready);
         let revisions: BTreeSet<&str> = ps
             .iter()
@@ -368,7 +319,7 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
         "{}",
         out.stdout
     );
-    let ps = pods(&s.one.node, "app=web");
+    let ps = pod_objects(&s.one.node, "app=web");
     let (_, env) = http_get(host_port(&ps[0], 8080).unwrap(), "/env").unwrap();
     assert!(env.contains("\"VERSION\":\"2\""), "{env}");
 
@@ -382,13 +333,13 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
         .unwrap();
     assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
     let ps = wait_until(Duration::from_secs(120), "the undo to finish", || {
-        let ps = pods(&s.one.node, "app=web");
+        let ps = pod_objects(&s.one.node, "app=web");
         let old = ps.iter().all(|p| {
             p["spec"]["containers"][0]["env"]
                 .as_array()
                 .is_some_and(|e| e.iter().all(|v| v["name"] != "VERSION"))
         });
-        Ok((ps.len() == 3 && ps.iter().all(is_ready) && old).then_some(ps))
+        Ok((ps.len() == 3 && ps.iter().all(pod_ready) && old).then_some(ps))
     })
     .unwrap();
     let (_, env) = http_get(host_port(&ps[0], 8080).unwrap(), "/env").unwrap();
@@ -405,7 +356,7 @@ fn rollouts_keep_enough_pods_ready_and_undo_goes_back() {
 
 #[test]
 fn delete_removes_containers_and_volume_data_survives() {
-    let Some(mut s) = setup() else { return };
+    let Some(mut s) = Alone::start() else { return };
     let claim = format!("data-{}", std::process::id());
     s.one.cleanup.volume(&format!("shoal-pvc-default-{claim}"));
     let manifest = format!(
@@ -439,7 +390,7 @@ spec:
     // The published port of the one store pod, once it runs.
     let store_port = || {
         wait_until(Duration::from_secs(90), "the store pod to run", || {
-            let ps = pods(&s.one.node, "app=store");
+            let ps = pod_objects(&s.one.node, "app=store");
             Ok(ps
                 .first()
                 .filter(|p| ps.len() == 1 && p["status"]["phase"] == "Running")
@@ -479,13 +430,13 @@ spec:
 
 #[test]
 fn a_missing_image_is_reported_and_the_node_keeps_running() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     apply(
         &s.one.node,
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ghost}\nspec:\n  progressDeadlineSeconds: 3\n  selector: {matchLabels: {app: ghost}}\n  template:\n    metadata: {labels: {app: ghost}}\n    spec:\n      containers: [{name: c, image: \"registry.invalid/nothing:1\"}]\n",
     );
     let p = wait_until(Duration::from_secs(60), "ErrImagePull", || {
-        let ps = pods(&s.one.node, "app=ghost");
+        let ps = pod_objects(&s.one.node, "app=ghost");
         let reason = ps.first().and_then(|p| {
             p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
                 .as_str()
@@ -526,9 +477,9 @@ fn a_missing_image_is_reported_and_the_node_keeps_running() {
 
 #[test]
 fn logs_exec_scale_and_restart_through_the_cli() {
-    let Some(s) = setup() else { return };
+    let Some(s) = Alone::start() else { return };
     apply(&s.one.node, &web_manifest(1, "hi", ""));
-    let ps = wait_ready(&s.one.node, "app=web", 1, 90);
+    let ps = wait_pods_ready(&s.one.node, "app=web", 1, Duration::from_secs(90));
     let pod = ps[0]["metadata"]["name"].as_str().unwrap().to_string();
 
     // Logs: the echo server's start line, and the tail limit.
@@ -585,17 +536,18 @@ fn logs_exec_scale_and_restart_through_the_cli() {
         .unwrap()
         .success()
         .unwrap();
-    wait_ready(&s.one.node, "app=web", 3, 90);
+    wait_pods_ready(&s.one.node, "app=web", 3, Duration::from_secs(90));
     s.one
         .node
         .cli(&["scale", "deploy/web", "--replicas", "2"])
         .unwrap()
         .success()
         .unwrap();
-    let before: BTreeSet<String> = wait_ready(&s.one.node, "app=web", 2, 90)
-        .iter()
-        .filter_map(container_id)
-        .collect();
+    let before: BTreeSet<String> =
+        wait_pods_ready(&s.one.node, "app=web", 2, Duration::from_secs(90))
+            .iter()
+            .filter_map(container_id)
+            .collect();
 
     // A restart rolls every pod over to new containers.
     s.one
@@ -608,10 +560,10 @@ fn logs_exec_scale_and_restart_through_the_cli() {
         Duration::from_secs(120),
         "the restart to replace every pod",
         || {
-            let ps = pods(&s.one.node, "app=web");
+            let ps = pod_objects(&s.one.node, "app=web");
             let ids: BTreeSet<String> = ps.iter().filter_map(container_id).collect();
             Ok(
-                (ps.len() == 2 && ps.iter().all(is_ready) && ids.is_disjoint(&before))
+                (ps.len() == 2 && ps.iter().all(pod_ready) && ids.is_disjoint(&before))
                     .then_some(()),
             )
         },
