@@ -685,14 +685,35 @@ async fn obtain(
         .not_allowed
         .clone()
         .map(|why| (FailureKind::NotAllowed, why));
-    // `Always` asks the registry first, as kubelet does; one that cannot be reached leaves the
-    // peers, and a node's own copy (see `pull::decide`).
+    // `Always` asks the registry first, as kubelet does: which manifest it serves now. The
+    // content then comes from a peer holding the image at that digest, if one does. A registry
+    // that cannot be reached leaves the peers, and a node's own copy (see `pull::decide`).
+    let mut digest = None;
     if q.policy == PullPolicy::Always && barred.is_none() {
-        match pull_one(rt.clone(), &q.image, q.auth.as_ref(), started).await {
-            Err((FailureKind::Unreachable, why)) if peers.is_some() && !q.present => {
-                barred = Some((FailureKind::Unreachable, why));
+        if peers.is_none() || q.image.digest.is_some() {
+            return pull_one(rt.clone(), &q.image, q.auth.as_ref(), started).await;
+        }
+        match rt
+            .registry_digest(&q.image.name(), &q.image.tag_or_digest(), q.auth.as_ref())
+            .await
+        {
+            Ok(d) => {
+                // Held at that digest already: the pull only reads the manifest.
+                let at = format!("{}@{d}", q.image.name());
+                if rt.image_present(&at).await.unwrap_or(false) {
+                    return pull_one(rt.clone(), &q.image, q.auth.as_ref(), started).await;
+                }
+                digest = Some(d);
             }
-            other => return other,
+            Err(e) => {
+                let said = e.to_string();
+                let kind = pull::classify(&said);
+                let failure = (kind, pull::failure_message(&q.image, kind, &said));
+                if kind != FailureKind::Unreachable || q.present {
+                    return Err(failure);
+                }
+                barred = Some(failure);
+            }
         }
     }
     if let Some(e) = barred.as_ref().filter(|_| q.present) {
@@ -715,6 +736,7 @@ async fn obtain(
                     .collect();
                 source::next_step(
                     &q.image,
+                    digest.as_deref(),
                     p.observed.local_name(),
                     &p.observed.inventories(),
                     &alive,
@@ -727,6 +749,18 @@ async fn obtain(
         };
         match (step, peers) {
             (Step::Fetch(holders), Some(p)) => {
+                // This node holds that image already (fetched before, so without the digest).
+                if let Ok(info) = rt.image_info(&reference).await
+                    && holders.iter().any(|h| h.id == info.id)
+                {
+                    withdraw(local, &reference, progress.announced.is_some());
+                    return Ok(Pulled {
+                        started,
+                        took: started.elapsed(),
+                        size: info.size,
+                        from: None,
+                    });
+                }
                 for h in holders {
                     let t = Instant::now();
                     tracing::info!(image = %reference, from = %h.node, "fetching image from a peer");
@@ -1160,6 +1194,11 @@ mod tests {
 
         /// Peer `name` (peer id `p-NAME`) is alive and holds `tags`.
         async fn peer(net: &Net, name: &str, tags: &[&str]) {
+            peer_at(net, name, tags, None).await;
+        }
+
+        /// [`peer`], its images pulled at the manifest digest `digest` when given.
+        async fn peer_at(net: &Net, name: &str, tags: &[&str], digest: Option<&str>) {
             let record = NodeRecord {
                 name: name.into(),
                 peer_id: format!("p-{name}"),
@@ -1174,6 +1213,10 @@ mod tests {
                     .map(|t| observed::ImageEntry {
                         id: format!("sha256:{t}"),
                         repo_tags: vec![(*t).into()],
+                        repo_digests: digest
+                            .map(|d| format!("{}@{d}", t.rsplit_once(':').map_or(*t, |(r, _)| r)))
+                            .into_iter()
+                            .collect(),
                         ..Default::default()
                     })
                     .collect(),
@@ -1308,6 +1351,42 @@ mod tests {
             let p = pulled(&net, "shoal-test/echo:latest", PullPolicy::Always).await;
             assert_eq!(p.from.as_deref(), Some("b"));
             assert!(sim.has_image("shoal-test/echo:latest"));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn always_takes_the_content_from_a_peer_at_the_registrys_digest() {
+            let sim = engine_with(&[]);
+            sim.publish("reg.lan/app:latest", None);
+            let d1 = sim
+                .registry_digest("reg.lan/app", "latest", None)
+                .await
+                .unwrap();
+            let fetch = Arc::new(SimFetch {
+                engines: HashMap::from([("p-b".to_string(), engine_with(&["reg.lan/app:latest"]))]),
+                ..SimFetch::default()
+            });
+            let net = node(&sim, fetch.clone(), None).await;
+            peer_at(&net, "b", &["reg.lan/app:latest"], Some(&d1)).await;
+            let p = pulled(&net, "reg.lan/app:latest", PullPolicy::Always).await;
+            assert_eq!(p.from.as_deref(), Some("b"));
+            assert_eq!(
+                sim.pulls("reg.lan/app:latest"),
+                0,
+                "the content came from the registry"
+            );
+
+            // A new push: b holds the old version only, so this node pulls.
+            sim.publish("reg.lan/app:latest", None);
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let t1 = Instant::now();
+            let w = Want {
+                policy: PullPolicy::Always,
+                ..want("reg.lan/app:latest", true, t1)
+            };
+            assert_eq!(net.images.ensure(w).await, Ok(Verdict::Wait));
+            until_finished(&net.images, 1).await;
+            assert_eq!(sim.pulls("reg.lan/app:latest"), 1);
+            assert_eq!(fetch.calls.lock().unwrap().len(), 1);
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   wait, and fetch from it once it holds the image. A puller that dies or gives up stops
 //!   being one; after [`WAIT_LIMIT`] a node pulls itself whatever the others do.
 //! - A node alone pulls at once.
+//! - With `Always`, the registry names the manifest it serves now (its digest): only a peer
+//!   holding the image at that digest is a holder (an image keeps its repo digest only where
+//!   it was pulled, so that is the node that pulled it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -63,10 +66,13 @@ pub struct Progress {
     pub announced: Option<Instant>,
 }
 
-/// The next step for `image` on node `me`. `alive`: the peers alive now; `tried`: holders
-/// (node names) whose fetch failed in this pull. Pure.
+/// The next step for `image` on node `me`. `digest`: the manifest digest a holder must hold
+/// it at (`Always`), if any; `alive`: the peers alive now; `tried`: holders (node names) whose
+/// fetch failed in this pull. Pure.
+#[allow(clippy::too_many_arguments)]
 pub fn next_step(
     image: &ImageRef,
+    digest: Option<&str>,
     me: &str,
     inventories: &BTreeMap<String, Inventory>,
     alive: &BTreeSet<String>,
@@ -91,6 +97,15 @@ pub fn next_step(
                 e.repo_tags
                     .iter()
                     .any(|t| ImageRef::parse(t).is_ok_and(|r| same_tag(&r, image)))
+                    && digest.is_none_or(|d| {
+                        e.repo_digests.iter().any(|rd| {
+                            ImageRef::parse(rd).is_ok_and(|r| {
+                                r.registry == image.registry
+                                    && r.repository == image.repository
+                                    && r.digest.as_deref() == Some(d)
+                            })
+                        })
+                    })
             })?;
             let reference = entry
                 .repo_tags
@@ -436,7 +451,7 @@ mod tests {
         ];
         for (what, img, me, invs, alive, tried, progress, now, want) in cases {
             assert_eq!(
-                next_step(img, me, invs, alive, &tried, progress, now),
+                next_step(img, None, me, invs, alive, &tried, progress, now),
                 want,
                 "{what}"
             );
@@ -461,6 +476,7 @@ mod tests {
                 };
                 match next_step(
                     &image("app:1"),
+                    None,
                     me,
                     &invs,
                     &alive,
@@ -474,5 +490,46 @@ mod tests {
             })
             .collect();
         assert!(firsts.len() > 1, "{firsts:?}");
+    }
+
+    #[test]
+    fn with_always_only_a_holder_at_the_registrys_digest_counts() {
+        let d_new = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let d_old = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        let holding_at = |d: &str| {
+            let mut i = inv("pb", &["reg.lan/app:latest"], &[]);
+            i.images[0].repo_digests = vec![format!("reg.lan/app@{d}")];
+            i
+        };
+        let fresh = Progress {
+            may_pull: true,
+            began: Instant::now(),
+            announced: None,
+        };
+        let alive = set(&["a", "b"]);
+        let wanted = image("reg.lan/app");
+        let at = |i: Inventory| BTreeMap::from([("b".to_string(), i)]);
+        let now = Instant::now();
+        let step = |invs: &BTreeMap<String, Inventory>, d: Option<&str>| {
+            next_step(&wanted, d, "a", invs, &alive, &BTreeSet::new(), fresh, now)
+        };
+        assert!(matches!(
+            step(&at(holding_at(d_new)), Some(d_new)),
+            Step::Fetch(_)
+        ));
+        assert_eq!(
+            step(&at(holding_at(d_old)), Some(d_new)),
+            Step::Announce,
+            "an old version"
+        );
+        assert_eq!(
+            step(&at(inv("pb", &["reg.lan/app:latest"], &[])), Some(d_new)),
+            Step::Announce,
+            "a copy fetched from elsewhere keeps no digest"
+        );
+        assert!(
+            matches!(step(&at(holding_at(d_old)), None), Step::Fetch(_)),
+            "by tag"
+        );
     }
 }

@@ -516,6 +516,42 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    // `auth` is skipped: its password must never reach a log.
+    #[instrument(skip(self, auth), err)]
+    async fn registry_digest(
+        &self,
+        name: &str,
+        tag: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let credentials = auth.map(|a| DockerCredentials {
+            username: Some(a.username.clone()).filter(|u| !u.is_empty()),
+            password: Some(a.password.clone()).filter(|p| !p.is_empty()),
+            serveraddress: Some(a.server.clone()),
+            identitytoken: a.identity_token.clone(),
+            ..Default::default()
+        });
+        let reference = format!("{name}:{tag}");
+        let inspected = self
+            .docker
+            .inspect_registry_image(&reference, credentials)
+            .await
+            .map_err(|e| match e {
+                // The engine's words (manifest unknown, unauthorized, connection refused) are
+                // what `crate::images` sorts, as for a pull.
+                BollardError::DockerResponseServerError { message, .. } => {
+                    RuntimeError::Other { message }
+                }
+                e => self.err(Target::Engine)(e),
+            })?;
+        inspected
+            .descriptor
+            .digest
+            .ok_or_else(|| RuntimeError::Other {
+                message: format!("the registry named no digest for {reference}"),
+            })
+    }
+
     #[instrument(skip(self, spec), fields(name = %spec.name, image = %spec.image), err)]
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let options = CreateContainerOptions {

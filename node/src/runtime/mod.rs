@@ -109,6 +109,15 @@ pub trait Runtime: Send + Sync + 'static {
         tag_or_digest: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<(), RuntimeError>;
+    /// The digest of the manifest `name:tag` names in its registry now (what a pull of it
+    /// records among the image's repo digests), asked through the engine with `auth` when
+    /// given; the registry's refusal as `pull` reports it.
+    async fn registry_digest(
+        &self,
+        name: &str,
+        tag: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError>;
     /// Creates a container (not started) and returns its id. A missing image is
     /// `ImageNotFound` naming `spec.image`; a taken name is `Conflict`.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;

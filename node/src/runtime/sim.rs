@@ -72,6 +72,10 @@ struct Sim {
     /// What the simulated registries serve (normalised names), each with the username and
     /// password it needs, if any.
     registry: BTreeMap<String, Option<(String, String)>>,
+    /// How many times each reference was published (its manifest digest changes each time).
+    pushes: HashMap<String, u64>,
+    /// The manifest digest each pulled image was pulled at (its repo digest).
+    repo_digests: HashMap<String, String>,
     /// Registry hosts that do not answer.
     registries_down: BTreeSet<String>,
     /// How long each pull takes (paused-time tests advance through it).
@@ -115,6 +119,8 @@ impl SimRuntime {
                 now: SIM_EPOCH,
                 unreachable: None,
                 registry: BTreeMap::new(),
+                pushes: HashMap::new(),
+                repo_digests: HashMap::new(),
                 registries_down: BTreeSet::new(),
                 pull_delay: Duration::ZERO,
                 pulls: BTreeMap::new(),
@@ -142,8 +148,11 @@ impl SimRuntime {
     /// Makes `image` pullable from its simulated registry, with `credentials` required when
     /// given.
     pub fn publish(&self, image: &str, credentials: Option<(&str, &str)>) {
-        self.lock().registry.insert(
-            normalize_image(image),
+        let mut sim = self.lock();
+        let key = normalize_image(image);
+        *sim.pushes.entry(key.clone()).or_default() += 1;
+        sim.registry.insert(
+            key,
             credentials.map(|(u, p)| (u.to_string(), p.to_string())),
         );
     }
@@ -311,6 +320,74 @@ fn normalize_image(image: &str) -> String {
 }
 
 impl Sim {
+    /// What a registry says to a pull or a manifest request of `name` at `tag_or_digest`: the
+    /// normalised reference it serves, or the engine's words for its refusal.
+    fn ask_registry(
+        &self,
+        name: &str,
+        tag_or_digest: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let full = if tag_or_digest.starts_with("sha256:") {
+            format!("{name}@{tag_or_digest}")
+        } else {
+            format!("{name}:{tag_or_digest}")
+        };
+        let key = normalize_image(&full);
+        let host = name
+            .split_once('/')
+            .map_or("docker.io", |(h, _)| h)
+            .to_string();
+        if self.registries_down.contains(&host) {
+            return Err(RuntimeError::Other {
+                message: format!(
+                    "Get \"http://{host}/v2/\": dial tcp {host}: connect: connection refused"
+                ),
+            });
+        }
+        match self.registry.get(&key) {
+            None => Err(RuntimeError::Other {
+                message: format!(
+                    "manifest for {full} not found: manifest unknown: manifest unknown (HTTP 404)"
+                ),
+            }),
+            Some(Some((user, pass)))
+                if auth.is_none_or(|a| &a.username != user || &a.password != pass) =>
+            {
+                Err(RuntimeError::Other {
+                    message: format!(
+                        "Head \"http://{host}/v2/{}/manifests/{tag_or_digest}\": no basic auth credentials (HTTP 500)",
+                        name.split_once('/').map_or(name, |(_, r)| r)
+                    ),
+                })
+            }
+            Some(_) => Ok(key),
+        }
+    }
+
+    /// The stored name of the image `image` names: by its name, or by `repo@digest` when it
+    /// was pulled at that digest.
+    fn find_image(&self, image: &str) -> Option<String> {
+        let name = normalize_image(image);
+        if self.images.contains(&name) {
+            return Some(name);
+        }
+        let (repo, digest) = image.split_once('@')?;
+        self.images
+            .iter()
+            .find(|n| {
+                repository(n) == repo && self.repo_digests.get(*n).is_some_and(|d| d == digest)
+            })
+            .cloned()
+    }
+
+    /// The digest of the manifest the registry serves for `key` now: it changes with every
+    /// [`SimRuntime::publish`].
+    fn manifest_digest(&self, key: &str) -> String {
+        let pushes = self.pushes.get(key).copied().unwrap_or(0);
+        format!("sha256:{:064x}", fnv(&format!("{key}#{pushes}")))
+    }
+
     /// Counts the call and pops an injected failure for it, if any.
     fn enter(&mut self, op: &'static str) -> Result<(), RuntimeError> {
         *self.calls.entry(op).or_insert(0) += 1;
@@ -429,17 +506,16 @@ impl Runtime for SimRuntime {
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
         let mut sim = self.lock();
         sim.enter("image_present")?;
-        Ok(sim.images.contains(&normalize_image(image)))
+        Ok(sim.find_image(image).is_some())
     }
 
     async fn image_info(&self, image: &str) -> Result<ImageInfo, RuntimeError> {
         let mut sim = self.lock();
         sim.enter("image_info")?;
-        let name = normalize_image(image);
-        if !sim.images.contains(&name) {
+        let Some(name) = sim.find_image(image) else {
             return Err(RuntimeError::NotFound { id: image.into() });
-        }
-        Ok(sim_image_info(&name))
+        };
+        Ok(sim_image_info(&name, sim.repo_digests.get(&name)))
     }
 
     /// The simulated tarball is the names of its images, one a line; anything else (or a
@@ -466,6 +542,8 @@ impl Runtime for SimRuntime {
         }
         let mut sim = self.lock();
         for n in &names {
+            // A loaded image keeps its id but no repo digest.
+            sim.repo_digests.remove(&normalize_image(n));
             sim.images.insert(normalize_image(n));
         }
         Ok(names)
@@ -474,7 +552,11 @@ impl Runtime for SimRuntime {
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
         let mut sim = self.lock();
         sim.enter("list_images")?;
-        Ok(sim.images.iter().map(|n| sim_image_info(n)).collect())
+        Ok(sim
+            .images
+            .iter()
+            .map(|n| sim_image_info(n, sim.repo_digests.get(n)))
+            .collect())
     }
 
     /// The simulated tarball of an image is its name on a line (what [`Runtime::load_image`]
@@ -525,55 +607,33 @@ impl Runtime for SimRuntime {
         tag_or_digest: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<(), RuntimeError> {
-        let full = if tag_or_digest.starts_with("sha256:") {
-            format!("{name}@{tag_or_digest}")
-        } else {
-            format!("{name}:{tag_or_digest}")
-        };
-        let key = normalize_image(&full);
-        let host = name
-            .split_once('/')
-            .map_or("docker.io", |(h, _)| h)
-            .to_string();
-        let delay = {
+        let key = {
             let mut sim = self.lock();
             sim.enter("pull")?;
-            if sim.registries_down.contains(&host) {
-                return Err(RuntimeError::Other {
-                    message: format!(
-                        "Get \"http://{host}/v2/\": dial tcp {host}: connect: connection refused"
-                    ),
-                });
-            }
-            match sim.registry.get(&key) {
-                None => {
-                    return Err(RuntimeError::Other {
-                        message: format!(
-                            "manifest for {full} not found: manifest unknown: manifest unknown (HTTP 404)"
-                        ),
-                    });
-                }
-                Some(Some((user, pass)))
-                    if auth.is_none_or(|a| &a.username != user || &a.password != pass) =>
-                {
-                    return Err(RuntimeError::Other {
-                        message: format!(
-                            "Head \"http://{host}/v2/{}/manifests/{tag_or_digest}\": no basic auth credentials (HTTP 500)",
-                            name.split_once('/').map_or(name, |(_, r)| r)
-                        ),
-                    });
-                }
-                Some(_) => {}
-            }
-            sim.pull_delay
+            sim.ask_registry(name, tag_or_digest, auth)?
         };
+        let delay = self.lock().pull_delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let mut sim = self.lock();
+        let digest = sim.manifest_digest(&key);
+        sim.repo_digests.insert(key.clone(), digest);
         sim.images.insert(key.clone());
         *sim.pulls.entry(key).or_default() += 1;
         Ok(())
+    }
+
+    async fn registry_digest(
+        &self,
+        name: &str,
+        tag: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let mut sim = self.lock();
+        sim.enter("registry_digest")?;
+        let key = sim.ask_registry(name, tag, auth)?;
+        Ok(sim.manifest_digest(&key))
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -861,13 +921,25 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
-/// A simulated image as the engine would describe it: its id derived from its name.
-fn sim_image_info(name: &str) -> ImageInfo {
+/// A simulated image as the engine would describe it: its id derived from its name, and the
+/// manifest digest it was pulled at, if it was pulled (a loaded image has none).
+fn sim_image_info(name: &str, digest: Option<&String>) -> ImageInfo {
     ImageInfo {
         id: format!("sha256:{:064x}", fnv(name)),
         repo_tags: vec![name.to_string()],
-        repo_digests: Vec::new(),
+        repo_digests: digest
+            .map(|d| format!("{}@{d}", repository(name)))
+            .into_iter()
+            .collect(),
         size: 7_340_032,
+    }
+}
+
+/// `name:tag` without its tag.
+fn repository(name: &str) -> &str {
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
     }
 }
 
