@@ -21,6 +21,7 @@ pub mod bench_convergence;
 pub mod bench_dns;
 pub mod bench_failover;
 pub mod bench_idle;
+pub mod bench_images;
 pub mod cleanup;
 pub mod cluster;
 pub mod etcd;

@@ -216,6 +216,17 @@ enum BenchCmd {
         #[arg(long)]
         hosts: bool,
     },
+    /// A large image onto every test host: each host pulling it from a registry on the LAN,
+    /// against shoal (one host pulls, the others fetch from it); times and registry downloads.
+    Images {
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Megabytes of random bytes added to the test image.
+        #[arg(long, default_value_t = 100)]
+        size_mb: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
     /// Time from an apply on one node until every node shows it (p50, p99), and bytes each
     /// idle node sends per second; next to a 3-member etcd cluster when etcd is installed.
     Convergence {
@@ -361,6 +372,14 @@ fn main() -> anyhow::Result<()> {
                 shoal_testnet::bench::apply_to_serving(replicas, runs)
             }
         }
+        Cmd::Bench {
+            command:
+                BenchCmd::Images {
+                    hosts,
+                    size_mb,
+                    runs,
+                },
+        } => shoal_testnet::bench_images::images(hosts, size_mb, runs),
         Cmd::Bench {
             command: BenchCmd::Applies { count },
         } => shoal_testnet::bench_applies::applies(count).map(|_| ()),
