@@ -1014,13 +1014,14 @@ fn an_image_on_one_host_is_fetched_by_the_others_without_a_registry() {
             "{host}'s engine does not hold {image}"
         );
     }
+    // From h1, or the second from whichever host fetched first.
     let fetched = wait_until(Duration::from_secs(20), "two fetch events", || {
-        let e = events_with(h1, "from node h1")?;
+        let e = events_with(h1, "Fetched image")?;
         Ok((e.len() >= 2).then_some(e))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
     assert!(
-        fetched.iter().all(|e| e.contains("Fetched image")),
+        fetched.iter().any(|e| e.contains("from node h1")),
         "{fetched:#?}"
     );
     // Every host lists it, with the three pods.
