@@ -199,6 +199,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
                 low_percent: config.image_gc_low_threshold_percent,
                 min_age: Duration::from_secs(config.image_minimum_gc_age_secs),
             },
+            record_file: Some(config.data_dir.join(images::RECORD_FILE)),
         },
     );
     let image_service = image_service.with_peers(images::Peers {
@@ -347,6 +348,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
             .with_leader(leader);
     controllers.reschedule_grace = Duration::from_millis(config.reschedule_grace_ms);
+    controllers.unheard_grace = Duration::from_secs(config.unheard_grace_secs);
     controllers.events = Some(events.clone());
     let controllers_stop = stop.clone();
     supervisor.restartable("controllers", move || {

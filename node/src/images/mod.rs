@@ -61,8 +61,14 @@ pub const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 /// collection and upload): images loaded by hand show up within this.
 pub const LIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The record file's name in the data directory ([`ImagesConfig::record_file`]).
+pub const RECORD_FILE: &str = "images.json";
+
 /// How long this node asks the others to fetch an image pushed with `--all`.
 pub const SPREAD_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long a pull whose holders were all busy waits before it asks again.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often a pull that waits (for announcements, or for a peer's pull) looks again.
 const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(250);
@@ -84,6 +90,10 @@ pub struct ImagesConfig {
     /// Size of the command channel.
     pub channel_size: usize,
     pub gc: GcPolicy,
+    /// Where the node keeps the names of the images it pulled or fetched, so that garbage
+    /// collection knows them after a restart (written only when that list changes); `None`:
+    /// kept in memory only.
+    pub record_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ImagesConfig {
@@ -93,6 +103,7 @@ impl Default for ImagesConfig {
             allowed: Allowed(None),
             channel_size: 64,
             gc: GcPolicy::default(),
+            record_file: None,
         }
     }
 }
@@ -218,6 +229,11 @@ pub struct ImageService {
     peers: Option<Peers>,
     /// Images this node asks the others to fetch, until when.
     spreading: HashMap<String, Instant>,
+    /// Every image this node pulled or fetched and has not collected, as in the record file
+    /// (earlier runs' included).
+    brought: BTreeSet<String>,
+    /// When this service started: the last use of an image an earlier run brought.
+    started: Instant,
 }
 
 /// What a collection did.
@@ -235,7 +251,7 @@ impl ImageService {
         let (tx, rx) = mpsc::channel(config.channel_size.max(1));
         let (finished, finished_rx) = watch::channel(0);
         let (local, _) = watch::channel(LocalImages::default());
-        let service = ImageService {
+        let mut service = ImageService {
             engine,
             config,
             rx,
@@ -250,7 +266,12 @@ impl ImageService {
             list_again: false,
             peers: None,
             spreading: HashMap::new(),
+            brought: BTreeSet::new(),
+            started: Instant::now(),
         };
+        if let Some(path) = &service.config.record_file {
+            service.brought = read_brought(path);
+        }
         (
             service,
             Images {
@@ -559,10 +580,30 @@ impl ImageService {
                 tracing::warn!(image = %key.image, %kind, error = %message, "pull failed")
             }
         }
+        if result.is_ok() && self.brought.insert(key.image.clone()) {
+            self.save_brought();
+        }
         let record = self.records.entry(key).or_default();
         record.finish(result, Instant::now());
         self.finished.send_modify(|n| *n = n.wrapping_add(1));
         self.refresh();
+    }
+
+    /// Writes the record file (atomically: a whole new file, then a rename).
+    fn save_brought(&self) {
+        let Some(path) = &self.config.record_file else {
+            return;
+        };
+        let body = serde_json::json!({ "brought": self.brought });
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&body)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e,
+                "cannot record the images this node brought");
+        }
     }
 }
 
@@ -589,6 +630,13 @@ impl ImageService {
                 pulled.push((key.image.clone(), used));
             }
         }
+        // Brought by an earlier run of this node: last used, for all it knows, when it started.
+        for image in &self.brought {
+            if !pulled.iter().any(|(i, _)| i == image) {
+                let used = self.last_used.get(image).copied().unwrap_or(self.started);
+                pulled.push((image.clone(), used));
+            }
+        }
         pulled.sort();
         pulled.dedup_by(|a, b| a.0 == b.0);
         if pulled.is_empty() {
@@ -604,10 +652,40 @@ impl ImageService {
         for image in &c.in_use {
             self.last_used.insert(image.clone(), now);
         }
+        let before = self.brought.len();
         for image in c.removed.iter().chain(&c.gone) {
             // Pulled again if a pod wants it later.
             self.records.retain(|k, _| &k.image != image);
             self.last_used.remove(image);
+            self.brought.remove(image);
+        }
+        if self.brought.len() != before {
+            self.save_brought();
+        }
+    }
+}
+
+/// The images an earlier run recorded in `path` (none when there is no file; a file that
+/// cannot be read is reported and ignored: its images are then never collected).
+fn read_brought(path: &std::path::Path) -> BTreeSet<String> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeSet::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the images record");
+            return BTreeSet::new();
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        brought: BTreeSet<String>,
+    }
+    match serde_json::from_slice::<File>(&text) {
+        Ok(f) => f.brought,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the images record is unreadable");
+            BTreeSet::new()
         }
     }
 }
@@ -761,6 +839,7 @@ async fn obtain(
                         from: None,
                     });
                 }
+                let mut busy = false;
                 for h in holders {
                     let t = Instant::now();
                     tracing::info!(image = %reference, from = %h.node, "fetching image from a peer");
@@ -780,12 +859,21 @@ async fn obtain(
                                 from: Some(h.node),
                             });
                         }
+                        // Asked again soon: it serves others now, and they become holders too.
+                        Err(share::FetchError::Busy(why)) => {
+                            tracing::debug!(image = %reference, from = %h.node, %why,
+                                "the holder is busy");
+                            busy = true;
+                        }
                         Err(e) => {
                             tracing::warn!(image = %reference, from = %h.node, error = %e,
                                 "fetching image from a peer failed; trying elsewhere");
                             tried.insert(h.node);
                         }
                     }
+                }
+                if busy {
+                    tokio::time::sleep(BUSY_WAIT).await;
                 }
             }
             (Step::Announce, _) => {
@@ -1113,6 +1201,57 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn images_pulled_before_a_restart_are_still_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let record_file = dir.path().join("images.json");
+        let config = ImagesConfig {
+            gc: GcPolicy {
+                high_percent: 50,
+                low_percent: 40,
+                min_age: Duration::from_secs(60),
+            },
+            record_file: Some(record_file.clone()),
+            ..ImagesConfig::default()
+        };
+        let sim = SimRuntime::new(["local/kept:1"]);
+        sim.publish("reg.lan/old:1", None);
+        let (svc, images) = ImageService::new(Engine::ready(Arc::new(sim.clone())), config.clone());
+        let stop = CancellationToken::new();
+        let first = tokio::spawn(svc.run(stop.clone()));
+        let _ = images
+            .ensure(want("reg.lan/old:1", false, Instant::now()))
+            .await;
+        until_finished(&images, 0).await;
+        let text = std::fs::read_to_string(&record_file).unwrap();
+        assert!(text.contains("reg.lan/old:1"), "{text}");
+        stop.cancel();
+        first.await.unwrap();
+
+        // The node restarts: the new service knows the image only from the file.
+        sim.set_image_fs(crate::runtime::FsUsage {
+            capacity: 100 << 30,
+            used: 90 << 30,
+        });
+        let (svc, _images) = ImageService::new(Engine::ready(Arc::new(sim.clone())), config);
+        tokio::spawn(svc.run(CancellationToken::new()));
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert!(
+            !sim.has_image("reg.lan/old:1"),
+            "an image pulled before the restart stays"
+        );
+        assert!(
+            sim.has_image("local/kept:1"),
+            "an image shoal did not pull was removed"
+        );
+        let text = std::fs::read_to_string(&record_file).unwrap();
+        assert!(!text.contains("reg.lan/old:1"), "{text}");
+
+        // A record file that is not JSON is reported and ignored.
+        std::fs::write(&record_file, "not json").unwrap();
+        assert!(read_brought(&record_file).is_empty());
+    }
+
     /// Sharing: peers whose engines are simulated, their records and inventories fed to this
     /// node's observed state as gossip, and fetches that move images between the engines.
     mod sharing {
@@ -1133,6 +1272,8 @@ mod tests {
         struct SimFetch {
             engines: HashMap<String, SimRuntime>,
             broken: Vec<String>,
+            /// Peers that answer busy once.
+            busy: Mutex<std::collections::HashSet<String>>,
             calls: Mutex<Vec<String>>,
         }
 
@@ -1143,12 +1284,20 @@ mod tests {
                 peer: &str,
                 image: &str,
                 rt: Arc<dyn Runtime>,
-            ) -> Result<Fetched, String> {
+            ) -> Result<Fetched, share::FetchError> {
                 self.calls.lock().unwrap().push(peer.to_string());
                 if self.broken.iter().any(|b| b == peer) {
-                    return Err("the transfer stalled for 10s".into());
+                    return Err(share::FetchError::Failed(
+                        "the transfer stalled for 10s".into(),
+                    ));
                 }
-                let from = self.engines.get(peer).ok_or("no such peer")?;
+                if self.busy.lock().unwrap().remove(peer) {
+                    return Err(share::FetchError::Busy("it sends 2 images already".into()));
+                }
+                let from = self
+                    .engines
+                    .get(peer)
+                    .ok_or_else(|| "no such peer".to_string())?;
                 let tar = from.export_image(image).await.map_err(|e| e.to_string())?;
                 rt.load_image(tar).await.map_err(|e| e.to_string())?;
                 let id = rt.image_info(image).await.map_err(|e| e.to_string())?.id;
@@ -1270,6 +1419,23 @@ mod tests {
             assert!(sim.has_image("reg.lan/app:1"));
             assert_eq!(sim.pulls("reg.lan/app:1"), 0, "the registry was asked");
             assert_eq!(*fetch.calls.lock().unwrap(), vec!["p-b"]);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_busy_holder_is_asked_again_not_given_up() {
+            let sim = engine_with(&[]);
+            sim.publish("reg.lan/app:1", None);
+            let fetch = Arc::new(SimFetch {
+                engines: HashMap::from([("p-b".to_string(), engine_with(&["reg.lan/app:1"]))]),
+                busy: Mutex::new(["p-b".to_string()].into()),
+                ..SimFetch::default()
+            });
+            let net = node(&sim, fetch.clone(), None).await;
+            peer(&net, "b", &["reg.lan/app:1"]).await;
+            let p = pulled(&net, "reg.lan/app:1", PullPolicy::IfNotPresent).await;
+            assert_eq!(p.from.as_deref(), Some("b"));
+            assert_eq!(*fetch.calls.lock().unwrap(), vec!["p-b", "p-b"]);
+            assert_eq!(sim.pulls("reg.lan/app:1"), 0, "the registry was asked");
         }
 
         #[tokio::test(start_paused = true)]

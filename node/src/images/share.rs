@@ -53,7 +53,7 @@ struct Request {
     image: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Answer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +62,26 @@ struct Answer {
     size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The holder sends as many images as it may now: the asker tries again soon.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    busy: bool,
+}
+
+/// Why a fetch brought nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The holder sends as many images as it may now ([`MAX_SENDS`]): not a failure of the
+    /// holder, which is asked again soon.
+    #[error("the holder is busy: {0}")]
+    Busy(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for FetchError {
+    fn from(message: String) -> FetchError {
+        FetchError::Failed(message)
+    }
 }
 
 /// What a fetch brought.
@@ -78,8 +98,12 @@ pub struct Fetched {
 pub trait Fetch: Send + Sync + 'static {
     /// Streams `image` (a reference or an id) from the node whose peer id is `peer` into
     /// `rt`; fails with a message for people.
-    async fn fetch(&self, peer: &str, image: &str, rt: Arc<dyn Runtime>)
-    -> Result<Fetched, String>;
+    async fn fetch(
+        &self,
+        peer: &str,
+        image: &str,
+        rt: Arc<dyn Runtime>,
+    ) -> Result<Fetched, FetchError>;
 }
 
 /// The production [`Fetch`]: over the cluster's network.
@@ -95,7 +119,7 @@ impl Fetch for NetFetch {
         peer: &str,
         image: &str,
         rt: Arc<dyn Runtime>,
-    ) -> Result<Fetched, String> {
+    ) -> Result<Fetched, FetchError> {
         let peer: PeerId = peer
             .parse()
             .map_err(|e| format!("bad peer id {peer}: {e}"))?;
@@ -109,7 +133,7 @@ async fn fetch(
     peer: PeerId,
     image: &str,
     rt: Arc<dyn Runtime>,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, FetchError> {
     let stream = net
         .open_stream(peer, PROTOCOL)
         .await
@@ -127,10 +151,14 @@ async fn fetch(
         .await
         .map_err(|_| format!("no answer within {}s", ANSWER_LIMIT.as_secs()))??;
     if let Some(error) = answer.error {
-        return Err(error);
+        return Err(if answer.busy {
+            FetchError::Busy(error)
+        } else {
+            FetchError::Failed(error)
+        });
     }
     let Some(id) = answer.id else {
-        return Err("the holder named no image id".into());
+        return Err(FetchError::Failed("the holder named no image id".into()));
     };
     let counted = Arc::new(AtomicU64::new(0));
     let body = idle_limited(
@@ -150,10 +178,10 @@ async fn fetch(
     let name = loaded.first().cloned().unwrap_or_else(|| image.to_string());
     let info = rt.image_info(image).await.map_err(|e| e.to_string())?;
     if info.id != id {
-        return Err(format!(
+        return Err(FetchError::Failed(format!(
             "loaded {name} with id {}, but the holder announced {id}",
             info.id
-        ));
+        )));
     }
     Ok(Fetched {
         id,
@@ -271,11 +299,10 @@ async fn answer(
     let request: Request = tokio::time::timeout(ANSWER_LIMIT, read_line(&mut read))
         .await
         .map_err(|_| "no request".to_string())??;
+    let busy = permit.is_none();
     let export = async {
-        if permit.is_none() {
-            return Err(format!(
-                "busy: sending {MAX_SENDS} images already; try another holder"
-            ));
+        if busy {
+            return Err(format!("it sends {MAX_SENDS} images already"));
         }
         let rt = engine.get().map_err(|e| e.to_string())?;
         let info = rt.image_info(&request.image).await.map_err(|e| match e {
@@ -294,9 +321,9 @@ async fn answer(
             write_line(
                 &mut write,
                 &Answer {
-                    id: None,
-                    size: 0,
                     error: Some(error.clone()),
+                    busy,
+                    ..Answer::default()
                 },
             )
             .await?;
@@ -310,7 +337,7 @@ async fn answer(
         &Answer {
             id: Some(info.id.clone()),
             size: info.size,
-            error: None,
+            ..Answer::default()
         },
     )
     .await?;
