@@ -56,6 +56,10 @@ pub struct Config {
     /// How long after a node is dead (or has left) its pods are placed on other nodes, in
     /// milliseconds: a shorter flap moves nothing.
     pub reschedule_grace_ms: u64,
+    /// How long this process must be up before the pods of a registered node it has never
+    /// heard move elsewhere, in seconds (after the whole cluster restarted, a machine that
+    /// never comes back).
+    pub unheard_grace_secs: u64,
     pub log_format: LogFormat,
     /// Where the peer-to-peer network listens: TCP and QUIC (UDP) on the same address and
     /// port.
@@ -162,6 +166,7 @@ impl Default for Config {
             suspect_after_ms: 1500,
             dead_after_ms: 3000,
             reschedule_grace_ms: 5000,
+            unheard_grace_secs: 300,
             log_format: LogFormat::Text,
             p2p_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
             join: Vec::new(),
@@ -600,10 +605,13 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("p2p-listen"));
-        let file = "p2p-listen = \"127.0.0.5:9000\"\njoin = [\"127.0.0.1:7946\"]\nmdns = false\n";
+        let file = "p2p-listen = \"127.0.0.5:9000\"\njoin = [\"127.0.0.1:7946\"]\nmdns = false\n\
+                    unheard-grace-secs = 60\n";
         let c: Config = toml::from_str(file).unwrap();
         assert_eq!(c.p2p_advertise().to_string(), "127.0.0.5:9000");
         assert!(!c.mdns);
+        assert_eq!(c.unheard_grace_secs, 60);
+        assert_eq!(Config::default().unheard_grace_secs, 300);
         c.validate().unwrap();
     }
 
