@@ -355,7 +355,16 @@ pub fn overview(status: &Value, nodes: &[Value], now: i64) -> Markup {
                                 (name)
                                 @if name == this { " " span.tag { "this node" } }
                             }
-                            td { span class=(tone(&state)) { (state) } }
+                            td {
+                                span class=(tone(&state)) { (state) }
+                                // What the node says is wrong with it (its engine, a failed
+                                // task), as `get nodes` lists it: the type, the message on hover.
+                                @for c in node.map(|n| list(n, "/status/conditions")).unwrap_or_default() {
+                                    @if text(c, "/type") != "Ready" && text(c, "/status") == "True" {
+                                        " " span.bad.condition title=(text(c, "/message")) { (text(c, "/type")) }
+                                    }
+                                }
+                            }
                             td { (roles.join(", ")) }
                             td { (text(m, "/address")) }
                             td { (node.map(|n| text(n, "/status/capacity/cpu")).unwrap_or_default()) }

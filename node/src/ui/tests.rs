@@ -335,3 +335,36 @@ fn ages_and_url_parts() {
     assert_eq!(render::url_part("a-b.c_d~9"), "a-b.c_d~9");
     assert_eq!(render::url_part("a/b c?&"), "a%2Fb%20c%3F%26");
 }
+
+#[test]
+fn the_nodes_table_shows_what_a_node_says_is_wrong_with_it() {
+    let status = json!({
+        "node": "n1", "clusterId": "c", "digest": "d", "objects": 1,
+        "members": [
+            {"name": "n1", "state": "alive"},
+            {"name": "n2", "state": "alive"},
+        ],
+    });
+    let nodes = vec![
+        json!({"metadata": {"name": "n1"}, "status": {"conditions": [
+            {"type": "Ready", "status": "True"},
+        ]}}),
+        json!({"metadata": {"name": "n2"}, "status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "EngineUnavailable"},
+            {"type": "EngineUnavailable", "status": "True", "message": "dial unix docker.sock: <refused>"},
+        ]}}),
+    ];
+    let html = render::overview(&status, &nodes, 0).into_string();
+    let row = |name: &str| {
+        let start = html.find(&format!("<td>{name}")).unwrap();
+        let end = html[start..].find("</tr>").unwrap() + start;
+        html[start..end].to_string()
+    };
+    assert!(row("n2").contains(">EngineUnavailable<"), "{}", row("n2"));
+    assert!(
+        row("n2").contains("&lt;refused&gt;"),
+        "the message is escaped: {}",
+        row("n2")
+    );
+    assert!(!row("n1").contains("condition"), "{}", row("n1"));
+}
