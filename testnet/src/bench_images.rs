@@ -14,7 +14,9 @@
 //!    holds the image, and until every pod is ready; blob downloads counted.
 //!
 //! The registry's uplink is what sharing saves: on a home lab the registry is usually on the
-//! internet behind a slow line, here it is on the LAN, so times favour the anchor.
+//! internet behind a slow line. With `--uplink-mbit N` an nftables policer holds everything
+//! the registry sends to N Mbit/s, shared by every host, as a home lab's line to the internet
+//! would; without it the registry is on the LAN, and times favour the anchor.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,8 +37,32 @@ struct Figures {
     blob_gets: usize,
 }
 
+/// Holds what the registry on `port` sends to `mbit` Mbit/s (an nftables policer in this
+/// machine's output hook) while it lives.
+struct Uplink {
+    table: String,
+}
+
+impl Uplink {
+    fn limit(port: u16, mbit: u64) -> anyhow::Result<Uplink> {
+        let table = format!("shoal_bench_uplink_{port}");
+        let kbytes = (mbit * 125_000 / 1024).max(1);
+        crate::partition::run_nft(&format!(
+            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
+             tcp sport {port} limit rate over {kbytes} kbytes/second burst 256 kbytes drop\n  }}\n}}\n"
+        ))?;
+        Ok(Uplink { table })
+    }
+}
+
+impl Drop for Uplink {
+    fn drop(&mut self) {
+        let _ = crate::partition::run_nft(&format!("delete table inet {}\n", self.table));
+    }
+}
+
 /// Runs the benchmark and prints a table.
-pub fn images(hosts: usize, size_mb: u64, runs: u32) -> anyhow::Result<()> {
+pub fn images(hosts: usize, size_mb: u64, runs: u32, uplink_mbit: u64) -> anyhow::Result<()> {
     crate::hosts::available()?;
     if !crate::registry::ready() {
         bail!("the registry (Debian's docker-registry and apache2-utils) is not installed");
@@ -44,12 +70,17 @@ pub fn images(hosts: usize, size_mb: u64, runs: u32) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(crate::image::ensure_echo_image())?;
     let local = build_big_image(size_mb)?;
+    let line = if uplink_mbit > 0 {
+        format!("the registry behind a {uplink_mbit} Mbit/s uplink")
+    } else {
+        "the registry on the LAN".to_string()
+    };
     println!(
-        "image {local}: the test image and {size_mb} MB of random bytes; {hosts} hosts, {runs} run(s)"
+        "image {local}: the test image and {size_mb} MB of random bytes; {hosts} hosts, {line}, {runs} run(s)"
     );
     let mut rows = Vec::new();
     for run in 1..=runs.max(1) {
-        let (anchor, shoal) = one_run(hosts, &local)?;
+        let (anchor, shoal) = one_run(hosts, &local, uplink_mbit)?;
         println!(
             "run {run}: registry pulls {:.1}s ({} blob downloads); shoal {:.1}s to every engine, \
              {:.1}s to every pod ready ({} blob downloads)",
@@ -68,7 +99,7 @@ pub fn images(hosts: usize, size_mb: u64, runs: u32) -> anyhow::Result<()> {
     };
     println!();
     println!(
-        "| {hosts} hosts, {size_mb} MB image | every engine holds it (median) | registry blob downloads |"
+        "| {hosts} hosts, {size_mb} MB image, {line} | every engine holds it (median) | registry blob downloads |"
     );
     println!("|---|---|---|");
     println!(
@@ -128,7 +159,7 @@ fn build_big_image(size_mb: u64) -> anyhow::Result<String> {
     Ok(tag)
 }
 
-fn one_run(hosts: usize, local: &str) -> anyhow::Result<(Figures, Figures)> {
+fn one_run(hosts: usize, local: &str, uplink_mbit: u64) -> anyhow::Result<(Figures, Figures)> {
     let dir = tempfile::tempdir()?;
     let cluster = Cluster::up_hosts(
         hosts,
@@ -145,6 +176,10 @@ fn one_run(hosts: usize, local: &str) -> anyhow::Result<(Figures, Figures)> {
         ..RegistryOptions::default()
     })?;
     let image = reg.push(local, "bench/big:v1")?;
+    // The push goes at full speed; the pulls through the uplink.
+    let _uplink = (uplink_mbit > 0)
+        .then(|| Uplink::limit(port, uplink_mbit))
+        .transpose()?;
     let described = cluster.describe().nodes;
     let names: Vec<String> = described.iter().map(|n| n.name.clone()).collect();
 

@@ -226,6 +226,10 @@ enum BenchCmd {
         size_mb: u64,
         #[arg(long, default_value_t = 3)]
         runs: u32,
+        /// Hold what the registry sends to this many Mbit/s in all (a home lab's uplink);
+        /// 0: as fast as the LAN goes.
+        #[arg(long, default_value_t = 0)]
+        uplink_mbit: u64,
     },
     /// Time from an apply on one node until every node shows it (p50, p99), and bytes each
     /// idle node sends per second; next to a 3-member etcd cluster when etcd is installed.
@@ -378,8 +382,9 @@ fn main() -> anyhow::Result<()> {
                     hosts,
                     size_mb,
                     runs,
+                    uplink_mbit,
                 },
-        } => shoal_testnet::bench_images::images(hosts, size_mb, runs),
+        } => shoal_testnet::bench_images::images(hosts, size_mb, runs, uplink_mbit),
         Cmd::Bench {
             command: BenchCmd::Applies { count },
         } => shoal_testnet::bench_applies::applies(count).map(|_| ()),

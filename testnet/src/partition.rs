@@ -202,7 +202,7 @@ pub fn available() -> Result<(), String> {
     }
 }
 
-fn run_nft(script: &str) -> anyhow::Result<()> {
+pub(crate) fn run_nft(script: &str) -> anyhow::Result<()> {
     let mut child = Command::new(nft_path())
         .args(["-f", "-"])
         .stdin(Stdio::piped())
