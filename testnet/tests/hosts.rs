@@ -897,6 +897,25 @@ fn events_with(watcher: &Node, needle: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Waits until `app` has 3 ready pods, one on each of 3 hosts, as `watcher` lists them.
+fn one_ready_per_host(cluster: &Cluster, watcher: &Node, app: &str, timeout: Duration) {
+    wait_until(timeout, "3 ready pods, one per host", || {
+        let pods = ready(watcher, app)?;
+        Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+}
+
+/// The two `Fetched image` events a Deployment over three hosts makes when one host holds or
+/// pulls the image, as `watcher` lists them (waits up to 20 s for them).
+fn two_fetches(cluster: &Cluster, watcher: &Node) -> Vec<String> {
+    wait_until(Duration::from_secs(20), "two fetch events", || {
+        let e = events_with(watcher, "Fetched image")?;
+        Ok((e.len() >= 2).then_some(e))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)))
+}
+
 /// A registry on the LAN (the machine's address on it, plain HTTP, as a home lab's), and hosts
 /// whose engines hold no image: a Deployment spread over three hosts runs on each of them, and
 /// the registry serves each blob once: one host pulls, the two others fetch from it.
@@ -922,15 +941,7 @@ fn three_hosts_download_a_new_image_from_the_registry_once() {
     let manifest =
         workload("default", "lan", 3, None).replace(shoal_testnet::image::ECHO_IMAGE, &image);
     apply(h1, &manifest);
-    wait_until(
-        Duration::from_secs(90),
-        "3 ready pods, one per host",
-        || {
-            let pods = ready(h1, "lan")?;
-            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    one_ready_per_host(cluster, h1, "lan", Duration::from_secs(90));
     for host in ["h1", "h2", "h3"] {
         assert!(
             cluster.docker(host, &["image", "inspect", &image]).is_ok(),
@@ -954,11 +965,7 @@ fn three_hosts_download_a_new_image_from_the_registry_once() {
         downloads.values().all(|n| *n == 1),
         "a blob was downloaded more than once: {downloads:#?}"
     );
-    let fetched = wait_until(Duration::from_secs(20), "two fetch events", || {
-        let e = events_with(h1, "Fetched image")?;
-        Ok((e.len() >= 2).then_some(e))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    let fetched = two_fetches(cluster, h1);
     assert!(
         fetched.iter().all(|e| e.contains("from node h")),
         "{fetched:#?}"
@@ -996,15 +1003,7 @@ fn an_image_pushed_with_all_reaches_every_host() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
     apply(h2, &workload("default", "everywhere", 3, None));
-    wait_until(
-        Duration::from_secs(60),
-        "3 ready pods, one per host",
-        || {
-            let pods = ready(h2, "everywhere")?;
-            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    one_ready_per_host(cluster, h2, "everywhere", Duration::from_secs(60));
     let line = wait_until(
         Duration::from_secs(30),
         "the image listed with its pods",
@@ -1050,15 +1049,7 @@ fn an_image_on_one_host_is_fetched_by_the_others_without_a_registry() {
     }
     let h1 = node(cluster, "h1");
     apply(h1, &workload("default", "shared", 3, None));
-    wait_until(
-        Duration::from_secs(90),
-        "3 ready pods, one per host",
-        || {
-            let pods = ready(h1, "shared")?;
-            Ok((pods.len() == 3 && per_node(&pods).len() == 3).then_some(()))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    one_ready_per_host(cluster, h1, "shared", Duration::from_secs(90));
     for host in ["h2", "h3"] {
         assert!(
             cluster.docker(host, &["image", "inspect", image]).is_ok(),
@@ -1066,11 +1057,7 @@ fn an_image_on_one_host_is_fetched_by_the_others_without_a_registry() {
         );
     }
     // From h1, or the second from whichever host fetched first.
-    let fetched = wait_until(Duration::from_secs(20), "two fetch events", || {
-        let e = events_with(h1, "Fetched image")?;
-        Ok((e.len() >= 2).then_some(e))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(40)));
+    let fetched = two_fetches(cluster, h1);
     assert!(
         fetched.iter().any(|e| e.contains("from node h1")),
         "{fetched:#?}"

@@ -510,9 +510,9 @@ impl ImageService {
         };
         let may_pull = self.config.allowed.permits(&image.registry);
         // A node sharing with peers may still fetch what it may not pull.
-        if !may_pull && self.peers.is_none() {
-            let message = format!(
-                "failed to pull image \"{}\": this node may not pull from registry {} \
+        let barred = |why: &str| {
+            format!(
+                "failed to pull image \"{}\": {why}this node may not pull from registry {} \
                  (its setting allowed-registries is {})",
                 want.image,
                 image.registry,
@@ -522,24 +522,14 @@ impl ImageService {
                     .as_ref()
                     .map(|l| l.join(", "))
                     .unwrap_or_default()
-            );
+            )
+        };
+        if !may_pull && self.peers.is_none() {
+            let message = barred("");
             record.finish(Err((FailureKind::NotAllowed, message)), now);
             return decide_again(record);
         }
-        let not_allowed = (!may_pull).then(|| {
-            format!(
-                "failed to pull image \"{}\": no peer holds it, and this node may not pull \
-                 from registry {} (its setting allowed-registries is {})",
-                want.image,
-                image.registry,
-                self.config
-                    .allowed
-                    .0
-                    .as_ref()
-                    .map(|l| l.join(", "))
-                    .unwrap_or_default()
-            )
-        });
+        let not_allowed = (!may_pull).then(|| barred("no peer holds it, and "));
         tracing::info!(image = %want.image, registry = %image.registry,
             with_credentials = want.auth.is_some(), "pulling image");
         self.queue.push_back(Queued {

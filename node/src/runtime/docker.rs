@@ -126,6 +126,17 @@ impl DockerRuntime {
     }
 }
 
+/// A pod's registry credentials as the engine takes them (empty fields left out).
+fn docker_credentials(a: &RegistryAuth) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(a.username.clone()).filter(|u| !u.is_empty()),
+        password: Some(a.password.clone()).filter(|p| !p.is_empty()),
+        serveraddress: Some(a.server.clone()),
+        identitytoken: a.identity_token.clone(),
+        ..Default::default()
+    }
+}
+
 /// What a failed call was about, to name it in the error.
 #[derive(Debug, Clone, Copy)]
 enum Target<'a> {
@@ -496,13 +507,7 @@ impl Runtime for DockerRuntime {
             .from_image(name)
             .tag(tag_or_digest)
             .build();
-        let credentials = auth.map(|a| DockerCredentials {
-            username: Some(a.username.clone()).filter(|u| !u.is_empty()),
-            password: Some(a.password.clone()).filter(|p| !p.is_empty()),
-            serveraddress: Some(a.server.clone()),
-            identitytoken: a.identity_token.clone(),
-            ..Default::default()
-        });
+        let credentials = auth.map(docker_credentials);
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(item) = progress.next().await {
             match item {
@@ -524,13 +529,7 @@ impl Runtime for DockerRuntime {
         tag: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<String, RuntimeError> {
-        let credentials = auth.map(|a| DockerCredentials {
-            username: Some(a.username.clone()).filter(|u| !u.is_empty()),
-            password: Some(a.password.clone()).filter(|p| !p.is_empty()),
-            serveraddress: Some(a.server.clone()),
-            identitytoken: a.identity_token.clone(),
-            ..Default::default()
-        });
+        let credentials = auth.map(docker_credentials);
         let reference = format!("{name}:{tag}");
         let inspected = self
             .docker
