@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod net;
 pub mod nodes;
 pub mod observed;
+pub mod podnet;
 pub mod pods;
 pub mod proxy;
 pub mod replication;
