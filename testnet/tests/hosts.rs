@@ -451,23 +451,41 @@ fn a_statefulset_never_runs_an_ordinal_twice_across_a_partition_and_a_power_cut(
     // The whole cluster loses power; one host comes back alone first. It reaches no peer, so
     // after its wait it goes on alone as the docs say: its Deployment pods start, its
     // StatefulSet ordinal does not (it sees no majority).
-    let web_on: BTreeMap<String, String> = ready(node(c, &majority[0]), "web")
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.name, p.node))
-        .collect();
-    let db_on: BTreeMap<String, String> = ready(node(c, &majority[0]), "db")
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.name, p.node))
-        .collect();
-    let first = db_on
-        .values()
-        .find(|host| web_on.values().any(|w| w == *host))
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("no host runs both a web pod and an ordinal: {web_on:?} {db_on:?}")
-        });
+    // After the heal the spread may still move a web pod: the engines must have settled (the
+    // same pods for 3 s) before the host to boot first is picked from them.
+    let engines = |c: &Cluster| -> BTreeMap<String, Vec<String>> {
+        c.names()
+            .into_iter()
+            .map(|h| {
+                let mut pods = c.running_pods(&h);
+                pods.sort();
+                (h, pods)
+            })
+            .collect()
+    };
+    let mut last = engines(c);
+    let mut since = Instant::now();
+    let settled = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = engines(c);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(3) {
+            break now;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the engines never settled: {last:?}"
+        );
+    };
+    let first = settled
+        .iter()
+        .find(|(_, pods)| {
+            pods.iter().any(|p| p.starts_with("default/web-"))
+                && pods.iter().any(|p| p.starts_with("default/db-"))
+        })
+        .map(|(h, _)| h.clone())
+        .unwrap_or_else(|| panic!("no host runs both a web pod and an ordinal: {settled:?}"));
     for host in c.names() {
         h.cluster.power_off(&host).unwrap();
     }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_testnet::{Node, NodeOptions, listing, wait_until};
 
@@ -73,20 +73,32 @@ fn a_node_whose_state_store_fails_gives_up_the_controller_role() {
         .filter(|(i, _)| *i != at)
         .map(|(_, n)| n)
         .collect();
+    // A node that membership picks takes the role from one that took it less than a second
+    // ago only after that second (`nodes::CLAIM_HOLD`): the agreement must last 2 s.
+    let mut agreed: Option<(String, Instant)> = None;
     let next = wait_until(
         Duration::from_secs(30),
-        "the survivors to agree on a new holder",
+        "the survivors to agree on a new holder for 2 s",
         || {
             let seen: Vec<Option<String>> = survivors
                 .iter()
                 .map(|n| listing::role_holder(n))
                 .collect::<Result<_, _>>()?;
-            Ok(match &seen[0] {
+            let now = match &seen[0] {
                 Some(h) if *h != first && seen.iter().all(|s| s.as_ref() == Some(h)) => {
                     Some(h.clone())
                 }
                 _ => None,
-            })
+            };
+            agreed = match (now, agreed.take()) {
+                (Some(h), Some((a, t))) if h == a => Some((a, t)),
+                (Some(h), _) => Some((h, Instant::now())),
+                (None, _) => None,
+            };
+            Ok(agreed
+                .as_ref()
+                .filter(|(_, t)| t.elapsed() >= Duration::from_secs(2))
+                .map(|(h, _)| h.clone()))
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&nodes)));
