@@ -983,11 +983,15 @@ fn three_hosts_download_a_new_image_from_the_registry_once() {
         downloads.values().all(|n| *n == 1),
         "a blob was downloaded more than once: {downloads:#?}"
     );
-    let fetched = two_fetches(cluster, h1);
-    assert!(
-        fetched.iter().all(|e| e.contains("from node h")),
-        "{fetched:#?}"
-    );
+    // The two others fetched it from a peer (their logs say so; a pod the spread moves while
+    // it waits leaves no event of its own, so events are counted in the test without a
+    // registry).
+    let fetchers: Vec<String> = ["h1", "h2", "h3"]
+        .iter()
+        .filter(|h| node(cluster, h).log().contains("fetched image from a peer"))
+        .map(|h| (*h).to_string())
+        .collect();
+    assert_eq!(fetchers.len(), 2, "{fetchers:?}\n{}", cluster.log_tails(40));
     drop(reg);
 }
 
