@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::registry::{Registry, RegistryOptions};
 use crate::{Cluster, HostOptions};
 
 /// What one side of a run measured.
@@ -169,12 +168,8 @@ fn one_run(hosts: usize, local: &str, uplink_mbit: u64) -> anyhow::Result<(Figur
             ..HostOptions::default()
         },
     )?;
-    let gateway = cluster.lan_gateway()?;
-    let port = crate::free_port(&gateway.to_string())?;
-    let reg = Registry::start(RegistryOptions {
-        addr: Some(std::net::SocketAddr::from((gateway, port))),
-        ..RegistryOptions::default()
-    })?;
+    let reg = cluster.lan_registry()?;
+    let port = reg.addr().port();
     let image = reg.push(local, "bench/big:v1")?;
     // The push goes at full speed; the pulls through the uplink.
     let _uplink = (uplink_mbit > 0)

@@ -717,6 +717,17 @@ impl Cluster {
         Ok(crate::hosts::gateway_addr(self.lan()?.octet()))
     }
 
+    /// A registry (Debian's `docker-registry`, plain HTTP, as a home lab's) on this machine's
+    /// address on the hosts' LAN, on a free port: every host may pull from it.
+    pub fn lan_registry(&self) -> anyhow::Result<crate::registry::Registry> {
+        let gateway = self.lan_gateway()?;
+        let port = crate::free_port(&gateway.to_string())?;
+        crate::registry::Registry::start(crate::registry::RegistryOptions {
+            addr: Some(std::net::SocketAddr::from((gateway, port))),
+            ..Default::default()
+        })
+    }
+
     fn lan(&self) -> anyhow::Result<&Lan> {
         self.lan
             .as_ref()

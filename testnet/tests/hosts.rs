@@ -944,13 +944,7 @@ fn three_hosts_download_a_new_image_from_the_registry_once() {
     }
     let hosts = up_empty(3);
     let cluster = &hosts.cluster;
-    let gateway = cluster.lan_gateway().unwrap();
-    let port = shoal_testnet::free_port(&gateway.to_string()).unwrap();
-    let reg = shoal_testnet::Registry::start(shoal_testnet::RegistryOptions {
-        addr: Some(std::net::SocketAddr::from((gateway, port))),
-        ..Default::default()
-    })
-    .unwrap();
+    let reg = cluster.lan_registry().unwrap();
     let image = reg
         .push(shoal_testnet::image::ECHO_IMAGE, "team/echo:v1")
         .unwrap();
@@ -1116,13 +1110,7 @@ fn a_fetch_whose_holder_powers_off_goes_on_from_the_registry() {
             )],
         },
     );
-    let gateway = hosts.cluster.lan_gateway().unwrap();
-    let port = shoal_testnet::free_port(&gateway.to_string()).unwrap();
-    let reg = shoal_testnet::Registry::start(shoal_testnet::RegistryOptions {
-        addr: Some(std::net::SocketAddr::from((gateway, port))),
-        ..Default::default()
-    })
-    .unwrap();
+    let reg = hosts.cluster.lan_registry().unwrap();
     let image = reg
         .push(shoal_testnet::image::ECHO_IMAGE, "team/echo:v1")
         .unwrap();

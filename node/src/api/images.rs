@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use shoal_protocol::status::PodStatus;
 
 use crate::images::reference::ImageRef;
+use crate::images::source::same_tag;
 use crate::observed::{Inventory, Liveness};
 
 use super::{ApiError, ApiState};
@@ -75,13 +76,10 @@ pub fn rows(
                 row.nodes.push(node.clone());
                 let Some(wanted) = wanted else { continue };
                 for (key, status) in pods.get(node).into_iter().flatten() {
-                    let uses = status.container_statuses.iter().any(|c| {
-                        ImageRef::parse(&c.image).is_ok_and(|r| {
-                            r.registry == wanted.registry
-                                && r.repository == wanted.repository
-                                && r.tag == wanted.tag
-                        })
-                    });
+                    let uses = status
+                        .container_statuses
+                        .iter()
+                        .any(|c| ImageRef::parse(&c.image).is_ok_and(|r| same_tag(&r, &wanted)));
                     if uses && !row.pods.contains(key) {
                         row.pods.push(key.clone());
                     }

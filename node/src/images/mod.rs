@@ -396,13 +396,10 @@ impl ImageService {
     fn fetch_spread(&mut self) {
         let Some(peers) = &self.peers else { return };
         let me = peers.observed.local_name().to_string();
-        let observed = peers.observed.snapshot();
+        let alive = alive_nodes(&peers.observed);
         let mut wanted = BTreeSet::new();
         for (name, inventory) in peers.observed.inventories().iter() {
-            let alive = observed
-                .get(name)
-                .is_some_and(|r| peers.observed.liveness(r) == Liveness::Alive);
-            if *name != me && alive {
+            if *name != me && alive.contains(name) {
                 wanted.extend(inventory.spread.iter().cloned());
             }
         }
@@ -796,12 +793,7 @@ async fn obtain(
     let result = loop {
         let step = match peers {
             Some(p) => {
-                let observed = p.observed.snapshot();
-                let alive: BTreeSet<String> = observed
-                    .values()
-                    .filter(|r| p.observed.liveness(r) == Liveness::Alive)
-                    .map(|r| r.name.clone())
-                    .collect();
+                let alive = alive_nodes(&p.observed);
                 source::next_step(
                     &q.image,
                     digest.as_deref(),
@@ -884,6 +876,16 @@ async fn obtain(
     };
     withdraw(local, &reference, progress.announced.is_some());
     result
+}
+
+/// The nodes alive now (this one included: a node is always alive to itself).
+fn alive_nodes(observed: &ObservedHandle) -> BTreeSet<String> {
+    observed
+        .snapshot()
+        .values()
+        .filter(|r| observed.liveness(r) == Liveness::Alive)
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// Withdraws this node's announcement that it pulls `reference`, if it made one.

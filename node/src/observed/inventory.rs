@@ -61,18 +61,6 @@ pub struct Inventory {
     pub spread: Vec<String>,
 }
 
-impl Inventory {
-    /// The image a reference names, by its repo tags or repo digests (`name:tag` and
-    /// `name@sha256:...` as the engine normalizes them), or by its id.
-    pub fn find(&self, reference: &str) -> Option<&ImageEntry> {
-        self.images.iter().find(|i| {
-            i.id == reference
-                || i.repo_tags.iter().any(|t| t == reference)
-                || i.repo_digests.iter().any(|d| d == reference)
-        })
-    }
-}
-
 /// Every node's inventory this process holds, by node name (its own included).
 pub type Inventories = Arc<BTreeMap<String, Inventory>>;
 
@@ -147,14 +135,5 @@ mod tests {
         for (held, incoming, owner, want, what) in cases {
             assert_eq!(merge(held.as_ref(), incoming, *owner), *want, "{what}");
         }
-    }
-
-    #[test]
-    fn find_by_tag_digest_or_id() {
-        let i = inv("p1", 1);
-        assert!(i.find("team/echo:v1").is_some());
-        assert!(i.find("reg.lan/team/echo@sha256:bb").is_some());
-        assert!(i.find("sha256:aa").is_some());
-        assert!(i.find("team/echo:v2").is_none());
     }
 }
