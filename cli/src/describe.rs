@@ -720,6 +720,10 @@ fn node(d: &mut Doc, v: &Value, opts: Options) {
         "Unschedulable",
         (at(v, "/spec/unschedulable").and_then(Value::as_bool) == Some(true)).to_string(),
     );
+    d.field(0, "PodCIDR", or_none(text(v, "/spec/podCIDR")));
+    if let Some(route) = text(v, "/status/podRoute") {
+        d.field(0, "Pod Route", route);
+    }
     conditions(
         d,
         v,
@@ -962,8 +966,9 @@ Conditions:
             "metadata": {"name": "n1", "creationTimestamp": "2024-04-29T10:00:00Z",
                          "labels": {"kubernetes.io/hostname": "n1",
                                     "node-role.shoal.dev/controller": ""}},
-            "spec": {},
+            "spec": {"podCIDR": "10.42.7.0/24", "podCIDRs": ["10.42.7.0/24"]},
             "status": {
+                "podRoute": "host-gateway from n2",
                 "conditions": [{"type": "Ready", "status": "True", "reason": "NodeAlive",
                                 "message": "gossip heard from the node 2s ago",
                                 "lastHeartbeatTime": "2024-05-01T09:59:58Z"}],
@@ -985,6 +990,8 @@ Roles:              controller
 Status:             Alive
 Last Seen:          2024-05-01T09:59:58Z (2s ago)
 Unschedulable:      false
+PodCIDR:            10.42.7.0/24
+Pod Route:          host-gateway from n2
 Conditions:
   Type    Status   LastHeartbeatTime      LastTransitionTime   Reason      Message
   ----    ------   -----------------      ------------------   ------      -------

@@ -103,6 +103,13 @@ pub struct Config {
     pub image_gc_low_threshold_percent: u8,
     /// An image unused for less than this is never collected.
     pub image_minimum_gc_age_secs: u64,
+    /// The cluster's pod range (`--pod-range`): each node takes a `/24` of it for its pods.
+    /// Fixed when the cluster is made: the first node records it in the desired state, and a
+    /// node whose setting differs uses the recorded one (with a warning).
+    pub pod_range: String,
+    /// Lets pods open this node's API and p2p ports (`--pods-reach-node-ports`); by default
+    /// the node refuses them to any address of the pod range (pods are not trusted peers).
+    pub pods_reach_node_ports: bool,
 }
 
 /// The DNS server's listen setting: an address, or `off`.
@@ -182,6 +189,8 @@ impl Default for Config {
             image_gc_high_threshold_percent: 85,
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age_secs: 120,
+            pod_range: crate::podnet::subnet::DEFAULT_RANGE.to_string(),
+            pods_reach_node_ports: false,
         }
     }
 }
@@ -259,6 +268,9 @@ impl Config {
         }
         if self.max_pulls == 0 {
             return invalid("max-pulls", "must be at least 1");
+        }
+        if let Err(e) = crate::podnet::subnet::PodRange::parse(&self.pod_range) {
+            return invalid("pod-range", &e.to_string());
         }
         if self.image_gc_high_threshold_percent > 100 {
             return invalid("image-gc-high-threshold-percent", "must be 0 to 100");

@@ -265,6 +265,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         agent::FENCE_EVERY,
         stop.clone(),
     ));
+    // The node's pod subnet, its routes to the others' and its firewall rules; the agent
+    // makes the pod network on that subnet.
+    let podnet_config = podnet::PodNetConfig {
+        node_name: identity.node_name.clone(),
+        range: podnet::subnet::PodRange::parse(&config.pod_range).map_err(|e| {
+            config::ConfigError::Invalid {
+                setting: "pod-range",
+                message: e.to_string(),
+            }
+        })?,
+        network: agent::spec::network_name(&identity.cluster_id, &identity.node_name),
+        advertise: config.advertise_addr(),
+        api_port: config.api_listen.port(),
+        p2p_port: config.p2p_listen.port(),
+        pods_reach_node_ports: config.pods_reach_node_ports,
+    };
+    let (podnet_task, pod_subnet, podnet_status) = podnet::PodNet::new(
+        podnet_config,
+        state.clone(),
+        observed.clone(),
+        Arc::new(podnet::host::Commands),
+    );
+    tracker.spawn(podnet_task.run(stop.clone()));
     // Containers use this node's DNS server when it is on (at their network's gateway).
     let agent = agent::Agent::new(
         agent::AgentConfig {
@@ -289,6 +312,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
     })
     .with_conditions(conditions.clone())
+    .with_pod_subnet(pod_subnet)
     .with_boot(agent::boot::Boot::new(
         synced_rx,
         config.membership_timing().dead_after + agent::boot::BOOT_MARGIN,
@@ -466,6 +490,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             }),
             events: events.clone(),
             images: Some(images),
+            podnet: Some(podnet_status),
         },
         config.api_max_body_bytes,
     );

@@ -62,6 +62,11 @@ pub struct NodeView {
     pub roles: Vec<&'static str>,
     /// Cordoned: `spec.unschedulable` of its Node object.
     pub unschedulable: bool,
+    /// Its pod subnet, as claimed in the desired state (`podnet`).
+    pub pod_cidr: Option<String>,
+    /// How the node that answers reaches that subnet (`host-gateway`, `vxlan`, `local`, or
+    /// `this node`), when it knows.
+    pub pod_route: Option<String>,
 }
 
 /// The Node object a node registers for itself.
@@ -559,12 +564,26 @@ pub async fn view(
 ) -> Result<BTreeMap<String, NodeView>, StateError> {
     let registered = state.list(Kind::Node, None).await?;
     let leases = state.leases().await?;
-    Ok(join(
+    let mut out = join(
         registered.iter().map(|o| &o.value),
         observed.members(),
         observed.unheard(),
         &leases,
-    ))
+    );
+    let subnets = state.pod_subnets().await?;
+    if let Some(range) = subnets
+        .range
+        .as_deref()
+        .and_then(|r| crate::podnet::subnet::PodRange::parse(r).ok())
+    {
+        // A node's lowest claim is the one it keeps (`podnet::subnet::decide`).
+        for (index, node) in subnets.claims.iter().rev() {
+            if let (Some(v), Some(s)) = (out.get_mut(node), range.subnet(*index)) {
+                v.pod_cidr = Some(s.to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The join of [`view`]. Pure.
@@ -601,6 +620,8 @@ pub fn join<'a>(
                 roles: Vec::new(),
                 unschedulable: v.pointer("/spec/unschedulable").and_then(Value::as_bool)
                     == Some(true),
+                pod_cidr: None,
+                pod_route: None,
             },
         );
     }
@@ -618,6 +639,8 @@ pub fn join<'a>(
             record: None,
             roles: Vec::new(),
             unschedulable: false,
+            pod_cidr: None,
+            pod_route: None,
         });
         entry.liveness = m.liveness;
         entry.last_seen = m.last_seen;

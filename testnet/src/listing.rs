@@ -21,6 +21,8 @@ pub struct PodView {
     pub container: String,
     /// Where the test image's port ([`ECHO_PORT`]) is published on the host: (IP, port).
     pub host: Option<(String, u16)>,
+    /// `status.podIP`, empty when none is reported.
+    pub pod_ip: String,
 }
 
 impl PodView {
@@ -48,6 +50,7 @@ impl PodView {
                 .trim_start_matches("docker://")
                 .to_string(),
             host,
+            pod_ip: text(&p["status"]["podIP"]),
         }
     }
 }

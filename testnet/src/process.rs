@@ -144,6 +144,22 @@ impl NodeOptions {
 /// host's real resolvers.
 pub const NO_UPSTREAM: &str = "127.0.0.1:9";
 
+/// The pod range of a light testnet whose nodes live on `127.A.B.0/24`: the clusters that run
+/// at once share the machine's engine, where two pod networks may not overlap, so each takes
+/// a `/21` of 10.0.0.0/8 (8 nodes' subnets) picked by `A` and `B`, away from the host testnets'
+/// LAN (10.213.0.0/16) and the default range (10.42.0.0/16).
+pub fn loopback_pod_range(ip: &str) -> String {
+    let o = ip
+        .parse::<std::net::Ipv4Addr>()
+        .map_or([127, 1, 1, 1], |a| a.octets());
+    let index = (u32::from(o[1]) * 256 + u32::from(o[2])) % 8192;
+    let mut second = index / 32;
+    if second == 213 || second == 42 {
+        second += 1;
+    }
+    format!("10.{second}.{}.0/21", (index % 32) * 8)
+}
+
 /// The flags every test node gets for the p2p network: its own address and port, and no
 /// mDNS (tests run in parallel and must never discover each other); and for DNS: port 53 on
 /// its own address, and an upstream on loopback.
@@ -332,7 +348,8 @@ impl Node {
                     ))
                     // Test traffic stays on the machine: a pod's image can come from a
                     // registry on loopback only (a test's own), never from outside.
-                    .env("SHOAL_ALLOWED_REGISTRIES", LOOPBACK_REGISTRIES);
+                    .env("SHOAL_ALLOWED_REGISTRIES", LOOPBACK_REGISTRIES)
+                    .env("SHOAL_POD_RANGE", loopback_pod_range(&self.opts.ip));
                 cmd
             }
         };
@@ -767,5 +784,30 @@ impl Api {
             shoal_protocol::api::APPLY_PATH,
             Some(manifest),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn loopback_pod_ranges_differ_by_testnet_and_avoid_the_lans() {
+        assert_eq!(loopback_pod_range("127.5.6.1"), "10.40.48.0/21");
+        assert_eq!(
+            loopback_pod_range("127.5.6.3"),
+            loopback_pod_range("127.5.6.1")
+        );
+        assert_ne!(
+            loopback_pod_range("127.5.7.1"),
+            loopback_pod_range("127.5.6.1")
+        );
+        for a in 1..=254u32 {
+            for b in [0u32, 77, 255] {
+                let r = loopback_pod_range(&format!("127.{a}.{b}.1"));
+                assert!(!r.starts_with("10.213.") && !r.starts_with("10.42."), "{r}");
+            }
+        }
     }
 }

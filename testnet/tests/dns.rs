@@ -338,10 +338,16 @@ fn names_answer(cluster: &Cluster, server: &str) -> anyhow::Result<()> {
         "SRV of {web_name} on {server}: {srv:?}"
     );
     let db_name = format!("db.default.svc.{DOMAIN}");
+    // Headless: the pods' own addresses, which the pod network routes.
     let headless = dig(server, &db_name, "A");
+    let db_ips: BTreeSet<String> = db
+        .iter()
+        .filter(|p| p.ready)
+        .map(|p| p.pod_ip.clone())
+        .collect();
     anyhow::ensure!(
-        headless.of_type("A") == ready_addresses(cluster, &db),
-        "headless {db_name} on {server}: {headless:?}"
+        headless.of_type("A") == db_ips && !db_ips.contains(""),
+        "headless {db_name} on {server}: {headless:?}, want {db_ips:?}"
     );
     let targets: BTreeSet<String> = dig(server, &format!("_http._tcp.{db_name}"), "SRV")
         .of_type("SRV")
@@ -354,10 +360,7 @@ fn names_answer(cluster: &Cluster, server: &str) -> anyhow::Result<()> {
     );
     for p in &db {
         let name = format!("{}.{db_name}", p.name);
-        let want: BTreeSet<String> = cluster
-            .node(&p.node)
-            .map(|n| BTreeSet::from([n.opts.ip.clone()]))
-            .unwrap_or_default();
+        let want = BTreeSet::from([p.pod_ip.clone()]);
         let got = dig(server, &name, "A").of_type("A");
         anyhow::ensure!(got == want, "{name} on {server}: {got:?}, want {want:?}");
     }

@@ -197,8 +197,18 @@ async fn container_lifecycle() {
     };
     let network = cleanup.name("net");
     cleanup.networks.push(network.clone());
-    rt.ensure_network(&network).await.unwrap();
-    rt.ensure_network(&network).await.unwrap();
+    rt.ensure_network(
+        &network,
+        &shoal_node::runtime::NetworkSpec::engine_default(),
+    )
+    .await
+    .unwrap();
+    rt.ensure_network(
+        &network,
+        &shoal_node::runtime::NetworkSpec::engine_default(),
+    )
+    .await
+    .unwrap();
 
     let greeting = format!("hello-{}", cleanup.id);
     let mut spec = echo_spec(&cleanup, "life");

@@ -75,7 +75,7 @@ use crate::images::{Images, Want};
 use crate::nodes;
 use crate::observed::{Conditions, ObservedHandle, PodReporter};
 use crate::pods::{DesiredPod, desired_pods};
-use crate::runtime::{ContainerState, Engine, PodNetwork, Runtime, RuntimeError};
+use crate::runtime::{ContainerState, Engine, NetworkSpec, PodNetwork, Runtime, RuntimeError};
 use crate::state::StateHandle;
 
 /// How often the agent reconciles without being woken.
@@ -209,6 +209,11 @@ pub struct Agent {
     /// The busy containers' stops in flight: id → (how many, the shortest grace).
     stopping: BTreeMap<String, (u32, Duration)>,
     network_ready: bool,
+    /// The pod subnet this node claimed, as the network to make on it (`crate::podnet`);
+    /// None: the engine picks the subnet (tests, tools). While it holds `None`, no pod starts.
+    net_spec: Option<watch::Receiver<Option<NetworkSpec>>>,
+    /// What the pod network was made with, while `network_ready`.
+    made_spec: Option<NetworkSpec>,
     /// When the pod network was last inspected.
     network_checked: Option<Instant>,
     /// Publishes the pod network's gateway and subnet once known ([`Agent::pod_network`]).
@@ -281,6 +286,8 @@ impl Agent {
             busy: HashSet::new(),
             stopping: BTreeMap::new(),
             network_ready: false,
+            net_spec: None,
+            made_spec: None,
             network_checked: None,
             pod_network: watch::channel(None).0,
             last_report: None,
@@ -300,6 +307,13 @@ impl Agent {
     /// Pulls images through `images` as each container's `imagePullPolicy` says.
     pub fn with_images(mut self, images: Images) -> Agent {
         self.images = Some(images);
+        self
+    }
+
+    /// Makes the pod network on the subnet `spec` names (see `crate::podnet`), and starts no
+    /// pod until it names one.
+    pub fn with_pod_subnet(mut self, spec: watch::Receiver<Option<NetworkSpec>>) -> Agent {
+        self.net_spec = Some(spec);
         self
     }
 
@@ -612,7 +626,15 @@ impl Agent {
                 }
             };
         self.engine_answered();
-        let may = self.boot_check(now);
+        let may = if self.net_spec.is_some() && !self.network_ready {
+            // No pod starts before the node's pod subnet is claimed and its network made.
+            boot::MayStart {
+                pods: false,
+                stateful: false,
+            }
+        } else {
+            self.boot_check(now)
+        };
         let actions = {
             let sel = plan::select(&inputs, &observed);
             plan::observe(&mut self.pods, &inputs, &sel, now, &wall);
@@ -755,11 +777,32 @@ impl Agent {
     /// [`NETWORK_RECHECK`]): they go into the containers' DNS settings and out to the DNS
     /// server and the proxies through [`Agent::pod_network`].
     async fn ensure_pod_network(&mut self, rt: &Arc<dyn Runtime>, now: Instant) {
+        let spec = match &self.net_spec {
+            None => NetworkSpec::engine_default(),
+            Some(rx) => match rx.borrow().clone() {
+                Some(spec) => spec,
+                None => {
+                    self.network_ready = false;
+                    return;
+                }
+            },
+        };
+        if self.network_ready && self.made_spec.as_ref() != Some(&spec) {
+            self.network_ready = false;
+        }
         if !self.network_ready {
-            match rt.ensure_network(&self.ctx.network).await {
+            match rt.ensure_network(&self.ctx.network, &spec).await {
                 Ok(()) => {
                     self.network_ready = true;
+                    self.made_spec = Some(spec);
                     self.network_checked = None;
+                }
+                Err(RuntimeError::Conflict { message }) => {
+                    tracing::warn!(network = %self.ctx.network, %message,
+                        "the pod network is not on this node's pod subnet: its pods are made \
+                         again on a new one");
+                    self.replace_network(rt).await;
+                    return;
                 }
                 Err(e) => {
                     tracing::warn!(network = %self.ctx.network, error = %e,
@@ -799,6 +842,38 @@ impl Agent {
             Err(e) => tracing::warn!(network = %self.ctx.network, error = %e,
                 "cannot inspect the pod network; retrying"),
         }
+    }
+
+    /// Removes this node's containers and its pod network, which is on another subnet than the
+    /// one it must use (made before the node had a pod subnet, or on one it lost to another
+    /// node's concurrent claim); the next round makes both again.
+    async fn replace_network(&mut self, rt: &Arc<dyn Runtime>) {
+        match rt.list(&self.filter()).await {
+            Ok(containers) => {
+                for c in containers {
+                    if let Err(e) = rt.remove(&c.id).await
+                        && !e.is_not_found()
+                    {
+                        tracing::warn!(container = %c.id, error = %e,
+                            "cannot remove a container off the old pod network; retrying");
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list containers; retrying");
+                return;
+            }
+        }
+        match rt.remove_network(&self.ctx.network).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(network = %self.ctx.network, error = %e,
+                "cannot remove the old pod network; retrying"),
+        }
+        self.network_ready = false;
+        self.made_spec = None;
+        self.ctx.dns_server = None;
     }
 
     /// Every ConfigMap and Secret the pods refer to, fetched once per round.

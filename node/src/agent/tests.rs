@@ -2377,3 +2377,40 @@ async fn a_node_alone_in_its_cluster_starts_at_once() {
     h.round_with(&all).await;
     assert_eq!(h.by_pod().await.len(), 1);
 }
+
+/// With a pod subnet to follow, no pod starts before the node has one; the network is made
+/// on it; and a subnet lost to another node's claim makes the pods again on the new one.
+#[tokio::test]
+async fn pods_wait_for_the_pod_subnet_and_are_made_again_when_it_changes() {
+    use crate::podnet::{network_spec, subnet::PodRange};
+    let mut h = Harness::new().await;
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    h.agent = Harness::agent(&h.data_dir, &h.state, &h.rt).with_pod_subnet(rx);
+    h.pod("p", web(json!({}))).await;
+    let s = h.status("p").await;
+    assert_eq!(h.rt.calls("create"), 0, "no pod before the subnet");
+    assert!(h.rt.networks().is_empty());
+    assert!(!s.is_ready());
+
+    let range = PodRange::parse("10.42.0.0/16").unwrap();
+    tx.send_replace(Some(network_spec(range.subnet(3).unwrap(), Some(1450))));
+    h.round().await;
+    let s = h.status("p").await;
+    assert!(s.is_ready(), "{s:?}");
+    let net = h.rt.inspect_network("shoal-n1-c0ffee00").await.unwrap();
+    assert_eq!(net.subnet.unwrap().to_string(), "10.42.3.0/24");
+    assert_eq!(net.gateway.unwrap().to_string(), "10.42.3.1");
+    assert_eq!(net.ip_range.unwrap().to_string(), "10.42.3.0/25");
+    let first = h.only_id().await;
+
+    // Lost to a concurrent claim: the container and the network go, and come back.
+    tx.send_replace(Some(network_spec(range.subnet(9).unwrap(), Some(1450))));
+    for _ in 0..4 {
+        h.round().await;
+    }
+    let s = h.status("p").await;
+    assert!(s.is_ready(), "{s:?}");
+    let net = h.rt.inspect_network("shoal-n1-c0ffee00").await.unwrap();
+    assert_eq!(net.subnet.unwrap().to_string(), "10.42.9.0/24");
+    assert_ne!(h.only_id().await, first);
+}

@@ -17,12 +17,12 @@ use crate::observed::Liveness;
 use crate::time::rfc3339;
 
 pub async fn list(api: &ApiState) -> Result<Vec<Value>, ApiError> {
-    let view = nodes::view(&api.state, &api.observed).await?;
+    let view = with_routes(api, nodes::view(&api.state, &api.observed).await?);
     Ok(view.values().map(render).collect())
 }
 
 pub async fn get(api: &ApiState, name: &str) -> Result<Value, ApiError> {
-    let view = nodes::view(&api.state, &api.observed).await?;
+    let view = with_routes(api, nodes::view(&api.state, &api.observed).await?);
     view.get(name)
         .map(render)
         .ok_or_else(|| ApiError::not_found(Kind::Node, None, name))
@@ -119,6 +119,31 @@ fn condition(l: Liveness) -> (&'static str, &'static str, &'static str) {
     }
 }
 
+/// The views with the route this node uses to each one's pod subnet.
+fn with_routes(
+    api: &ApiState,
+    mut view: std::collections::BTreeMap<String, nodes::NodeView>,
+) -> std::collections::BTreeMap<String, nodes::NodeView> {
+    let Some(podnet) = &api.podnet else {
+        return view;
+    };
+    let status = podnet.borrow().clone();
+    for (name, v) in view.iter_mut() {
+        if v.pod_cidr.is_none() {
+            continue;
+        }
+        v.pod_route = if name.as_str() == &*api.node_name {
+            Some("this node".to_string())
+        } else {
+            status
+                .routes
+                .get(name)
+                .map(|mode| format!("{mode} from {}", api.node_name))
+        };
+    }
+    view
+}
+
 /// The `status.conditions` entries of what the node reports about itself (its record's
 /// conditions), in Kubernetes' shape. Pure.
 pub fn reported_conditions(conditions: &std::collections::BTreeMap<String, String>) -> Vec<Value> {
@@ -197,7 +222,7 @@ pub fn render(n: &NodeView) -> Value {
         status["allocatable"] = resources;
         status["nodeInfo"]["shoalVersion"] = json!(r.shoal_version);
     }
-    let spec = if n.unschedulable {
+    let mut spec = if n.unschedulable {
         json!({
             "unschedulable": true,
             "taints": [{ "key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule" }],
@@ -205,6 +230,13 @@ pub fn render(n: &NodeView) -> Value {
     } else {
         json!({})
     };
+    if let Some(cidr) = &n.pod_cidr {
+        spec["podCIDR"] = json!(cidr);
+        spec["podCIDRs"] = json!([cidr]);
+    }
+    if let Some(route) = &n.pod_route {
+        status["podRoute"] = json!(route);
+    }
     let created = n
         .created
         .clone()
@@ -245,6 +277,8 @@ mod tests {
             }),
             roles: Vec::new(),
             unschedulable: false,
+            pod_cidr: None,
+            pod_route: None,
         }
     }
 

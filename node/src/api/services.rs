@@ -166,6 +166,8 @@ mod tests {
             node: node.into(),
             ready,
             pod_ip: ip.map(str::to_string),
+            routed: false,
+            named_ports: Default::default(),
             hostname: None,
             subdomain: None,
         };

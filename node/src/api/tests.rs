@@ -76,6 +76,7 @@ fn harness() -> Harness {
             }),
             events: events.clone(),
             images: None,
+            podnet: None,
         },
         64 * 1024,
     );

@@ -66,6 +66,13 @@ struct Flags {
     /// network such as 127.0.0.0/8; repeat it or separate with commas [default: any].
     #[arg(long, env = "SHOAL_ALLOWED_REGISTRIES", value_delimiter = ',')]
     allowed_registries: Vec<String>,
+    /// The cluster's pod range, split into a /24 per node; read when the cluster is made
+    /// [default: 10.42.0.0/16].
+    #[arg(long, env = "SHOAL_POD_RANGE")]
+    pod_range: Option<String>,
+    /// Let pods open this node's API and p2p ports (refused to pod addresses by default).
+    #[arg(long, env = "SHOAL_PODS_REACH_NODE_PORTS")]
+    pods_reach_node_ports: bool,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -136,6 +143,12 @@ impl Flags {
             .collect();
         if !allowed.is_empty() {
             config.allowed_registries = Some(allowed);
+        }
+        if let Some(v) = self.pod_range {
+            config.pod_range = v;
+        }
+        if self.pods_reach_node_ports {
+            config.pods_reach_node_ports = true;
         }
         match self.log_format.as_deref() {
             Some("json") => config.log_format = LogFormat::Json,

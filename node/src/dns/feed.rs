@@ -51,6 +51,17 @@ pub async fn pod_entries(
     observed: &ObservedHandle,
 ) -> Result<Vec<PodEntry>, StateError> {
     let statuses = observed.pods();
+    let range = state
+        .pod_subnets()
+        .await?
+        .range
+        .and_then(|r| crate::podnet::subnet::PodRange::parse(&r).ok());
+    let routed = |ip: Option<&str>| {
+        let ip = ip.and_then(|i| i.parse::<std::net::Ipv4Addr>().ok());
+        range
+            .zip(ip)
+            .is_some_and(|(r, ip)| r.index_of(ip).is_some())
+    };
     Ok(desired_pods(state)
         .await?
         .into_iter()
@@ -63,6 +74,16 @@ pub async fn pod_entries(
                 node: p.slot.node.clone(),
                 ready: status.is_some_and(|s| s.is_ready()),
                 pod_ip: status.and_then(|s| s.pod_ip.clone()),
+                routed: routed(status.and_then(|s| s.pod_ip.as_deref())),
+                named_ports: p
+                    .spec
+                    .containers
+                    .iter()
+                    .flat_map(|c| &c.ports)
+                    .filter_map(|cp| {
+                        Some((cp.name.clone()?, u16::try_from(cp.container_port).ok()?))
+                    })
+                    .collect(),
                 hostname: p.spec.hostname.clone(),
                 subdomain: p.spec.subdomain.clone(),
             }

@@ -59,8 +59,23 @@ pub struct PodEntry {
     pub ready: bool,
     /// The pod's own address on its node's network, when reported.
     pub pod_ip: Option<String>,
+    /// Its address is in the cluster's pod range, which every node routes (`podnet`): DNS
+    /// names it by that address rather than by its node's.
+    pub routed: bool,
+    /// Its containers' named ports (name → number), which a Service's `targetPort` may name.
+    pub named_ports: BTreeMap<String, u16>,
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
+}
+
+impl PodEntry {
+    /// The pod's own address, when the pod network routes it.
+    pub fn address(&self) -> Option<IpAddr> {
+        if !self.routed {
+            return None;
+        }
+        self.pod_ip.as_deref()?.parse().ok()
+    }
 }
 
 /// One endpoint of a Service: a pod its selector matches.
@@ -71,7 +86,16 @@ pub struct Endpoint {
     /// The address of the pod's node, when membership knows it.
     pub node_address: Option<IpAddr>,
     pub pod_ip: Option<String>,
+    /// The pod's own address when the pod network routes it (see [`PodEntry::routed`]).
+    pub pod_address: Option<IpAddr>,
     pub ready: bool,
+}
+
+impl Endpoint {
+    /// Where DNS sends a client for this pod: its own address where routed, else its node's.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.pod_address.or(self.node_address)
+    }
 }
 
 /// The endpoints of `svc`: the pods of its namespace that its selector matches (none without
@@ -100,6 +124,7 @@ pub fn endpoints(
             node: p.node.clone(),
             node_address: nodes.get(&p.node).copied(),
             pod_ip: p.pod_ip.clone(),
+            pod_address: p.address(),
             ready: p.ready && nodes.contains_key(&p.node),
         })
         .collect();
@@ -172,7 +197,13 @@ pub fn build(
             .into_iter()
             .filter(|e| e.ready && e.node_address.is_some())
             .collect();
-        let addresses: BTreeSet<IpAddr> = ready.iter().filter_map(|e| e.node_address).collect();
+        // A Service with a selector answers the nodes that forward it; a headless one each
+        // pod, by its own address where the pod network routes it.
+        let addresses: BTreeSet<IpAddr> = if svc.spec.is_headless() {
+            ready.iter().filter_map(Endpoint::address).collect()
+        } else {
+            ready.iter().filter_map(|e| e.node_address).collect()
+        };
         records
             .entry(name.clone())
             .or_default()
@@ -196,10 +227,15 @@ pub fn build(
             let entry = records.entry(srv_name).or_default();
             if svc.spec.is_headless() {
                 for e in &ready {
+                    // A pod reached at its own address serves the container's port.
+                    let port = match e.pod_address {
+                        Some(_) => target_port(port, pods, namespace, &e.pod).unwrap_or(number),
+                        None => number,
+                    };
                     entry.push(RecordData::Srv {
                         priority: 0,
                         weight: 10,
-                        port: number,
+                        port,
                         target: format!("{}.{name}", pod_label(pods, namespace, &e.pod)),
                     });
                 }
@@ -230,7 +266,7 @@ pub fn build(
         if p.ready
             && let Some(addr) = nodes.get(&p.node)
         {
-            entry.push(RecordData::Address(*addr));
+            entry.push(RecordData::Address(p.address().unwrap_or(*addr)));
         }
     }
 
@@ -305,6 +341,25 @@ pub fn pods_view(
         .collect()
 }
 
+/// The container port a Service port reaches on `pod`: its `targetPort` as a number, or the
+/// pod's port of that name (`None` when the pod has none).
+fn target_port(
+    port: &shoal_protocol::kinds::ServicePort,
+    pods: &[PodEntry],
+    namespace: &str,
+    pod: &str,
+) -> Option<u16> {
+    if let Some(n) = port.target_port.as_int() {
+        return u16::try_from(n).ok();
+    }
+    let name = port.target_port.as_str()?;
+    pods.iter()
+        .find(|p| p.namespace == namespace && p.name == pod)?
+        .named_ports
+        .get(name)
+        .copied()
+}
+
 /// The label a headless Service's SRV targets for a pod: its hostname, else its name.
 fn pod_label(pods: &[PodEntry], namespace: &str, pod: &str) -> String {
     pods.iter()
@@ -353,6 +408,8 @@ mod tests {
             node: node.into(),
             ready,
             pod_ip: None,
+            routed: false,
+            named_ports: BTreeMap::new(),
             hostname: None,
             subdomain: None,
         }
@@ -468,6 +525,71 @@ mod tests {
             port: 5432,
             target: "db-1.db.default.svc.shoal.home.arpa".into()
         }));
+    }
+
+    #[test]
+    fn routed_pods_are_answered_by_their_own_addresses_and_container_ports() {
+        let db = service(json!({"metadata": {"name": "db", "namespace": "default"},
+            "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                     "ports": [{"name": "pg", "port": 15432, "targetPort": "pg"},
+                               {"name": "metrics", "port": 9100, "targetPort": 9187}]}}));
+        let mut pods = vec![
+            pod("db-0", "n1", true),
+            pod("db-1", "n2", true),
+            pod("db-2", "n2", true),
+        ];
+        for (p, ip) in pods
+            .iter_mut()
+            .zip(["10.42.1.2", "10.42.2.2", "172.18.0.9"])
+        {
+            p.hostname = Some(p.name.clone());
+            p.subdomain = Some("db".into());
+            p.pod_ip = Some(ip.into());
+            p.named_ports = [("pg".to_string(), 5432)].into();
+        }
+        // db-2's address is outside the pod range (a network made before the node had a
+        // subnet): it is answered by its node's address and the Service's port.
+        pods[0].routed = true;
+        pods[1].routed = true;
+        let z = build(D, 5, &[db], &pods, &nodes(), vec![], Some(&local_n1()));
+        for view in [&z.lan, &z.pods] {
+            assert_eq!(
+                view.get("db.default.svc.shoal.home.arpa"),
+                Some(&vec![
+                    addr("10.42.1.2"),
+                    addr("10.42.2.2"),
+                    addr("127.0.0.12")
+                ])
+            );
+            assert_eq!(
+                view.get("db-1.db.default.svc.shoal.home.arpa"),
+                Some(&vec![addr("10.42.2.2")])
+            );
+            let srv = view.get("_pg._tcp.db.default.svc.shoal.home.arpa").unwrap();
+            let port_of = |target: &str| {
+                srv.iter().find_map(|d| match d {
+                    RecordData::Srv {
+                        port, target: t, ..
+                    } if t.starts_with(target) => Some(*port),
+                    _ => None,
+                })
+            };
+            assert_eq!(
+                port_of("db-0."),
+                Some(5432),
+                "the container's port named pg"
+            );
+            assert_eq!(
+                port_of("db-2."),
+                Some(15432),
+                "the Service's port on the node"
+            );
+            let metrics = view
+                .get("_metrics._tcp.db.default.svc.shoal.home.arpa")
+                .unwrap();
+            assert!(metrics.iter().any(|d| matches!(d,
+                RecordData::Srv { port: 9187, target, .. } if target.starts_with("db-1."))));
+        }
     }
 
     fn local_n1() -> LocalPods {

@@ -604,6 +604,8 @@ mod tests {
             node: node.into(),
             ready,
             pod_ip: Some(ip.into()),
+            routed: false,
+            named_ports: Default::default(),
             hostname: None,
             subdomain: None,
         }

@@ -36,8 +36,8 @@ use tracing::{debug, instrument};
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, EXEC_OUTPUT_CAP, ExecChunk,
     ExecOutput, ExecSession, ExecSpec, FsUsage, ImageInfo, LogOptions, MountSpec, NetworkInfo,
-    PortBinding, Protocol, RegistryAuth, Runtime, RuntimeError, Stats, Subnet, VolumeInfo,
-    VolumeSpec,
+    NetworkSpec, PortBinding, Protocol, RegistryAuth, Runtime, RuntimeError, Stats, Subnet,
+    VolumeInfo, VolumeSpec,
 };
 
 /// Where bollard's `connect_with_local_defaults` looks when `DOCKER_HOST` names no socket.
@@ -316,19 +316,49 @@ impl DockerRuntime {
 #[async_trait]
 impl Runtime for DockerRuntime {
     #[instrument(skip(self), err)]
-    async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
+    async fn ensure_network(&self, name: &str, spec: &NetworkSpec) -> Result<(), RuntimeError> {
         let _guard = self.network_lock.lock().await;
         match self
             .docker
             .inspect_network(name, None::<InspectNetworkOptions>)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(n) => {
+                let made = network_info(name, n);
+                return match spec.subnet {
+                    Some(want) if made.subnet != Some(want) => Err(RuntimeError::Conflict {
+                        message: format!(
+                            "network {name} exists on subnet {}, not {want}",
+                            made.subnet.map_or("(none)".to_string(), |s| s.to_string())
+                        ),
+                    }),
+                    _ => Ok(()),
+                };
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
             Err(e) => return Err(self.err(Target::Object(name))(e)),
         }
+        let mut options = HashMap::new();
+        if !spec.masquerade {
+            options.insert(
+                "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                "false".to_string(),
+            );
+        }
+        if let Some(mtu) = spec.mtu {
+            options.insert("com.docker.network.driver.mtu".to_string(), mtu.to_string());
+        }
+        let ipam = spec.subnet.map(|subnet| bollard::models::Ipam {
+            config: Some(vec![bollard::models::IpamConfig {
+                subnet: Some(subnet.to_string()),
+                ip_range: spec.ip_range.map(|r| r.to_string()),
+                gateway: spec.gateway.map(|g| g.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
         let request = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
@@ -336,12 +366,16 @@ impl Runtime for DockerRuntime {
                 NETWORK_LABEL.to_string(),
                 "true".to_string(),
             )])),
+            options: (!options.is_empty()).then_some(options),
+            ipam,
             ..Default::default()
         };
         match self.docker.create_network(request).await {
             Ok(_) => {
                 debug!(network = name, "created network");
-                self.reserve_upper_half(name).await;
+                if spec.subnet.is_none() {
+                    self.reserve_upper_half(name).await;
+                }
                 Ok(())
             }
             // Another process made it meanwhile: that is what we wanted.

@@ -74,8 +74,9 @@ pub type ExecInput = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 /// `remove` of a missing one is `NotFound` (callers that only want it gone ignore that).
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// Creates the bridge network `name` unless it exists.
-    async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Creates the bridge network `name` unless it exists. With a subnet in `spec`, a network
+    /// of that name on another subnet is a `Conflict` (remove it to make it again).
+    async fn ensure_network(&self, name: &str, spec: &NetworkSpec) -> Result<(), RuntimeError>;
     /// Removes the network `name`; `NotFound` when absent.
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
     /// The network `name` as the engine reports it (its subnet and gateway); `NotFound` when
@@ -473,6 +474,33 @@ impl Subnet {
 impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// How to make a pod network. The default lets the engine pick the subnet (and keeps the upper
+/// half of it out of its allocation, for Services' own addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// The subnet, its gateway (the host's side of the bridge) and the part of it the engine
+    /// gives containers.
+    pub subnet: Option<Subnet>,
+    pub gateway: Option<IpAddr>,
+    pub ip_range: Option<Subnet>,
+    /// Whether the engine masquerades traffic that leaves the bridge (its default). Off on a
+    /// routed pod network: pods keep their addresses between nodes, and the node masquerades
+    /// only what leaves the cluster's pod range.
+    pub masquerade: bool,
+    /// The bridge's MTU, when not the engine's default.
+    pub mtu: Option<u32>,
+}
+
+impl NetworkSpec {
+    /// The engine's choice of subnet, masquerading as it does by default.
+    pub fn engine_default() -> NetworkSpec {
+        NetworkSpec {
+            masquerade: true,
+            ..NetworkSpec::default()
+        }
     }
 }
 

@@ -30,8 +30,8 @@ use futures_util::StreamExt;
 
 use super::{
     ByteStream, ContainerInfo, ContainerSpec, ContainerState, ExecChunk, ExecOutput, ExecSession,
-    ExecSpec, FsUsage, ImageInfo, LogOptions, NetworkInfo, PortBinding, RegistryAuth, Runtime,
-    RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec, labels_match,
+    ExecSpec, FsUsage, ImageInfo, LogOptions, NetworkInfo, NetworkSpec, PortBinding, RegistryAuth,
+    Runtime, RuntimeError, Stats, Subnet, VolumeInfo, VolumeSpec, labels_match,
 };
 
 /// Decides an exec's result in the simulation: given the container and the command.
@@ -57,6 +57,8 @@ struct Sim {
     volumes: BTreeMap<String, VolumeInfo>,
     /// Networks by name, with the number of each (its subnet is `172.(18+n).0.0/16`).
     networks: BTreeMap<String, u32>,
+    /// How each network was made, by number.
+    network_specs: BTreeMap<u32, NetworkSpec>,
     next_network: u32,
     execs: HashMap<String, i64>,
     calls: BTreeMap<&'static str, u64>,
@@ -108,6 +110,7 @@ impl SimRuntime {
                 containers: BTreeMap::new(),
                 volumes: BTreeMap::new(),
                 networks: BTreeMap::new(),
+                network_specs: BTreeMap::new(),
                 next_network: 0,
                 execs: HashMap::new(),
                 calls: BTreeMap::new(),
@@ -463,14 +466,22 @@ impl Sim {
 
 #[async_trait]
 impl Runtime for SimRuntime {
-    async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
+    async fn ensure_network(&self, name: &str, spec: &NetworkSpec) -> Result<(), RuntimeError> {
         let mut sim = self.lock();
         sim.enter("ensure_network")?;
-        if !sim.networks.contains_key(name) {
-            let n = sim.next_network;
-            sim.next_network += 1;
-            sim.networks.insert(name.to_string(), n);
+        if let Some(n) = sim.networks.get(name).copied() {
+            let made = sim.network_specs.get(&n);
+            if spec.subnet.is_some() && made.and_then(|m| m.subnet) != spec.subnet {
+                return Err(RuntimeError::Conflict {
+                    message: format!("network {name} exists on another subnet"),
+                });
+            }
+            return Ok(());
         }
+        let n = sim.next_network;
+        sim.next_network += 1;
+        sim.networks.insert(name.to_string(), n);
+        sim.network_specs.insert(n, spec.clone());
         Ok(())
     }
 
@@ -480,6 +491,15 @@ impl Runtime for SimRuntime {
         let Some(n) = sim.networks.get(name).copied() else {
             return Err(RuntimeError::NotFound { id: name.into() });
         };
+        if let Some(spec) = sim.network_specs.get(&n).filter(|s| s.subnet.is_some()) {
+            return Ok(NetworkInfo {
+                name: name.to_string(),
+                id: format!("{:064x}", fnv(name)),
+                subnet: spec.subnet,
+                gateway: spec.gateway,
+                ip_range: spec.ip_range,
+            });
+        }
         // 172.18.0.0/16, 172.19.0.0/16, ... as Docker's default pool hands them out.
         let second = u8::try_from(18 + n % 200).unwrap_or(18);
         Ok(NetworkInfo {
@@ -1145,9 +1165,15 @@ mod tests {
                 .unwrap_err()
                 .is_not_found()
         );
-        rt.ensure_network("shoal-n1").await.unwrap();
-        rt.ensure_network("shoal-n1").await.unwrap();
-        rt.ensure_network("shoal-n2").await.unwrap();
+        rt.ensure_network("shoal-n1", &NetworkSpec::engine_default())
+            .await
+            .unwrap();
+        rt.ensure_network("shoal-n1", &NetworkSpec::engine_default())
+            .await
+            .unwrap();
+        rt.ensure_network("shoal-n2", &NetworkSpec::engine_default())
+            .await
+            .unwrap();
         let n1 = rt.inspect_network("shoal-n1").await.unwrap();
         assert_eq!(n1.gateway, Some("172.18.0.1".parse().unwrap()));
         assert_eq!(n1.subnet.unwrap().to_string(), "172.18.0.0/16");

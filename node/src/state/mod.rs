@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use crypto::Sealer;
 use persist::Files;
-pub use store::Stats;
 use store::Store;
+pub use store::{PodSubnets, Stats};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +126,18 @@ pub struct StateConfig {
     pub channel_size: usize,
 }
 
+/// One write of a node's pod subnet claim (see `crate::podnet::subnet::decide`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSubnetClaim {
+    /// The pod range to record if none is recorded yet.
+    pub range: String,
+    pub node: String,
+    /// The index to claim, if any.
+    pub index: Option<u32>,
+    /// Indexes this node holds and gives up.
+    pub release: Vec<u32>,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StateError>>;
 
 enum Command {
@@ -139,6 +151,8 @@ enum Command {
     WriteSlots(Vec<Slot>, Vec<String>, Reply<()>),
     Leases(Reply<BTreeMap<String, Lease>>),
     ClaimLease(String, String, u64, Reply<Option<Lease>>),
+    PodSubnets(Reply<PodSubnets>),
+    ClaimPodSubnet(PodSubnetClaim, Reply<PodSubnets>),
     Heads(Reply<Vec<ChangeHash>>),
     /// `true`: only this process's own changes (what gossip broadcasts).
     ChangesSince(Vec<ChangeHash>, bool, Reply<(Vec<u8>, Vec<ChangeHash>)>),
@@ -174,6 +188,7 @@ enum Pending {
         Result<BTreeMap<String, Lease>, StateError>,
     ),
     Lease(Reply<Option<Lease>>, Result<Option<Lease>, StateError>),
+    PodSubnets(Reply<PodSubnets>, Result<PodSubnets, StateError>),
     Done(Reply<()>, Result<(), StateError>),
     Heads(Reply<Vec<ChangeHash>>, Vec<ChangeHash>),
     Changes(
@@ -420,6 +435,18 @@ impl StateHandle {
             .await
     }
 
+    /// The cluster's pod range, once recorded, and every node's pod subnet.
+    pub async fn pod_subnets(&self) -> Result<PodSubnets, StateError> {
+        self.call(Command::PodSubnets).await
+    }
+
+    /// Records the pod range unless recorded, claims a subnet and releases others (see
+    /// [`PodSubnetClaim`]). Returns what holds afterwards.
+    pub async fn claim_pod_subnet(&self, claim: PodSubnetClaim) -> Result<PodSubnets, StateError> {
+        self.call(|reply| Command::ClaimPodSubnet(claim, reply))
+            .await
+    }
+
     /// A receiver that changes after every committed write: wait on it with `changed()`.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.clone()
@@ -580,6 +607,11 @@ impl StateTask {
                 let result = store.claim_lease(&role, &holder, seen, crate::time::unix_now());
                 Pending::Lease(reply, result)
             }
+            Command::PodSubnets(reply) => Pending::PodSubnets(reply, store.pod_subnets()),
+            Command::ClaimPodSubnet(c, reply) => {
+                let result = store.claim_pod_subnet(&c.range, c.index, &c.node, &c.release);
+                Pending::PodSubnets(reply, result)
+            }
             Command::Heads(reply) => Pending::Heads(reply, store.heads()),
             Command::ChangesSince(heads, local, reply) => {
                 let changes = if local {
@@ -666,6 +698,7 @@ impl StateTask {
             Pending::Slots(reply, result) => send(reply, result, failure),
             Pending::Leases(reply, result) => send(reply, result, failure),
             Pending::Lease(reply, result) => send(reply, result, failure),
+            Pending::PodSubnets(reply, result) => send(reply, result, failure),
             Pending::Done(reply, result) => send(reply, result, failure),
             Pending::Heads(reply, heads) => send(reply, Ok(heads), failure),
             Pending::Changes(reply, changes) => send(reply, Ok(changes), failure),

@@ -344,3 +344,86 @@ async fn leases_take_the_next_epoch_fence_stale_claims_and_merge_alike() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Two nodes that claim one pod subnet at once (each deciding from what it saw): after they
+/// sync, automerge keeps one claim on both, the other node decides again and takes another,
+/// and the range first recorded stays.
+#[tokio::test]
+async fn concurrent_pod_subnet_claims_end_with_one_holder_each() {
+    use crate::podnet::subnet::{Decision, PodRange, decide};
+    use crate::state::PodSubnetClaim;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Node::start(da.path()), Node::start(db.path()));
+    let range = PodRange::parse("10.42.0.0/23").unwrap();
+    let claim = |node: &str, index, release| PodSubnetClaim {
+        range: range.to_string(),
+        node: node.to_string(),
+        index,
+        release,
+    };
+    // Both see no claim; with two indexes each starts at its name's index, so force the
+    // conflict by claiming what n1 would.
+    let seen = a.handle.pod_subnets().await.unwrap();
+    assert_eq!(seen.range, None);
+    let Decision::Claim(i) = decide(&range, &seen.claims, "n1") else {
+        panic!("n1 claims");
+    };
+    a.handle
+        .claim_pod_subnet(claim("n1", Some(i), vec![]))
+        .await
+        .unwrap();
+    let other = PodSubnetClaim {
+        range: "10.9.0.0/16".into(),
+        ..claim("n2", Some(i), vec![])
+    };
+    b.handle.claim_pod_subnet(other).await.unwrap();
+    sync_until_quiet(&a.handle, &b.handle).await;
+    let (sa, sb) = (
+        a.handle.pod_subnets().await.unwrap(),
+        b.handle.pod_subnets().await.unwrap(),
+    );
+    assert_eq!(sa, sb, "both hold the same claims");
+    assert_eq!(sa.claims.len(), 1);
+    let winner = sa.claims[&i].clone();
+    let loser = if winner == "n1" { "n2" } else { "n1" };
+    let loser_handle = if loser == "n1" { &a.handle } else { &b.handle };
+    // The loser holds nothing now, so it claims the other index.
+    let Decision::Claim(j) = decide(&range, &sa.claims, loser) else {
+        panic!("{loser} claims again");
+    };
+    assert_ne!(i, j);
+    assert_eq!(
+        decide(&range, &sa.claims, &winner),
+        Decision::Keep {
+            index: i,
+            release: vec![]
+        }
+    );
+    loser_handle
+        .claim_pod_subnet(claim(loser, Some(j), vec![]))
+        .await
+        .unwrap();
+    sync_until_quiet(&a.handle, &b.handle).await;
+    let after = a.handle.pod_subnets().await.unwrap();
+    assert_eq!(after, b.handle.pod_subnets().await.unwrap());
+    assert_eq!(after.claims[&i], winner);
+    assert_eq!(after.claims[&j], loser);
+    assert!(after.range.is_some());
+    // A release removes only the node's own claim, and claims survive a restart.
+    a.handle
+        .claim_pod_subnet(claim("n1", None, vec![i, j]))
+        .await
+        .unwrap();
+    let left = a.handle.pod_subnets().await.unwrap();
+    let n1_had = [i, j]
+        .into_iter()
+        .find(|x| after.claims[x] == "n1")
+        .unwrap();
+    assert!(!left.claims.contains_key(&n1_had));
+    assert_eq!(left.claims.len(), 1);
+    a.stop().await;
+    let a = Node::start(da.path());
+    assert_eq!(a.handle.pod_subnets().await.unwrap(), left);
+    a.stop().await;
+    b.stop().await;
+}

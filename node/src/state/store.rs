@@ -116,6 +116,24 @@ fn lease_key(role: &str, epoch: u64) -> String {
     format!("{role}/{epoch:020}")
 }
 
+/// The key of the cluster's pod range in the `nodes` map.
+const POD_RANGE_KEY: &str = "podRange";
+/// The prefix of a pod subnet's claim in the `nodes` map.
+const POD_SUBNET_PREFIX: &str = "podSubnet/";
+
+/// The key of the claim on pod subnet `index`.
+fn pod_subnet_key(index: u32) -> String {
+    format!("{POD_SUBNET_PREFIX}{index:05}")
+}
+
+/// The cluster's pod range as recorded (by the node that first needed it), and which node
+/// holds each pod subnet, by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSubnets {
+    pub range: Option<String>,
+    pub claims: BTreeMap<u32, String>,
+}
+
 /// The first bytes of every automerge chunk.
 const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// Chunk types: a change, and a compressed change (a document is 0).
@@ -569,6 +587,76 @@ impl Store {
             self.doc.delete(&map, k.as_str()).map_err(internal)?;
         }
         Ok(Some(lease))
+    }
+
+    fn nodes_map(&self) -> Result<ObjId, StateError> {
+        match self.doc.get(ROOT, "nodes").map_err(internal)? {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(internal("the document has no `nodes` map")),
+        }
+    }
+
+    /// A text value of the `nodes` map.
+    fn nodes_text(&self, map: &ObjId, key: &str) -> Result<Option<String>, StateError> {
+        Ok(match self.doc.get(map, key).map_err(internal)? {
+            Some((automerge::Value::Scalar(v), _)) => match v.as_ref() {
+                automerge::ScalarValue::Str(text) => Some(text.to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    /// The cluster's pod range and the pod subnets claimed in it (see `crate::podnet`). They
+    /// live in the reserved `nodes` map as flat text keys, `podRange` and
+    /// `podSubnet/INDEX` (zero-padded) naming the node that holds it, so that two nodes that
+    /// claim one index at once conflict on one key, which automerge resolves the same way
+    /// everywhere.
+    pub(crate) fn pod_subnets(&self) -> Result<PodSubnets, StateError> {
+        let map = self.nodes_map()?;
+        let range = self.nodes_text(&map, POD_RANGE_KEY)?;
+        let mut claims = BTreeMap::new();
+        for key in self.doc.keys(&map) {
+            let Some(index) = key
+                .strip_prefix(POD_SUBNET_PREFIX)
+                .and_then(|i| i.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(node) = self.nodes_text(&map, &key)? {
+                claims.insert(index, node);
+            }
+        }
+        Ok(PodSubnets { range, claims })
+    }
+
+    /// Records `range` as the cluster's pod range unless one is recorded; claims `index` for
+    /// `node` (overwriting whatever claim the key holds: the caller decided from what it read)
+    /// and removes `node`'s claims on `release`. Returns what holds afterwards.
+    pub(crate) fn claim_pod_subnet(
+        &mut self,
+        range: &str,
+        index: Option<u32>,
+        node: &str,
+        release: &[u32],
+    ) -> Result<PodSubnets, StateError> {
+        let map = self.nodes_map()?;
+        if self.nodes_text(&map, POD_RANGE_KEY)?.is_none() {
+            self.doc.put(&map, POD_RANGE_KEY, range).map_err(internal)?;
+        }
+        if let Some(index) = index {
+            let key = pod_subnet_key(index);
+            if self.nodes_text(&map, &key)?.as_deref() != Some(node) {
+                self.doc.put(&map, key.as_str(), node).map_err(internal)?;
+            }
+        }
+        for i in release {
+            let key = pod_subnet_key(*i);
+            if self.nodes_text(&map, &key)?.as_deref() == Some(node) {
+                self.doc.delete(&map, key.as_str()).map_err(internal)?;
+            }
+        }
+        self.pod_subnets()
     }
 
     fn slots_map(&self) -> Result<ObjId, StateError> {
