@@ -91,6 +91,9 @@ impl Drop for DockerCleanup {
                 .stderr(Stdio::null())
                 .status();
         }
+        if !suffix.is_empty() {
+            remove_rules(&suffix);
+        }
         for v in &self.volumes {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f", v])
@@ -98,5 +101,78 @@ impl Drop for DockerCleanup {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// The chains where a node puts its pod network's firewall rules.
+const RULE_CHAINS: [(&str, &str); 3] = [
+    ("nat", "POSTROUTING"),
+    ("filter", "INPUT"),
+    ("filter", "DOCKER-USER"),
+];
+
+/// Removes the machine's firewall rules of the cluster whose id starts with `suffix`: nodes
+/// tag theirs `shoal:shoal-<node>-<suffix>:<index>`, and on the light testnet they all share
+/// the machine.
+pub fn remove_rules(suffix: &str) {
+    for (table, chain) in RULE_CHAINS {
+        let Ok(out) = Command::new("iptables")
+            .args(["-w", "5", "-t", table, "-S", chain])
+            .stderr(Stdio::null())
+            .output()
+        else {
+            return;
+        };
+        for args in cluster_rules(&String::from_utf8_lossy(&out.stdout), suffix) {
+            let _ = Command::new("iptables")
+                .args(["-w", "5", "-t", table, "-D", chain])
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The rules of an `iptables -S CHAIN` listing tagged for the cluster `suffix`, as the
+/// arguments that follow `-D CHAIN`.
+fn cluster_rules(listing: &str, suffix: &str) -> Vec<Vec<String>> {
+    let ours = |c: &str| c.starts_with("shoal:shoal-") && c.contains(&format!("-{suffix}:"));
+    listing
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(2)
+                .map(|w| w.trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|words| {
+            words
+                .iter()
+                .position(|w| w == "--comment")
+                .and_then(|i| words.get(i + 1))
+                .is_some_and(|c| ours(c))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clusters_rules_are_found_by_their_tag() {
+        let listing = "-P INPUT ACCEPT\n\
+            -A INPUT -s 10.1.0.0/21 -p udp -m udp --dport 4 -m comment --comment \"shoal:shoal-n2-4f36f791:1\" -j REJECT\n\
+            -A INPUT -s 10.2.0.0/21 -m comment --comment \"shoal:shoal-n2-aaaaaaaa:1\" -j REJECT\n\
+            -A INPUT -s 1.2.3.4/32 -j DROP\n";
+        let found = cluster_rules(listing, "4f36f791");
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0][0..2],
+            ["-s".to_string(), "10.1.0.0/21".to_string()]
+        );
+        assert!(found[0].contains(&"shoal:shoal-n2-4f36f791:1".to_string()));
     }
 }

@@ -1174,3 +1174,219 @@ fn a_fetch_whose_holder_powers_off_goes_on_from_the_registry() {
         "h1 sent the whole image before it powered off"
     );
 }
+
+/// A headless Service and a StatefulSet `db` of 3, each pod on its own host.
+const DB_NET: &str = "apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: http, port: 18088, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: shoal-test/echo:latest
+        imagePullPolicy: IfNotPresent
+        ports: [{containerPort: 8080, name: http}]
+";
+
+/// `dig +short` of `name` (type `kind`) at the DNS server on `server`, as a set of lines.
+fn dig_short(server: &str, name: &str, kind: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new("dig")
+        .args([
+            &format!("@{server}"),
+            name,
+            kind,
+            "+short",
+            "+time=2",
+            "+tries=2",
+        ])
+        .output()
+        .expect("dig runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pod subnets host `name` routes (its `ip route` entries of protocol 83), by subnet.
+fn pod_routes(c: &Cluster, name: &str) -> BTreeSet<String> {
+    let netns = c.netns(name).unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["-n", &netns, "route", "show", "proto", "83"])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Every host's pod subnet, as `watcher`'s API shows the nodes (`spec.podCIDR`).
+fn pod_cidrs(watcher: &Node) -> anyhow::Result<BTreeMap<String, String>> {
+    let (code, list) = watcher.api()?.get("/api/v1/nodes")?;
+    anyhow::ensure!(code == 200, "nodes: {code} {list}");
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["metadata"]["name"].as_str()?.to_string(),
+                n["spec"]["podCIDR"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// The pod network over three hosts on one LAN: every pod reaches every StatefulSet pod by
+/// its name (`db-K.db`) and by its address, without NAT; headless names answer the pods'
+/// addresses and SRV the container port; a pod cannot open its node's API port; and routes
+/// follow a host powered off and a host added.
+#[test]
+fn pods_reach_each_other_by_address_and_statefulset_names_across_hosts() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    let watcher = node(c, "h1");
+    apply(watcher, DB_NET);
+    one_ready_per_host(c, watcher, "db", Duration::from_secs(120));
+    let pods = ready(watcher, "db").unwrap();
+    let cidrs = pod_cidrs(watcher).unwrap();
+    assert_eq!(cidrs.len(), 3, "{cidrs:?}");
+    assert_eq!(
+        cidrs.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "one subnet each: {cidrs:?}"
+    );
+    for p in &pods {
+        let cidr = &cidrs[&p.node];
+        let prefix = cidr.trim_end_matches("0/24");
+        assert!(
+            p.pod_ip.starts_with(prefix),
+            "{} on {} has {}, not in {cidr}",
+            p.name,
+            p.node,
+            p.pod_ip
+        );
+    }
+    // Every pod reaches every ordinal by its name, on its own host and the others'.
+    for client in &pods {
+        for k in 0..3 {
+            let url = format!("http://db-{k}.db:8080/");
+            wait_until(
+                Duration::from_secs(30),
+                &format!("{} to reach db-{k}", client.name),
+                || {
+                    let (status, body) = fetch_in(client, &url)?;
+                    Ok((status == 200 && body.contains(&format!("\"db-{k}\""))).then_some(()))
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+        }
+    }
+    // By address, and the server sees the client's own pod address.
+    for (a, b) in [(0, 1), (1, 2), (2, 0)] {
+        let (client, server) = (&pods[a], &pods[b]);
+        let (status, body) =
+            fetch_in(client, &format!("http://{}:8080/client", server.pod_ip)).unwrap();
+        assert_eq!(
+            (status, body.trim()),
+            (200, client.pod_ip.as_str()),
+            "{} → {}",
+            client.name,
+            server.name
+        );
+    }
+    // Headless names answer the pods' addresses, and SRV the container port.
+    let ips: BTreeSet<String> = pods.iter().map(|p| p.pod_ip.clone()).collect();
+    let server = &watcher.opts.ip;
+    assert_eq!(
+        dig_short(server, "db.default.svc.shoal.home.arpa", "A"),
+        ips
+    );
+    let srv = dig_short(server, "_http._tcp.db.default.svc.shoal.home.arpa", "SRV");
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    assert!(
+        srv.iter().all(|r| r.starts_with("0 10 8080 db-")),
+        "{srv:?}"
+    );
+    // The node's API port is refused to its pods.
+    let on_h1 = pods.iter().find(|p| p.node == "h1").unwrap();
+    // (`/healthz` needs no token: it would answer 200.)
+    let (status, body) = fetch_in(on_h1, &format!("http://{server}:7070/healthz")).unwrap();
+    assert!(
+        status == 502 && body.contains("cannot connect"),
+        "the API answered a pod: {status} {body}"
+    );
+    // describe node shows the subnet and the route mode.
+    let out = watcher
+        .cli(&["describe", "node", "h2"])
+        .unwrap()
+        .success()
+        .unwrap()
+        .stdout;
+    assert!(
+        out.contains(&format!("PodCIDR:            {}", cidrs["h2"]))
+            && out.contains("Pod Route:          host-gateway from h1"),
+        "{out}"
+    );
+
+    // Routes follow membership: h3 powered off leaves h1's routes, an added host joins them.
+    assert_eq!(
+        pod_routes(c, "h1"),
+        BTreeSet::from([cidrs["h2"].clone(), cidrs["h3"].clone()])
+    );
+    h.cluster.power_off("h3").unwrap();
+    let c = &h.cluster;
+    wait_until(Duration::from_secs(20), "h1 to drop h3's route", || {
+        Ok((!pod_routes(c, "h1").contains(&cidrs["h3"])).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+    let added = h.cluster.add_host(None).unwrap();
+    let c = &h.cluster;
+    let watcher = node(c, "h1");
+    let new_cidr = wait_until(Duration::from_secs(60), "the new host's subnet", || {
+        Ok(pod_cidrs(watcher)?.get(&added).cloned())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+    wait_until(Duration::from_secs(20), "h1 to route the new host", || {
+        Ok(pod_routes(c, "h1").contains(&new_cidr).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+    // db-2 (or whichever ran on h3) comes back somewhere; a pod on the new host reaches it.
+    apply(
+        watcher,
+        &workload_on("default", "probe", 1, None, Some(added.as_str())),
+    );
+    let probe = wait_until(Duration::from_secs(90), "a pod on the new host", || {
+        Ok(ready(watcher, "probe")?
+            .into_iter()
+            .find(|p| p.host.is_some()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+    wait_until(
+        Duration::from_secs(30),
+        "the new host's pod to reach db-0",
+        || {
+            let (status, body) = fetch_in(&probe, "http://db-0.db:8080/")?;
+            Ok((status == 200 && body.contains("\"db-0\"")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+}

@@ -7,6 +7,7 @@
 //! - `/healthz`, `/ready` → 200 `ok`, or 500 `fail` when switched by
 //!   `/set?healthz=fail|ok&ready=fail|ok` or while `/tmp/healthz-fail` / `/tmp/ready-fail`
 //!   exists
+//! - `/client` → the address the request came from (what the server sees as its source)
 //! - `/env` → every environment variable as a JSON object
 //! - `/file?path=P` → the file's contents (404 if absent); `/write?path=P&data=D` writes it
 //! - `/crash?code=N` → answers, then exits with code N
@@ -221,6 +222,12 @@ fn handle(stream: TcpStream) {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let response = if method.is_empty() || target.is_empty() {
         Response::text(400, "bad request")
+    } else if target == "/client" {
+        // The address the connection came from, without the port: who the server sees.
+        Response::text(
+            200,
+            peer.rsplit_once(':').map_or(peer.as_str(), |(ip, _)| ip),
+        )
     } else {
         route(target)
     };
