@@ -633,6 +633,8 @@ pub struct HostOptions {
     /// Extra environment of every host's `shoald` (test hooks such as
     /// `SHOAL_TEST_IMAGE_SEND_BYTES_PER_SEC`).
     pub env: Vec<(String, String)>,
+    /// Hosts on a second subnet behind the machine as a router ([`Lan::set_far`]).
+    pub far_hosts: Vec<String>,
 }
 
 impl Cluster {
@@ -674,7 +676,8 @@ impl Cluster {
             );
         }
         let id = new_id();
-        let lan = Lan::create(&id, &dir, !detached)?;
+        let mut lan = Lan::create(&id, &dir, !detached)?;
+        lan.set_far(&opts.far_hosts)?;
         let mut cluster = Cluster {
             dir,
             id,

@@ -116,6 +116,8 @@ pub struct Lan {
     dir: PathBuf,
     owned: bool,
     hosts: Vec<Host>,
+    /// Hosts on the far subnet (see [`Lan::set_far`]).
+    far: BTreeSet<String>,
 }
 
 /// Paths and names of host `name` of testnet `id` in `dir`.
@@ -170,6 +172,7 @@ impl Lan {
             dir: dir.to_path_buf(),
             owned,
             hosts: Vec::new(),
+            far: BTreeSet::new(),
         };
         lan.save_marker()?;
         let made = lan.make_bridge();
@@ -196,6 +199,7 @@ impl Lan {
             dir: dir.to_path_buf(),
             owned: false,
             hosts: out,
+            far: BTreeSet::new(),
         })
     }
 
@@ -250,9 +254,42 @@ impl Lan {
         self.hosts.iter().map(|h| h.name.clone()).collect()
     }
 
-    /// The address of host `name`.
+    /// The address of host `name`: on the far subnet, 128 above its near one.
     pub fn addr(&self, name: &str) -> anyhow::Result<Ipv4Addr> {
-        Ok(host_addr(self.octet, host_index(name)?))
+        let near = host_addr(self.octet, host_index(name)?);
+        if !self.far.contains(name) {
+            return Ok(near);
+        }
+        let o = near.octets();
+        anyhow::ensure!(
+            o[3] < 128,
+            "{name} is too far down the LAN for its far subnet"
+        );
+        Ok(Ipv4Addr::new(o[0], o[1], o[2], o[3] + 128))
+    }
+
+    /// Splits the LAN into two subnets routed by the machine, as two buildings of a home lab
+    /// behind one router: the hosts `names` (none made yet) go on the far one,
+    /// `10.213.B.128/25`, and the others on `10.213.B.0/25`. The machine holds `.1` and `.129`
+    /// and routes between them; hosts reach the other subnet only through it (they ignore
+    /// its ICMP redirects), so nodes on different sides are on different subnets. Both share
+    /// the bridge, so partitions and unplugging work as before.
+    pub fn set_far(&mut self, names: &[String]) -> anyhow::Result<()> {
+        anyhow::ensure!(self.hosts.is_empty(), "set the far hosts before making any");
+        if names.is_empty() {
+            return Ok(());
+        }
+        let o = gateway_addr(self.octet).octets();
+        let far_gateway = Ipv4Addr::new(o[0], o[1], o[2], 129);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{far_gateway}/25"),
+            "dev",
+            &self.bridge(),
+        ])?;
+        self.far = names.iter().cloned().collect();
+        Ok(())
     }
 
     pub fn paths(&self, name: &str) -> HostPaths {
@@ -349,12 +386,38 @@ impl Lan {
             "link", "add", &p.veth, "type", "veth", "peer", "name", "eth0", "netns", &p.netns,
         ])?;
         ip(&["link", "set", &p.veth, "master", &self.bridge(), "up"])?;
+        let prefix = if self.far.is_empty() { 24 } else { 25 };
         ip_in(
             &p.netns,
-            &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+            &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"],
         )?;
         ip_in(&p.netns, &["link", "set", "eth0", "up"])?;
         ip_in(&p.netns, &["link", "set", "lo", "up"])?;
+        if !self.far.is_empty() {
+            // The other half through the machine, and no redirect around it.
+            let o = gateway_addr(self.octet).octets();
+            let (other, via) = if self.far.contains(name) {
+                (
+                    format!("{}.{}.{}.0/25", o[0], o[1], o[2]),
+                    format!("{}.{}.{}.129", o[0], o[1], o[2]),
+                )
+            } else {
+                (
+                    format!("{}.{}.{}.128/25", o[0], o[1], o[2]),
+                    gateway_addr(self.octet).to_string(),
+                )
+            };
+            ip_in(&p.netns, &["route", "add", &other, "via", &via])?;
+            run(
+                nsenter().to_string_lossy().as_ref(),
+                &[
+                    &format!("--net=/var/run/netns/{}", p.netns),
+                    "sh",
+                    "-c",
+                    "for c in all eth0; do echo 0 > /proc/sys/net/ipv4/conf/$c/accept_redirects; done",
+                ],
+            )?;
+        }
         // `ip netns exec` (used by `exec`) mounts this over /etc/resolv.conf: a client on the
         // host asks the host's own DNS server, as a LAN client pointed at its node would.
         let etc = Path::new("/etc/netns").join(&p.netns);

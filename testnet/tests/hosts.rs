@@ -1108,6 +1108,7 @@ fn a_fetch_whose_holder_powers_off_goes_on_from_the_registry() {
                 "SHOAL_TEST_IMAGE_SEND_BYTES_PER_SEC".into(),
                 "400000".into(),
             )],
+            ..HostOptions::default()
         },
     );
     let reg = hosts.cluster.lan_registry().unwrap();
@@ -1252,17 +1253,11 @@ fn pod_cidrs(watcher: &Node) -> anyhow::Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// The pod network over three hosts on one LAN: every pod reaches every StatefulSet pod by
-/// its name (`db-K.db`) and by its address, without NAT; headless names answer the pods'
-/// addresses and SRV the container port; a pod cannot open its node's API port; and routes
-/// follow a host powered off and a host added.
-#[test]
-fn pods_reach_each_other_by_address_and_statefulset_names_across_hosts() {
-    if !hosts_ready() {
-        return;
-    }
-    let mut h = up(3);
-    let c = &h.cluster;
+/// Applies [`DB_NET`] and checks, once its pods run one per host, that each host has its own
+/// pod subnet, every pod reaches every ordinal by name and by address without NAT, and the
+/// headless names answer the pods' addresses and SRV the container port. Returns the pods and
+/// each host's subnet.
+fn db_reaches_everywhere(c: &Cluster) -> (Vec<PodView>, BTreeMap<String, String>) {
     let watcher = node(c, "h1");
     apply(watcher, DB_NET);
     one_ready_per_host(c, watcher, "db", Duration::from_secs(120));
@@ -1326,6 +1321,23 @@ fn pods_reach_each_other_by_address_and_statefulset_names_across_hosts() {
         srv.iter().all(|r| r.starts_with("0 10 8080 db-")),
         "{srv:?}"
     );
+    (pods, cidrs)
+}
+
+/// The pod network over three hosts on one LAN: every pod reaches every StatefulSet pod by
+/// its name (`db-K.db`) and by its address, without NAT; headless names answer the pods'
+/// addresses and SRV the container port; a pod cannot open its node's API port; and routes
+/// follow a host powered off and a host added.
+#[test]
+fn pods_reach_each_other_by_address_and_statefulset_names_across_hosts() {
+    if !hosts_ready() {
+        return;
+    }
+    let mut h = up(3);
+    let c = &h.cluster;
+    let watcher = node(c, "h1");
+    let (pods, cidrs) = db_reaches_everywhere(c);
+    let server = &watcher.opts.ip;
     // The node's API port is refused to its pods.
     let on_h1 = pods.iter().find(|p| p.node == "h1").unwrap();
     // (`/healthz` needs no token: it would answer 200.)
@@ -1389,4 +1401,52 @@ fn pods_reach_each_other_by_address_and_statefulset_names_across_hosts() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+}
+
+/// Hosts on two subnets behind a router (the machine): the VXLAN overlay carries pod traffic
+/// between them, and the same checks hold.
+#[test]
+fn the_overlay_carries_pod_traffic_between_hosts_on_two_subnets() {
+    if !hosts_ready() {
+        return;
+    }
+    let h = up_with(
+        3,
+        &HostOptions {
+            far_hosts: vec!["h3".into()],
+            ..HostOptions::default()
+        },
+    );
+    let c = &h.cluster;
+    let (_, cidrs) = db_reaches_everywhere(c);
+    let watcher = node(c, "h1");
+    let describe = |n: &str| {
+        watcher
+            .cli(&["describe", "node", n])
+            .unwrap()
+            .success()
+            .unwrap()
+            .stdout
+    };
+    assert!(describe("h2").contains("Pod Route:          host-gateway from h1"));
+    assert!(describe("h3").contains("Pod Route:          vxlan from h1"));
+    // h1 routes h3's subnet over the overlay device, h2's directly.
+    let netns = c.netns("h1").unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["-n", &netns, "route", "show", "proto", "83"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with(&cidrs["h3"]) && l.contains("dev shoal-vx")),
+        "{routes}"
+    );
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with(&cidrs["h2"]) && !l.contains("shoal-vx")),
+        "{routes}"
+    );
 }
