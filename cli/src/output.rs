@@ -680,6 +680,7 @@ const NODE: &[Column] = &[
         or_none(text(v, "/status/nodeInfo/shoalVersion"))
     }),
     wide("ADDRESS", |v, _| node_reach_address(v)),
+    wide("POD-CIDR", |v, _| or_none(text(v, "/spec/podCIDR"))),
     wide("CPU", |v, _| or_none(text(v, "/status/capacity/cpu"))),
     wide("MEMORY", |v, _| memory_cell(v, "/status/capacity/memory")),
     wide("ALLOCATABLE", |v, _| node_allocatable(v)),
@@ -1146,6 +1147,8 @@ mod tests {
             ),
             node("n4", "left", json!("2024-04-30T10:00:00Z"), json!([])),
         ];
+        let mut nodes = nodes;
+        nodes[0]["spec"]["podCIDR"] = json!("10.42.7.0/24");
         assert_eq!(
             table(Kind::Node, &nodes, false, false, NOW),
             "NAME   STATUS    ROLES                  AGE   VERSION\n\
@@ -1156,10 +1159,10 @@ mod tests {
         );
         assert_eq!(
             table(Kind::Node, &nodes[..3], true, false, NOW),
-            "NAME   STATUS    ROLES                  AGE   VERSION   ADDRESS     CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
-             n1     Alive     controller             2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   2s\n\
-             n2     Suspect   <none>                 2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   40s\n\
-             n3     Dead      controller,scheduler   2d    0.1.0     127.0.0.2   2     23Gi     1500m/1.5Gi   <unknown>\n"
+            "NAME   STATUS    ROLES                  AGE   VERSION   ADDRESS     POD-CIDR       CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
+             n1     Alive     controller             2d    0.1.0     127.0.0.2   10.42.7.0/24   2     23Gi     1500m/1.5Gi   2s\n\
+             n2     Suspect   <none>                 2d    0.1.0     127.0.0.2   <none>         2     23Gi     1500m/1.5Gi   40s\n\
+             n3     Dead      controller,scheduler   2d    0.1.0     127.0.0.2   <none>         2     23Gi     1500m/1.5Gi   <unknown>\n"
         );
     }
 
@@ -1194,16 +1197,16 @@ mod tests {
         });
         assert_eq!(
             table(Kind::Node, &[old], true, false, NOW),
-            "NAME   STATUS                     ROLES       AGE   VERSION   ADDRESS   CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
-             n1     Ready,SchedulingDisabled   scheduler   2d    0.1.0     n1.lan    4     8Gi      <none>        <unknown>\n"
+            "NAME   STATUS                     ROLES       AGE   VERSION   ADDRESS   POD-CIDR   CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
+             n1     Ready,SchedulingDisabled   scheduler   2d    0.1.0     n1.lan    <none>     4     8Gi      <none>        <unknown>\n"
         );
         let bare = json!({"metadata": {"name": "n2"}});
         assert_eq!(node_status(&bare), "Unknown");
         assert_eq!(node_roles(&bare), "<none>");
         assert_eq!(
             table(Kind::Node, &[bare], true, false, NOW),
-            "NAME   STATUS    ROLES    AGE         VERSION   ADDRESS   CPU      MEMORY   ALLOCATABLE   LAST-SEEN\n\
-             n2     Unknown   <none>   <unknown>   <none>    <none>    <none>   <none>   <none>        <unknown>\n"
+            "NAME   STATUS    ROLES    AGE         VERSION   ADDRESS   POD-CIDR   CPU      MEMORY   ALLOCATABLE   LAST-SEEN\n\
+             n2     Unknown   <none>   <unknown>   <none>    <none>    <none>     <none>   <none>   <none>        <unknown>\n"
         );
     }
 

@@ -826,6 +826,27 @@ impl Cluster {
         Ok(name)
     }
 
+    /// Adds one host per entry of `node_names` (each a node name, else the host's), their
+    /// engines first, then their `shoald`s one right after the other, so that the nodes join
+    /// at once. Returns the hosts' names without waiting for membership.
+    pub fn add_hosts_at_once(
+        &mut self,
+        node_names: &[Option<&str>],
+    ) -> anyhow::Result<Vec<String>> {
+        let mut hosts = Vec::new();
+        for _ in node_names {
+            let name = self.add_host_engine()?;
+            if crate::image::image_present(crate::image::ECHO_IMAGE) {
+                self.load_image(&name, crate::image::ECHO_IMAGE)?;
+            }
+            hosts.push(name);
+        }
+        for (name, node_name) in hosts.iter().zip(node_names) {
+            self.start_host_node(name, *node_name, &[])?;
+        }
+        Ok(hosts)
+    }
+
     /// Powers host `name` off: its link down first, then SIGKILL to its `shoald`, engine and
     /// containers, and what a reboot clears is gone.
     pub fn power_off(&mut self, name: &str) -> anyhow::Result<()> {

@@ -146,18 +146,18 @@ pub const NO_UPSTREAM: &str = "127.0.0.1:9";
 
 /// The pod range of a light testnet whose nodes live on `127.A.B.0/24`: the clusters that run
 /// at once share the machine's engine, where two pod networks may not overlap, so each takes
-/// a `/21` of 10.0.0.0/8 (8 nodes' subnets) picked by `A` and `B`, away from the host testnets'
-/// LAN (10.213.0.0/16) and the default range (10.42.0.0/16).
+/// a `/20` of 10.0.0.0/8 (16 nodes' subnets) picked by `A` and `B`, away from the host
+/// testnets' LAN (10.213.0.0/16) and the default range (10.42.0.0/16).
 pub fn loopback_pod_range(ip: &str) -> String {
     let o = ip
         .parse::<std::net::Ipv4Addr>()
         .map_or([127, 1, 1, 1], |a| a.octets());
-    let index = (u32::from(o[1]) * 256 + u32::from(o[2])) % 8192;
-    let mut second = index / 32;
+    let index = (u32::from(o[1]) * 256 + u32::from(o[2])) % 4096;
+    let mut second = index / 16;
     if second == 213 || second == 42 {
         second += 1;
     }
-    format!("10.{second}.{}.0/21", (index % 32) * 8)
+    format!("10.{second}.{}.0/20", (index % 16) * 16)
 }
 
 /// The flags every test node gets for the p2p network: its own address and port, and no
@@ -794,7 +794,7 @@ mod tests {
 
     #[test]
     fn loopback_pod_ranges_differ_by_testnet_and_avoid_the_lans() {
-        assert_eq!(loopback_pod_range("127.5.6.1"), "10.40.48.0/21");
+        assert_eq!(loopback_pod_range("127.5.6.1"), "10.80.96.0/20");
         assert_eq!(
             loopback_pod_range("127.5.6.3"),
             loopback_pod_range("127.5.6.1")

@@ -1450,3 +1450,70 @@ fn the_overlay_carries_pod_traffic_between_hosts_on_two_subnets() {
         "{routes}"
     );
 }
+
+/// Two hosts join at once, their nodes named so that their searches for a free subnet start
+/// at one index: whether they claim it together (then one keeps it and the other moves before
+/// it starts pods) or one after the other, they end with a subnet each, and their pods'
+/// addresses are in their own.
+#[test]
+fn two_hosts_joining_at_once_end_with_a_subnet_each() {
+    if !hosts_ready() {
+        return;
+    }
+    use shoal_node::podnet::subnet::{DEFAULT_RANGE, PodRange, start_index};
+    let len = PodRange::parse(DEFAULT_RANGE).unwrap().len();
+    let h1 = start_index("h1", len);
+    let mut by_start: BTreeMap<u32, String> = BTreeMap::new();
+    let (a, b) = (0..)
+        .map(|i| format!("n{i}"))
+        .filter(|n| start_index(n, len) != h1)
+        .find_map(|n| {
+            let start = start_index(&n, len);
+            match by_start.get(&start) {
+                Some(first) => Some((first.clone(), n)),
+                None => {
+                    by_start.insert(start, n);
+                    None
+                }
+            }
+        })
+        .unwrap();
+    let mut h = up(1);
+    h.cluster
+        .add_hosts_at_once(&[Some(a.as_str()), Some(b.as_str())])
+        .unwrap();
+    let c = &h.cluster;
+    let watcher = node(c, "h1");
+    let cidrs = wait_until(Duration::from_secs(60), "a subnet for each node", || {
+        let cidrs = pod_cidrs(watcher)?;
+        Ok((cidrs.len() == 3).then_some(cidrs))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+    assert_eq!(
+        cidrs.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "{a} and {b} share a subnet: {cidrs:?}"
+    );
+    // Each node runs pods in its own subnet (and in no other it claimed on the way).
+    apply(
+        watcher,
+        &format!(
+            "{}---\n{}",
+            workload_on("default", "on-a", 1, None, Some(a.as_str())),
+            workload_on("default", "on-b", 1, None, Some(b.as_str()))
+        ),
+    );
+    for (app, on) in [("on-a", &a), ("on-b", &b)] {
+        let pod = wait_until(Duration::from_secs(90), &format!("{app} ready"), || {
+            Ok(ready(watcher, app)?.into_iter().next())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log_tails(30)));
+        let cidr = &pod_cidrs(watcher).unwrap()[on];
+        assert!(
+            pod.pod_ip.starts_with(cidr.trim_end_matches("0/24")),
+            "{} on {on} has {}, outside {cidr}",
+            pod.name,
+            pod.pod_ip
+        );
+    }
+}

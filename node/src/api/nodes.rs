@@ -61,6 +61,24 @@ pub async fn delete(api: &ApiState, name: &str) -> Result<Value, ApiError> {
     }
     let rendered = render(node);
     api.state.delete(Kind::Node, None, name).await?;
+    // Its pod subnet goes back to the range: another node may take it.
+    let subnets = api.state.pod_subnets().await?;
+    let held: Vec<u32> = subnets
+        .claims
+        .iter()
+        .filter(|(_, n)| n.as_str() == name)
+        .map(|(i, _)| *i)
+        .collect();
+    if let (Some(range), false) = (subnets.range, held.is_empty()) {
+        api.state
+            .claim_pod_subnet(crate::state::PodSubnetClaim {
+                range,
+                node: name.to_string(),
+                index: None,
+                release: held,
+            })
+            .await?;
+    }
     tracing::info!(node = %name, "node deleted from the registry");
     Ok(rendered)
 }

@@ -470,9 +470,22 @@ async fn nodes_join_registry_and_membership_and_only_departed_ones_are_deleted()
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // n2 holds pod subnet 4: its Node shows it, and deleting n2 gives it back.
+    h.state
+        .claim_pod_subnet(crate::state::PodSubnetClaim {
+            range: "10.42.0.0/16".into(),
+            node: "n2".into(),
+            index: Some(4),
+            release: vec![],
+        })
+        .await
+        .unwrap();
+    let (_, v) = h.call(Method::GET, "/api/v1/nodes/n2", "").await;
+    assert_eq!(v["spec"]["podCIDR"], "10.42.4.0/24", "{v}");
     let (code, body) = h.call(Method::DELETE, "/api/v1/nodes/n2", "").await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["status"]["membership"]["state"], "left");
+    assert!(h.state.pod_subnets().await.unwrap().claims.is_empty());
     let (_, list) = h.call(Method::GET, "/api/v1/nodes", "").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     let (code, _) = h.call(Method::DELETE, "/api/v1/nodes/n2", "").await;

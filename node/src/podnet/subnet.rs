@@ -139,7 +139,7 @@ pub fn decide(range: &PodRange, claims: &BTreeMap<u32, String>, me: &str) -> Dec
 }
 
 /// Where node `me` starts looking for a free index: FNV-1a of its name.
-fn start_index(me: &str, len: u32) -> u32 {
+pub fn start_index(me: &str, len: u32) -> u32 {
     let h = me.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
