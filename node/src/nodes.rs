@@ -928,14 +928,8 @@ mod tests {
     async fn a_node_takes_gives_up_and_retakes_its_role() {
         use crate::observed::{self, Inbound, Message, Timing};
         let dir = tempfile::tempdir().unwrap();
-        let (state, task) = crate::state::open(&crate::state::StateConfig {
-            data_dir: dir.path().to_path_buf(),
-            cluster_secret: [7; 32],
-            channel_size: 16,
-        })
-        .unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(task.run(stop.clone()));
+        let state = crate::state::open_for_test(dir.path(), &stop);
         let timing = Timing {
             heartbeat: Duration::from_millis(50),
             suspect_after: Duration::from_millis(200),
@@ -1018,14 +1012,8 @@ mod tests {
     async fn a_degraded_node_gives_up_its_role() {
         use crate::observed::{self, Conditions, Timing};
         let dir = tempfile::tempdir().unwrap();
-        let (state, task) = crate::state::open(&crate::state::StateConfig {
-            data_dir: dir.path().to_path_buf(),
-            cluster_secret: [7; 32],
-            channel_size: 16,
-        })
-        .unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(task.run(stop.clone()));
+        let state = crate::state::open_for_test(dir.path(), &stop);
         let timing = Timing {
             heartbeat: Duration::from_millis(50),
             suspect_after: Duration::from_millis(200),

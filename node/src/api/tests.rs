@@ -11,7 +11,6 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::observed::{self, NodeRecord};
-use crate::state::{self, StateConfig};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -30,14 +29,8 @@ struct Harness {
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let (state, task) = state::open(&StateConfig {
-        data_dir: dir.path().to_path_buf(),
-        cluster_secret: [7; 32],
-        channel_size: 16,
-    })
-    .unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(task.run(stop.clone()));
+    let state = crate::state::open_for_test(dir.path(), &stop);
     let (observed, reporter, hb) = observed::start(
         NodeRecord {
             name: "n1".into(),

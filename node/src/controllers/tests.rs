@@ -1206,18 +1206,11 @@ async fn task_setup() -> (
     tokio_util::sync::CancellationToken,
 ) {
     use crate::observed::{self, NodeRecord};
-    use crate::state::{self, StateConfig};
     use tokio_util::sync::CancellationToken;
 
     let dir = tempfile::tempdir().unwrap();
-    let (state, task) = state::open(&StateConfig {
-        data_dir: dir.path().to_path_buf(),
-        cluster_secret: [7; 32],
-        channel_size: 16,
-    })
-    .unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(task.run(stop.clone()));
+    let state = crate::state::open_for_test(dir.path(), &stop);
     let now = crate::time::unix_now();
     let (observed, _reporter, heartbeat) = observed::start(
         NodeRecord {

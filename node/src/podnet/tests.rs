@@ -17,7 +17,6 @@ use super::plan::{Route, Rule};
 use super::subnet::{PodRange, Subnet24};
 use super::*;
 use crate::observed::{self, Inbound, Message, NodeRecord, Timing};
-use crate::state::{self, StateConfig};
 
 #[derive(Default)]
 struct FakeHost {
@@ -93,14 +92,8 @@ async fn peer(gossip: &mpsc::Sender<Inbound>, name: &str, address: &str) {
 #[tokio::test]
 async fn a_node_claims_a_subnet_waits_for_it_to_settle_and_routes_its_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let (state, task) = state::open(&StateConfig {
-        data_dir: dir.path().to_path_buf(),
-        cluster_secret: [7; 32],
-        channel_size: 16,
-    })
-    .unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(task.run(stop.clone()));
+    let state = crate::state::open_for_test(dir.path(), &stop);
     let me = NodeRecord {
         name: "n1".into(),
         peer_id: "p-n1".into(),

@@ -511,16 +511,9 @@ struct Node {
 
 async fn node(name: &str, address: &str) -> Node {
     use crate::observed::{self, NodeRecord};
-    use crate::state::{self, StateConfig};
     let dir = tempfile::tempdir().unwrap();
-    let (state, task) = state::open(&StateConfig {
-        data_dir: dir.path().to_path_buf(),
-        cluster_secret: [7; 32],
-        channel_size: 16,
-    })
-    .unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(task.run(stop.clone()));
+    let state = crate::state::open_for_test(dir.path(), &stop);
     let (observed, reporter, hb) = observed::start(
         NodeRecord {
             name: name.into(),

@@ -126,6 +126,23 @@ pub struct StateConfig {
     pub channel_size: usize,
 }
 
+/// A store in `dir` whose task runs until `stop` is cancelled, for tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn open_for_test(
+    dir: &std::path::Path,
+    stop: &tokio_util::sync::CancellationToken,
+) -> StateHandle {
+    let (state, task) = open(&StateConfig {
+        data_dir: dir.to_path_buf(),
+        cluster_secret: [7; 32],
+        channel_size: 16,
+    })
+    .unwrap();
+    tokio::spawn(task.run(stop.clone()));
+    state
+}
+
 /// One write of a node's pod subnet claim (see `crate::podnet::subnet::decide`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSubnetClaim {
