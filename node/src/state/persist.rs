@@ -123,7 +123,7 @@ impl Files {
             tracing::warn!(
                 path = %log_path.display(),
                 dropped_bytes = data.len() - good_len,
-                "dropping an incomplete last record of the change log: a write was cut off \
+                "dropping an incomplete or torn last record of the change log: a write was cut off \
                  (crash or power loss) before it was acknowledged"
             );
             log.set_len(good_len as u64).map_err(io_err(&log_path))?;
@@ -309,6 +309,12 @@ fn decode_log(path: &Path, data: &[u8]) -> Result<(Vec<Vec<u8>>, usize), StateEr
         }
         let body = &data[start..start + len];
         if crc(&[&len_bytes, body]) != stored_crc {
+            // A torn last write: the last record (its length fits, its bytes do not), or a
+            // tail of zeros that a power cut left where the file had grown. It was never
+            // acknowledged (its fsync had not returned): cut off, as an incomplete record is.
+            if torn_tail(&data[at..], start + len == data.len()) {
+                break;
+            }
             return Err(corrupt(
                 path,
                 format!(
@@ -320,6 +326,13 @@ fn decode_log(path: &Path, data: &[u8]) -> Result<(Vec<Vec<u8>>, usize), StateEr
         at = start + len;
     }
     Ok((records, at))
+}
+
+/// Whether the bytes from a record whose checksum fails to the end of the log are the tail of
+/// a write cut off by a crash: that record is the last one (`last`), or nothing but zeros
+/// follows its start. Pure.
+fn torn_tail(rest: &[u8], last: bool) -> bool {
+    last || rest.iter().all(|b| *b == 0)
 }
 
 #[cfg(test)]
@@ -423,5 +436,53 @@ mod tests {
             Files::open(dir.path()),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    /// A power cut leaves the last record with its length written and its bytes not (a
+    /// zero-filled tail, or the last record's body damaged): the tail is cut off with a
+    /// warning and every record before it is kept. Damage before the last record still
+    /// refuses (above).
+    #[test]
+    fn a_torn_last_record_with_a_bad_checksum_is_cut_off() {
+        for case in ["zeros", "last body", "last crc"] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (mut files, _) = Files::open(dir.path()).unwrap();
+                files.write_snapshot(b"p").unwrap();
+                files.append(b"0123456789").unwrap();
+                files.append(b"abc").unwrap();
+            }
+            let path = dir.path().join(LOG_FILE);
+            let mut log = fs::read(&path).unwrap();
+            let good = log.len();
+            let kept = match case {
+                "zeros" => {
+                    log.extend(std::iter::repeat_n(0u8, 4096));
+                    2
+                }
+                "last body" => {
+                    let end = log.len() - 1;
+                    log[end] ^= 0xff;
+                    1
+                }
+                _ => {
+                    let at = good - 3 - RECORD_HEADER_LEN + 4;
+                    log[at] ^= 0xff;
+                    1
+                }
+            };
+            fs::write(&path, &log).unwrap();
+            let (files, loaded) = Files::open(dir.path()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(loaded.records.len(), kept, "{case}");
+            assert_eq!(loaded.records[0], b"0123456789", "{case}");
+            assert!(
+                files.log_len() < log.len() as u64,
+                "{case}: the tail is cut off"
+            );
+            drop(files);
+            // And the next open finds a clean log.
+            let (_, again) = Files::open(dir.path()).unwrap();
+            assert_eq!(again.records.len(), kept, "{case}");
+        }
     }
 }
