@@ -24,6 +24,14 @@ fn ready_pods(node: &Node) -> anyhow::Result<BTreeMap<String, (String, String)>>
         .collect())
 }
 
+/// Every `web` pod as `node` lists it: name, node, phase and readiness.
+fn pods_said(node: &Node) -> anyhow::Result<Vec<(String, String, String, bool)>> {
+    Ok(listing::pods(node, "default", "web")?
+        .into_iter()
+        .map(|p| (p.name, p.node, p.phase, p.ready))
+        .collect())
+}
+
 const WEB: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -170,7 +178,15 @@ fn after_a_3_2_partition_heals_exactly_the_declared_replicas_run() {
     wait_until(Duration::from_secs(90), "4 ready replicas", || {
         Ok((ready_pods(&cluster.nodes()[0])?.len() == 4).then_some(()))
     })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tails(40)));
+    .unwrap_or_else(|e| {
+        // What each node says first: the log tails that follow are long.
+        let said: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| format!("{}: {:?}", n.opts.name, pods_said(n)))
+            .collect();
+        panic!("{e:#}\n{}\n{}", said.join("\n"), cluster.log_tails(40))
+    });
 
     let (majority, minority) = (
         vec!["n1".to_string(), "n2".to_string(), "n3".to_string()],
