@@ -110,6 +110,10 @@ pub struct Config {
     /// Lets pods open this node's API and p2p ports (`--pods-reach-node-ports`); by default
     /// the node refuses them to any address of the pod range (pods are not trusted peers).
     pub pods_reach_node_ports: bool,
+    /// The most replicas a Deployment, ReplicaSet or StatefulSet may ask for through this
+    /// node: a typo (`replicas: 30000`) would write a slot per replica into the document's
+    /// history for good.
+    pub max_replicas: u32,
 }
 
 /// The DNS server's listen setting: an address, or `off`.
@@ -191,6 +195,7 @@ impl Default for Config {
             image_minimum_gc_age_secs: 120,
             pod_range: crate::podnet::subnet::DEFAULT_RANGE.to_string(),
             pods_reach_node_ports: false,
+            max_replicas: 10_000,
         }
     }
 }
@@ -268,6 +273,9 @@ impl Config {
         }
         if self.max_pulls == 0 {
             return invalid("max-pulls", "must be at least 1");
+        }
+        if self.max_replicas == 0 {
+            return invalid("max-replicas", "must be at least 1");
         }
         if let Err(e) = crate::podnet::subnet::PodRange::parse(&self.pod_range) {
             return invalid("pod-range", &e.to_string());

@@ -491,6 +491,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             events: events.clone(),
             images: Some(images),
             podnet: Some(podnet_status),
+            max_replicas: config.max_replicas,
         },
         config.api_max_body_bytes,
     );

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub events: crate::events::Events,
     /// The image service, told when an upload loads images (`None` in tests without one).
     pub images: Option<crate::images::Images>,
+    /// The most replicas an applied or scaled workload may ask for (`max-replicas`).
+    pub max_replicas: u32,
     /// What this node's pod network task did last (`None` in tests without one).
     pub podnet: Option<tokio::sync::watch::Receiver<crate::podnet::PodNetStatus>>,
 }

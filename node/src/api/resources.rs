@@ -56,6 +56,7 @@ pub async fn apply_batch(
         q.namespace.as_deref(),
         q.default_namespace.as_deref(),
     )?;
+    check_replicas(&api, &batch)?;
     check_service_ports(&api, &batch).await?;
     let items = api.state.apply(batch).await?;
     for r in &items {
@@ -73,6 +74,40 @@ pub async fn apply_batch(
 /// several of them one port (the guestbook's two Redis Services), which Kubernetes tells
 /// apart by cluster IP; there the port's node listener goes to the first by namespace/name
 /// and the other is logged.
+/// Refuses a workload that asks for more replicas than the node's `max-replicas` (nothing of
+/// the batch is applied).
+fn check_replicas(api: &ApiState, batch: &[shoal_protocol::Resource]) -> Result<(), ApiError> {
+    for r in batch {
+        let replicas = match r {
+            shoal_protocol::Resource::Deployment(d) => d.spec.replicas,
+            shoal_protocol::Resource::StatefulSet(s) => s.spec.replicas,
+            shoal_protocol::Resource::ReplicaSet(s) => s.spec.replicas,
+            _ => continue,
+        };
+        if let Some(why) = too_many_replicas(i64::from(replicas), api.max_replicas) {
+            return Err(ApiError::invalid(
+                format!(
+                    "{} {}: spec.replicas {why}; nothing was applied",
+                    r.kind(),
+                    r.name()
+                ),
+                vec![shoal_protocol::FieldError::new("spec.replicas", why)],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `replicas` is refused under the bound `max`, if it is. Pure.
+pub fn too_many_replicas(replicas: i64, max: u32) -> Option<String> {
+    (replicas > i64::from(max)).then(|| {
+        format!(
+            "must be at most {max} (this node's max-replicas setting), got {replicas}: a \
+             replica count that large is most likely a typo"
+        )
+    })
+}
+
 async fn check_service_ports(
     api: &ApiState,
     batch: &[shoal_protocol::Resource],
@@ -404,6 +439,7 @@ async fn put_one(
         batch[0].namespace().map(str::to_string),
         batch[0].name().to_string(),
     );
+    check_replicas(api, &batch)?;
     check_service_ports(api, &batch).await?;
     let results = api.state.apply(batch).await?;
     let created = results

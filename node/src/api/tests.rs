@@ -70,6 +70,7 @@ fn harness() -> Harness {
             events: events.clone(),
             images: None,
             podnet: None,
+            max_replicas: 10_000,
         },
         64 * 1024,
     );
@@ -299,6 +300,58 @@ async fn invalid_manifest_is_422_with_causes() {
         .call(Method::POST, "/shoal/v1/apply", "\u{0}\u{1}: [")
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+/// A replica count over `max-replicas` (a typo) is refused at apply and at scale, naming the
+/// setting, and nothing is written.
+#[tokio::test]
+async fn replicas_over_the_bound_are_refused_at_apply_and_scale() {
+    let h = harness();
+    let deployment = |n: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  \
+             replicas: {n}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    \
+             metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      \
+             - {{name: c, image: nginx}}\n---\napiVersion: v1\nkind: ConfigMap\n\
+             metadata: {{name: cm}}\n"
+        )
+    };
+    let (code, body) = h
+        .call(Method::POST, "/shoal/v1/apply", &deployment(30_000))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "spec.replicas");
+    assert!(
+        body["message"].as_str().unwrap().contains("max-replicas"),
+        "{body}"
+    );
+    let (code, _) = h
+        .call(Method::GET, "/api/v1/namespaces/default/configmaps/cm", "")
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "nothing of the batch is applied"
+    );
+
+    let (code, body) = h
+        .call(Method::POST, "/shoal/v1/apply", &deployment(10_000))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let scale = |n: u32| format!("{{\"spec\": {{\"replicas\": {n}}}}}");
+    let path = "/apis/apps/v1/namespaces/default/deployments/web/scale";
+    let (code, body) = h.call(Method::PUT, path, &scale(10_001)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, d) = h
+        .call(
+            Method::GET,
+            "/apis/apps/v1/namespaces/default/deployments/web",
+            "",
+        )
+        .await;
+    assert_eq!(d["spec"]["replicas"], 10_000);
+    let (code, body) = h.call(Method::PUT, path, &scale(3)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

@@ -149,6 +149,12 @@ pub async fn put_scale(
         ))
     })?;
     let replicas = parse_replicas(&scale)?;
+    if let Some(why) = super::resources::too_many_replicas(replicas, api.max_replicas) {
+        return Err(ApiError::invalid(
+            format!("spec.replicas {why}; nothing was changed"),
+            vec![shoal_protocol::FieldError::new("spec.replicas", why)],
+        ));
+    }
     if let Some(body_name) = scale.pointer("/metadata/name").and_then(Value::as_str)
         && body_name != name
     {
