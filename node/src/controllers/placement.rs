@@ -173,7 +173,16 @@ pub fn place_spread<'a>(
             }
             Err(why) => {
                 slot.node = String::new();
-                slot.unschedulable = Some(why.to_string());
+                // The same reasons with other counts (a node came or went) keep the message
+                // written: the slot is not rewritten into the document's history for it.
+                let why = why.to_string();
+                if !slot
+                    .unschedulable
+                    .as_deref()
+                    .is_some_and(|old| crate::scheduler::filter::same_reasons(old, &why))
+                {
+                    slot.unschedulable = Some(why);
+                }
             }
         }
     }

@@ -102,6 +102,17 @@ pub(crate) fn plan_slots(
             );
         }
     }
+    // An unplaced slot keeps the message it carries while the reasons stay the same (see
+    // `placement::place_spread`): the slots are built afresh above.
+    for (key, slot) in wanted.iter_mut() {
+        if let Some(e) = existing.get(key)
+            && slot.unschedulable.is_none()
+            && slot.node.is_empty()
+            && e.node.is_empty()
+        {
+            slot.unschedulable = e.unschedulable.clone();
+        }
+    }
     // Placement: each slot's pod asks what its owner's template asks.
     let requests = owner_requests(replicasets, pods);
     let spread = spread_owners(replicasets, &wanted, ctx, nodes, settled);

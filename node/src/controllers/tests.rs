@@ -1030,6 +1030,15 @@ fn a_pod_that_fits_nowhere_is_pending_with_the_reason() {
     assert_eq!(scheduled["message"], why);
     assert!(pod["spec"].get("nodeName").is_none());
 
+    // A small node comes and goes: the pod still fits nowhere for the same reason, and the
+    // slots are not rewritten for the new count.
+    let mut flap = members.to_vec();
+    flap.push((node("e", 4, GIB), crate::observed::Liveness::Alive));
+    sim.nodes = Nodes::from_members(flap.iter().map(|(r, l)| (r, *l)), &[]);
+    assert_eq!(sim.plan(), vec![], "a flap rewrites no slot");
+    sim.nodes = Nodes::from_members(members.iter().map(|(r, l)| (r, *l)), &[]);
+    assert_eq!(sim.plan(), vec![]);
+
     // A node with room joins: the slots are placed and the message is cleared.
     let mut bigger = members.to_vec();
     bigger.push((node("d", 4, 64 * GIB), crate::observed::Liveness::Alive));

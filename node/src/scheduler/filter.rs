@@ -109,6 +109,42 @@ impl fmt::Display for Unschedulable {
     }
 }
 
+/// The reasons a message of [`Unschedulable`] names, without their counts and the node total
+/// (sorted); `None` for text it did not write. Pure.
+fn message_reasons(message: &str) -> Option<Vec<&str>> {
+    if message == "no nodes available to schedule pods" {
+        return Some(Vec::new());
+    }
+    let rest = message.strip_prefix("0/")?;
+    let (total, rest) = rest.split_once(" nodes are available")?;
+    total.parse::<usize>().ok()?;
+    if rest == "." {
+        return Some(Vec::new());
+    }
+    let mut reasons: Vec<&str> = rest
+        .strip_prefix(": ")?
+        .strip_suffix('.')?
+        .split(", ")
+        .map(|item| {
+            let (count, reason) = item.split_once(' ')?;
+            count.parse::<usize>().ok()?;
+            Some(reason)
+        })
+        .collect::<Option<_>>()?;
+    reasons.sort_unstable();
+    Some(reasons)
+}
+
+/// Whether two scheduler messages name the same reasons (whatever their counts): a slot keeps
+/// the message it has then, so that the desired state is not rewritten each time a node comes
+/// or goes while the pod still fits nowhere for the same reasons. Pure.
+pub fn same_reasons(old: &str, new: &str) -> bool {
+    match (message_reasons(old), message_reasons(new)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// How a node's labels and taints judge a pod (the filters that depend only on the node and
 /// the pod's constraints, cached per owner): the first of them that fails, else how many
 /// `PreferNoSchedule` taints the pod does not tolerate.
@@ -182,5 +218,36 @@ pub(super) fn reason(filter: Filter, node: &NodeInfo, pod: &PodRequest) -> Reaso
         Filter::Cpu => Reason::InsufficientCpu,
         Filter::Memory => Reason::InsufficientMemory,
         Filter::VolumeNode => Reason::VolumeNodeAffinity,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_with_the_same_reasons_are_alike_whatever_the_counts() {
+        let m = "0/3 nodes are available: 2 Insufficient memory, 1 node(s) were unschedulable.";
+        for (other, same) in [
+            (m, true),
+            (
+                "0/4 nodes are available: 3 Insufficient memory, 1 node(s) were unschedulable.",
+                true,
+            ),
+            (
+                "0/2 nodes are available: 1 node(s) were unschedulable, 1 Insufficient memory.",
+                true,
+            ),
+            ("0/3 nodes are available: 3 Insufficient memory.", false),
+            ("no nodes available to schedule pods", false),
+            ("something else", false),
+        ] {
+            assert_eq!(same_reasons(m, other), same, "{other}");
+        }
+        assert!(same_reasons(
+            "no nodes available to schedule pods",
+            "no nodes available to schedule pods"
+        ));
+        assert!(!same_reasons("garbage", "garbage"));
     }
 }

@@ -23,7 +23,7 @@
 //! Layout: `input` (nodes, pods, what nodes hold, from the protocol's types), `filter` (the
 //! filters and the error), this file (the batch and the scores).
 
-mod filter;
+pub mod filter;
 mod input;
 
 #[cfg(test)]
