@@ -110,6 +110,10 @@ pub struct Config {
     /// Lets pods open this node's API and p2p ports (`--pods-reach-node-ports`); by default
     /// the node refuses them to any address of the pod range (pods are not trusted peers).
     pub pods_reach_node_ports: bool,
+    /// The networks whose DNS queries the node answers (`--dns-allow`): addresses or
+    /// networks. Unset: the private, link-local and loopback ranges (a LAN and the pod
+    /// networks), so that a node with a public address is no open resolver.
+    pub dns_allow: Option<Vec<String>>,
     /// The most replicas a Deployment, ReplicaSet or StatefulSet may ask for through this
     /// node: a typo (`replicas: 30000`) would write a slot per replica into the document's
     /// history for good.
@@ -196,6 +200,7 @@ impl Default for Config {
             pod_range: crate::podnet::subnet::DEFAULT_RANGE.to_string(),
             pods_reach_node_ports: false,
             max_replicas: 10_000,
+            dns_allow: None,
         }
     }
 }
@@ -273,6 +278,11 @@ impl Config {
         }
         if self.max_pulls == 0 {
             return invalid("max-pulls", "must be at least 1");
+        }
+        for entry in self.dns_allow.iter().flatten() {
+            if let Err(why) = crate::dns::guard::parse_network(entry) {
+                return invalid("dns-allow", &why);
+            }
         }
         if self.max_replicas == 0 {
             return invalid("max-replicas", "must be at least 1");
@@ -364,6 +374,18 @@ impl Config {
             .strip_suffix('.')
             .unwrap_or(&self.cluster_domain)
             .to_ascii_lowercase()
+    }
+
+    /// The networks the DNS server answers: the setting (entries that do not parse are
+    /// skipped; [`Config::validate`] rejects them), else [`crate::dns::guard::DEFAULT_ALLOW`].
+    pub fn dns_allow_networks(&self) -> Vec<crate::runtime::Subnet> {
+        match &self.dns_allow {
+            Some(list) => list
+                .iter()
+                .filter_map(|n| crate::dns::guard::parse_network(n).ok())
+                .collect(),
+            None => crate::dns::guard::Guard::default_allow(),
+        }
     }
 
     /// The upstream resolvers in force: the setting (entries that do not parse are skipped;

@@ -438,7 +438,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         )
     });
     if let Some(dns_listen) = config.dns_listen_addr() {
-        let dns_config = dns::server::DnsConfig::new(dns_listen, config.dns_upstreams());
+        let mut dns_config = dns::server::DnsConfig::new(dns_listen, config.dns_upstreams());
+        dns_config.allow = config.dns_allow_networks();
         // One forwarder (and cache) for the LAN's listener and the pods'.
         let forwarder = Arc::new(dns::forward::Forwarder::new(dns_config.forward.clone()));
         let (main_config, main_zone, main_forwarder) =

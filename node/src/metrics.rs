@@ -217,7 +217,12 @@ impl Metrics {
         for result in ["quiet", "unfinished", "failed"] {
             sync_rounds.get_or_create_owned(&ResultLabel { result });
         }
-        for kind in [DnsError::Request, DnsError::Upstream, DnsError::Dropped] {
+        for kind in [
+            DnsError::Request,
+            DnsError::Upstream,
+            DnsError::Dropped,
+            DnsError::Loop,
+        ] {
             dns_errors.get_or_create_owned(&KindLabel {
                 kind: dns_error_label(kind),
             });
@@ -339,6 +344,9 @@ pub enum DnsError {
     Upstream,
     /// Dropped: too many queries were in flight.
     Dropped,
+    /// Refused: a forwarding loop (the query came back through this node, or went through
+    /// too many forwarders).
+    Loop,
 }
 
 /// A DNS error of `kind`.
@@ -355,6 +363,7 @@ fn dns_error_label(kind: DnsError) -> &'static str {
         DnsError::Request => "request",
         DnsError::Upstream => "upstream",
         DnsError::Dropped => "dropped",
+        DnsError::Loop => "loop",
     }
 }
 

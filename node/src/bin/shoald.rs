@@ -55,6 +55,10 @@ struct Flags {
     /// or separate with commas [default: the nameservers of /etc/resolv.conf].
     #[arg(long, env = "SHOAL_DNS_UPSTREAM", value_delimiter = ',')]
     dns_upstream: Vec<String>,
+    /// A network (or address) whose DNS queries this node answers; repeat it or separate with
+    /// commas [default: the private, link-local and loopback ranges].
+    #[arg(long, env = "SHOAL_DNS_ALLOW", value_delimiter = ',')]
+    dns_allow: Vec<String>,
     /// The TTL of the cluster's answers, in seconds [default: 5].
     #[arg(long, env = "SHOAL_DNS_TTL_SECS")]
     dns_ttl_secs: Option<u32>,
@@ -128,6 +132,15 @@ impl Flags {
             .collect();
         if !upstreams.is_empty() {
             config.dns_upstream = Some(upstreams);
+        }
+        let allow: Vec<String> = self
+            .dns_allow
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !allow.is_empty() {
+            config.dns_allow = Some(allow);
         }
         if let Some(v) = self.dns_ttl_secs {
             config.dns_ttl_secs = v;

@@ -9,6 +9,11 @@
 //! after an overall deadline (1.5 s by default) with SERVFAIL: a silent upstream never makes a
 //! client hang. Without upstreams it answers REFUSED at once.
 //!
+//! Loops: a node whose upstream is another shoal node (or leads back to one) would pass a
+//! query around until every forward slot is taken. Each forwarded query carries an EDNS
+//! option ([`VIA_OPTION`]) listing the forwarders it went through; a node that finds itself
+//! there, or a chain of [`MAX_VIA`], answers REFUSED at once ([`loops`]).
+//!
 //! It owns its cache; the server (`server.rs`) calls [`Forwarder::forward`] from its tasks.
 
 use std::collections::HashMap;
@@ -17,6 +22,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{RData, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -38,6 +44,8 @@ pub struct ForwardConfig {
     pub max_ttl: u32,
     /// The longest a negative answer (NXDOMAIN, NODATA) is cached, in seconds.
     pub max_negative_ttl: u32,
+    /// This forwarder's tag in [`VIA_OPTION`]: random per process.
+    pub tag: u32,
 }
 
 impl ForwardConfig {
@@ -51,8 +59,56 @@ impl ForwardConfig {
             max_in_flight: 256,
             max_ttl: 86_400,
             max_negative_ttl: 300,
+            tag: random_tag(),
         }
     }
+}
+
+/// The EDNS option (a code of the local range, RFC 6891 §9) a shoal node puts on the queries
+/// it forwards: the 4-byte tags of the forwarders the query went through, oldest first.
+pub const VIA_OPTION: u16 = 65_353;
+/// The longest chain of forwarders a query may have gone through.
+pub const MAX_VIA: usize = 8;
+
+/// The forwarders `request` went through, from its [`VIA_OPTION`] (none without one; a
+/// trailing partial tag is ignored). Pure.
+pub fn via_of(request: &Message) -> Vec<u32> {
+    let Some(EdnsOption::Unknown(_, data)) = request
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::from(VIA_OPTION)))
+    else {
+        return Vec::new();
+    };
+    data.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Whether forwarding a query that went through `via` would loop: `me` is in it, or the
+/// chain is [`MAX_VIA`] long. Pure.
+pub fn loops(via: &[u32], me: u32) -> bool {
+    via.contains(&me) || via.len() >= MAX_VIA
+}
+
+/// The [`VIA_OPTION`] of a query forwarded by `me` after `via`.
+fn via_option(via: &[u32], me: u32) -> EdnsOption {
+    let data = via
+        .iter()
+        .chain(std::iter::once(&me))
+        .flat_map(|t| t.to_be_bytes())
+        .collect();
+    EdnsOption::Unknown(VIA_OPTION, data)
+}
+
+fn random_tag() -> u32 {
+    let mut b = [0u8; 4];
+    if getrandom::fill(&mut b).is_err() {
+        // Only loops through this very node would go unnoticed by a zero tag, and the chain's
+        // length still ends them.
+        return 0;
+    }
+    u32::from_be_bytes(b)
 }
 
 /// Why one upstream gave no usable answer (logged at debug level, never shown to clients).
@@ -107,6 +163,14 @@ impl Forwarder {
         if self.config.upstreams.is_empty() {
             return reply(request, ResponseCode::Refused);
         }
+        let via = via_of(request);
+        if loops(&via, self.config.tag) {
+            crate::metrics::dns_error(crate::metrics::DnsError::Loop);
+            tracing::debug!(name = %query.name(), hops = via.len(),
+                "refused a forwarding loop: the query came back to this node, or went through \
+                 too many forwarders (is another shoal node one of this node's upstreams?)");
+            return reply(request, ResponseCode::Refused);
+        }
         let key = CacheKey::of(query, request);
         let cached = self.lock_cache().get(&key, Instant::now());
         if let Some(cached) = cached {
@@ -117,7 +181,7 @@ impl Forwarder {
             tracing::debug!(name = %query.name(), "too many DNS forwards in flight");
             return reply(request, ResponseCode::ServFail);
         };
-        match self.ask_upstreams(query, request, deadline).await {
+        match self.ask_upstreams(query, request, &via, deadline).await {
             Some(answer) => {
                 if let Some(ttl) = cache_ttl(&answer, &self.config) {
                     self.lock_cache()
@@ -144,9 +208,11 @@ impl Forwarder {
         &self,
         query: &Query,
         request: &Message,
+        via: &[u32],
         deadline: Instant,
     ) -> Option<Message> {
         let upstreams = &self.config.upstreams;
+        let via = via_option(via, self.config.tag);
         let mut fallback = None;
         for (i, upstream) in upstreams.iter().enumerate() {
             let now = Instant::now();
@@ -155,7 +221,8 @@ impl Forwarder {
             }
             let left = u32::try_from(upstreams.len() - i).unwrap_or(u32::MAX);
             let share = (deadline - now) / left;
-            let result = match tokio::time::timeout(share, ask(*upstream, query, request)).await {
+            let asked = ask(*upstream, query, request, &via);
+            let result = match tokio::time::timeout(share, asked).await {
                 Ok(r) => r,
                 Err(_) => Err(UpstreamError::Timeout),
             };
@@ -228,6 +295,7 @@ async fn ask(
     upstream: SocketAddr,
     query: &Query,
     request: &Message,
+    via: &EdnsOption,
 ) -> Result<Message, UpstreamError> {
     let id = random_id()?;
     let mut message = Message::new(id, MessageType::Query, OpCode::Query);
@@ -237,6 +305,7 @@ async fn ask(
     let mut edns = Edns::new();
     edns.set_max_payload(UPSTREAM_PAYLOAD);
     edns.set_dnssec_ok(dnssec_ok(request));
+    edns.options_mut().insert(via.clone());
     message.set_edns(edns);
     let bytes = message.to_vec()?;
 

@@ -54,6 +54,8 @@ pub struct DnsConfig {
     /// The port [`serve_pods`] listens on at the pod network's gateway: 53, the only one a
     /// container's `resolv.conf` can name (tests choose another).
     pub pod_port: u16,
+    /// The networks whose queries are answered (`dns-allow`; see [`super::guard`]).
+    pub allow: Vec<crate::runtime::Subnet>,
 }
 
 impl DnsConfig {
@@ -66,6 +68,7 @@ impl DnsConfig {
             max_tcp_connections: 128,
             max_udp_in_flight: 1024,
             pod_port: 53,
+            allow: super::guard::Guard::default_allow(),
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct Handler {
     zone: watch::Receiver<Arc<Zone>>,
     forwarder: Arc<Forwarder>,
     cache: Arc<std::sync::Mutex<AnswerCache>>,
+    /// Who is answered and how much; None: everyone, without limit (tests of the rules).
+    guard: Option<Arc<std::sync::Mutex<super::guard::Guard>>>,
 }
 
 /// What a packet needs, as far as can be known without waiting.
@@ -159,7 +164,14 @@ impl Handler {
             zone,
             forwarder,
             cache: Arc::default(),
+            guard: None,
         }
+    }
+
+    /// Answers only the sources `guard` lets in, as often as it lets them.
+    pub fn with_guard(mut self, guard: super::guard::Guard) -> Handler {
+        self.guard = Some(Arc::new(std::sync::Mutex::new(guard)));
+        self
     }
 
     /// The answer to one packet from `source`, encoded, or `None` to send nothing (packets
@@ -200,6 +212,21 @@ impl Handler {
             m.metadata.recursion_desired = header.metadata.recursion_desired;
             Step::Done(encode(&m, 512))
         };
+        if let Some(guard) = &self.guard {
+            // A short critical section, never held across an await.
+            let verdict = guard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check(source.ip(), tokio::time::Instant::now());
+            match verdict {
+                super::guard::Verdict::Answer => {}
+                super::guard::Verdict::Refuse => return bare(ResponseCode::Refused),
+                super::guard::Verdict::Drop => {
+                    crate::metrics::dns_error(crate::metrics::DnsError::Dropped);
+                    return Step::Done(None);
+                }
+            }
+        }
         if header.metadata.op_code != OpCode::Query {
             return bare(ResponseCode::NotImp);
         }
@@ -592,7 +619,8 @@ impl DnsServer {
         let addr = self.local_addr();
         tracing::info!(%addr, domain = %zone.borrow().domain,
             upstreams = ?self.config.forward.upstreams, "DNS server listening (UDP and TCP)");
-        let handler = Handler::new(zone, forwarder);
+        let handler = Handler::new(zone, forwarder)
+            .with_guard(super::guard::Guard::new(self.config.allow.clone()));
         let tasks = TaskTracker::new();
         let udp = udp_loop(
             Arc::new(self.udp),

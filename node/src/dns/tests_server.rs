@@ -843,3 +843,84 @@ async fn the_pods_listener_follows_the_pod_networks_gateway() {
         .expect("serve_pods stops")
         .unwrap();
 }
+
+/// Two nodes whose upstreams are each other: a name outside the cluster is refused at once
+/// (the query comes back carrying the first node's tag) rather than passed around until the
+/// deadline. A chain that does not loop (a node forwarding to a node forwarding to a real
+/// resolver) still answers.
+#[tokio::test]
+async fn a_forwarding_loop_between_two_nodes_is_refused() {
+    let ports = (free_port("127.0.0.1").await, free_port("127.0.0.1").await);
+    let a: SocketAddr = format!("127.0.0.1:{}", ports.0).parse().unwrap();
+    let b: SocketAddr = format!("127.0.0.1:{}", ports.1).parse().unwrap();
+    let shutdown = CancellationToken::new();
+    let (_tx, rx) = watch::channel(Arc::new(zone()));
+    for (listen, upstream) in [(a, b), (b, a)] {
+        let server = DnsServer::bind(DnsConfig::new(listen, vec![upstream]))
+            .await
+            .unwrap();
+        tokio::spawn(server.run(rx.clone(), shutdown.clone()));
+    }
+    let r = udp_query(a, &request("www.example.", RecordType::A)).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{r:?}");
+
+    let (upstream, count) = fake_upstream().await;
+    let c_port = free_port("127.0.0.1").await;
+    let c: SocketAddr = format!("127.0.0.1:{c_port}").parse().unwrap();
+    let d_port = free_port("127.0.0.1").await;
+    let d: SocketAddr = format!("127.0.0.1:{d_port}").parse().unwrap();
+    for (listen, up) in [(c, upstream), (d, c)] {
+        let server = DnsServer::bind(DnsConfig::new(listen, vec![up]))
+            .await
+            .unwrap();
+        tokio::spawn(server.run(rx.clone(), shutdown.clone()));
+    }
+    let r = udp_query(d, &request("www.example.", RecordType::A)).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{r:?}");
+    assert_eq!(addresses(&r.answers), set(&["192.0.2.1"]));
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    shutdown.cancel();
+}
+
+#[test]
+fn the_via_option_lists_the_forwarders_and_marks_loops() {
+    use crate::dns::forward::{MAX_VIA, VIA_OPTION, loops, via_of};
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let mut m = request("www.example.", RecordType::A);
+    assert!(via_of(&m).is_empty());
+    let mut edns = Edns::new();
+    edns.options_mut().insert(EdnsOption::Unknown(
+        VIA_OPTION,
+        vec![0, 0, 0, 7, 0, 0, 0, 9, 1],
+    ));
+    m.set_edns(edns);
+    assert_eq!(via_of(&m), vec![7, 9]);
+    assert!(loops(&[7, 9], 9));
+    assert!(!loops(&[7, 9], 3));
+    assert!(loops(&[1; MAX_VIA], 3));
+}
+
+/// The server answers only the networks it serves: a source outside them gets REFUSED, one
+/// inside gets its answer.
+#[tokio::test]
+async fn sources_outside_the_served_networks_are_refused() {
+    use crate::dns::guard::{Guard, parse_network};
+    let (handler, _tx) = handler_for(zone(), vec![]);
+    let handler = handler.with_guard(Guard::new(vec![parse_network("192.168.1.0/24").unwrap()]));
+    let q = request(&format!("{WEB}."), RecordType::A);
+    let bytes = q.to_vec().unwrap();
+    let inside = handler
+        .handle_packet(&bytes, from("192.168.1.50"), Transport::Udp)
+        .await
+        .unwrap();
+    let inside = Message::from_vec(&inside).unwrap();
+    assert_eq!(inside.metadata.response_code, ResponseCode::NoError);
+    assert!(!inside.answers.is_empty());
+    let outside = handler
+        .handle_packet(&bytes, from("203.0.113.9"), Transport::Udp)
+        .await
+        .unwrap();
+    let outside = Message::from_vec(&outside).unwrap();
+    assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+    assert!(outside.answers.is_empty());
+}
