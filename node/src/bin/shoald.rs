@@ -103,14 +103,8 @@ impl Flags {
         if let Some(v) = self.p2p_listen {
             config.p2p_listen = v;
         }
-        let join: Vec<String> = self
-            .join
-            .iter()
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if !join.is_empty() {
-            config.join = join;
+        if let Some(v) = entries(&self.join) {
+            config.join = v;
         }
         if let Some(v) = self.token {
             config.join_token = Some(shoal_node::config::Redacted(v));
@@ -124,23 +118,11 @@ impl Flags {
         if let Some(v) = self.cluster_domain {
             config.cluster_domain = v;
         }
-        let upstreams: Vec<String> = self
-            .dns_upstream
-            .iter()
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if !upstreams.is_empty() {
-            config.dns_upstream = Some(upstreams);
+        if let Some(v) = entries(&self.dns_upstream) {
+            config.dns_upstream = Some(v);
         }
-        let allow: Vec<String> = self
-            .dns_allow
-            .iter()
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if !allow.is_empty() {
-            config.dns_allow = Some(allow);
+        if let Some(v) = entries(&self.dns_allow) {
+            config.dns_allow = Some(v);
         }
         if let Some(v) = self.dns_ttl_secs {
             config.dns_ttl_secs = v;
@@ -148,14 +130,8 @@ impl Flags {
         if let Some(v) = self.docker_host {
             config.docker_host = Some(v);
         }
-        let allowed: Vec<String> = self
-            .allowed_registries
-            .iter()
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if !allowed.is_empty() {
-            config.allowed_registries = Some(allowed);
+        if let Some(v) = entries(&self.allowed_registries) {
+            config.allowed_registries = Some(v);
         }
         if let Some(v) = self.pod_range {
             config.pod_range = v;
@@ -171,6 +147,17 @@ impl Flags {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The entries of a repeatable, comma-separated flag, trimmed, without empty ones; `None`
+/// when none is left (the flag was not given).
+fn entries(values: &[String]) -> Option<Vec<String>> {
+    let out: Vec<String> = values
+        .iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    (!out.is_empty()).then_some(out)
 }
 
 fn main() -> ExitCode {
