@@ -464,9 +464,9 @@ fn get_nodes_wide_shows_membership() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "NAME   STATUS   ROLES        AGE         VERSION   ADDRESS     CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
-         n1     Alive    controller   <unknown>   0.1.0     127.0.0.2   2     23Gi     2/23Gi        <unknown>\n\
-         n2     Dead     <none>       <unknown>   0.1.0     127.0.0.2   2     23Gi     2/23Gi        <unknown>\n"
+        "NAME   STATUS   ROLES        AGE         VERSION   ADDRESS     POD-CIDR   CPU   MEMORY   ALLOCATABLE   LAST-SEEN\n\
+         n1     Alive    controller   <unknown>   0.1.0     127.0.0.2   <none>     2     23Gi     2/23Gi        <unknown>\n\
+         n2     Dead     <none>       <unknown>   0.1.0     127.0.0.2   <none>     2     23Gi     2/23Gi        <unknown>\n"
     );
     assert_eq!(node.requests()[0].target, "/api/v1/nodes");
 
