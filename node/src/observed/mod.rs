@@ -5,7 +5,10 @@
 //! without bound. Each node is the only writer of its own [`NodeRecord`], which carries a
 //! version; a record from a peer replaces an older one of the same node. The version starts at
 //! the owner's clock in microseconds when it starts and grows by one per heartbeat, so the
-//! records of a restarted node win over those of its previous run.
+//! records of a restarted node usually win over those of its previous run at once. Each run
+//! also carries a random run number: when the clock went back between two runs, the new run's
+//! lower versions replace the old run's once that has been silent for `dead_after` (or left),
+//! so a node never stays hidden behind its own past.
 //!
 //! The [`Heartbeat`] task owns this node's record and the map of all records (a `watch`
 //! channel: one writer, any number of readers taking cheap snapshots). Every heartbeat it
@@ -84,12 +87,21 @@ pub struct NodeRecord {
     /// The version of the node's image inventory (see [`inventory`]); 0 when it has none.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub images_version: u64,
+    /// A random number of this run of the node's process (0 from older nodes): a record of a
+    /// new run replaces the old run's once that is silent, whatever the versions (see
+    /// `merge_message`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub run: u32,
     /// When this process last heard from the node (its own clock; never on the wire).
     #[serde(skip)]
     pub seen: Option<Instant>,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -425,6 +437,9 @@ pub fn start(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
     record.version = record.version.max(micros);
+    if record.run == 0 {
+        record.run = run_number();
+    }
     record.seen = Some(Instant::now());
     let mut map = BTreeMap::new();
     map.insert(record.name.clone(), record.clone());
@@ -460,6 +475,17 @@ pub fn start(
             asked: HashMap::new(),
         },
     )
+}
+
+/// A random, non-zero number for this run of the process.
+fn run_number() -> u32 {
+    let mut b = [0u8; 4];
+    let n = match getrandom::fill(&mut b) {
+        Ok(()) => u32::from_be_bytes(b),
+        // The process id differs between runs too.
+        Err(_) => std::process::id(),
+    };
+    n.max(1)
 }
 
 /// How long the last record (the leave) may take to be handed to the network.
@@ -855,7 +881,13 @@ fn merge_message(
                 let held = !k.left
                     && k.seen
                         .is_some_and(|t| now.saturating_duration_since(t) < hold);
-                if (other_peer && held) || (!other_peer && k.version >= r.version) {
+                // The node restarted: its new run replaces the old one once that is silent
+                // (or left), even with lower versions. Versions start from the owner's clock,
+                // which may have gone back since the old run (a Pi before NTP): that must not
+                // hide a live node for good.
+                let new_run = !other_peer && k.run != 0 && r.run != 0 && k.run != r.run;
+                let older = k.version >= r.version && !(new_run && !held);
+                if (other_peer && held) || (!other_peer && older) {
                     return out;
                 }
             }

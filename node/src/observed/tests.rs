@@ -136,6 +136,48 @@ fn merging_messages() {
     assert!(!map.contains_key("n3"));
 }
 
+/// A node restarts with its clock behind its previous run's (a Pi before NTP): its new run's
+/// records carry lower versions. They are not taken while the old run is still heard, and are
+/// taken once it has been silent for `hold`, with the beats that follow.
+#[test]
+fn a_new_run_with_a_clock_that_went_back_replaces_the_old_run_once_it_is_silent() {
+    let now = Instant::now();
+    let mut map = BTreeMap::new();
+    let old = NodeRecord {
+        run: 7,
+        ..owned("n2", "p2", 1_000_000)
+    };
+    assert!(merge(&mut map, Message::Record(old.clone()), now));
+    let new = NodeRecord {
+        run: 9,
+        ..owned("n2", "p2", 500)
+    };
+    assert!(!merge(
+        &mut map,
+        Message::Record(new.clone()),
+        now + Duration::from_secs(1)
+    ));
+    assert_eq!(map["n2"].run, 7);
+    let later = now + Duration::from_secs(4);
+    assert!(merge(&mut map, Message::Record(new), later));
+    assert_eq!((map["n2"].run, map["n2"].version), (9, 500));
+    assert!(merge(
+        &mut map,
+        beat("n2", 501, "p2"),
+        later + Duration::from_millis(500)
+    ));
+    assert_eq!(map["n2"].version, 501);
+    // A stale record of the new run stays older.
+    assert!(!merge(
+        &mut map,
+        Message::Record(NodeRecord {
+            run: 9,
+            ..owned("n2", "p2", 400)
+        }),
+        later + Duration::from_secs(1)
+    ));
+}
+
 fn owned(name: &str, peer: &str, version: u64) -> NodeRecord {
     NodeRecord {
         peer_id: peer.into(),
