@@ -886,7 +886,7 @@ fn merge_message(
                 // which may have gone back since the old run (a Pi before NTP): that must not
                 // hide a live node for good.
                 let new_run = !other_peer && k.run != 0 && r.run != 0 && k.run != r.run;
-                let older = k.version >= r.version && !(new_run && !held);
+                let older = k.version >= r.version && (held || !new_run);
                 if (other_peer && held) || (!other_peer && older) {
                     return out;
                 }
