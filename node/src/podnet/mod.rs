@@ -20,7 +20,7 @@ pub mod plan;
 pub mod subnet;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -468,11 +468,6 @@ pub fn network_spec(subnet: Subnet24, mtu: Option<u32>) -> NetworkSpec {
         masquerade: false,
         mtu,
     }
-}
-
-/// Whether `addr` lies in `range` (a pod's own address, routable across the cluster).
-pub fn in_range(range: &PodRange, addr: Ipv4Addr) -> bool {
-    range.index_of(addr).is_some()
 }
 
 #[cfg(test)]
