@@ -88,6 +88,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the command that joins a new node to this node's cluster
     JoinToken(JoinTokenArgs),
+    /// Print the routes a LAN machine needs to reach pods by their addresses (one per node)
+    PodRoutes,
     /// Write a backup of the desired state (every object; Secrets stay sealed) to stdout or -o
     Backup(BackupArgs),
     /// Restore the objects of a backup, all or nothing; objects it lacks are left alone

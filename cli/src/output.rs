@@ -599,7 +599,7 @@ pub fn node_roles(v: &Value) -> String {
     roles_cell(&roles)
 }
 
-fn node_address(v: &Value, kind: &str) -> Option<String> {
+pub fn node_address(v: &Value, kind: &str) -> Option<String> {
     list(v, "/status/addresses")
         .iter()
         .find(|a| text(a, "/type").as_deref() == Some(kind))

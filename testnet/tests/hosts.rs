@@ -1359,6 +1359,22 @@ fn pods_reach_each_other_by_address_and_statefulset_names_across_hosts() {
         "{out}"
     );
 
+    // What a LAN machine needs to reach the pods: each subnet via its host.
+    let printed = watcher
+        .cli(&["pod-routes"])
+        .unwrap()
+        .success()
+        .unwrap()
+        .stdout;
+    for h in ["h1", "h2", "h3"] {
+        let line = format!(
+            "ip route add {} via {}   # {h}",
+            cidrs[h],
+            node(c, h).opts.ip
+        );
+        assert!(printed.contains(&line), "{line} in {printed}");
+    }
+
     // Routes follow membership: h3 powered off leaves h1's routes, an added host joins them.
     assert_eq!(
         pod_routes(c, "h1"),

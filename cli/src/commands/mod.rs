@@ -16,6 +16,7 @@ mod image;
 mod join_token;
 mod logs;
 mod manifests;
+mod pod_routes;
 mod rollout;
 mod scale;
 mod status;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollout(c) => rollout::run(&connect(g)?, c),
         Command::Status(a) => status::run(&connect(g)?, &a),
         Command::JoinToken(a) => join_token::run(&connect(g)?, &a),
+        Command::PodRoutes => pod_routes::run(&connect(g)?),
         Command::Backup(a) => backup::backup(&connect(g)?, &a),
         Command::Restore(a) => backup::restore(&connect(g)?, &a),
         Command::Cordon(a) => cordon::run(&connect(g)?, &a.name, true),
