@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::records::{LocalPods, PodEntry, build};
 use super::zone::Zone;
-use crate::observed::{Liveness, ObservedHandle};
+use crate::observed::ObservedHandle;
 use crate::pods::{desired_pods, typed};
 use crate::proxy::ServiceAddresses;
 use crate::runtime::PodNetwork;
@@ -37,12 +37,7 @@ pub struct ZoneConfig {
 
 /// The address of every node membership hears (alive or suspect), by name.
 pub fn heard_nodes(observed: &ObservedHandle) -> BTreeMap<String, IpAddr> {
-    observed
-        .members()
-        .into_iter()
-        .filter(|(_, m)| matches!(m.liveness, Liveness::Alive | Liveness::Suspect))
-        .filter_map(|(name, m)| Some((name, m.record.address.parse().ok()?)))
-        .collect()
+    observed.heard_addresses()
 }
 
 /// Every desired pod as the zone and the endpoints see it.

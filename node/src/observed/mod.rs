@@ -291,6 +291,16 @@ impl ObservedHandle {
             .collect()
     }
 
+    /// The address of every node membership hears (alive or suspect), by name: the nodes the
+    /// DNS answers, the proxies and the pod routes count on.
+    pub fn heard_addresses(&self) -> BTreeMap<String, std::net::IpAddr> {
+        self.members()
+            .into_iter()
+            .filter(|(_, m)| matches!(m.liveness, Liveness::Alive | Liveness::Suspect))
+            .filter_map(|(name, m)| Some((name, m.record.address.parse().ok()?)))
+            .collect()
+    }
+
     /// The status of one pod, wherever it runs, with the node that reported it.
     pub fn pod(&self, key: &str) -> Option<(String, PodStatus)> {
         self.snapshot()

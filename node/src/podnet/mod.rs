@@ -29,7 +29,7 @@ use shoal_protocol::Kind;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::observed::{Liveness, ObservedHandle};
+use crate::observed::ObservedHandle;
 use crate::runtime::{NetworkSpec, Subnet};
 use crate::state::{PodSubnetClaim, StateHandle};
 use host::HostNet;
@@ -344,13 +344,10 @@ impl PodNet {
     ) -> Result<BTreeMap<String, String>, String> {
         let me = self.config.node_name.clone();
         let mut peers = BTreeMap::new();
-        for (name, m) in self.observed.members() {
-            if name == me || !matches!(m.liveness, Liveness::Alive | Liveness::Suspect) {
+        for (name, address) in self.observed.heard_addresses() {
+            if name == me {
                 continue;
             }
-            let Ok(address) = m.record.address.parse::<IpAddr>() else {
-                continue;
-            };
             let mode = self.mode(address, now).await;
             peers.insert(name, Peer { address, mode });
         }
