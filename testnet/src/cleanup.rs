@@ -137,24 +137,9 @@ pub fn remove_rules(suffix: &str) {
 /// The rules of an `iptables -S CHAIN` listing tagged for the cluster `suffix`, as the
 /// arguments that follow `-D CHAIN`.
 fn cluster_rules(listing: &str, suffix: &str) -> Vec<Vec<String>> {
-    let ours = |c: &str| c.starts_with("shoal:shoal-") && c.contains(&format!("-{suffix}:"));
-    listing
-        .lines()
-        .filter(|l| l.starts_with("-A "))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(2)
-                .map(|w| w.trim_matches('"').to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|words| {
-            words
-                .iter()
-                .position(|w| w == "--comment")
-                .and_then(|i| words.get(i + 1))
-                .is_some_and(|c| ours(c))
-        })
-        .collect()
+    shoal_node::podnet::plan::commented_rules(listing, |c| {
+        c.starts_with("shoal:shoal-") && c.contains(&format!("-{suffix}:"))
+    })
 }
 
 #[cfg(test)]

@@ -172,53 +172,50 @@ pub struct RuleInput {
 /// open the node's API and p2p ports. Pure.
 pub fn rules(i: &RuleInput) -> Vec<Rule> {
     let (range, subnet) = (i.range.to_string(), i.subnet.to_string());
-    let comment = |mut args: Vec<String>| {
-        args.extend(["-m", "comment", "--comment", &i.tag].map(str::to_string));
-        args
+    // The match, the node's comment, then the target.
+    let rule = |table, chain, first, matches: String, target: &str| Rule {
+        table,
+        chain,
+        first,
+        args: format!("{matches} -m comment --comment {} {target}", i.tag)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
     };
-    let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     let mut out = vec![
-        Rule {
-            table: "nat",
-            chain: "POSTROUTING",
-            first: false,
-            args: comment(words(&format!("-s {subnet} ! -d {range}")))
-                .into_iter()
-                .chain(words("-j MASQUERADE"))
-                .collect(),
-        },
-        Rule {
-            table: "filter",
-            chain: "DOCKER-USER",
-            first: true,
-            args: comment(words(&format!("-s {range} -d {subnet}")))
-                .into_iter()
-                .chain(words("-j ACCEPT"))
-                .collect(),
-        },
+        rule(
+            "nat",
+            "POSTROUTING",
+            false,
+            format!("-s {subnet} ! -d {range}"),
+            "-j MASQUERADE",
+        ),
+        rule(
+            "filter",
+            "DOCKER-USER",
+            true,
+            format!("-s {range} -d {subnet}"),
+            "-j ACCEPT",
+        ),
     ];
     if !i.pods_reach_node_ports {
-        out.push(Rule {
-            table: "filter",
-            chain: "INPUT",
-            first: true,
-            args: comment(words(&format!(
+        out.push(rule(
+            "filter",
+            "INPUT",
+            true,
+            format!(
                 "-s {range} -p tcp -m multiport --dports {},{}",
                 i.api_port, i.p2p_port
-            )))
-            .into_iter()
-            .chain(words("-j REJECT --reject-with tcp-reset"))
-            .collect(),
-        });
-        out.push(Rule {
-            table: "filter",
-            chain: "INPUT",
-            first: true,
-            args: comment(words(&format!("-s {range} -p udp --dport {}", i.p2p_port)))
-                .into_iter()
-                .chain(words("-j REJECT"))
-                .collect(),
-        });
+            ),
+            "-j REJECT --reject-with tcp-reset",
+        ));
+        out.push(rule(
+            "filter",
+            "INPUT",
+            true,
+            format!("-s {range} -p udp --dport {}", i.p2p_port),
+            "-j REJECT",
+        ));
     }
     out
 }
@@ -227,6 +224,12 @@ pub fn rules(i: &RuleInput) -> Vec<Rule> {
 /// with `prefix` but not exactly `tag` (a node's rules of an earlier subnet), as argument
 /// lists to delete them with (`-D CHAIN ...`). Pure.
 pub fn stale_rules(listing: &str, prefix: &str, tag: &str) -> Vec<Vec<String>> {
+    commented_rules(listing, |c| c.starts_with(prefix) && c != tag)
+}
+
+/// The rules of an `iptables -S CHAIN` listing whose comment `wanted` picks, as the
+/// arguments that follow `-D CHAIN` (quotes taken off). Pure.
+pub fn commented_rules(listing: &str, wanted: impl Fn(&str) -> bool) -> Vec<Vec<String>> {
     listing
         .lines()
         .filter_map(|line| {
@@ -236,7 +239,7 @@ pub fn stale_rules(listing: &str, prefix: &str, tag: &str) -> Vec<Vec<String>> {
             }
             let at = words.iter().position(|w| *w == "--comment")?;
             let comment = words.get(at + 1)?.trim_matches('"');
-            (comment.starts_with(prefix) && comment != tag).then(|| {
+            wanted(comment).then(|| {
                 words
                     .iter()
                     .skip(2)
