@@ -1223,14 +1223,19 @@ fn dig_short(server: &str, name: &str, kind: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The pod subnets host `name` routes (its `ip route` entries of protocol 83), by subnet.
-fn pod_routes(c: &Cluster, name: &str) -> BTreeSet<String> {
+/// Host `name`'s pod routes: its `ip route` lines of protocol 83.
+fn pod_route_lines(c: &Cluster, name: &str) -> String {
     let netns = c.netns(name).unwrap();
     let out = std::process::Command::new("ip")
         .args(["-n", &netns, "route", "show", "proto", "83"])
         .output()
         .expect("ip runs");
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pod subnets host `name` routes (see [`pod_route_lines`]).
+fn pod_routes(c: &Cluster, name: &str) -> BTreeSet<String> {
+    pod_route_lines(c, name)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect()
@@ -1447,12 +1452,7 @@ fn the_overlay_carries_pod_traffic_between_hosts_on_two_subnets() {
     assert!(describe("h2").contains("Pod Route:          host-gateway from h1"));
     assert!(describe("h3").contains("Pod Route:          vxlan from h1"));
     // h1 routes h3's subnet over the overlay device, h2's directly.
-    let netns = c.netns("h1").unwrap();
-    let out = std::process::Command::new("ip")
-        .args(["-n", &netns, "route", "show", "proto", "83"])
-        .output()
-        .unwrap();
-    let routes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let routes = pod_route_lines(c, "h1");
     assert!(
         routes
             .lines()
