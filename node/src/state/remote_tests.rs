@@ -427,3 +427,129 @@ async fn concurrent_pod_subnet_claims_end_with_one_holder_each() {
     a.stop().await;
     b.stop().await;
 }
+
+// ---------------------------------------------------------------- merge units (issue 15)
+
+/// The Deployment `web` as a manifest, with `f` applied to its JSON before it is parsed.
+fn web(f: impl FnOnce(&mut Value)) -> shoal_protocol::Resource {
+    let mut v = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+                                         "ports": [{"containerPort": 80}]}]}
+            }
+        }
+    });
+    f(&mut v);
+    shoal_protocol::manifest::parse_value(v).unwrap()
+}
+
+/// Starts two nodes that both hold `base`, applies `on_a` on one and `on_b` on the other
+/// concurrently, merges both ways, and returns what each node then reads.
+async fn concurrent_applies(
+    base: shoal_protocol::Resource,
+    on_a: shoal_protocol::Resource,
+    on_b: shoal_protocol::Resource,
+) -> (Value, Value) {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Node::start(da.path()), Node::start(db.path()));
+    a.handle.apply(vec![base]).await.unwrap();
+    sync_until_quiet(&a.handle, &b.handle).await;
+    let before = a.handle.heads().await.unwrap();
+    assert_eq!(before, b.handle.heads().await.unwrap());
+    a.handle.apply(vec![on_a]).await.unwrap();
+    b.handle.apply(vec![on_b]).await.unwrap();
+    // Merge both ways: each node receives the other's change.
+    let (from_a, _) = a.handle.changes_since(before.clone()).await.unwrap();
+    let (from_b, _) = b.handle.changes_since(before).await.unwrap();
+    assert!(b.handle.apply_remote(from_a).await.unwrap());
+    assert!(a.handle.apply_remote(from_b).await.unwrap());
+    assert_eq!(
+        a.handle.digest().await.unwrap(),
+        b.handle.digest().await.unwrap()
+    );
+    let read = |h: StateHandle| async move {
+        h.get(Kind::Deployment, Some("default"), "web")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+    };
+    let (ga, gb) = (read(a.handle.clone()).await, read(b.handle.clone()).await);
+    a.stop().await;
+    b.stop().await;
+    (ga, gb)
+}
+
+/// The merged object as the API would check it at apply: no validation error.
+fn assert_validates(merged: &Value) {
+    if let Err(e) = shoal_protocol::manifest::parse_value(merged.clone()) {
+        panic!("the merged object does not validate: {e}\n{merged:#}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_applies_of_one_deployment_merge_to_one_sides_spec() {
+    // A: a new selector with matching template labels. B: a new image and command.
+    let on_a = web(|v| {
+        v["spec"]["selector"]["matchLabels"] = json!({"app": "web", "track": "v2"});
+        v["spec"]["template"]["metadata"]["labels"] = json!({"app": "web", "track": "v2"});
+    });
+    let on_b = web(|v| {
+        let c = &mut v["spec"]["template"]["spec"]["containers"][0];
+        c["image"] = json!("nginx:1.28");
+        c["command"] = json!(["nginx", "-g", "daemon off;"]);
+    });
+    let (spec_a, spec_b) = (
+        on_a.to_value()["spec"].clone(),
+        on_b.to_value()["spec"].clone(),
+    );
+    let (ga, gb) = concurrent_applies(web(|_| {}), on_a, on_b).await;
+    assert_eq!(ga, gb, "both nodes read the same object");
+    assert_validates(&ga);
+    assert!(
+        ga["spec"] == spec_a || ga["spec"] == spec_b,
+        "the merged spec is neither side's:\nmerged: {:#}\nA: {spec_a:#}\nB: {spec_b:#}",
+        ga["spec"]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_strategy_edits_never_merge_into_an_invalid_deployment() {
+    // Each side valid alone; field by field they merge into maxSurge 0 and maxUnavailable 0,
+    // which validation refuses (the rollout could never progress).
+    let on_a = web(|v| v["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!(0));
+    let on_b = web(|v| v["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = json!(0));
+    let (spec_a, spec_b) = (
+        on_a.to_value()["spec"].clone(),
+        on_b.to_value()["spec"].clone(),
+    );
+    let (ga, gb) = concurrent_applies(web(|_| {}), on_a, on_b).await;
+    assert_eq!(ga, gb, "both nodes read the same object");
+    assert_validates(&ga);
+    assert!(ga["spec"] == spec_a || ga["spec"] == spec_b, "{ga:#}");
+}
+
+#[tokio::test]
+async fn a_concurrent_scale_and_image_change_both_survive() {
+    let on_a = web(|v| v["spec"]["replicas"] = json!(5));
+    let on_b = web(|v| {
+        v["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    });
+    let (ga, gb) = concurrent_applies(web(|_| {}), on_a, on_b).await;
+    assert_eq!(ga, gb, "both nodes read the same object");
+    assert_validates(&ga);
+    assert_eq!(ga["spec"]["replicas"], json!(5), "A's scale survives");
+    assert_eq!(
+        ga["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!("nginx:1.28"),
+        "B's image survives"
+    );
+}

@@ -221,6 +221,63 @@ fn spec_changes_bump_generation_label_changes_do_not() {
     );
 }
 
+/// The map of `objects/KIND/KEY` in the document.
+fn object_map(s: &mut Store, kind: Kind, key: &str) -> automerge::ObjId {
+    use automerge::ReadDoc;
+    let doc = s.doc_mut();
+    let (_, objects) = doc.get(automerge::ROOT, "objects").unwrap().unwrap();
+    let (_, kind_map) = doc.get(&objects, kind.name()).unwrap().unwrap();
+    let (_, id) = doc.get(&kind_map, key).unwrap().unwrap();
+    id
+}
+
+#[test]
+fn objects_stored_as_plain_trees_still_read_and_convert_on_their_first_change() {
+    let mut s = store();
+    s.apply_values(vec![deployment("default", "web", 3)])
+        .unwrap();
+    let want = s
+        .get(Kind::Deployment, Some("default"), "web")
+        .unwrap()
+        .unwrap();
+    // Rewrite it as a shoald before merge units wrote it: one plain tree.
+    let id = object_map(&mut s, Kind::Deployment, "default/web");
+    let doc = s.doc_mut();
+    for key in automerge::ReadDoc::keys(doc, &id).collect::<Vec<_>>() {
+        automerge::transaction::Transactable::delete(doc, &id, key.as_str()).unwrap();
+    }
+    super::tree::write_map(doc, &id, want.value.as_object().unwrap()).unwrap();
+    doc.commit();
+    let raw = super::tree::read_obj(s.doc_mut(), &id).unwrap();
+    assert!(raw.get("$body").is_none() && raw["spec"]["template"].is_object());
+
+    let got = s.get(Kind::Deployment, Some("default"), "web").unwrap();
+    assert_eq!(got.as_ref(), Some(&want));
+    assert_eq!(s.list(Kind::Deployment, None).unwrap(), vec![want.clone()]);
+    // An unchanged apply writes nothing, and leaves it as it is.
+    let heads = s.heads();
+    let r = s
+        .apply_values(vec![deployment("default", "web", 3)])
+        .unwrap();
+    assert_eq!(actions(&r), vec![(ApplyAction::Unchanged, 1)]);
+    assert_eq!(s.heads(), heads);
+    // A change converts it.
+    s.apply_values(vec![deployment("default", "web", 5)])
+        .unwrap();
+    let raw = super::tree::read_obj(s.doc_mut(), &id).unwrap();
+    assert!(raw["$body"].is_string(), "{raw:#}");
+    assert_eq!(raw["spec"], json!({"replicas": 5}));
+    let got = s
+        .get(Kind::Deployment, Some("default"), "web")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.value["spec"]["replicas"], 5);
+    assert_eq!(
+        got.value["spec"]["template"],
+        want.value["spec"]["template"]
+    );
+}
+
 #[test]
 fn a_missing_namespace_rejects_the_whole_batch() {
     let mut s = store();
