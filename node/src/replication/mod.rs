@@ -12,6 +12,14 @@
 //!   side has anything to send (at most `max_exchanges`), and at once with a peer that comes
 //!   up. The answers to peers' requests come from the same protocol.
 //!
+//! Catching up is chunked: a sync message (request or answer) carries at most
+//! `max_message_bytes` of changes, and the rest follows in the next exchanges of the round
+//! (see `Store::sync_message`). What a round received stays in the document, so a round cut
+//! short by `max_exchanges`, a timeout or a lost peer leaves progress for the next one: a
+//! node any distance behind catches up in bounded steps, never in one message that the
+//! network cannot carry or that takes longer than `request_timeout`. Gossip larger than the
+//! bound is not sent: anti-entropy carries it in chunks.
+//!
 //! Tells, through a watch ([`Replicator::run_with_synced`]), once one of this node's rounds
 //! with a peer has gone quiet: this node then holds everything that peer held, so its desired
 //! state is up to date with the cluster's as that peer knew it. The node agent waits for it
@@ -80,6 +88,13 @@ pub enum Inbound {
     PeerDown(String),
 }
 
+/// The default of [`ReplicationConfig::max_message_bytes`]: far under the network's sync limit
+/// (32 MiB), and under its gossip limit (1 MiB) with room for the framing.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 768 * 1024;
+
+/// The least [`ReplicationConfig::max_message_bytes`] accepted.
+const MIN_MESSAGE_BYTES: usize = 1024;
+
 /// Settings of replication.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicationConfig {
@@ -92,6 +107,11 @@ pub struct ReplicationConfig {
     pub max_exchanges: usize,
     /// How long a sync request may wait for its answer.
     pub request_timeout: Duration,
+    /// The most bytes of changes that one sync message (request or answer) or one gossip
+    /// message carries; a single larger change still goes alone. Keep it well under the
+    /// network's message limits (32 MiB for sync, 1 MiB for gossip) and small enough that a
+    /// message crosses the slowest link within `request_timeout`.
+    pub max_message_bytes: usize,
     /// The seed of peer choice and jitter: fixed in tests, None (from the OS) otherwise.
     pub seed: Option<u64>,
 }
@@ -103,6 +123,7 @@ impl Default for ReplicationConfig {
             fanout: 2,
             max_exchanges: 16,
             request_timeout: Duration::from_secs(10),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             seed: None,
         }
     }
@@ -127,6 +148,9 @@ impl ReplicationConfig {
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout", "must be more than 0");
+        }
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return bad("max_message_bytes", "must be at least 1024");
         }
         Ok(())
     }
@@ -204,8 +228,10 @@ impl Replicator {
         let mut config = config;
         config.interval = config.interval.max(Duration::from_millis(10));
         config.max_exchanges = config.max_exchanges.max(1);
+        config.max_message_bytes = config.max_message_bytes.max(MIN_MESSAGE_BYTES);
         let rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         let stop = shutdown.child_token();
+        let max_message_bytes = config.max_message_bytes;
         let replicator = Replicator {
             state: state.clone(),
             transport: transport.clone(),
@@ -220,7 +246,7 @@ impl Replicator {
         // does (rounds are tasks of their own), so that answering peers never waits behind
         // a slow send.
         tokio::join!(
-            broadcast_loop(state, transport, stop.clone()),
+            broadcast_loop(state, transport, max_message_bytes, stop.clone()),
             replicator.main_loop(inbound, stop),
         );
         tracing::debug!("replication stopped");
@@ -388,7 +414,11 @@ impl Replicator {
             Err(StateError::Stopped) => return Err(StateError::Stopped),
             Err(e) => return Ok(refuse(from, &e.to_string())),
         }
-        match self.state.sync_message(session).await {
+        match self
+            .state
+            .sync_message_within(session, self.config.max_message_bytes)
+            .await
+        {
             Ok(Some(message)) => Ok(Frame::Sync {
                 start: false,
                 message,
@@ -416,6 +446,7 @@ enum Event {
 async fn broadcast_loop(
     state: StateHandle,
     transport: Arc<dyn Transport>,
+    max_message_bytes: usize,
     stop: CancellationToken,
 ) {
     let mut commits = state.subscribe();
@@ -444,6 +475,15 @@ async fn broadcast_loop(
         };
         sent = heads;
         if changes.is_empty() {
+            continue;
+        }
+        if changes.len() > max_message_bytes {
+            // The network would drop it (or take too long); anti-entropy sends it in chunks.
+            tracing::debug!(
+                bytes = changes.len(),
+                max_message_bytes,
+                "changes too large to gossip: left to anti-entropy"
+            );
             continue;
         }
         let frame = Frame::Changes(changes).encode();
@@ -500,7 +540,10 @@ async fn exchange(
     let session = out_session(peer);
     state.begin_sync(session.clone()).await?;
     for sent in 0..config.max_exchanges {
-        let Some(message) = state.sync_message(session.clone()).await? else {
+        let Some(message) = state
+            .sync_message_within(session.clone(), config.max_message_bytes)
+            .await?
+        else {
             return Ok(Some(sent));
         };
         let request = Frame::Sync {

@@ -29,6 +29,11 @@ struct HubState {
     broadcasts: Vec<usize>,
     /// When set, gossip is lost (sync requests still pass).
     lose_gossip: bool,
+    /// When set, the largest message the network carries (like libp2p's size limits): a
+    /// larger broadcast is lost, a larger sync request or answer fails.
+    max_message: Option<usize>,
+    /// The largest sync request or answer carried so far, in bytes.
+    largest_sync: usize,
 }
 
 struct Link {
@@ -94,7 +99,7 @@ impl Transport for MemTransport {
         let lose = {
             let mut inner = self.hub.inner.lock().unwrap();
             inner.broadcasts.push(data.len());
-            inner.lose_gossip
+            inner.lose_gossip || inner.max_message.is_some_and(|max| data.len() > max)
         };
         if lose {
             return;
@@ -118,6 +123,14 @@ impl Transport for MemTransport {
         else {
             return Err(format!("{peer} is unreachable"));
         };
+        let max = {
+            let mut inner = self.hub.inner.lock().unwrap();
+            inner.largest_sync = inner.largest_sync.max(data.len());
+            inner.max_message
+        };
+        if let Some(max) = max.filter(|max| data.len() > *max) {
+            return Err(format!("a request of {} bytes exceeds {max}", data.len()));
+        }
         let (reply, answer) = oneshot::channel();
         tx.send(Inbound::SyncRequest {
             from: self.me.clone(),
@@ -126,7 +139,17 @@ impl Transport for MemTransport {
         })
         .await
         .map_err(|_| format!("{peer} has stopped"))?;
-        answer.await.map_err(|_| format!("{peer} gave no answer"))
+        let answer = answer.await.map_err(|_| format!("{peer} gave no answer"))?;
+        {
+            let mut inner = self.hub.inner.lock().unwrap();
+            inner.largest_sync = inner.largest_sync.max(answer.len());
+        }
+        match max {
+            Some(max) if answer.len() > max => {
+                Err(format!("an answer of {} bytes exceeds {max}", answer.len()))
+            }
+            _ => Ok(answer),
+        }
     }
 
     fn peers(&self) -> Vec<String> {
@@ -155,6 +178,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes, their replication configured by `tune` after the defaults.
+    async fn start_with(n: usize, tune: impl Fn(&mut ReplicationConfig)) -> Cluster {
         let hub = Arc::new(Hub::default());
         let shutdown = CancellationToken::new();
         let mut nodes = Vec::new();
@@ -180,10 +208,11 @@ impl Cluster {
                 me: name.clone(),
                 hub: hub.clone(),
             });
-            let config = ReplicationConfig {
+            let mut config = ReplicationConfig {
                 seed: Some(i as u64),
                 ..ReplicationConfig::default()
             };
+            tune(&mut config);
             config.validate().unwrap();
             let (synced_tx, synced) = watch::channel(false);
             let tasks = vec![
@@ -423,5 +452,64 @@ async fn malformed_requests_are_refused_with_a_reason() {
     // The node still replicates.
     write(&cluster.nodes[0], "after", "1").await;
     cluster.converge(&[0, 1]).await;
+    cluster.stop().await;
+}
+
+/// Random text that automerge cannot compress much.
+fn noise(rng: &mut rng::Rng, len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..len)
+        .map(|_| CHARS[rng.below(CHARS.len() as u64) as usize] as char)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_far_behind_catches_up_in_bounded_messages() {
+    // The network carries at most 1 MiB per message, and n0's history is about 5 MiB: it
+    // reaches n1 in chunks of at most 256 KiB of changes.
+    const LIMIT: usize = 1024 * 1024;
+    let cluster = Cluster::start_with(2, |config| {
+        config.max_message_bytes = 256 * 1024;
+        // Rounds end before catching up is done: progress must carry over.
+        config.max_exchanges = 4;
+    })
+    .await;
+    cluster.hub.inner.lock().unwrap().max_message = Some(LIMIT);
+    cluster.hub.set_up("n1", false).await;
+    let mut rng = rng::Rng::seeded(7);
+    for batch in 0..64 {
+        let objects = (0..10)
+            .map(|i| config_map(&format!("big-{batch}-{i}"), &noise(&mut rng, 8 * 1024)))
+            .collect();
+        cluster.nodes[0].state.apply_values(objects).await.unwrap();
+    }
+    let history = cluster.nodes[0]
+        .state
+        .changes_since(Vec::new())
+        .await
+        .unwrap();
+    assert!(
+        history.0.len() > 4 * LIMIT,
+        "history of {} bytes",
+        history.0.len()
+    );
+
+    cluster.hub.set_up("n1", true).await;
+    cluster.converge(&[0, 1]).await;
+    let n1 = &cluster.nodes[1].state;
+    assert_eq!(
+        value_of(n1, "big-63-9").await.map(|v| v.len()),
+        Some(8 * 1024)
+    );
+    assert_eq!(
+        cluster.nodes[0].state.heads().await.unwrap(),
+        n1.heads().await.unwrap()
+    );
+    // 256 KiB of changes, plus the session's heads and Bloom filter.
+    let largest = cluster.hub.inner.lock().unwrap().largest_sync;
+    assert!(
+        largest <= 256 * 1024 + 16 * 1024,
+        "a sync message of {largest} bytes"
+    );
     cluster.stop().await;
 }

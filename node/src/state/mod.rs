@@ -174,7 +174,7 @@ enum Command {
     /// `true`: only this process's own changes (what gossip broadcasts).
     ChangesSince(Vec<ChangeHash>, bool, Reply<(Vec<u8>, Vec<ChangeHash>)>),
     ApplyRemote(Vec<u8>, Reply<bool>),
-    SyncMessage(String, Reply<Option<Vec<u8>>>),
+    SyncMessage(String, usize, Reply<Option<Vec<u8>>>),
     ReceiveSync(String, Vec<u8>, Reply<()>),
     ResetSync(String, Reply<()>),
     BeginSync(String, Reply<()>),
@@ -248,6 +248,35 @@ pub struct StateTask {
     /// failed commit (the document went back, so what a session believes was sent may be
     /// gone).
     sync: HashMap<String, sync::State>,
+    /// Reads kept until the document changes.
+    reads: ReadCache,
+}
+
+/// The slots and the object lists last read, kept while the document's heads stay the same
+/// (the heads name its content exactly). The agent, the controllers, the fence and the
+/// proxies read them every second or so, and most of those reads find the document as it
+/// was: decoding it again each time was most of an idle node's work.
+#[derive(Default)]
+struct ReadCache {
+    heads: Vec<ChangeHash>,
+    slots: Option<Vec<Slot>>,
+    lists: BTreeMap<(Kind, Option<String>), Vec<StoredObject>>,
+    objects: BTreeMap<(Kind, Option<String>, String), Option<StoredObject>>,
+    leases: Option<BTreeMap<String, Lease>>,
+}
+
+impl ReadCache {
+    /// Forgets what was read unless the document is still at `heads`.
+    fn at(&mut self, heads: Vec<ChangeHash>) -> &mut ReadCache {
+        if self.heads != heads {
+            self.heads = heads;
+            self.slots = None;
+            self.lists.clear();
+            self.objects.clear();
+            self.leases = None;
+        }
+        self
+    }
 }
 
 /// Opens (or creates) the store in `config.data_dir`. A file that cannot be read or fails its
@@ -298,6 +327,7 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
             max_group: channel_size,
             changes,
             sync: HashMap::new(),
+            reads: ReadCache::default(),
         },
     ))
 }
@@ -518,7 +548,19 @@ impl StateHandle {
     /// `peer` names a sync session, one automerge `sync::State` kept by the task: a caller
     /// that syncs with one peer in both directions at once uses one name per direction.
     pub async fn sync_message(&self, peer: String) -> Result<Option<Vec<u8>>, StateError> {
-        self.call(|reply| Command::SyncMessage(peer, reply)).await
+        self.sync_message_within(peer, usize::MAX).await
+    }
+
+    /// As [`StateHandle::sync_message`], carrying at most `max_change_bytes` of changes (or
+    /// one change, if that one alone is larger): the rest goes in the session's next
+    /// messages, so that catching up takes several small messages rather than one huge one.
+    pub async fn sync_message_within(
+        &self,
+        peer: String,
+        max_change_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        self.call(|reply| Command::SyncMessage(peer, max_change_bytes, reply))
+            .await
     }
 
     /// Receives a sync message of the session `peer`, applying the changes it carries
@@ -603,9 +645,26 @@ impl StateTask {
                 Pending::Apply(reply, result)
             }
             Command::Get(kind, ns, name, reply) => {
-                Pending::Object(reply, store.get(kind, ns.as_deref(), &name))
+                let reads = self.reads.at(store.heads());
+                let key = (kind, ns, name);
+                let result = match reads.objects.get(&key) {
+                    Some(object) => Ok(object.clone()),
+                    None => store.get(kind, key.1.as_deref(), &key.2).inspect(|object| {
+                        reads.objects.insert(key.clone(), object.clone());
+                    }),
+                };
+                Pending::Object(reply, result)
             }
-            Command::List(kind, ns, reply) => Pending::List(reply, store.list(kind, ns.as_deref())),
+            Command::List(kind, ns, reply) => {
+                let reads = self.reads.at(store.heads());
+                let result = match reads.lists.get(&(kind, ns.clone())) {
+                    Some(objects) => Ok(objects.clone()),
+                    None => store.list(kind, ns.as_deref()).inspect(|objects| {
+                        reads.lists.insert((kind, ns), objects.clone());
+                    }),
+                };
+                Pending::List(reply, result)
+            }
             Command::Delete(kind, ns, name, reply) => {
                 let result = store.delete(kind, ns.as_deref(), &name);
                 if let Ok(Some(_)) = &result {
@@ -615,11 +674,27 @@ impl StateTask {
             }
             Command::Digest(reply) => Pending::Digest(reply, store.digest()),
             Command::Stats(reply) => Pending::Stats(reply),
-            Command::Slots(reply) => Pending::Slots(reply, store.slots()),
+            Command::Slots(reply) => {
+                let reads = self.reads.at(store.heads());
+                let result = match &reads.slots {
+                    Some(slots) => Ok(slots.clone()),
+                    None => store
+                        .slots()
+                        .inspect(|slots| reads.slots = Some(slots.clone())),
+                };
+                Pending::Slots(reply, result)
+            }
             Command::WriteSlots(puts, deletes, reply) => {
                 Pending::Done(reply, store.write_slots(&puts, &deletes))
             }
-            Command::Leases(reply) => Pending::Leases(reply, store.leases()),
+            Command::Leases(reply) => {
+                let reads = self.reads.at(store.heads());
+                let result = match &reads.leases {
+                    Some(leases) => Ok(leases.clone()),
+                    None => store.leases().inspect(|l| reads.leases = Some(l.clone())),
+                };
+                Pending::Leases(reply, result)
+            }
             Command::ClaimLease(role, holder, seen, reply) => {
                 let result = store.claim_lease(&role, &holder, seen, crate::time::unix_now());
                 Pending::Lease(reply, result)
@@ -648,9 +723,9 @@ impl StateTask {
                 }
                 Pending::Changed(reply, result)
             }
-            Command::SyncMessage(peer, reply) => {
+            Command::SyncMessage(peer, max_change_bytes, reply) => {
                 let session = self.sync.entry(peer).or_default();
-                Pending::SyncMessage(reply, store.sync_message(session))
+                Pending::SyncMessage(reply, store.sync_message(session, max_change_bytes))
             }
             Command::ReceiveSync(peer, data, reply) => {
                 let session = self.sync.entry(peer.clone()).or_default();

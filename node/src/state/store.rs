@@ -10,13 +10,19 @@
 //! ├─ objects                       (Map)
 //! │   ├─ Deployment                (Map, one per kind, by the kind's `kind` name)
 //! │   │   ├─ "default/web"         (Map: the object, `namespace/name`; `name` when cluster-scoped)
-//! │   │   │   ├─ apiVersion, kind, metadata{...}, spec{...}   (a tree of maps, lists, scalars)
+//! │   │   │   ├─ apiVersion, kind, metadata{name, labels{...}, $annotations, ...}
+//! │   │   │   ├─ spec{replicas}    (only `replicas`: a field of its own)
+//! │   │   │   └─ $body             (the rest of the object, one JSON text: a merge unit)
 //! │   ...
-//! │   └─ Secret / "ns/name"        (as above, but `data` replaced by `sealedData: "v1:..."`)
+//! │   └─ Secret / "ns/name"        (as above, but `data` replaced by `sealedData: "v1:..."`
+//! │                                 inside `$body`)
 //! ├─ slots                         (Map, reserved: pod slots and their node assignment)
 //! ├─ leases                        (Map, reserved: leader roles and their epochs)
 //! └─ nodes                         (Map, reserved: node cordons and the like)
 //! ```
+//!
+//! How an object is split into fields and merge units, and why, is [`super::tree`]'s to say
+//! (objects written before units existed are plain trees, and still read).
 //!
 //! Every map above the objects themselves is created by the **genesis change**: a change with
 //! a fixed actor, time 0 and fixed content, so its hash is the same on every node of every
@@ -31,11 +37,16 @@
 //!
 //! Merging is automerge's: commutative, associative, idempotent; two nodes that hold the same
 //! changes hold the same state, whatever the order in which the changes arrived. For one
-//! object:
-//! - edits of different fields (a scale on one node, a label on another) both survive;
-//! - concurrent writes of the same scalar field: one value wins, chosen by automerge's total
-//!   order of operations (the same on every node), i.e. field-level last-writer-wins;
-//! - a list whose length changed is replaced whole, so it behaves as one field;
+//! object, the rule is: **a merge never builds an object that no writer applied, apart from
+//! combining parts that always validate together**. So:
+//! - the body (everything but `apiVersion`, `kind`, `metadata` and `spec.replicas`: the whole
+//!   spec, a ConfigMap's data, a Secret's type and sealed data) is one merge unit: of two
+//!   concurrent applies that change it, one body wins whole, the same on every node (chosen
+//!   by automerge's total order of operations), never a mix of the two;
+//! - so are `metadata.annotations` and `metadata.ownerReferences`, each on its own;
+//! - `spec.replicas`, each label and the scalar metadata are fields of their own: edits of
+//!   different ones both survive (a scale on one node, a new image or a label on another),
+//!   and concurrent writes of the same one keep one value (field-level last-writer-wins);
 //! - the same object created concurrently on two nodes, or a nested map created concurrently
 //!   (first label on both sides): one of the two maps wins whole;
 //! - delete against a concurrent edit: the delete of the object's key wins unless the edit
@@ -408,16 +419,37 @@ impl Store {
     }
 
     /// The next message of automerge's sync protocol for the peer whose session is `state`
-    /// (None: nothing to send now), encoded.
+    /// (None: nothing to send now), encoded, carrying at most `max_change_bytes` of changes
+    /// (or a single change, if that one alone is larger).
+    ///
+    /// automerge puts every change the peer lacks into one message, and to a peer that lacks
+    /// over a third of the document it sends the whole document as one compressed chunk: a
+    /// node far behind would need one message larger than the network carries. So the
+    /// whole-document form is never used (the session is told that the peer reads only the
+    /// first message format, in which each change is its own chunk), and the changes beyond
+    /// the budget are held back: marked as sent while automerge builds the message, and
+    /// unmarked after. The next message of the session sends them, as automerge sends
+    /// what the peer still lacks once the peer's answer tells its new heads; progress is in
+    /// the receiver's document, so a session that is cut short loses none.
     pub(crate) fn sync_message(
         &mut self,
         state: &mut sync::State,
+        max_change_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StateError> {
         // automerge asserts invariants of the peer's state while building a message: a panic
         // there is an error of this session, not the end of the task.
         let doc = &mut self.doc;
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            doc.sync().generate_sync_message(state).map(Message::encode)
+            if let Some(caps) = state.their_capabilities.as_mut() {
+                caps.retain(|c| *c != sync::Capability::MessageV2);
+            }
+            let held_back = beyond_budget(doc, state, max_change_bytes);
+            state.sent_hashes.extend(held_back.iter().copied());
+            let message = doc.sync().generate_sync_message(state);
+            for hash in &held_back {
+                state.sent_hashes.remove(hash);
+            }
+            message.map(Message::encode)
         }))
         .map_err(|_| StateError::Remote("automerge failed to build a sync message".into()))
     }
@@ -760,7 +792,7 @@ impl Store {
         };
         match self.doc.get(&map, key.doc_key()).map_err(internal)? {
             Some((automerge::Value::Object(_), id)) => {
-                let v = tree::read_obj(&self.doc, &id).map_err(internal)?;
+                let v = tree::read_object(&self.doc, &id).map_err(internal)?;
                 Ok(Some((id, v)))
             }
             _ => Ok(None),
@@ -997,7 +1029,7 @@ impl Store {
                     .map_err(internal)?
             }
         };
-        tree::write_map(&mut self.doc, &id, fields).map_err(internal)
+        tree::write_object(&mut self.doc, &id, fields).map_err(internal)
     }
 
     /// One object as the API shows it.
@@ -1030,7 +1062,7 @@ impl Store {
             if let Some((automerge::Value::Object(_), id)) =
                 self.doc.get(&map, doc_key.as_str()).map_err(internal)?
             {
-                let v = tree::read_obj(&self.doc, &id).map_err(internal)?;
+                let v = tree::read_object(&self.doc, &id).map_err(internal)?;
                 let v = self.unseal(kind, &doc_key, v)?;
                 let (ns, name) = match doc_key.split_once('/') {
                     Some((ns, name)) => (ns.to_string(), name.to_string()),
@@ -1159,7 +1191,7 @@ impl Store {
                 if let Some((automerge::Value::Object(_), id)) =
                     self.doc.get(&map, doc_key.as_str()).map_err(internal)?
                 {
-                    let v = tree::read_obj(&self.doc, &id).map_err(internal)?;
+                    let v = tree::read_object(&self.doc, &id).map_err(internal)?;
                     let sort_key = match doc_key.split_once('/') {
                         Some((ns, name)) => (ns.to_string(), name.to_string()),
                         None => (String::new(), doc_key.clone()),
@@ -1399,7 +1431,7 @@ impl Store {
                     .map_err(internal)?
             }
         };
-        tree::write_map(&mut self.doc, &id, fields).map_err(internal)
+        tree::write_object(&mut self.doc, &id, fields).map_err(internal)
     }
 }
 
@@ -1534,4 +1566,86 @@ pub(crate) fn present(v: Value) -> Value {
         }
         other => other,
     }
+}
+
+/// The changes that the next sync message of the session `state` would carry beyond
+/// `max_change_bytes`, in the order automerge sends them (see [`Store::sync_message`]).
+///
+/// Mirrors automerge's choice of what to send: the changes the peer explicitly needs, then
+/// those after the peer's last sync that its Bloom filters do not claim, with every change
+/// that depends on one of those. The first of them up to the budget (at least one) go now.
+fn beyond_budget(
+    doc: &mut AutoCommit,
+    state: &sync::State,
+    max_change_bytes: usize,
+) -> Vec<ChangeHash> {
+    let (Some(have), Some(need)) = (state.their_have.as_ref(), state.their_need.as_ref()) else {
+        return Vec::new();
+    };
+    let mut order: Vec<ChangeHash> = Vec::new();
+    let mut chosen: HashSet<ChangeHash> = HashSet::new();
+    if !have.is_empty() {
+        let last_sync: Vec<ChangeHash> = have
+            .iter()
+            .flat_map(|h| h.last_sync.iter().copied())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let metas: Vec<(ChangeHash, Vec<ChangeHash>)> = doc
+            .get_changes_meta(&last_sync)
+            .into_iter()
+            .map(|m| (m.hash, m.deps))
+            .collect();
+        let mut dependents: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+        for (hash, deps) in &metas {
+            for dep in deps {
+                dependents.entry(*dep).or_default().push(*hash);
+            }
+            if have.iter().all(|h| !h.bloom.contains_hash(hash)) {
+                chosen.insert(*hash);
+            }
+        }
+        let mut stack: Vec<ChangeHash> = chosen.iter().copied().collect();
+        while let Some(hash) = stack.pop() {
+            for dependent in dependents.get(&hash).into_iter().flatten() {
+                if chosen.insert(*dependent) {
+                    stack.push(*dependent);
+                }
+            }
+        }
+        order.extend(
+            metas
+                .iter()
+                .map(|(hash, _)| *hash)
+                .filter(|hash| chosen.contains(hash)),
+        );
+    }
+    let needed: Vec<ChangeHash> = need
+        .iter()
+        .filter(|hash| !chosen.contains(*hash) && doc.get_change_meta_by_hash(hash).is_some())
+        .copied()
+        .collect();
+    let candidates = needed
+        .into_iter()
+        .chain(order)
+        .filter(|hash| !state.sent_hashes.contains(hash));
+    let mut bytes = 0usize;
+    let mut now = 0usize;
+    let mut later = Vec::new();
+    for hash in candidates {
+        if !later.is_empty() {
+            later.push(hash);
+            continue;
+        }
+        let size = doc
+            .get_change_by_hash(&hash)
+            .map_or(0, |c| c.raw_bytes().len());
+        if now > 0 && bytes.saturating_add(size) > max_change_bytes {
+            later.push(hash);
+        } else {
+            bytes = bytes.saturating_add(size);
+            now += 1;
+        }
+    }
+    later
 }
