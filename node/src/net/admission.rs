@@ -46,6 +46,9 @@ pub(crate) struct ClusterKeys {
     pub psk: [u8; 32],
     /// Key of the hello HMAC.
     pub hello: [u8; 32],
+    /// The token that opens every sync message (see [`super::wire`]): a peer without it
+    /// cannot make this node read more of a sync stream than the token's length.
+    pub sync_token: [u8; 32],
 }
 
 impl ClusterKeys {
@@ -55,10 +58,16 @@ impl ClusterKeys {
         let hk = Hkdf::<Sha256>::new(Some(cluster_id.as_bytes()), secret);
         let mut psk = [0u8; 32];
         let mut hello = [0u8; 32];
+        let mut sync_token = [0u8; 32];
         // `expand` only fails for outputs longer than 255 * 32 bytes.
         let _ = hk.expand(b"shoal pnet psk v1", &mut psk);
         let _ = hk.expand(b"shoal hello hmac v1", &mut hello);
-        Self { psk, hello }
+        let _ = hk.expand(b"shoal sync token v1", &mut sync_token);
+        Self {
+            psk,
+            hello,
+            sync_token,
+        }
     }
 }
 
@@ -159,6 +168,8 @@ mod tests {
     fn derived_keys_differ() {
         let k = ClusterKeys::derive("c1", &[7; 32]);
         assert_ne!(k.psk, k.hello);
+        assert_ne!(k.sync_token, k.hello);
+        assert_ne!(k.sync_token, k.psk);
         assert_ne!(k.psk, [7; 32]);
     }
 }

@@ -19,11 +19,16 @@ use libp2p::{
 };
 
 use super::admission::{ClusterKeys, HELLO_PROTOCOL, HelloRequest, HelloResponse};
-use super::wire::{MAX_SYNC_BYTES, SYNC_PROTOCOL, SyncRequest, SyncResponse};
+use super::wire::{MAX_SYNC_BYTES, SYNC_PROTOCOL, SyncCodec};
 use super::{NetConfig, NetError, Topic};
 
 /// Largest gossip message, in bytes (an automerge change or an observed-state record).
 const MAX_GOSSIP_BYTES: usize = 1024 * 1024;
+
+/// Largest hello request or answer, in bytes: a nonce, or a node name and a MAC (the
+/// request-response defaults, 1 and 10 MiB, would let a peer that is not admitted yet make
+/// this node buffer that much).
+const MAX_HELLO_BYTES: u64 = 1024;
 
 /// How long a TCP connection may take to pass pnet, Noise and Yamux.
 const TCP_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +43,7 @@ pub(crate) const UNADMITTED_SCORE: f64 = -1_000.0;
 pub(crate) struct Behaviour {
     pub hello: request_response::cbor::Behaviour<HelloRequest, HelloResponse>,
     pub gossipsub: gossipsub::Behaviour,
-    pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub sync: request_response::Behaviour<SyncCodec>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -102,7 +107,7 @@ pub(crate) fn build_swarm(
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(tcp)
         })
         .map_err(|e| build(&e))?
-        .with_behaviour(|key| behaviour(config, key).map_err(Into::into))
+        .with_behaviour(|key| behaviour(config, keys, key).map_err(Into::into))
         .map_err(|e| build(&e))?
         // Membership decides when a peer is gone; keep quiet connections open.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -129,17 +134,25 @@ fn run_id() -> String {
         .unwrap_or_else(|_| format!("{:x}", std::process::id()))
 }
 
-fn behaviour(config: &NetConfig, key: &identity::Keypair) -> Result<Behaviour, String> {
+fn behaviour(
+    config: &NetConfig,
+    keys: &ClusterKeys,
+    key: &identity::Keypair,
+) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
 
-    let hello = request_response::cbor::Behaviour::new(
+    let hello_codec =
+        request_response::cbor::codec::Codec::<HelloRequest, HelloResponse>::default()
+            .set_request_size_maximum(MAX_HELLO_BYTES)
+            .set_response_size_maximum(MAX_HELLO_BYTES);
+    let hello = request_response::Behaviour::with_codec(
+        hello_codec,
         [(StreamProtocol::new(HELLO_PROTOCOL), ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(config.request_timeout),
     );
 
-    let codec = request_response::cbor::codec::Codec::<SyncRequest, SyncResponse>::default()
-        .set_request_size_maximum(MAX_SYNC_BYTES)
-        .set_response_size_maximum(MAX_SYNC_BYTES);
+    // Reads a sync message only after its first bytes proved the cluster secret.
+    let codec = SyncCodec::new(keys.sync_token, MAX_SYNC_BYTES);
     let sync = request_response::Behaviour::with_codec(
         codec,
         [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],

@@ -3,7 +3,7 @@
 //!
 //! Role: connect the nodes of one cluster and only them. Transports are TCP (private network
 //! keyed by the cluster secret, then Noise and Yamux) and QUIC. Behaviours: gossipsub for the
-//! `state` and `observed` topics, request-response (CBOR) for anti-entropy sync, the `hello`
+//! `state` and `observed` topics, request-response for anti-entropy sync (framed by [`wire`]), the `hello`
 //! admission check, identify, ping and, when enabled, mDNS.
 //!
 //! Owns: the swarm, the set of admitted peers, pending requests. Talks to: the replication
@@ -19,6 +19,14 @@
 //!   correctly its gossip is rejected, nothing is published to it (its gossipsub application
 //!   score is far below the publish and graylist thresholds), and its sync requests are
 //!   dropped. A wrong answer, a timeout or a closed connection refuses it and disconnects it.
+//!
+//! Until then, what such a peer can make this node read is bounded: every sync message
+//! opens with a token derived from the cluster secret, which the codec checks before it reads
+//! on (32 bytes, then the stream is dropped: see [`wire`]); hello messages are capped at
+//! 1 KiB; raw streams are dropped unread by their servers unless the peer is admitted.
+//! Gossipsub reads one message of at most its `max_transmit_size` (1 MiB) at a time from any
+//! connection before it can tell whom to ignore: its limit is one for all peers, so that
+//! bound stays at 1 MiB, and such a peer's messages are dropped once read.
 
 mod admission;
 mod behaviour;

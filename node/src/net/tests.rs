@@ -28,6 +28,18 @@ fn node(
     bootstrap: Vec<Multiaddr>,
     stop: &CancellationToken,
 ) -> Result<Node> {
+    node_with(name, seed, secret, bootstrap, stop, Duration::from_secs(5))
+}
+
+/// [`node`], with its request (and admission) timeout.
+fn node_with(
+    name: &str,
+    seed: u8,
+    secret: u8,
+    bootstrap: Vec<Multiaddr>,
+    stop: &CancellationToken,
+    request_timeout: Duration,
+) -> Result<Node> {
     let mut config = NetConfig::new(CLUSTER, [secret; 32], [seed; 32], name);
     config.listen = vec![
         "/ip4/127.0.0.1/tcp/0".parse()?,
@@ -35,7 +47,7 @@ fn node(
     ];
     config.bootstrap = bootstrap;
     config.mdns = false;
-    config.request_timeout = Duration::from_secs(5);
+    config.request_timeout = request_timeout;
     // Shows the refusals with `RUST_LOG=shoal_node::net=info cargo test -- --nocapture`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -247,6 +259,126 @@ async fn nodes_with_another_secret_are_refused_on_tcp_and_quic() -> Result<()> {
             .await,
         Err(super::NetError::NotAdmitted(_))
     ));
+
+    stop.cancel();
+    Ok(())
+}
+
+/// A peer without the cluster secret, over QUIC (which no pre-shared key guards): it holds
+/// the node's admission challenge unanswered, so that the node keeps the connection open
+/// while it waits, and it opens raw streams.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Intruder {
+    hello: libp2p::request_response::cbor::Behaviour<
+        super::admission::HelloRequest,
+        super::admission::HelloResponse,
+    >,
+    streams: libp2p_stream::Behaviour,
+    /// Nodes close connections that do not answer pings.
+    ping: libp2p::ping::Behaviour,
+}
+
+/// Starts an intruder connected to `target` at `addr`; returns its peer id and stream control
+/// once the node has challenged it (the challenge stays unanswered).
+async fn intruder(
+    target: PeerId,
+    addr: Multiaddr,
+    stop: &CancellationToken,
+) -> Result<(PeerId, libp2p_stream::Control)> {
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| Intruder {
+            hello: request_response::cbor::Behaviour::new(
+                [(
+                    libp2p::StreamProtocol::new(super::admission::HELLO_PROTOCOL),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default(),
+            ),
+            streams: libp2p_stream::Behaviour::new(),
+            ping: libp2p::ping::Behaviour::default(),
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let control = swarm.behaviour().streams.new_control();
+    let id = *swarm.local_peer_id();
+    swarm.dial(addr)?;
+    let (challenged_tx, challenged) = tokio::sync::oneshot::channel();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut challenged_tx = Some(challenged_tx);
+        let mut held = Vec::new();
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => break,
+                e = futures_util::StreamExt::select_next_some(&mut swarm) => e,
+            };
+            if let SwarmEvent::Behaviour(IntruderEvent::Hello(request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) = event
+                && peer == target
+            {
+                held.push(channel);
+                if let Some(tx) = challenged_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(DEADLINE, challenged)
+        .await
+        .context("the node never challenged the intruder")??;
+    Ok((id, control))
+}
+
+#[tokio::test]
+async fn a_peer_not_admitted_cannot_make_a_node_read_a_large_sync_request() -> Result<()> {
+    // Larger than what QUIC buffers on the sending side (about 10 MB), so that the write can
+    // only finish if the node reads it; under the old limit of 32 MiB.
+    const LARGE: usize = 24 * 1024 * 1024;
+    let stop = CancellationToken::new();
+    // A long admission timeout: the intruder stays connected, unadmitted, for the whole test.
+    let timeout = Duration::from_secs(60);
+    let a = node_with("a", 21, 3, vec![], &stop, timeout)?;
+    let (a_tcp, a_quic) = addrs(&a.handle).await?;
+    let b = node_with("b", 22, 3, vec![a_tcp], &stop, timeout)?;
+    let a_id = a.handle.local_peer_id();
+
+    let (intruder_id, control) = intruder(a_id, a_quic, &stop).await?;
+    let protocol = libp2p::StreamProtocol::new(super::wire::SYNC_PROTOCOL);
+    let mut stream = control
+        .clone()
+        .open_stream(a_id, protocol)
+        .await
+        .context("a refused even to open a sync stream")?;
+    let junk = vec![0x5a; LARGE];
+    let sent = tokio::time::timeout(
+        DEADLINE,
+        libp2p::futures::AsyncWriteExt::write_all(&mut stream, &junk),
+    )
+    .await
+    .context("the write neither finished nor failed")?;
+    assert!(
+        sent.is_err(),
+        "a read a {LARGE}-byte sync request from a peer that is not admitted"
+    );
+    assert!(!admitted(&a.handle).await?.contains(&intruder_id));
+
+    // An admitted peer still syncs, large requests included.
+    eventually("a and b admitted", || async {
+        Ok(admitted(&b.handle).await?.contains(&a_id).then_some(()))
+    })
+    .await?;
+    let big = vec![7u8; 4 * 1024 * 1024];
+    let answer = b.handle.request_sync(a_id, big.clone()).await?;
+    assert_eq!(answer.len(), big.len() + 3);
+    assert!(answer.starts_with(b"re:") && answer.ends_with(&big[..16]));
 
     stop.cancel();
     Ok(())
