@@ -21,10 +21,14 @@
 //! registered to another peer is given up, never taken back, so that two live machines never
 //! take turns. The agent acts on the slots of its node name only while [`acts_for_name`].
 //!
-//! Leader roles ([`keep_role`]): the alive member with the lowest peer id, as each node sees
-//! it ([`controller`]), takes the role by writing the role's next epoch into the desired state
-//! (a [`Lease`]), and acts only while the newest epoch names it. Nothing is written while the
-//! holder stays; a holder that sees a newer epoch stops at once (it is fenced).
+//! Leader roles ([`keep_role`], deciding with the pure [`role_action`]): a node takes a role by
+//! writing the role's next epoch into the desired state (a [`Lease`]), and acts only while the
+//! newest epoch names it; a holder that sees a newer epoch stops at once (it is fenced). A role
+//! moves only when its holder lets go of it: it is dead (not merely suspect), has left, is
+//! degraded, or stays unknown to membership; then the alive, non-degraded member with the
+//! lowest peer id, as each node sees it ([`controller`]), claims it. A healthy holder keeps
+//! the role whoever else comes along, so differing views of membership never make it
+//! ping-pong. Nothing is written while the holder stays.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -380,8 +384,10 @@ pub async fn quorum(state: &StateHandle, observed: &ObservedHandle) -> Result<Qu
     Ok(q)
 }
 
-/// The holder of the controller role among `members`: the alive one with the lowest peer id
-/// (then name), among those not degraded (a failed vital task: see [`crate::supervise`]).
+/// Membership's pick for the controller role among `members`: the alive one with the lowest
+/// peer id (then name), among those not degraded (a failed vital task: see
+/// [`crate::supervise`]). It is the node that claims the role when the role is free, not
+/// necessarily its holder: a healthy holder keeps the role ([`role_action`]).
 pub fn controller<'a>(members: impl IntoIterator<Item = &'a Member>) -> Option<String> {
     members
         .into_iter()
@@ -453,18 +459,13 @@ pub async fn set_schedule(
     Ok(true)
 }
 
-/// Keeps a leader role: whenever membership picks this node ([`controller`]) and the newest
-/// lease names another, claims the next epoch. `held` says the epoch this node holds the role
-/// at, or None: the role's work runs only while it is Some. Re-checked on every change of the
-/// desired state (a newer epoch merged from a peer fences this node at once), of membership,
-/// and every `every`.
-///
-/// A node that has just started does not take a role that another node holds: it may not
-/// have heard from that node yet (see [`ObservedHandle::starting`]); nor does one that has
-/// not claimed its name yet (`named` false, see [`keep_name`]). Nor does it take the role
-/// from a holder that took it less than [`CLAIM_HOLD`] ago ([`may_claim`]): after a heal or
-/// a restart two nodes whose views differ for a beat would otherwise take it from each other
-/// on every change, every few milliseconds, until their views agree.
+/// Keeps a leader role, as [`role_action`] decides: this node acts in the role while the
+/// newest lease names it (and it is named and not degraded), and claims the role's next epoch
+/// only when membership picks it ([`controller`]) and the role is free: no lease, or a holder
+/// that is dead, has left, is degraded, or has stayed unknown to membership. `held` says the
+/// epoch this node holds the role at, or None: the role's work runs only while it is Some.
+/// Re-checked on every change of the desired state (a newer epoch merged from a peer fences
+/// this node at once), of membership, and every `every`.
 pub async fn keep_role(
     state: StateHandle,
     observed: ObservedHandle,
@@ -488,72 +489,183 @@ pub async fn keep_role(
             r = observed_rx.changed() => if r.is_err() { break },
             _ = tick.tick() => {}
         }
-        let chosen = *named.borrow()
-            && controller(observed.members().values()).as_deref() == Some(me.as_str());
+        let members = observed.members();
+        let at = tokio::time::Instant::now();
+        let facts = |seen: &Option<(Lease, tokio::time::Instant)>| RoleFacts {
+            lease: seen.as_ref().map(|(l, since)| {
+                let holder = members.get(&l.holder);
+                LeaseFacts {
+                    epoch: l.epoch,
+                    mine: l.holder == me,
+                    holder: holder.map_or(Liveness::Unknown, |m| m.liveness),
+                    degraded: holder.is_some_and(|m| {
+                        m.record.conditions.contains_key(crate::supervise::DEGRADED)
+                    }),
+                    seen: *since,
+                }
+            }),
+            picked: controller(members.values()).as_deref() == Some(me.as_str()),
+            named: *named.borrow(),
+            holds: held.borrow().is_some(),
+            starting: observed.starting(),
+            dead_after: observed.timing().dead_after,
+            now: at,
+        };
         let current = match state.leases().await {
             Ok(mut leases) => leases.remove(role),
-            // Not chosen (a degraded node is not): give the role up even without the leases.
-            Err(e) if !chosen => {
-                tracing::warn!(error = %e, role, "cannot read leases");
-                None
-            }
             Err(e) => {
                 tracing::warn!(error = %e, role, "cannot read leases");
+                // Decide on the lease last seen: give the role up if that says so (a degraded
+                // node's store may be what fails), else leave things as they are.
+                if role_action(&facts(&seen)) == RoleAction::Off {
+                    give_up(&held, role);
+                }
                 continue;
             }
         };
-        let at = tokio::time::Instant::now();
         if seen.as_ref().map(|(l, _)| l) != current.as_ref() {
             seen = current.clone().map(|l| (l, at));
         }
-        let mine = |l: &Option<Lease>| l.as_ref().filter(|l| l.holder == me).map(|l| l.epoch);
-        let now = match (chosen, mine(&current)) {
-            (false, _) => None,
-            (true, Some(epoch)) => Some(epoch),
-            (true, None) if observed.starting() && current.is_some() => None,
-            (true, None) if !may_claim(seen.as_ref().map(|(_, since)| *since), at) => None,
-            (true, None) => {
-                let seen = current.as_ref().map_or(0, |l| l.epoch);
-                match state.claim_lease(role, &me, seen).await {
-                    Ok(after) => {
-                        let epoch = mine(&after);
-                        if let Some(epoch) = epoch {
-                            tracing::info!(role, epoch, "took the role");
-                        }
-                        epoch
+        let now = match role_action(&facts(&seen)) {
+            RoleAction::Off => None,
+            RoleAction::Hold { epoch } => Some(epoch),
+            RoleAction::Claim { seen: epoch } => match state.claim_lease(role, &me, epoch).await {
+                Ok(after) => {
+                    let epoch = after.filter(|l| l.holder == me).map(|l| l.epoch);
+                    if let Some(epoch) = epoch {
+                        let previous = current.as_ref().map(|l| l.holder.as_str());
+                        tracing::info!(role, epoch, previous, "took the role");
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, role, "cannot claim the role");
-                        None
-                    }
+                    epoch
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, role, "cannot claim the role");
+                    None
+                }
+            },
         };
-        held.send_if_modified(|h| {
-            if *h == now {
-                return false;
-            }
-            if h.is_some() && now.is_none() {
-                tracing::info!(role, "gave up the role");
-            }
-            *h = now;
-            true
-        });
+        if now.is_none() {
+            give_up(&held, role);
+        } else {
+            held.send_if_modified(|h| std::mem::replace(h, now) != now);
+        }
     }
     held.send_replace(None);
 }
 
-/// How long a lease must have stood before a node that membership picks takes the role from
-/// its holder.
+/// Sets `held` to None, saying so if this node held the role.
+fn give_up(held: &watch::Sender<Option<u64>>, role: &str) {
+    let mut was = None;
+    held.send_if_modified(|h| {
+        was = h.take();
+        was.is_some()
+    });
+    if was.is_some() {
+        tracing::info!(role, "gave up the role");
+    }
+}
+
+/// The shortest tenure of a role: a lease is left alone for this long after this node first
+/// saw it, even when its holder is dead, degraded or gone, while the nodes' views of
+/// membership converge.
 pub const CLAIM_HOLD: Duration = Duration::from_secs(1);
 
-/// Whether a node picked by membership may claim the role now, when the current lease (held
-/// by another node) was first seen at `since` (None: there is no lease). A lease taken just now
-/// is left alone for [`CLAIM_HOLD`], while the two nodes' views of membership converge; a lease
-/// that has stood longer (its holder stopped, or really is not the pick) is taken at once.
-/// Pure.
+/// Whether a lease first seen at `since` (None: there is no lease) has stood for
+/// [`CLAIM_HOLD`], so that it may be taken from a holder that lost it. Pure.
 pub fn may_claim(since: Option<tokio::time::Instant>, now: tokio::time::Instant) -> bool {
     since.is_none_or(|s| now.saturating_duration_since(s) >= CLAIM_HOLD)
+}
+
+/// What [`role_action`] reads about the newest lease of a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseFacts {
+    pub epoch: u64,
+    /// The lease names this node.
+    pub mine: bool,
+    /// The holder's liveness as membership sees it; `Unknown` also when membership has no
+    /// record of it.
+    pub holder: Liveness,
+    /// The holder's record carries the [`crate::supervise::DEGRADED`] condition.
+    pub degraded: bool,
+    /// When this node first saw this lease (this node's clock).
+    pub seen: tokio::time::Instant,
+}
+
+/// What [`role_action`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleFacts {
+    /// The newest lease of the role; None: nobody has held it.
+    pub lease: Option<LeaseFacts>,
+    /// Membership picks this node ([`controller`]).
+    pub picked: bool,
+    /// This node has claimed its name ([`keep_name`]).
+    pub named: bool,
+    /// This process acts in the role now (it claimed or resumed the lease).
+    pub holds: bool,
+    /// This process started so recently that it may not have heard every alive peer yet
+    /// ([`ObservedHandle::starting`]).
+    pub starting: bool,
+    pub dead_after: Duration,
+    pub now: tokio::time::Instant,
+}
+
+/// What [`keep_role`] does about a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleAction {
+    /// Act in the role: the newest lease names this node, at `epoch`.
+    Hold { epoch: u64 },
+    /// Write the role's next epoch for this node, if the newest is still `seen` (0: none).
+    Claim { seen: u64 },
+    /// Do not act in the role (give it up if this node held it).
+    Off,
+}
+
+/// The decision about a leader role. Pure.
+///
+/// A role moves only when its holder lets go of it, so that two nodes whose views of
+/// membership differ for a while never take it from each other in turn:
+/// - The lease names this node: hold it while this node is named and not degraded; else give
+///   it up (the others see the condition, or stop hearing a node that is not named, and one
+///   of them takes the role). A lease found on starting (from before a restart) is resumed
+///   only once starting is over: by then this node has had time to sync, and to see a newer
+///   epoch that names another node.
+/// - Otherwise only the node membership picks ([`controller`]: the alive, non-degraded
+///   member with the lowest peer id), and only once named, may claim; and it claims
+///   - at once when there is no lease;
+///   - never while it is starting (it may not have heard the holder yet);
+///   - from a holder that is dead, has left, or is degraded, once the lease has stood for
+///     [`CLAIM_HOLD`] ([`may_claim`]);
+///   - from a holder unknown to membership once the lease has stood for `dead_after` too (a
+///     holder that is alive is heard within that);
+///   - never from a holder that is alive or suspect and healthy, even when this node has a
+///     lower peer id: a suspect holder may be heard again in a moment, and a dead one is
+///     taken over then.
+pub fn role_action(f: &RoleFacts) -> RoleAction {
+    match f.lease {
+        Some(l) if l.mine => {
+            if f.named && !l.degraded && (f.holds || !f.starting) {
+                RoleAction::Hold { epoch: l.epoch }
+            } else {
+                RoleAction::Off
+            }
+        }
+        _ if !f.named || !f.picked => RoleAction::Off,
+        None => RoleAction::Claim { seen: 0 },
+        Some(_) if f.starting => RoleAction::Off,
+        Some(l) => {
+            let stood = f.now.saturating_duration_since(l.seen);
+            let free = match l.holder {
+                Liveness::Dead | Liveness::Left => true,
+                Liveness::Alive | Liveness::Suspect => l.degraded,
+                Liveness::Unknown => stood >= f.dead_after,
+            };
+            if free && may_claim(Some(l.seen), f.now) {
+                RoleAction::Claim { seen: l.epoch }
+            } else {
+                RoleAction::Off
+            }
+        }
+    }
 }
 
 /// Every node this node knows of, by name: the registry joined with membership, with the
@@ -695,6 +807,265 @@ mod tests {
         ];
         for (since, now, want, what) in cases {
             assert_eq!(may_claim(since, now), want, "{what}");
+        }
+    }
+
+    /// Every case of the role decision.
+    #[test]
+    fn a_role_moves_only_when_its_holder_lets_go() {
+        use Liveness::{Alive, Dead, Left, Suspect, Unknown};
+        use RoleAction::{Claim, Hold, Off};
+        let now = tokio::time::Instant::now() + Duration::from_secs(60);
+        let dead_after = Duration::from_secs(3);
+        let ms = Duration::from_millis;
+        // The lease of another node, at epoch 4, first seen `stood` ago.
+        let other = |holder, degraded, stood| LeaseFacts {
+            epoch: 4,
+            mine: false,
+            holder,
+            degraded,
+            seen: now - stood,
+        };
+        let mine = |degraded| LeaseFacts {
+            epoch: 4,
+            mine: true,
+            holder: Alive,
+            degraded,
+            seen: now - ms(60_000),
+        };
+        let long = ms(60_000);
+        // (case, lease, picked, named, starting, decision); this process holds the role
+        // whenever the lease is its own, except in the cases of `resumed` below.
+        #[allow(clippy::type_complexity)]
+        let table: Vec<(&str, Option<LeaseFacts>, bool, bool, bool, RoleAction)> = vec![
+            (
+                "no lease, picked",
+                None,
+                true,
+                true,
+                false,
+                Claim { seen: 0 },
+            ),
+            (
+                "no lease, picked, starting",
+                None,
+                true,
+                true,
+                true,
+                Claim { seen: 0 },
+            ),
+            ("no lease, not picked", None, false, true, false, Off),
+            ("no lease, picked, not named", None, true, false, false, Off),
+            (
+                "holder, picked",
+                Some(mine(false)),
+                true,
+                true,
+                false,
+                Hold { epoch: 4 },
+            ),
+            (
+                "holder, another node has a lower peer id now",
+                Some(mine(false)),
+                false,
+                true,
+                false,
+                Hold { epoch: 4 },
+            ),
+            (
+                "holder, starting",
+                Some(mine(false)),
+                false,
+                true,
+                true,
+                Hold { epoch: 4 },
+            ),
+            (
+                "holder, degraded",
+                Some(mine(true)),
+                false,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "holder, not named",
+                Some(mine(false)),
+                true,
+                false,
+                false,
+                Off,
+            ),
+            (
+                "alive healthy holder, picked (issue 15)",
+                Some(other(Alive, false, long)),
+                true,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "suspect healthy holder, picked",
+                Some(other(Suspect, false, long)),
+                true,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "dead holder, picked",
+                Some(other(Dead, false, long)),
+                true,
+                true,
+                false,
+                Claim { seen: 4 },
+            ),
+            (
+                "dead holder, lease seen just now",
+                Some(other(Dead, false, ms(500))),
+                true,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "dead holder, lease stood for the hold",
+                Some(other(Dead, false, CLAIM_HOLD)),
+                true,
+                true,
+                false,
+                Claim { seen: 4 },
+            ),
+            (
+                "dead holder, not picked",
+                Some(other(Dead, false, long)),
+                false,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "dead holder, picked, not named",
+                Some(other(Dead, false, long)),
+                true,
+                false,
+                false,
+                Off,
+            ),
+            (
+                "dead holder, picked, starting",
+                Some(other(Dead, false, long)),
+                true,
+                true,
+                true,
+                Off,
+            ),
+            (
+                "holder left, picked",
+                Some(other(Left, false, long)),
+                true,
+                true,
+                false,
+                Claim { seen: 4 },
+            ),
+            (
+                "holder left, not picked",
+                Some(other(Left, false, long)),
+                false,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "degraded alive holder, picked",
+                Some(other(Alive, true, long)),
+                true,
+                true,
+                false,
+                Claim { seen: 4 },
+            ),
+            (
+                "degraded suspect holder, picked",
+                Some(other(Suspect, true, long)),
+                true,
+                true,
+                false,
+                Claim { seen: 4 },
+            ),
+            (
+                "degraded holder, lease seen just now",
+                Some(other(Alive, true, ms(20))),
+                true,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "degraded holder, not picked",
+                Some(other(Alive, true, long)),
+                false,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "unknown holder, not yet unknown for dead-after",
+                Some(other(Unknown, false, ms(2_999))),
+                true,
+                true,
+                false,
+                Off,
+            ),
+            (
+                "unknown holder for dead-after",
+                Some(other(Unknown, false, dead_after)),
+                true,
+                true,
+                false,
+                Claim { seen: 4 },
+            ),
+            (
+                "unknown holder, starting",
+                Some(other(Unknown, false, long)),
+                true,
+                true,
+                true,
+                Off,
+            ),
+        ];
+        for (case, lease, picked, named, starting, want) in table {
+            let got = role_action(&RoleFacts {
+                lease,
+                picked,
+                named,
+                holds: lease.is_some_and(|l| l.mine),
+                starting,
+                dead_after,
+                now,
+            });
+            assert_eq!(got, want, "{case}");
+        }
+        // Its own lease, found by a process that does not hold the role (it restarted, or
+        // gave the role up while degraded or not named).
+        let resumed = [
+            ("own lease from before a restart, starting", true, Off),
+            (
+                "own lease from before a restart, started",
+                false,
+                Hold { epoch: 4 },
+            ),
+        ];
+        for (case, starting, want) in resumed {
+            let got = role_action(&RoleFacts {
+                lease: Some(mine(false)),
+                picked: true,
+                named: true,
+                holds: false,
+                starting,
+                dead_after,
+                now,
+            });
+            assert_eq!(got, want, "{case}");
         }
     }
 
@@ -922,8 +1293,9 @@ mod tests {
     }
 
     /// keep_role on one node with scripted peers: it takes the role when membership picks it,
-    /// gives it up when a peer with a lower peer id is alive, and stays off while a newer epoch
-    /// names another node.
+    /// keeps it when a peer with a lower peer id comes alive, gives it up (fenced) when that
+    /// peer writes a newer epoch anyway (as after a healed partition), stays off while the
+    /// newer epoch names the alive peer, and takes the next epoch when the peer leaves.
     #[tokio::test]
     async fn a_node_takes_gives_up_and_retakes_its_role() {
         use crate::observed::{self, Inbound, Message, Timing};
@@ -974,36 +1346,154 @@ mod tests {
         };
         // Alone: it takes epoch 1.
         until(&mut held, Some(1)).await;
-        // A peer with a lower peer id is alive: this node gives the role up (the peer takes it).
-        let peer = |version, left| NodeRecord {
-            name: "n0".into(),
-            peer_id: "p1".into(),
-            version,
-            left,
-            ..NodeRecord::default()
-        };
-        let send = |r: NodeRecord| {
+        // A peer with a lower peer id comes alive and beats every 50 ms until it leaves.
+        let (leave, mut leaving) = watch::channel(false);
+        let beats = {
             let gossip = gossip.clone();
+            tokio::spawn(async move {
+                for version in 1.. {
+                    let left = *leaving.borrow_and_update();
+                    let r = NodeRecord {
+                        name: "n0".into(),
+                        peer_id: "p1".into(),
+                        version,
+                        left,
+                        ..NodeRecord::default()
+                    };
+                    let data = Message::Record(r).encode().unwrap();
+                    gossip.send(Inbound::Gossip { data }).await.unwrap();
+                    if left {
+                        break;
+                    }
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(50), leaving.changed()).await;
+                }
+            })
+        };
+        let peer_is = |want: Liveness| {
+            let obs = obs.clone();
             async move {
-                let data = Message::Record(r).encode().unwrap();
-                gossip.send(Inbound::Gossip { data }).await.unwrap();
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    while obs.members().get("n0").map(|m| m.liveness) != Some(want) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| panic!("the peer never became {want:?}"));
             }
         };
-        send(peer(1, false)).await;
-        until(&mut held, None).await;
+        peer_is(Liveness::Alive).await;
+        assert_eq!(controller(obs.members().values()).as_deref(), Some("n0"));
+        // This node holds the role and is healthy: it keeps it (past the hold, too).
+        tokio::time::sleep(CLAIM_HOLD + Duration::from_millis(200)).await;
+        assert_eq!(*held.borrow(), Some(1), "a healthy holder keeps its role");
+        // The peer claims the next epoch anyway (as after a healed partition): this node is
+        // fenced, and leaves the role to the alive peer.
         let taken = state
             .claim_lease(CONTROLLER_ROLE, "n0", 1)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(taken.epoch, 2);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until(&mut held, None).await;
+        tokio::time::sleep(CLAIM_HOLD + Duration::from_millis(200)).await;
+        assert_eq!(obs.members()["n0"].liveness, Liveness::Alive);
         assert_eq!(*held.borrow(), None);
         // The peer leaves: this node takes the next epoch.
-        send(peer(2, true)).await;
+        leave.send_replace(true);
+        beats.await.unwrap();
+        peer_is(Liveness::Left).await;
         until(&mut held, Some(3)).await;
         assert_eq!(state.leases().await.unwrap()[CONTROLLER_ROLE].holder, "n1");
         stop.cancel();
+    }
+
+    /// Issue 15 ("lease ping-pong"): node B holds the role and stays alive; node A, with a
+    /// lower peer id (membership's pick), starts: A must leave the role to B, however long
+    /// B has held it.
+    #[tokio::test]
+    async fn a_node_with_a_lower_peer_id_leaves_the_role_to_its_alive_holder() {
+        use crate::observed::{self, Inbound, Message, Timing};
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let state = crate::state::open_for_test(dir.path(), &stop);
+        let timing = Timing {
+            heartbeat: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(200),
+            dead_after: Duration::from_millis(300),
+            full_every: 5,
+        };
+        let me = NodeRecord {
+            name: "a".into(),
+            peer_id: "p1".into(),
+            ..NodeRecord::default()
+        };
+        let (obs, _reporter, hb) = observed::start(me, timing, 16);
+        struct Quiet;
+        #[async_trait::async_trait]
+        impl observed::Publish for Quiet {
+            async fn publish(&self, _: Vec<u8>) {}
+        }
+        let (gossip, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(
+            hb.with_gossip(std::sync::Arc::new(Quiet), rx)
+                .run(stop.clone()),
+        );
+        // B holds the role, and beats every 50 ms.
+        let taken = state.claim_lease(CONTROLLER_ROLE, "b", 0).await.unwrap();
+        assert_eq!(taken.map(|l| l.epoch), Some(1));
+        let beats = {
+            let (gossip, stop) = (gossip.clone(), stop.clone());
+            tokio::spawn(async move {
+                for version in 1.. {
+                    let b = NodeRecord {
+                        name: "b".into(),
+                        peer_id: "p5".into(),
+                        version,
+                        ..NodeRecord::default()
+                    };
+                    let data = Message::Record(b).encode().unwrap();
+                    if gossip.send(Inbound::Gossip { data }).await.is_err() || stop.is_cancelled() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let alive = |o: &ObservedHandle| {
+            o.members()
+                .get("b")
+                .is_some_and(|m| m.liveness == Liveness::Alive)
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !alive(&obs) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("b never heard");
+        let (held_tx, held) = watch::channel(None);
+        let (_named_tx, named) = watch::channel(true);
+        tokio::spawn(keep_role(
+            state.clone(),
+            obs.clone(),
+            CONTROLLER_ROLE,
+            held_tx,
+            named,
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        // Past A's start (dead_after) and the lease's hold (CLAIM_HOLD), with margin.
+        let deadline = tokio::time::Instant::now() + timing.dead_after + CLAIM_HOLD * 2;
+        while tokio::time::Instant::now() < deadline {
+            assert!(alive(&obs), "b stopped beating");
+            assert_eq!(*held.borrow(), None, "A took the role from an alive holder");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let lease = state.leases().await.unwrap()[CONTROLLER_ROLE].clone();
+        assert_eq!((lease.holder.as_str(), lease.epoch), ("b", 1));
+        stop.cancel();
+        beats.await.unwrap();
     }
 
     /// A node that becomes degraded gives its role up (with its next heartbeat, which carries
