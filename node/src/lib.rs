@@ -22,6 +22,8 @@
 //! - [`images`]: the image service: pulls images for the agent, per `imagePullPolicy`, with
 //!   the pods' registry credentials, deduplicated and bounded.
 //! - [`agent`]: the node agent: runs this node's pod slots as containers, reports their status.
+//! - [`plane`]: one node's control plane (name, fence, agent, role, controllers) composed from
+//!   parts its caller makes: production's here, the simulator's in `shoal-sim`.
 //! - [`controllers`]: Deployments into ReplicaSets, ReplicaSets and Pods into slots.
 //! - [`api`]: the HTTP API, in Kubernetes' REST layout, behind the admin token.
 //! - [`dns`]: the DNS server: authoritative for the cluster domain, forwarding other names;
@@ -52,6 +54,7 @@ pub mod metrics;
 pub mod net;
 pub mod nodes;
 pub mod observed;
+pub mod plane;
 pub mod podnet;
 pub mod pods;
 pub mod proxy;
@@ -237,34 +240,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Duration::from_secs(2),
         stop.clone(),
     ));
-    let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
-    let keeper = nodes::NameKeeper {
-        state: state.clone(),
-        observed: observed.clone(),
-        name: identity.node_name.clone(),
-        peer_id: peer_id.clone(),
-        // Without a join token this node founded the cluster, or restarts with its own state;
-        // `identity.created` alone misses a founder whose identity `shoald`'s main made.
-        founder: identity.created || join_token.is_none(),
-        synced: synced_rx.clone(),
-        every: Duration::from_millis(500),
-        claimed: named_tx,
-    };
-    let name_stop = stop.clone();
-    tracker.spawn(async move {
-        if let Some(taken) = nodes::keep_name(keeper, name_stop).await {
-            let _ = taken_tx.send(taken);
-        }
-    });
-    // The agent fences this node's StatefulSet pods while it cannot hear a majority.
-    let (fence_tx, fence_rx) = tokio::sync::watch::channel(agent::FenceState::new());
-    tracker.spawn(agent::watch_fence(
-        state.clone(),
-        observed.clone(),
-        fence_tx,
-        agent::FENCE_EVERY,
-        stop.clone(),
-    ));
     // The node's pod subnet, its routes to the others' and its firewall rules; the agent
     // makes the pod network on that subnet.
     let podnet_config = podnet::PodNetConfig {
@@ -288,97 +263,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
         Arc::new(podnet::host::Commands),
     );
     tracker.spawn(podnet_task.run(stop.clone()));
+    // The control plane: the name keeper, the fence, the agent, the role, the controllers.
     // Containers use this node's DNS server when it is on (at their network's gateway).
-    let agent = agent::Agent::new(
-        agent::AgentConfig {
+    let plane = plane::start(
+        plane::PlaneParts {
             node_name: identity.node_name.clone(),
             cluster_id: identity.cluster_id.clone(),
+            peer_id: peer_id.clone(),
             data_dir: config.data_dir.clone(),
             advertise: config.advertise_addr(),
             channel_size: config.channel_size,
             cluster_domain: config.dns_listen_addr().map(|_| config.dns_domain()),
+            // Without a join token this node founded the cluster, or restarts with its own
+            // state; `identity.created` alone misses a founder whose identity `shoald`'s main
+            // made.
+            founder: identity.created || join_token.is_none(),
+            timing: config.membership_timing(),
+            reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
+            unheard_grace: Duration::from_secs(config.unheard_grace_secs),
+            state: state.clone(),
+            observed: observed.clone(),
+            pod_reporter,
+            engine: engine.clone(),
+            events: events.clone(),
+            conditions: conditions.clone(),
+            synced: synced_rx,
+            named: named_tx,
+            images: Some(images.clone()),
+            pod_subnet: Some(pod_subnet),
         },
-        state.clone(),
-        engine.clone(),
-        Some(pod_reporter),
-    )
-    .with_events(events.clone())
-    .with_images(images.clone())
-    .with_peer_id(peer_id.clone())
-    .with_fencing(agent::Fencing {
-        fence: fence_rx,
-        observed: observed.clone(),
-        dead_after: config.membership_timing().dead_after,
-        reschedule_grace: Duration::from_millis(config.reschedule_grace_ms),
-    })
-    .with_conditions(conditions.clone())
-    .with_pod_subnet(pod_subnet)
-    .with_boot(agent::boot::Boot::new(
-        synced_rx,
-        config.membership_timing().dead_after + agent::boot::BOOT_MARGIN,
-    ));
+        &tracker,
+        &supervisor,
+        &stop,
+    );
+    let taken_rx = plane.name_taken;
     // The pod network's gateway and subnet, once the agent has made the network: the DNS
     // server and the proxies listen there for the pods, and the zone gives pods its address.
-    let pod_network = agent.pod_network();
-    supervisor.vital("agent", agent.run(stop.clone()));
+    let pod_network = plane.pod_network;
     tracker.spawn(engine.clone().connect_docker(
         config.docker_host.clone(),
         Duration::from_secs(5),
         stop.clone(),
     ));
-    // The controllers are a leader role: they run only while this node holds its lease.
-    let (held_tx, held_rx) = tokio::sync::watch::channel(None);
-    let (role_state, role_observed, role_stop) = (state.clone(), observed.clone(), stop.clone());
-    let role_named = named_rx.clone();
-    supervisor.restartable("role", move || {
-        let (state, observed, held, named, stop) = (
-            role_state.clone(),
-            role_observed.clone(),
-            held_tx.clone(),
-            role_named.clone(),
-            role_stop.clone(),
-        );
-        async move {
-            // However a run ends (a panic too), the controllers must not go on believing
-            // that this node holds the role.
-            let reset = held.clone();
-            let _reset = supervise::on_drop(move || {
-                reset.send_replace(None);
-            });
-            let every = Duration::from_millis(500);
-            nodes::keep_role(
-                state,
-                observed,
-                nodes::CONTROLLER_ROLE,
-                held,
-                named,
-                every,
-                stop,
-            )
-            .await;
-        }
-    });
-    // The role's holder tells membership changes and its taking the role as events.
-    tracker.spawn(events::report_membership(
-        observed.clone(),
-        held_rx.clone(),
-        events.clone(),
-        nodes::CONTROLLER_ROLE,
-        // Membership turns dead on time, not on a message: look every second.
-        Duration::from_secs(1),
-        stop.clone(),
-    ));
-    let leader: controllers::Leader = Arc::new(move || held_rx.borrow().is_some());
-    let mut controllers =
-        controllers::Controllers::new(state.clone(), observed.clone(), identity.node_name.clone())
-            .with_leader(leader);
-    controllers.reschedule_grace = Duration::from_millis(config.reschedule_grace_ms);
-    controllers.unheard_grace = Duration::from_secs(config.unheard_grace_secs);
-    controllers.events = Some(events.clone());
-    let controllers_stop = stop.clone();
-    supervisor.restartable("controllers", move || {
-        controllers::run(controllers.clone(), controllers_stop.clone())
-    });
     write_join_token(&config, &identity);
     // The DNS server. A port it cannot bind (in use; 53 without the privilege) is logged as
     // an error naming the address and `--dns-listen`, and the node goes on without DNS.

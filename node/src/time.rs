@@ -1,5 +1,6 @@
 //! The wall clock: now, in seconds and as an RFC 3339 timestamp (formatting and parsing are
-//! pure and live in `shoal_protocol::time`).
+//! pure and live in `shoal_protocol::time`), and [`Clock`], the wall clock as a part that the
+//! simulator replaces with a skewed one per node.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,4 +16,23 @@ pub fn unix_now() -> i64 {
 /// Now as `2026-11-25T18:27:00Z`.
 pub fn rfc3339_now() -> String {
     rfc3339(unix_now())
+}
+
+/// The wall clock as a swappable part: production reads the system's ([`SystemClock`]); the
+/// simulator gives each node its own, skewed, or set back at a restart.
+pub trait Clock: Send + Sync + 'static {
+    /// Microseconds since the Unix epoch.
+    fn unix_micros(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_micros(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
 }

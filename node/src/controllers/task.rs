@@ -79,7 +79,7 @@ pub struct Controllers {
     /// Where the rounds' work is told as events (scheduled, rescheduled, rollout steps).
     pub events: Option<crate::events::Events>,
     /// Since when this node has seen a majority of the known nodes, without a break.
-    majority_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    majority_since: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     /// Since when this node has seen each node report its engine unavailable
     /// (`controllers::engine`).
     engine_seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>>,
@@ -199,7 +199,7 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         if !quorum.sees_majority() {
             *since = None;
         }
-        let at = *since.get_or_insert_with(std::time::Instant::now);
+        let at = *since.get_or_insert_with(tokio::time::Instant::now);
         at.elapsed() < c.observed.timing().dead_after + c.reschedule_grace
     };
     nodes.movable = movable(

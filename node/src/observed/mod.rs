@@ -439,13 +439,22 @@ impl Conditions {
 /// Creates the store with this node's first record. Its version is set from the clock (see
 /// the module documentation).
 pub fn start(
-    mut record: NodeRecord,
+    record: NodeRecord,
     timing: Timing,
     channel_size: usize,
 ) -> (ObservedHandle, PodReporter, Heartbeat) {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    start_with_clock(record, timing, channel_size, &crate::time::SystemClock)
+}
+
+/// [`start`] with the wall clock that seeds the record's version given: the simulator's,
+/// skewed or set back, so that a node whose clock is behind its previous run is tried.
+pub fn start_with_clock(
+    mut record: NodeRecord,
+    timing: Timing,
+    channel_size: usize,
+    clock: &dyn crate::time::Clock,
+) -> (ObservedHandle, PodReporter, Heartbeat) {
+    let micros = u64::try_from(clock.unix_micros()).unwrap_or(0);
     record.version = record.version.max(micros);
     if record.run == 0 {
         record.run = run_number();
