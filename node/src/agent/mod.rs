@@ -220,6 +220,8 @@ pub struct Agent {
     pod_network: watch::Sender<Option<PodNetwork>>,
     last_report: Option<(BTreeMap<String, PodStatus>, Instant)>,
     last_statuses: BTreeMap<String, PodStatus>,
+    /// The StatefulSet pods whose containers ran when the engine last answered.
+    stateful_running: std::collections::BTreeSet<String>,
     /// None: StatefulSet pods are not guarded (tests, tools).
     fencing: Option<Fencing>,
     /// The mode of the last round, to log its changes.
@@ -292,6 +294,7 @@ impl Agent {
             pod_network: watch::channel(None).0,
             last_report: None,
             last_statuses: BTreeMap::new(),
+            stateful_running: Default::default(),
             fencing: None,
             last_mode: Mode::Open,
             peer_id: None,
@@ -662,6 +665,7 @@ impl Agent {
         } else {
             observed
         };
+        self.stateful_running = status::stateful_running(&observed);
         let sel = plan::select(&inputs, &observed);
         plan::observe(&mut self.pods, &inputs, &sel, now, &wall);
         self.sync_probes(&rt, &inputs, &sel);
@@ -748,6 +752,16 @@ impl Agent {
                 (i.key.clone(), st)
             })
             .collect();
+        // StatefulSet pods no longer assigned here whose containers ran when the engine last
+        // answered may still run (a hung engine keeps them): they stay reported, not ready,
+        // so that their ordinal does not start elsewhere while a copy may run here.
+        let mut statuses = statuses;
+        for key in &self.stateful_running {
+            if !statuses.contains_key(key) {
+                let st = status::may_still_run(self.last_statuses.get(key), &down.message);
+                statuses.insert(key.clone(), st);
+            }
+        }
         self.last_statuses = statuses.clone();
         statuses
     }

@@ -269,6 +269,40 @@ pub fn pod_status(
 /// is unavailable.
 pub const ENGINE_UNAVAILABLE: &str = "EngineUnavailable";
 
+/// The StatefulSet pods that `listed` (the engine's last listing) shows running, as
+/// `namespace/pod`: while the engine then does not answer, they may run on. Pure.
+pub fn stateful_running(listed: &[ContainerInfo]) -> std::collections::BTreeSet<String> {
+    use super::spec::labels;
+    listed
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .filter(|c| {
+            c.labels
+                .get(labels::OWNER_KIND)
+                .is_some_and(|k| super::plan::is_stateful(k))
+        })
+        .filter_map(|c| {
+            let ns = c.labels.get(labels::NAMESPACE)?;
+            let pod = c.labels.get(labels::POD)?;
+            Some(format!("{ns}/{pod}"))
+        })
+        .collect()
+}
+
+/// The report of a pod no longer assigned here while the engine does not answer: its phase
+/// `Unknown`, not ready, and why. Pure.
+pub fn may_still_run(last: Option<&PodStatus>, message: &str) -> PodStatus {
+    let mut s = last.cloned().unwrap_or_default();
+    s.phase = "Unknown".into();
+    s.reason = Some(ENGINE_UNAVAILABLE.into());
+    s.message = Some(format!(
+        "the container engine is unavailable ({message}): this pod's containers may still run \
+         here"
+    ));
+    s.conditions.retain(|c| c.type_ == "PodScheduled");
+    s
+}
+
 /// The status of a pod while the engine is unavailable (`message`: why, naming its socket;
 /// `since`: when it became so, RFC 3339): nothing can be known about its containers, so it is
 /// not Ready, its containers are not ready and their state is unknown. As Kubernetes shows a

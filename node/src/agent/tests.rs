@@ -2244,6 +2244,41 @@ async fn passing_engine_errors_change_nothing_until_they_last() {
     assert!(conditions.borrow().is_empty());
 }
 
+/// While the engine does not answer, the StatefulSet pods it last showed running stay
+/// reported (not ready) even once their slot has moved: a hung engine may run them on.
+#[test]
+fn statefulset_pods_the_engine_last_ran_may_still_run() {
+    let c = |pod: &str, kind: Option<&str>, state: crate::runtime::ContainerState| {
+        let mut labels = BTreeMap::from([
+            (labels::NAMESPACE.to_string(), "default".to_string()),
+            (labels::POD.to_string(), pod.to_string()),
+        ]);
+        if let Some(k) = kind {
+            labels.insert(labels::OWNER_KIND.to_string(), k.to_string());
+        }
+        ContainerInfo {
+            labels,
+            state,
+            ..ContainerInfo::default()
+        }
+    };
+    use crate::runtime::ContainerState::{Exited, Running};
+    let listed = [
+        c("db-0", Some("StatefulSet"), Running),
+        c("db-1", Some("StatefulSet"), Exited),
+        c("web-1", Some("ReplicaSet"), Running),
+        c("old", None, Running),
+    ];
+    assert_eq!(
+        status::stateful_running(&listed),
+        ["default/db-0".to_string()].into()
+    );
+    let st = status::may_still_run(None, "hung");
+    assert_eq!(st.phase, "Unknown");
+    assert!(!st.is_ready());
+    assert!(st.message.unwrap().contains("may still run"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slot_moved_away_while_the_engine_was_down_is_not_started_again() {
     let mut h = Harness::new().await;

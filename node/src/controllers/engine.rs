@@ -2,10 +2,12 @@
 //! `EngineUnavailable` condition, set by its agent) runs none of its pods, though it is alive.
 //! It takes no new slot at once, and once this node has seen the condition for longer than
 //! the reschedule grace without a break, its slots move elsewhere as a dead node's do:
-//! Deployments', ReplicaSets', bare pods' and StatefulSets' (the engine is down, so no copy
-//! runs there; its agent starts none of them again when the engine is back, as they are no
-//! longer its own). How long is judged by this node's own clock, from when it first saw the
-//! condition, never from the other node's clock.
+//! Deployments', ReplicaSets' and bare pods' (its agent starts none of them again when the
+//! engine is back, as they are no longer its own). StatefulSet pods stay
+//! (`statefulset.rs`): an engine that does not answer may still run its containers (a hung
+//! `dockerd`, or one with live-restore), and at most one copy of an ordinal runs. How long is
+//! judged by this node's own clock, from when it first saw the condition, never from the
+//! other node's clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -24,6 +26,21 @@ pub(crate) fn reporting<'a>(
     members
         .into_iter()
         .filter(|(_, m)| matches!(m.liveness, Liveness::Alive | Liveness::Suspect))
+        .filter(|(_, m)| m.record.conditions.contains_key(ENGINE_UNAVAILABLE))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The nodes whose last heard record says their engine does not answer, whatever their
+/// liveness now: their agent could not stop a container when it was last heard, so a copy of
+/// a pod may run there until the node is heard again with its engine back (a partition, or a
+/// power cut, that came on top of a hung engine cannot be told apart from here). Pure.
+pub(crate) fn unstoppable<'a>(
+    members: impl IntoIterator<Item = (&'a String, &'a Member)>,
+) -> BTreeSet<String> {
+    members
+        .into_iter()
+        .filter(|(_, m)| m.liveness != Liveness::Left)
         .filter(|(_, m)| m.record.conditions.contains_key(ENGINE_UNAVAILABLE))
         .map(|(name, _)| name.clone())
         .collect()
@@ -73,4 +90,5 @@ pub(crate) fn apply(
     let moving = movable(&seen, now, grace);
     nodes.movable.extend(moving.iter().cloned());
     nodes.engine_unavailable = moving;
+    nodes.unstoppable = unstoppable(members);
 }

@@ -48,6 +48,10 @@ pub struct Nodes {
     /// Movable nodes that are alive but whose container engine has been unavailable for
     /// longer than the grace (`controllers::engine`): why their pods move, for events.
     pub engine_unavailable: BTreeSet<String>,
+    /// Known nodes whose engine did not answer when last heard, alive or not: their agent
+    /// cannot stop their containers, so their StatefulSet pods may run on whatever happens
+    /// (`controllers::engine::unstoppable`).
+    pub unstoppable: BTreeSet<String>,
 }
 
 impl Nodes {
@@ -101,6 +105,7 @@ impl Nodes {
             draining: BTreeMap::new(),
             majority_settling: false,
             engine_unavailable: BTreeSet::new(),
+            unstoppable: BTreeSet::new(),
         }
     }
 

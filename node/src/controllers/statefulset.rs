@@ -233,6 +233,14 @@ fn plan_one(
                 if ordered && blocked {
                     continue;
                 }
+                // A node still reports this ordinal (a copy stops there, or its engine does not
+                // answer and the copy may run on): it comes back once none does.
+                if observed.contains_key(&format!("{namespace}/{name}-{o}")) {
+                    if ordered {
+                        blocked = true;
+                    }
+                    continue;
+                }
                 let revision = if o < partition && partition != u32::MAX {
                     current.clone()
                 } else {
@@ -316,6 +324,19 @@ fn plan_one(
                          stopped shoald leaves its containers running): it starts again when \
                          {node} is back, or elsewhere after \"shoal drain {node}\" before a stop \
                          or \"shoal delete node {node}\""
+                    ),
+                );
+                continue;
+            }
+            if nodes.unstoppable.contains(&node) {
+                out.held.insert(
+                    key.clone(),
+                    format!(
+                        "the container engine of node \"{node}\" did not answer when the node \
+                         was last heard, and the pod may still run there (a hung engine keeps \
+                         its containers, and nothing there can stop them): it stays until {node} \
+                         is heard with its engine back, or moves after \"shoal delete node \
+                         {node}\""
                     ),
                 );
                 continue;

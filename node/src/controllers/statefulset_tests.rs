@@ -193,6 +193,30 @@ fn ordered_scale_down_removes_the_highest_first_one_at_a_time() {
     );
 }
 
+/// A scaled-down ordinal comes back only once no node reports a copy of it: a node whose
+/// engine does not answer keeps reporting the pods it may still run (found by the simulator:
+/// seed 37 ran db-2 twice after a scale down and up).
+#[test]
+fn a_removed_ordinal_comes_back_only_once_no_node_reports_it() {
+    let mut sim = sim(sts(sts_json(3, "img:1")));
+    for _ in 0..3 {
+        sim.step();
+        all_ready(&mut sim);
+    }
+    sim.statefulsets[0].spec.replicas = 2;
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1]);
+    // db-2 may still run on its node (its engine hangs): scaled up again, it waits.
+    sim.observed
+        .insert("default/db-2".into(), running_unready());
+    sim.statefulsets[0].spec.replicas = 3;
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1]);
+    sim.observed.remove("default/db-2");
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1, 2]);
+}
+
 /// Runs the StatefulSet up to all `n` pods ready.
 fn running(v: Value) -> Sim {
     let mut sim = sim(sts(v));
@@ -555,6 +579,33 @@ fn a_pod_on_a_node_that_left_waits_for_it() {
     sim.step();
     let s = slot(&sim, "db-2");
     assert!(!s.node.is_empty() && s.node != left, "{s:?}");
+}
+
+/// A node whose engine did not answer when last heard may still run its containers (a hung
+/// engine keeps them), alive or cut off: its StatefulSet pods stay (found by the simulator:
+/// seed 19 ran db-1 twice on a hung engine, seed 51 on a hung engine then a partition).
+#[test]
+fn a_pod_on_a_node_whose_engine_does_not_answer_stays() {
+    let mut sim = spread(sts_json(3, "img:1"));
+    let hung = node_of(&sim, "db-1");
+    lose(&mut sim.nodes, &hung);
+    sim.nodes.engine_unavailable.insert(hung.clone());
+    sim.nodes.unstoppable.insert(hung.clone());
+    sim.step();
+    let s = slot(&sim, "db-1");
+    assert_eq!(s.node, hung);
+    let why = s.unschedulable.clone().unwrap();
+    assert!(why.contains("did not answer"), "{why}");
+    // Cut off as well (dead past the grace): it still stays.
+    sim.nodes.engine_unavailable.remove(&hung);
+    sim.observed.remove("default/db-1");
+    sim.step();
+    assert_eq!(slot(&sim, "db-1").node, hung);
+    // Once the node is known to have stopped it (its engine back) or is lost for good, it moves.
+    sim.nodes.unstoppable.remove(&hung);
+    sim.step();
+    let s = slot(&sim, "db-1");
+    assert!(!s.node.is_empty() && s.node != hung, "{s:?}");
 }
 
 /// StatefulSet pods never move to even out a spread: packed on one node, they stay.
