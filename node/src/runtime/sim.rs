@@ -233,6 +233,17 @@ impl SimRuntime {
         sim.unreachable = Some(SIM_SOCKET_GONE.to_string());
     }
 
+    /// The containers running now, whether or not the engine answers (a hung engine's
+    /// containers still run): what an observer outside the engine sees.
+    pub fn running(&self) -> Vec<ContainerInfo> {
+        self.lock()
+            .containers
+            .values()
+            .filter(|c| c.info.state == ContainerState::Running)
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
     /// The engine answers again, with the containers as it left them.
     pub fn start_engine(&self) {
         self.lock().unreachable = None;
