@@ -164,7 +164,8 @@ pub async fn watch_fence(
                 continue;
             }
         };
-        let fenced = quorum.must_fence() && !observed.starting();
+        let was = tx.borrow().fenced;
+        let fenced = fence_verdict(was, &quorum, observed.starting());
         tx.send_if_modified(|s| {
             s.quorum = quorum;
             if s.fenced == fenced {
@@ -175,6 +176,19 @@ pub async fn watch_fence(
             true
         });
     }
+}
+
+/// Whether this node fences its StatefulSet pods now, having fenced them (`was`) or not. It
+/// fences when the nodes it cannot hear are a majority ([`nodes::Quorum::must_fence`]), and
+/// once fenced it stays so until it hears a strict majority: on an exact half it does not
+/// start them again, since the other side may have been a majority a moment before (a node
+/// that crossed over still counted there) and moved them. Never while this process is
+/// starting. Pure.
+pub fn fence_verdict(was: bool, quorum: &nodes::Quorum, starting: bool) -> bool {
+    if starting {
+        return false;
+    }
+    quorum.must_fence() || (was && quorum.heard * 2 <= quorum.known)
 }
 
 /// What the agent needs to guard StatefulSet pods (see the module documentation).

@@ -1633,6 +1633,36 @@ fn guard_of(mode: Mode, elsewhere: &[(&str, &str)]) -> Guard {
     }
 }
 
+/// Found by the simulator (seed 1517): a node fenced by a 2 of 6 split that then heard an
+/// exact half (a node crossed over to it) started its StatefulSet pods again, while the other
+/// side, which still counted that node, had moved them.
+#[test]
+fn a_fenced_node_starts_its_statefulset_pods_again_only_on_a_strict_majority() {
+    let q = |known, heard| crate::nodes::Quorum {
+        known,
+        alive: heard,
+        heard,
+    };
+    let cases = [
+        // (was fenced, known, heard, starting, fenced now)
+        (false, 6, 2, false, true),
+        (false, 6, 3, false, false),
+        (true, 6, 3, false, true),
+        (true, 6, 4, false, false),
+        (true, 3, 1, false, true),
+        (true, 3, 2, false, false),
+        (false, 4, 2, false, false),
+        (true, 6, 2, true, false),
+    ];
+    for (was, known, heard, starting, want) in cases {
+        assert_eq!(
+            fence_verdict(was, &q(known, heard), starting),
+            want,
+            "was {was}, {heard} of {known} heard, starting {starting}"
+        );
+    }
+}
+
 #[test]
 fn the_mode_fences_then_holds_off_for_dead_after() {
     let t0 = tokio::time::Instant::now();

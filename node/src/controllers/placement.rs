@@ -52,6 +52,9 @@ pub struct Nodes {
     /// cannot stop their containers, so their StatefulSet pods may run on whatever happens
     /// (`controllers::engine::unstoppable`).
     pub unstoppable: BTreeSet<String>,
+    /// Pods that nodes which cannot be heard now (dead or departed, still known) reported
+    /// when last heard, with those nodes: a copy may still run there.
+    pub unheard_reports: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Nodes {
@@ -106,6 +109,7 @@ impl Nodes {
             majority_settling: false,
             engine_unavailable: BTreeSet::new(),
             unstoppable: BTreeSet::new(),
+            unheard_reports: BTreeMap::new(),
         }
     }
 

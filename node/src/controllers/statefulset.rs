@@ -127,6 +127,23 @@ pub fn ordinal(name: &str, pod: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Whether every copy of pod `key` that a node which cannot be heard reported when last heard
+/// is surely gone: that node is lost as a node whose StatefulSet pods may move is (dead past
+/// the grace, seen by a settled majority, its engine answering when last heard). A departed
+/// node's copy may still run (a stopped `shoald` leaves its containers). Pure.
+fn unheard_copies_gone(key: &str, nodes: &Nodes, quorum: Quorum) -> bool {
+    let Some(holders) = nodes.unheard_reports.get(key) else {
+        return true;
+    };
+    holders.iter().all(|n| {
+        nodes.movable.contains(n)
+            && !nodes.left.contains(n)
+            && !nodes.unstoppable.contains(n)
+            && quorum.sees_majority()
+            && !nodes.majority_settling
+    })
+}
+
 /// Whether the pod of `slot` is Running and Ready at the slot's revision.
 fn ready(slot: &Slot, observed: &PodStatuses, min_ready_seconds: i32, now: i64) -> bool {
     observed.get(&slot.key()).is_some_and(|st: &PodStatus| {
@@ -234,8 +251,10 @@ fn plan_one(
                     continue;
                 }
                 // A node still reports this ordinal (a copy stops there, or its engine does not
-                // answer and the copy may run on): it comes back once none does.
-                if observed.contains_key(&format!("{namespace}/{name}-{o}")) {
+                // answer and the copy may run on), or a node that cannot be heard did when last
+                // heard and its copy may not have stopped: it comes back once neither holds.
+                let key = format!("{namespace}/{name}-{o}");
+                if observed.contains_key(&key) || !unheard_copies_gone(&key, nodes, quorum) {
                     if ordered {
                         blocked = true;
                     }

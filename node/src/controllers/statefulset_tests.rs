@@ -217,6 +217,35 @@ fn a_removed_ordinal_comes_back_only_once_no_node_reports_it() {
     assert_eq!(ordinals(&sim), vec![0, 1, 2]);
 }
 
+/// A scaled-down ordinal whose node stopped being heard while it stopped (or could not stop)
+/// the copy comes back only once that node is lost as a mover requires: dead past the grace,
+/// with a majority, its engine answering when last heard (found by the simulator: seed 1350).
+#[test]
+fn a_removed_ordinal_last_reported_by_an_unheard_node_waits_for_it_to_be_lost() {
+    let mut sim = sim(sts(sts_json(3, "img:1")));
+    for _ in 0..3 {
+        sim.step();
+        all_ready(&mut sim);
+    }
+    sim.statefulsets[0].spec.replicas = 2;
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1]);
+    sim.observed.remove("default/db-2");
+    sim.nodes
+        .unheard_reports
+        .insert("default/db-2".into(), ["n3".to_string()].into());
+    sim.statefulsets[0].spec.replicas = 3;
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1], "n3 is not lost yet");
+    sim.nodes.movable.insert("n3".into());
+    sim.nodes.unstoppable.insert("n3".into());
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1], "n3's engine did not answer");
+    sim.nodes.unstoppable.remove("n3");
+    sim.step();
+    assert_eq!(ordinals(&sim), vec![0, 1, 2]);
+}
+
 /// Runs the StatefulSet up to all `n` pods ready.
 fn running(v: Value) -> Sim {
     let mut sim = sim(sts(v));

@@ -189,6 +189,7 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
             nodes.left.remove(name);
         }
     }
+    nodes.unheard_reports = unheard_reports(&members, &nodes.known);
     let quorum = crate::nodes::Quorum::count(members.values(), &registered);
     // A node that has just come to see a majority (a partition healed, or it started) may not
     // have heard yet from every node it will hear in a moment: until it has seen the majority
@@ -240,6 +241,24 @@ pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
         }
     }
     Ok(n)
+}
+
+/// The pods that known members which cannot be heard now (dead or departed) reported when
+/// last heard, with those members. Pure.
+pub(crate) fn unheard_reports(
+    members: &BTreeMap<String, crate::observed::Member>,
+    known: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (name, m) in members {
+        if !matches!(m.liveness, Liveness::Dead | Liveness::Left) || !known.contains(name) {
+            continue;
+        }
+        for key in m.record.pods.keys() {
+            out.entry(key.clone()).or_default().insert(name.clone());
+        }
+    }
+    out
 }
 
 /// The timings of [`movable`].
