@@ -240,6 +240,10 @@ pub struct Agent {
     fencing: Option<Fencing>,
     /// The mode of the last round, to log its changes.
     last_mode: Mode,
+    /// This node's StatefulSet pods, with when this agent first saw each assigned here.
+    assigned: BTreeMap<String, Instant>,
+    /// Those of them that some node has reported since: moving here, not new.
+    ran_elsewhere: BTreeSet<String>,
     /// This node's peer id: when set, the agent acts only while the registry names it as the
     /// owner of the node name ([`nodes::acts_for_name`]).
     peer_id: Option<String>,
@@ -311,6 +315,8 @@ impl Agent {
             stateful_running: Default::default(),
             fencing: None,
             last_mode: Mode::Open,
+            assigned: BTreeMap::new(),
+            ran_elsewhere: BTreeSet::new(),
             peer_id: None,
             terminating: BTreeMap::new(),
             events: None,
@@ -505,6 +511,8 @@ impl Agent {
                 )
             },
             grace_cap: plan::fence_grace(f.reschedule_grace),
+            // Filled in by the round, which knows this node's pods.
+            young: BTreeSet::new(),
         };
         if mode != self.last_mode {
             let q = fence.quorum;
@@ -562,7 +570,7 @@ impl Agent {
     async fn reconcile_pods(&mut self, all: Vec<DesiredPod>) -> BTreeMap<String, PodStatus> {
         let now = Instant::now();
         let wall = crate::time::rfc3339_now();
-        let guard = self.guard(now);
+        let mut guard = self.guard(now);
         // Owner kinds of every slot, wherever it is: a container of a slot that moved away
         // is known to be a StatefulSet's even without its label.
         let kinds: BTreeMap<String, String> = all
@@ -573,6 +581,32 @@ impl Agent {
             .into_iter()
             .filter(|p| p.slot.node == self.ctx.node_name)
             .collect();
+        if let Some(f) = &self.fencing {
+            let stateful: BTreeSet<String> = desired
+                .iter()
+                .filter(|p| plan::is_stateful(&p.slot.owner_kind))
+                .map(DesiredPod::key)
+                .collect();
+            self.assigned.retain(|k, _| stateful.contains(k));
+            for key in stateful {
+                self.assigned.entry(key).or_insert(now);
+            }
+            // Pods another node has reported past Pending since they were assigned here: they
+            // ran there and are moving here (this node's own reports say Pending).
+            let assigned = &self.assigned;
+            self.ran_elsewhere.retain(|k| assigned.contains_key(k));
+            for r in f.observed.snapshot().values() {
+                if r.name == self.ctx.node_name {
+                    continue;
+                }
+                for (key, st) in &r.pods {
+                    if assigned.contains_key(key) && st.phase != "Pending" {
+                        self.ran_elsewhere.insert(key.clone());
+                    }
+                }
+            }
+            guard.young = plan::young(&self.assigned, &self.ran_elsewhere, now, f.dead_after);
+        }
         let engine = self.engine.get();
         // The pod network is made when the first pod needs it: a node that runs no pods
         // leaves no trace in the engine. Before the specs are built: they name its gateway

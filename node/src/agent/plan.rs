@@ -561,6 +561,9 @@ pub struct Guard {
     pub elsewhere: BTreeMap<String, String>,
     /// The longest grace of a stop while fenced ([`fence_grace`]).
     pub grace_cap: Duration,
+    /// New StatefulSet pods assigned to this node less than `dead_after` ago that no node has
+    /// reported ([`young`]): not created yet.
+    pub young: BTreeSet<String>,
 }
 
 impl Default for Guard {
@@ -570,6 +573,7 @@ impl Default for Guard {
             mode: Mode::Open,
             elsewhere: BTreeMap::new(),
             grace_cap: Duration::MAX,
+            young: BTreeSet::new(),
         }
     }
 }
@@ -584,14 +588,44 @@ impl Guard {
                  for the desired state to catch up"
             }
             Mode::Open => {
-                let node = self.elsewhere.get(key)?;
-                return Some(format!(
-                    "node {node} still reports this pod: waiting until its copy is gone"
-                ));
+                if let Some(node) = self.elsewhere.get(key) {
+                    return Some(format!(
+                        "node {node} still reports this pod: waiting until its copy is gone"
+                    ));
+                }
+                if self.young.contains(key) {
+                    return Some(
+                        "a new StatefulSet pod: it starts once this node has heard a majority \
+                         for the dead timeout since it was assigned here"
+                            .into(),
+                    );
+                }
+                return None;
             }
         };
         Some(why.to_string())
     }
+}
+
+/// The new StatefulSet pods that wait: assigned to this node (`assigned`: pod key → when this
+/// agent first saw it here) less than `dead_after` before `now`, and reported by no node,
+/// whatever its liveness (`reported`; a pod that some node ran is moving here, by a mover that
+/// waited for that node to be lost). Two sides of a partition that has just begun both still
+/// see a majority and may both make the same new ordinal (a scale-up applied on each side);
+/// the side without a majority fences within `dead_after`, before its copy would start. Pure.
+pub fn young(
+    assigned: &BTreeMap<String, Instant>,
+    reported: &BTreeSet<String>,
+    now: Instant,
+    dead_after: Duration,
+) -> BTreeSet<String> {
+    assigned
+        .iter()
+        .filter(|(key, since)| {
+            now.saturating_duration_since(**since) < dead_after && !reported.contains(*key)
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 /// Whether a slot is a StatefulSet's.

@@ -1630,6 +1630,7 @@ fn guard_of(mode: Mode, elsewhere: &[(&str, &str)]) -> Guard {
             .map(|(k, n)| (k.to_string(), n.to_string()))
             .collect(),
         grace_cap: plan::fence_grace(RESCHEDULE_GRACE),
+        young: Default::default(),
     }
 }
 
@@ -1661,6 +1662,43 @@ fn a_fenced_node_starts_its_statefulset_pods_again_only_on_a_strict_majority() {
             "was {was}, {heard} of {known} heard, starting {starting}"
         );
     }
+}
+
+/// Found by the simulator (seed 919): a scale-up applied on both sides of a partition that had
+/// just begun made the same new ordinal on each side, and both started it before the minority
+/// fenced. A new StatefulSet pod that no node has run waits `dead_after`; one that moves here
+/// from a node that ran it does not.
+#[test]
+fn new_statefulset_pods_wait_for_the_dead_timeout_and_moved_ones_do_not() {
+    let t0 = tokio::time::Instant::now();
+    let assigned: BTreeMap<String, tokio::time::Instant> = [
+        ("default/db-1".to_string(), t0),
+        ("default/db-2".to_string(), t0),
+    ]
+    .into();
+    let reported = ["default/db-2".to_string()].into();
+    let young = |after| plan::young(&assigned, &reported, t0 + after, DEAD_AFTER);
+    assert_eq!(
+        young(Duration::ZERO),
+        ["default/db-1".to_string()].into(),
+        "db-2 moves here: some node ran it"
+    );
+    assert_eq!(
+        young(DEAD_AFTER - Duration::from_millis(1)),
+        ["default/db-1".to_string()].into()
+    );
+    assert!(young(DEAD_AFTER).is_empty());
+    let guard = plan::Guard {
+        young: young(Duration::ZERO),
+        ..plan::Guard::default()
+    };
+    assert!(
+        guard
+            .held("default/db-1")
+            .unwrap()
+            .contains("new StatefulSet pod")
+    );
+    assert_eq!(guard.held("default/db-2"), None);
 }
 
 #[test]
@@ -2099,6 +2137,10 @@ async fn a_statefulset_pod_moved_away_is_reported_terminating_until_gone() {
     let (mut h, _ctl) = Harness::fencing().await;
     tokio::time::advance(DEAD_AFTER).await;
     let mut all = mixed();
+    h.round_with(&all).await;
+    // A new StatefulSet pod waits the dead timeout after it is assigned.
+    assert_eq!(h.by_pod().await.len(), 2);
+    tokio::time::advance(DEAD_AFTER).await;
     h.round_with(&all).await;
     assert_eq!(h.by_pod().await.len(), 3);
     // Every slot moves to n2: only the StatefulSet pod is reported while it stops.
