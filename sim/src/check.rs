@@ -60,20 +60,36 @@ impl Acks {
                         _ => None,
                     })
                     .collect();
-                let images: BTreeSet<String> = writes
+                // The body (template and strategy) is one unit: it is one apply's, whole.
+                let bodies: BTreeSet<(String, u64, u64)> = writes
                     .iter()
                     .filter_map(|(w, _)| match w {
-                        Write::Web { image, .. } => Some((*image).to_string()),
+                        Write::Web {
+                            image,
+                            surge,
+                            unavailable,
+                            ..
+                        } => Some((
+                            (*image).to_string(),
+                            u64::from(*surge),
+                            u64::from(*unavailable),
+                        )),
                         _ => None,
                     })
                     .collect();
                 let r = num("/spec/replicas");
-                let i = text("/spec/template/spec/containers/0/image");
+                let body = (
+                    text("/spec/template/spec/containers/0/image").unwrap_or_default(),
+                    num("/spec/strategy/rollingUpdate/maxSurge").unwrap_or(99),
+                    num("/spec/strategy/rollingUpdate/maxUnavailable").unwrap_or(99),
+                );
                 if !r.is_some_and(|r| replicas.contains(&r)) {
                     return Some(format!("web has replicas {r:?}, never acknowledged"));
                 }
-                if !i.as_ref().is_some_and(|i| images.contains(i)) {
-                    return Some(format!("web has image {i:?}, never acknowledged"));
+                if !bodies.contains(&body) {
+                    return Some(format!(
+                        "web's image and strategy {body:?} are no acknowledged apply's"
+                    ));
                 }
                 None
             }

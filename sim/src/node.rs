@@ -123,7 +123,7 @@ impl SimNode {
         let tracker = TaskTracker::new();
         let (conditions, conditions_rx) = observed::Conditions::new();
         let supervisor = Supervisor::new(tracker.clone(), stop.clone(), conditions.clone(), None);
-        supervisor.vital("state", state_task.run(stop.clone()));
+        supervisor.vital("state", state_task.with_inline_writes().run(stop.clone()));
 
         let (replication_tx, replication_rx) = mpsc::channel(256);
         let (observed_tx, observed_rx) = mpsc::channel(256);

@@ -15,8 +15,15 @@ pub const FAULTS_FROM: Duration = Duration::from_secs(8);
 /// A write of the simulation's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// The Deployment `web` with this many replicas and this image.
-    Web { replicas: u32, image: &'static str },
+    /// The Deployment `web` with this many replicas, this image and this rolling update's
+    /// `(maxSurge, maxUnavailable)`: never both 0, which validation refuses, so that a merge
+    /// that took one from each of two applies could build an object that does not validate.
+    Web {
+        replicas: u32,
+        image: &'static str,
+        surge: u8,
+        unavailable: u8,
+    },
     /// The StatefulSet `db` with this many replicas.
     Db { replicas: u32 },
     /// The ConfigMap `cfg` with this value.
@@ -26,7 +33,15 @@ pub enum Write {
 impl fmt::Display for Write {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Write::Web { replicas, image } => write!(f, "web replicas={replicas} image={image}"),
+            Write::Web {
+                replicas,
+                image,
+                surge,
+                unavailable,
+            } => write!(
+                f,
+                "web replicas={replicas} image={image} surge={surge} unavailable={unavailable}"
+            ),
             Write::Db { replicas } => write!(f, "db replicas={replicas}"),
             Write::Config { value } => write!(f, "cfg value={value}"),
         }
@@ -136,9 +151,12 @@ pub struct Plan {
 pub const FAULT_TIME: Duration = Duration::from_secs(40);
 
 fn web(rng: &mut Rng) -> Write {
+    let (surge, unavailable) = [(0, 1), (1, 0), (1, 1)][rng.index(3)];
     Write::Web {
         replicas: u32::try_from(rng.between(1, 4)).unwrap_or(1),
         image: if rng.chance(0.5) { "app:1" } else { "app:2" },
+        surge,
+        unavailable,
     }
 }
 

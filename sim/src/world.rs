@@ -71,11 +71,18 @@ impl std::fmt::Display for Failure {
 /// The manifest of a write, as a user would apply it.
 pub fn manifest(w: &Write) -> Value {
     match w {
-        Write::Web { replicas, image } => json!({
+        Write::Web {
+            replicas,
+            image,
+            surge,
+            unavailable,
+        } => json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "default"},
             "spec": {
                 "replicas": replicas,
+                "strategy": {"type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
                 "selector": {"matchLabels": {"app": "web"}},
                 "template": {
                     "metadata": {"labels": {"app": "web"}},
@@ -291,7 +298,12 @@ pub async fn run_plan(plan: Plan, dir: &Path, echo: bool) -> Result<Summary, Fai
     let nodes: Vec<SimNode> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| SimNode::new(n, &peers[i], i, dir.join(n), i == 0))
+        .map(|(i, n)| {
+            let mut node = SimNode::new(n, &peers[i], i, dir.join(n), i == 0);
+            // Wall clocks disagree by up to half a minute either way.
+            node.skew = i64::try_from(rng.below(60_000_000)).unwrap_or(0) - 30_000_000;
+            node
+        })
         .collect();
     let base_micros = 1_796_000_000_000_000;
     let mut w = World {

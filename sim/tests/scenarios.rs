@@ -11,6 +11,8 @@ fn web(replicas: u32) -> Write {
     Write::Web {
         replicas,
         image: "app:1",
+        surge: 1,
+        unavailable: 0,
     }
 }
 

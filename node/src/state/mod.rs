@@ -250,6 +250,9 @@ pub struct StateTask {
     sync: HashMap<String, sync::State>,
     /// Reads kept until the document changes.
     reads: ReadCache,
+    /// Writes run on the task itself rather than on a blocking thread (see
+    /// [`StateTask::with_inline_writes`]).
+    inline_writes: bool,
 }
 
 /// The slots and the object lists last read, kept while the document's heads stay the same
@@ -328,6 +331,7 @@ pub fn open(config: &StateConfig) -> Result<(StateHandle, StateTask), StateError
             changes,
             sync: HashMap::new(),
             reads: ReadCache::default(),
+            inline_writes: false,
         },
     ))
 }
@@ -605,6 +609,14 @@ impl StateHandle {
 }
 
 impl StateTask {
+    /// Writes the files on the task itself, not on a blocking thread: for the simulator, whose
+    /// files are in memory (`/dev/shm`) and whose virtual time must not wait on threads that
+    /// the runtime does not schedule. A node's task would stall on a slow disk this way.
+    pub fn with_inline_writes(mut self) -> StateTask {
+        self.inline_writes = true;
+        self
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
@@ -833,14 +845,18 @@ impl StateTask {
         } else {
             None
         };
-        let joined = tokio::task::spawn_blocking(move || {
+        let write = move || {
             let written = match &snapshot {
                 Some(payload) => files.write_snapshot(payload),
                 None => files.append(&delta),
             };
             (files, written, snapshot.is_some())
-        })
-        .await;
+        };
+        let joined = if self.inline_writes {
+            Ok(write())
+        } else {
+            tokio::task::spawn_blocking(write).await
+        };
         match joined {
             Ok((files, Ok(()), compacted)) => {
                 if compacted {
