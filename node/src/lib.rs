@@ -291,6 +291,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Node
             named: named_tx,
             images: Some(images.clone()),
             pod_subnet: Some(pod_subnet),
+            clock: time::system_clock(),
         },
         &tracker,
         &supervisor,

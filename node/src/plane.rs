@@ -24,6 +24,7 @@ use crate::observed::{Conditions, ObservedHandle, PodReporter, Timing};
 use crate::runtime::{Engine, NetworkSpec, PodNetwork};
 use crate::state::StateHandle;
 use crate::supervise::Supervisor;
+use crate::time::SharedClock;
 use crate::{agent, controllers, images, nodes, supervise};
 
 /// What the control plane is made of.
@@ -58,6 +59,8 @@ pub struct PlaneParts {
     pub images: Option<images::Images>,
     /// The node's pod subnet, when the node runs a pod network.
     pub pod_subnet: Option<watch::Receiver<Option<NetworkSpec>>>,
+    /// The wall clock of the agent and the controllers.
+    pub clock: SharedClock,
 }
 
 /// What the started control plane gives back.
@@ -99,6 +102,7 @@ pub fn start(
         named,
         images,
         pod_subnet,
+        clock,
     } = parts;
     let named_rx = named.subscribe();
     let (taken_tx, taken_rx) = oneshot::channel();
@@ -149,6 +153,7 @@ pub fn start(
         reschedule_grace,
     })
     .with_conditions(conditions)
+    .with_clock(clock.clone())
     .with_boot(agent::boot::Boot::new(
         synced,
         timing.dead_after + agent::boot::BOOT_MARGIN,
@@ -209,6 +214,7 @@ pub fn start(
     controllers.reschedule_grace = reschedule_grace;
     controllers.unheard_grace = unheard_grace;
     controllers.events = Some(events);
+    controllers.clock = clock;
     let controllers_stop = stop.clone();
     supervisor.restartable("controllers", move || {
         controllers::run(controllers.clone(), controllers_stop.clone())

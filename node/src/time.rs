@@ -23,6 +23,29 @@ pub fn rfc3339_now() -> String {
 pub trait Clock: Send + Sync + 'static {
     /// Microseconds since the Unix epoch.
     fn unix_micros(&self) -> i64;
+
+    /// Seconds since the Unix epoch.
+    fn unix_now(&self) -> i64 {
+        self.unix_micros().div_euclid(1_000_000)
+    }
+}
+
+/// A clock shared by the parts of one node.
+pub type SharedClock = std::sync::Arc<dyn Clock>;
+
+/// A clock that always says `unix_secs` (tests).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub i64);
+
+impl Clock for FixedClock {
+    fn unix_micros(&self) -> i64 {
+        self.0.saturating_mul(1_000_000)
+    }
+}
+
+/// The system's wall clock, shared.
+pub fn system_clock() -> SharedClock {
+    std::sync::Arc::new(SystemClock)
 }
 
 /// The system's wall clock.

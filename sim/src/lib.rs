@@ -10,7 +10,7 @@
 //! A failing seed prints its trace and the command that replays it:
 //! `cargo run -p shoal-sim -- --seed N --trace`. The schedule and every network decision come
 //! from the seed; the interleaving of tasks within one instant of virtual time is tokio's, so a
-//! replay follows the same schedule but may interleave differently (see `docs/testing.md`).
+//! replay follows the same schedule but may interleave differently (see `docs/simulator.md`).
 //!
 //! The product never depends on this crate.
 

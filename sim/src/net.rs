@@ -59,7 +59,10 @@ struct Endpoint {
 
 struct Inner {
     rng: Rng,
+    /// How every link behaves, but those of `links`.
     faults: LinkFaults,
+    /// Links that behave otherwise, by the pair of node names in order.
+    links: BTreeMap<(String, String), LinkFaults>,
     /// By node name.
     endpoints: BTreeMap<String, Endpoint>,
     /// The partition side of each node; nodes on one side reach each other. Absent: side 0.
@@ -106,21 +109,31 @@ impl Inner {
             return Vec::new();
         }
         self.sent += 1;
-        if self.rng.chance(self.faults.loss) {
+        let faults = self.faults_of(from, to);
+        if self.rng.chance(faults.loss) {
             self.lost += 1;
             return Vec::new();
         }
-        let n = if duplicates && self.rng.chance(self.faults.duplicate) {
+        let n = if duplicates && self.rng.chance(faults.duplicate) {
             2
         } else {
             1
         };
-        (0..n).map(|_| self.delay()).collect()
+        (0..n).map(|_| self.delay(from, to)).collect()
     }
 
-    fn delay(&mut self) -> Duration {
-        let lo = u64::try_from(self.faults.min_delay.as_micros()).unwrap_or(0);
-        let hi = u64::try_from(self.faults.max_delay.as_micros()).unwrap_or(lo);
+    fn faults_of(&self, a: &str, b: &str) -> LinkFaults {
+        let key = if a < b { (a, b) } else { (b, a) };
+        self.links
+            .get(&(key.0.to_string(), key.1.to_string()))
+            .copied()
+            .unwrap_or(self.faults)
+    }
+
+    fn delay(&mut self, from: &str, to: &str) -> Duration {
+        let faults = self.faults_of(from, to);
+        let lo = u64::try_from(faults.min_delay.as_micros()).unwrap_or(0);
+        let hi = u64::try_from(faults.max_delay.as_micros()).unwrap_or(lo);
         Duration::from_micros(self.rng.between(lo, hi.max(lo)))
     }
 }
@@ -143,6 +156,7 @@ impl Net {
             inner: Arc::new(Mutex::new(Inner {
                 rng: Rng::new(seed),
                 faults: LinkFaults::default(),
+                links: BTreeMap::new(),
                 endpoints: BTreeMap::new(),
                 sides: BTreeMap::new(),
                 since: BTreeMap::new(),
@@ -213,8 +227,19 @@ impl Net {
         self.change(|inner| inner.sides.clear());
     }
 
+    /// Every link behaves so (links set apart before too).
     pub fn set_faults(&self, faults: LinkFaults) {
-        self.lock().faults = faults;
+        let mut inner = self.lock();
+        inner.faults = faults;
+        inner.links.clear();
+    }
+
+    /// The link between `a` and `b` behaves so, both ways.
+    pub fn set_link(&self, a: &str, b: &str, faults: LinkFaults) {
+        let key = if a < b { (a, b) } else { (b, a) };
+        self.lock()
+            .links
+            .insert((key.0.to_string(), key.1.to_string()), faults);
     }
 
     /// Whether `a` and `b` reach each other now.
@@ -402,7 +427,7 @@ impl Transport for NodeLink {
             let Some(there) = copies.first().copied() else {
                 return Err(format!("{peer} is unreachable"));
             };
-            let back = inner.delay();
+            let back = inner.delay(&to, &self.name);
             (to, inc, tx, there, back)
         };
         let from = self.peer_of();

@@ -22,7 +22,7 @@ use shoal_node::replication::{ReplicationConfig, Replicator};
 use shoal_node::runtime::{Engine, SimRuntime};
 use shoal_node::state::{self, StateConfig, StateHandle};
 use shoal_node::supervise::Supervisor;
-use shoal_node::time::Clock;
+use shoal_node::time::{Clock, SharedClock};
 use shoal_node::{events, plane};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -110,7 +110,8 @@ impl SimNode {
         self.running.is_some()
     }
 
-    /// Starts the node's tasks (on the current runtime) from its directory.
+    /// Starts the node's tasks (on the current runtime) from its directory; `base_micros` is
+    /// the true wall clock now, which the node's clock follows with its skew.
     pub fn start(&mut self, net: &Net, base_micros: i64, rng: &mut Rng) -> Result<(), String> {
         let (state, state_task) = state::open(&StateConfig {
             data_dir: self.dir.clone(),
@@ -123,7 +124,18 @@ impl SimNode {
         let tracker = TaskTracker::new();
         let (conditions, conditions_rx) = observed::Conditions::new();
         let supervisor = Supervisor::new(tracker.clone(), stop.clone(), conditions.clone(), None);
-        supervisor.vital("state", state_task.with_inline_writes().run(stop.clone()));
+        let clock: SharedClock = Arc::new(Skewed {
+            base: base_micros,
+            start: tokio::time::Instant::now(),
+            skew: self.skew,
+        });
+        supervisor.vital(
+            "state",
+            state_task
+                .with_inline_writes()
+                .with_clock(clock.clone())
+                .run(stop.clone()),
+        );
 
         let (replication_tx, replication_rx) = mpsc::channel(256);
         let (observed_tx, observed_rx) = mpsc::channel(256);
@@ -143,12 +155,7 @@ impl SimNode {
                 stop.clone(),
             ),
         );
-        let clock = Skewed {
-            base: base_micros,
-            start: tokio::time::Instant::now(),
-            skew: self.skew,
-        };
-        let now = clock.unix_micros() / 1_000_000;
+        let now = clock.unix_now();
         let octet = u8::try_from(self.index + 1).unwrap_or(250);
         let address = IpAddr::V4(Ipv4Addr::new(127, 0, 9, octet));
         let (observed, pod_reporter, heartbeat) = observed::start_with_clock(
@@ -169,7 +176,7 @@ impl SimNode {
             },
             timing(),
             64,
-            &clock,
+            clock.clone(),
         );
         let (digest_tx, digest_rx) = watch::channel(String::new());
         tracker.spawn(observed::follow_digest(
@@ -212,6 +219,7 @@ impl SimNode {
                 named: named_tx,
                 images: None,
                 pod_subnet: None,
+                clock,
             },
             &tracker,
             &supervisor,

@@ -71,6 +71,12 @@ pub enum Event {
     /// The engine answers again.
     EngineBack(usize),
     Links(LinkFaults),
+    /// The link between two nodes behaves otherwise than the rest.
+    Link {
+        a: usize,
+        b: usize,
+        faults: LinkFaults,
+    },
     /// Writes on one node.
     Apply {
         node: usize,
@@ -119,6 +125,16 @@ impl fmt::Display for Event {
                 f,
                 "links loss={:.2} dup={:.2} delay={:?}..{:?}",
                 l.loss, l.duplicate, l.min_delay, l.max_delay
+            ),
+            Event::Link { a, b, faults: l } => write!(
+                f,
+                "link {}-{} loss={:.2} dup={:.2} delay={:?}..{:?}",
+                n(a),
+                n(b),
+                l.loss,
+                l.duplicate,
+                l.min_delay,
+                l.max_delay
             ),
             Event::Apply { node, write } => write!(f, "apply on {}: {write}", n(node)),
             Event::Settle => write!(f, "expect the nodes that are up to settle"),
@@ -242,12 +258,19 @@ pub fn plan(seed: u64) -> Plan {
             }
             4 => {
                 let max = Duration::from_millis(rng.between(1, 300));
-                Event::Links(LinkFaults {
+                let faults = LinkFaults {
                     loss: f64::from(u32::try_from(rng.below(30)).unwrap_or(0)) / 100.0,
                     duplicate: f64::from(u32::try_from(rng.below(20)).unwrap_or(0)) / 100.0,
                     min_delay: Duration::from_millis(1),
                     max_delay: max,
-                })
+                };
+                let a = any(&mut rng);
+                let b = (a + 1 + rng.index(nodes - 1)) % nodes;
+                if rng.chance(0.5) {
+                    Event::Links(faults)
+                } else {
+                    Event::Link { a, b, faults }
+                }
             }
             5 | 6 => {
                 let a = any(&mut rng);
@@ -321,7 +344,7 @@ mod tests {
             }
         }
         assert_eq!(sizes, (3..=7).collect());
-        assert_eq!(kinds.len(), 10, "every kind of event appears");
+        assert_eq!(kinds.len(), 11, "every kind of event but Settle appears");
     }
 
     #[test]

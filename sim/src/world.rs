@@ -131,6 +131,11 @@ impl World {
         self.start.elapsed()
     }
 
+    /// The true wall clock now, in microseconds: the start's plus the virtual time since.
+    pub fn wall_micros(&self) -> i64 {
+        self.base_micros + i64::try_from(self.now().as_micros()).unwrap_or(0)
+    }
+
     pub fn note(&mut self, line: impl AsRef<str>) {
         let line = format!("{:>8.3}s {}\n", self.now().as_secs_f64(), line.as_ref());
         if self.echo {
@@ -197,7 +202,7 @@ impl World {
                     self.nodes[*node].skew -= 3_600_000_000;
                 }
                 let net = self.net.clone();
-                let base = self.base_micros;
+                let base = self.wall_micros();
                 self.nodes[*node].restart(&net, base, &mut self.rng)?;
             }
             Event::EngineStop(i) => self.nodes[*i].runtime.stop_engine(),
@@ -208,6 +213,10 @@ impl World {
                 self.nodes[*i].runtime.start_engine();
             }
             Event::Links(l) => self.net.set_faults(*l),
+            Event::Link { a, b, faults } => {
+                let (a, b) = (self.nodes[*a].name.clone(), self.nodes[*b].name.clone());
+                self.net.set_link(&a, &b, *faults);
+            }
             Event::Apply { node, write } => self.apply(*node, write).await,
             Event::Concurrent { a, b } => {
                 // Both land before either node can hear of the other's.
@@ -250,7 +259,7 @@ impl World {
             self.nodes[i].runtime.start_engine();
             if !self.nodes[i].is_up() {
                 let net = self.net.clone();
-                let base = self.base_micros;
+                let base = self.wall_micros();
                 self.nodes[i].restart(&net, base, &mut self.rng)?;
                 let name = self.nodes[i].name.clone();
                 self.note(format!("restart {name}"));

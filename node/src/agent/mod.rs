@@ -242,6 +242,8 @@ pub struct Agent {
     last_mode: Mode,
     /// This node's StatefulSet pods, with when this agent first saw each assigned here.
     assigned: BTreeMap<String, Instant>,
+    /// The wall clock.
+    clock: crate::time::SharedClock,
     /// Those of them that some node has reported since: moving here, not new.
     ran_elsewhere: BTreeSet<String>,
     /// This node's peer id: when set, the agent acts only while the registry names it as the
@@ -316,6 +318,7 @@ impl Agent {
             fencing: None,
             last_mode: Mode::Open,
             assigned: BTreeMap::new(),
+            clock: crate::time::system_clock(),
             ran_elsewhere: BTreeSet::new(),
             peer_id: None,
             terminating: BTreeMap::new(),
@@ -376,6 +379,12 @@ impl Agent {
     /// listen on the gateway for the pods.
     pub fn pod_network(&self) -> watch::Receiver<Option<PodNetwork>> {
         self.pod_network.subscribe()
+    }
+
+    /// Reads the wall clock (pod and container timestamps) from `clock`: the simulator's.
+    pub fn with_clock(mut self, clock: crate::time::SharedClock) -> Agent {
+        self.clock = clock;
+        self
     }
 
     /// Guards this node's StatefulSet pods with `fencing` (see the module documentation).
@@ -569,7 +578,7 @@ impl Agent {
     /// One round against `all`, the desired pods of every node.
     async fn reconcile_pods(&mut self, all: Vec<DesiredPod>) -> BTreeMap<String, PodStatus> {
         let now = Instant::now();
-        let wall = crate::time::rfc3339_now();
+        let wall = crate::time::rfc3339(self.clock.unix_now());
         let mut guard = self.guard(now);
         // Owner kinds of every slot, wherever it is: a container of a slot that moved away
         // is known to be a StatefulSet's even without its label.

@@ -83,6 +83,8 @@ pub struct Controllers {
     /// Since when this node has seen each node report its engine unavailable
     /// (`controllers::engine`).
     engine_seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>>,
+    /// The wall clock (timestamps, minReadySeconds): the system's, or the simulator's.
+    pub clock: crate::time::SharedClock,
 }
 
 /// The default [`Controllers::unheard_grace`]: long enough for every machine of a cluster
@@ -111,6 +113,7 @@ impl Controllers {
             events: None,
             majority_since: Default::default(),
             engine_seen: Default::default(),
+            clock: crate::time::system_clock(),
         }
     }
 
@@ -146,7 +149,7 @@ pub async fn run(c: Controllers, shutdown: CancellationToken) {
 
 /// One round: read, plan, execute. Returns the number of actions executed.
 pub(crate) async fn round(c: &Controllers) -> Result<usize, ControllerError> {
-    let now = crate::time::unix_now();
+    let now = c.clock.unix_now();
     let deployments = typed::<Deployment>(&c.state, Kind::Deployment, |r| match r {
         Resource::Deployment(d) => Some(d),
         _ => None,

@@ -42,7 +42,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::time::unix_now;
 pub use gossip::{Inbound, Message, Publish};
 pub use inventory::{ImageEntry, Inventories, Inventory, LocalImages};
 
@@ -207,6 +206,7 @@ pub struct ObservedHandle {
     local: Arc<str>,
     timing: Timing,
     started: Instant,
+    clock: crate::time::SharedClock,
 }
 
 impl ObservedHandle {
@@ -274,7 +274,7 @@ impl ObservedHandle {
 
     /// Every known node with its liveness, by name.
     pub fn members(&self) -> BTreeMap<String, Member> {
-        let now = unix_now();
+        let now = self.clock.unix_now();
         self.snapshot()
             .values()
             .map(|r| {
@@ -393,6 +393,8 @@ pub struct Heartbeat {
     images_due: bool,
     /// When this node last asked each peer for its inventory.
     asked: HashMap<String, Instant>,
+    /// The wall clock of `heartbeat_at`.
+    clock: crate::time::SharedClock,
 }
 
 /// How often a peer is asked for an inventory newer than the one held, at most.
@@ -443,7 +445,7 @@ pub fn start(
     timing: Timing,
     channel_size: usize,
 ) -> (ObservedHandle, PodReporter, Heartbeat) {
-    start_with_clock(record, timing, channel_size, &crate::time::SystemClock)
+    start_with_clock(record, timing, channel_size, crate::time::system_clock())
 }
 
 /// [`start`] with the wall clock that seeds the record's version given: the simulator's,
@@ -452,7 +454,7 @@ pub fn start_with_clock(
     mut record: NodeRecord,
     timing: Timing,
     channel_size: usize,
-    clock: &dyn crate::time::Clock,
+    clock: crate::time::SharedClock,
 ) -> (ObservedHandle, PodReporter, Heartbeat) {
     let micros = u64::try_from(clock.unix_micros()).unwrap_or(0);
     record.version = record.version.max(micros);
@@ -474,6 +476,7 @@ pub fn start_with_clock(
             local: Arc::from(record.name.as_str()),
             timing,
             started: Instant::now(),
+            clock: clock.clone(),
         },
         PodReporter { tx: pods_tx },
         Heartbeat {
@@ -492,6 +495,7 @@ pub fn start_with_clock(
             images: None,
             images_due: false,
             asked: HashMap::new(),
+            clock,
         },
     )
 }
@@ -687,7 +691,7 @@ impl Heartbeat {
     /// A new version of this node's record, in the map.
     fn bump(&mut self) {
         self.record.version += 1;
-        self.record.heartbeat_at = unix_now();
+        self.record.heartbeat_at = self.clock.unix_now();
         self.record.seen = Some(Instant::now());
         let record = self.record.clone();
         self.tx.send_modify(|map| {

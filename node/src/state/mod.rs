@@ -617,6 +617,13 @@ impl StateTask {
         self
     }
 
+    /// Reads the wall clock (timestamps of objects and leases) from `clock`: the simulator's
+    /// virtual, skewed one.
+    pub fn with_clock(mut self, clock: crate::time::SharedClock) -> StateTask {
+        self.store.clock = clock;
+        self
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
@@ -708,7 +715,8 @@ impl StateTask {
                 Pending::Leases(reply, result)
             }
             Command::ClaimLease(role, holder, seen, reply) => {
-                let result = store.claim_lease(&role, &holder, seen, crate::time::unix_now());
+                let since = store.clock.unix_now();
+                let result = store.claim_lease(&role, &holder, seen, since);
                 Pending::Lease(reply, result)
             }
             Command::PodSubnets(reply) => Pending::PodSubnets(reply, store.pod_subnets()),

@@ -286,8 +286,8 @@ pub struct Stats {
 pub(crate) struct Store {
     doc: AutoCommit,
     sealer: Sealer,
-    /// Seconds since the Unix epoch; replaceable so that tests (and a simulator) control time.
-    pub(crate) now: fn() -> i64,
+    /// The wall clock; replaceable so that tests (and the simulator) control time.
+    pub(crate) clock: crate::time::SharedClock,
 }
 
 impl Store {
@@ -299,7 +299,7 @@ impl Store {
         let mut store = Store {
             doc,
             sealer,
-            now: crate::time::unix_now,
+            clock: crate::time::system_clock(),
         };
         store.apply_values(vec![(
             Kind::Namespace,
@@ -337,7 +337,7 @@ impl Store {
         Ok(Store {
             doc,
             sealer,
-            now: crate::time::unix_now,
+            clock: crate::time::system_clock(),
         })
     }
 
@@ -911,7 +911,7 @@ impl Store {
         &mut self,
         batch: Vec<(Kind, Value)>,
     ) -> Result<Vec<ApplyResult>, StateError> {
-        let now = (self.now)();
+        let now = self.clock.unix_now();
         // Namespaces that the batch itself creates, wherever they stand in it.
         let batch_namespaces: HashSet<String> = batch
             .iter()
@@ -1127,7 +1127,7 @@ impl Store {
         match deleted {
             Ok(()) => {
                 self.doc
-                    .commit_with(CommitOptions::default().with_time((self.now)()));
+                    .commit_with(CommitOptions::default().with_time(self.clock.unix_now()));
                 Ok(Some(StoredObject {
                     kind,
                     value: present(value),
@@ -1219,7 +1219,7 @@ impl Store {
         &mut self,
         items: Vec<(Kind, Value)>,
     ) -> Result<Vec<ApplyResult>, StateError> {
-        let now = (self.now)();
+        let now = self.clock.unix_now();
         let batch_namespaces: HashSet<String> = items
             .iter()
             .filter(|(k, _)| *k == Kind::Namespace)

@@ -21,7 +21,7 @@ const NOW: i64 = 1_795_631_220;
 
 fn store() -> Store {
     let mut s = Store::create(Sealer::derive(&KEY)).unwrap();
-    s.now = || NOW;
+    s.clock = std::sync::Arc::new(crate::time::FixedClock(NOW));
     s
 }
 
@@ -584,7 +584,7 @@ fn a_wrong_key_cannot_read_secrets() {
 /// A second replica of `a`, as a peer would hold after a full sync.
 fn replica(a: &mut Store, key: [u8; 32]) -> Store {
     let mut b = Store::from_doc(a.doc_mut().fork(), Sealer::derive(&key)).unwrap();
-    b.now = || NOW;
+    b.clock = std::sync::Arc::new(crate::time::FixedClock(NOW));
     b
 }
 
