@@ -1292,13 +1292,19 @@ mod tests {
         }
     }
 
-    /// keep_role on one node with scripted peers: it takes the role when membership picks it,
-    /// keeps it when a peer with a lower peer id comes alive, gives it up (fenced) when that
-    /// peer writes a newer epoch anyway (as after a healed partition), stays off while the
-    /// newer epoch names the alive peer, and takes the next epoch when the peer leaves.
-    #[tokio::test]
-    async fn a_node_takes_gives_up_and_retakes_its_role() {
-        use crate::observed::{self, Inbound, Message, Timing};
+    /// One node's store and membership for the tests of [`keep_role`]: fast timing, a
+    /// heartbeat that gossips nowhere, and the sender through which peers' gossip arrives.
+    struct RoleBench {
+        _dir: tempfile::TempDir,
+        stop: CancellationToken,
+        state: StateHandle,
+        timing: crate::observed::Timing,
+        obs: ObservedHandle,
+        gossip: tokio::sync::mpsc::Sender<crate::observed::Inbound>,
+    }
+
+    fn role_bench(name: &str, peer: &str) -> RoleBench {
+        use crate::observed::{self, Timing};
         let dir = tempfile::tempdir().unwrap();
         let stop = CancellationToken::new();
         let state = crate::state::open_for_test(dir.path(), &stop);
@@ -1309,8 +1315,8 @@ mod tests {
             full_every: 5,
         };
         let me = NodeRecord {
-            name: "n1".into(),
-            peer_id: "p5".into(),
+            name: name.into(),
+            peer_id: peer.into(),
             ..NodeRecord::default()
         };
         let (obs, _reporter, hb) = observed::start(me, timing, 16);
@@ -1324,6 +1330,31 @@ mod tests {
             hb.with_gossip(std::sync::Arc::new(Quiet), rx)
                 .run(stop.clone()),
         );
+        RoleBench {
+            _dir: dir,
+            stop,
+            state,
+            timing,
+            obs,
+            gossip,
+        }
+    }
+
+    /// keep_role on one node with scripted peers: it takes the role when membership picks it,
+    /// keeps it when a peer with a lower peer id comes alive, gives it up (fenced) when that
+    /// peer writes a newer epoch anyway (as after a healed partition), stays off while the
+    /// newer epoch names the alive peer, and takes the next epoch when the peer leaves.
+    #[tokio::test]
+    async fn a_node_takes_gives_up_and_retakes_its_role() {
+        use crate::observed::{Inbound, Message};
+        let RoleBench {
+            _dir,
+            stop,
+            state,
+            timing: _,
+            obs,
+            gossip,
+        } = role_bench("n1", "p5");
         let (held_tx, mut held) = watch::channel(None);
         let (_named_tx, named) = watch::channel(true);
         tokio::spawn(keep_role(
@@ -1413,32 +1444,15 @@ mod tests {
     /// B has held it.
     #[tokio::test]
     async fn a_node_with_a_lower_peer_id_leaves_the_role_to_its_alive_holder() {
-        use crate::observed::{self, Inbound, Message, Timing};
-        let dir = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let state = crate::state::open_for_test(dir.path(), &stop);
-        let timing = Timing {
-            heartbeat: Duration::from_millis(50),
-            suspect_after: Duration::from_millis(200),
-            dead_after: Duration::from_millis(300),
-            full_every: 5,
-        };
-        let me = NodeRecord {
-            name: "a".into(),
-            peer_id: "p1".into(),
-            ..NodeRecord::default()
-        };
-        let (obs, _reporter, hb) = observed::start(me, timing, 16);
-        struct Quiet;
-        #[async_trait::async_trait]
-        impl observed::Publish for Quiet {
-            async fn publish(&self, _: Vec<u8>) {}
-        }
-        let (gossip, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(
-            hb.with_gossip(std::sync::Arc::new(Quiet), rx)
-                .run(stop.clone()),
-        );
+        use crate::observed::{Inbound, Message};
+        let RoleBench {
+            _dir,
+            stop,
+            state,
+            timing,
+            obs,
+            gossip,
+        } = role_bench("a", "p1");
         // B holds the role, and beats every 50 ms.
         let taken = state.claim_lease(CONTROLLER_ROLE, "b", 0).await.unwrap();
         assert_eq!(taken.map(|l| l.epoch), Some(1));

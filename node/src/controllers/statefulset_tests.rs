@@ -193,11 +193,8 @@ fn ordered_scale_down_removes_the_highest_first_one_at_a_time() {
     );
 }
 
-/// A scaled-down ordinal comes back only once no node reports a copy of it: a node whose
-/// engine does not answer keeps reporting the pods it may still run (found by the simulator:
-/// seed 37 ran db-2 twice after a scale down and up).
-#[test]
-fn a_removed_ordinal_comes_back_only_once_no_node_reports_it() {
+/// Three pods ready, then scaled down to two: db-2's slot is gone.
+fn scaled_from_three_to_two() -> Sim {
     let mut sim = sim(sts(sts_json(3, "img:1")));
     for _ in 0..3 {
         sim.step();
@@ -206,6 +203,15 @@ fn a_removed_ordinal_comes_back_only_once_no_node_reports_it() {
     sim.statefulsets[0].spec.replicas = 2;
     sim.step();
     assert_eq!(ordinals(&sim), vec![0, 1]);
+    sim
+}
+
+/// A scaled-down ordinal comes back only once no node reports a copy of it: a node whose
+/// engine does not answer keeps reporting the pods it may still run (found by the simulator:
+/// seed 37 ran db-2 twice after a scale down and up).
+#[test]
+fn a_removed_ordinal_comes_back_only_once_no_node_reports_it() {
+    let mut sim = scaled_from_three_to_two();
     // db-2 may still run on its node (its engine hangs): scaled up again, it waits.
     sim.observed
         .insert("default/db-2".into(), running_unready());
@@ -222,14 +228,7 @@ fn a_removed_ordinal_comes_back_only_once_no_node_reports_it() {
 /// with a majority, its engine answering when last heard (found by the simulator: seed 1350).
 #[test]
 fn a_removed_ordinal_last_reported_by_an_unheard_node_waits_for_it_to_be_lost() {
-    let mut sim = sim(sts(sts_json(3, "img:1")));
-    for _ in 0..3 {
-        sim.step();
-        all_ready(&mut sim);
-    }
-    sim.statefulsets[0].spec.replicas = 2;
-    sim.step();
-    assert_eq!(ordinals(&sim), vec![0, 1]);
+    let mut sim = scaled_from_three_to_two();
     sim.observed.remove("default/db-2");
     sim.nodes
         .unheard_reports

@@ -489,6 +489,23 @@ async fn concurrent_applies(
 }
 
 /// The merged object as the API would check it at apply: no validation error.
+/// Applies `on_a` and `on_b` to the base Deployment on two nodes at once: both read the same
+/// object after the merge, it validates, and its spec is one side's, whole.
+async fn merges_to_one_side(on_a: shoal_protocol::Resource, on_b: shoal_protocol::Resource) {
+    let (spec_a, spec_b) = (
+        on_a.to_value()["spec"].clone(),
+        on_b.to_value()["spec"].clone(),
+    );
+    let (ga, gb) = concurrent_applies(web(|_| {}), on_a, on_b).await;
+    assert_eq!(ga, gb, "both nodes read the same object");
+    assert_validates(&ga);
+    assert!(
+        ga["spec"] == spec_a || ga["spec"] == spec_b,
+        "the merged spec is neither side's:\nmerged: {:#}\nA: {spec_a:#}\nB: {spec_b:#}",
+        ga["spec"]
+    );
+}
+
 fn assert_validates(merged: &Value) {
     if let Err(e) = shoal_protocol::manifest::parse_value(merged.clone()) {
         panic!("the merged object does not validate: {e}\n{merged:#}");
@@ -507,18 +524,7 @@ async fn concurrent_applies_of_one_deployment_merge_to_one_sides_spec() {
         c["image"] = json!("nginx:1.28");
         c["command"] = json!(["nginx", "-g", "daemon off;"]);
     });
-    let (spec_a, spec_b) = (
-        on_a.to_value()["spec"].clone(),
-        on_b.to_value()["spec"].clone(),
-    );
-    let (ga, gb) = concurrent_applies(web(|_| {}), on_a, on_b).await;
-    assert_eq!(ga, gb, "both nodes read the same object");
-    assert_validates(&ga);
-    assert!(
-        ga["spec"] == spec_a || ga["spec"] == spec_b,
-        "the merged spec is neither side's:\nmerged: {:#}\nA: {spec_a:#}\nB: {spec_b:#}",
-        ga["spec"]
-    );
+    merges_to_one_side(on_a, on_b).await;
 }
 
 #[tokio::test]
@@ -527,14 +533,7 @@ async fn concurrent_strategy_edits_never_merge_into_an_invalid_deployment() {
     // which validation refuses (the rollout could never progress).
     let on_a = web(|v| v["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!(0));
     let on_b = web(|v| v["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = json!(0));
-    let (spec_a, spec_b) = (
-        on_a.to_value()["spec"].clone(),
-        on_b.to_value()["spec"].clone(),
-    );
-    let (ga, gb) = concurrent_applies(web(|_| {}), on_a, on_b).await;
-    assert_eq!(ga, gb, "both nodes read the same object");
-    assert_validates(&ga);
-    assert!(ga["spec"] == spec_a || ga["spec"] == spec_b, "{ga:#}");
+    merges_to_one_side(on_a, on_b).await;
 }
 
 #[tokio::test]
