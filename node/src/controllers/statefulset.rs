@@ -127,20 +127,51 @@ pub fn ordinal(name: &str, pod: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Why a StatefulSet pod must stay on `node`, which this node cannot use (lost or unknown),
+/// though its volumes do not hold it there: a copy may still run on it (it left, or its engine
+/// did not answer when last heard), or this node cannot tell that it is gone (no majority, or
+/// one seen only for a moment). None: the pod may move off it. Pure.
+fn stays_on(node: &str, nodes: &Nodes, quorum: Quorum) -> Option<String> {
+    if nodes.left.contains(node) {
+        return Some(format!(
+            "node \"{node}\" left the cluster, and the pod may still run there (a stopped \
+             shoald leaves its containers running): it starts again when {node} is back, or \
+             elsewhere after \"shoal drain {node}\" before a stop or \"shoal delete node \
+             {node}\""
+        ));
+    }
+    if nodes.unstoppable.contains(node) {
+        return Some(format!(
+            "the container engine of node \"{node}\" did not answer when the node was last \
+             heard, and the pod may still run there (a hung engine keeps its containers, and \
+             nothing there can stop them): it stays until {node} is heard with its engine back, \
+             or moves after \"shoal delete node {node}\""
+        ));
+    }
+    if nodes.known.contains(node) && !quorum.sees_majority() {
+        return Some(format!(
+            "node \"{node}\" cannot be heard and this node sees {} of {} nodes, no majority: \
+             the pod may still run there, and at most one copy runs",
+            quorum.alive, quorum.known
+        ));
+    }
+    if nodes.known.contains(node) && nodes.majority_settling {
+        return Some(format!(
+            "node \"{node}\" cannot be heard, and this node has seen a majority only for a \
+             moment: the pod stays until it is clear that {node} is gone"
+        ));
+    }
+    None
+}
+
 /// Whether every copy of pod `key` that a node which cannot be heard reported when last heard
-/// is surely gone: that node is lost as a node whose StatefulSet pods may move is (dead past
-/// the grace, seen by a settled majority, its engine answering when last heard). A departed
-/// node's copy may still run (a stopped `shoald` leaves its containers). Pure.
+/// is surely gone: that node is lost as [`stays_on`] requires of a node a pod moves off (dead
+/// past the grace, and nothing holds the pod there). Pure.
 fn unheard_copies_gone(key: &str, nodes: &Nodes, quorum: Quorum) -> bool {
-    let Some(holders) = nodes.unheard_reports.get(key) else {
-        return true;
-    };
-    holders.iter().all(|n| {
-        nodes.movable.contains(n)
-            && !nodes.left.contains(n)
-            && !nodes.unstoppable.contains(n)
-            && quorum.sees_majority()
-            && !nodes.majority_settling
+    nodes.unheard_reports.get(key).is_none_or(|holders| {
+        holders
+            .iter()
+            .all(|n| nodes.movable.contains(n) && stays_on(n, nodes, quorum).is_none())
     })
 }
 
@@ -335,50 +366,8 @@ fn plan_one(
                 );
                 continue;
             }
-            if nodes.left.contains(&node) {
-                out.held.insert(
-                    key.clone(),
-                    format!(
-                        "node \"{node}\" left the cluster, and the pod may still run there (a \
-                         stopped shoald leaves its containers running): it starts again when \
-                         {node} is back, or elsewhere after \"shoal drain {node}\" before a stop \
-                         or \"shoal delete node {node}\""
-                    ),
-                );
-                continue;
-            }
-            if nodes.unstoppable.contains(&node) {
-                out.held.insert(
-                    key.clone(),
-                    format!(
-                        "the container engine of node \"{node}\" did not answer when the node \
-                         was last heard, and the pod may still run there (a hung engine keeps \
-                         its containers, and nothing there can stop them): it stays until {node} \
-                         is heard with its engine back, or moves after \"shoal delete node \
-                         {node}\""
-                    ),
-                );
-                continue;
-            }
-            if nodes.known.contains(&node) && !quorum.sees_majority() {
-                out.held.insert(
-                    key.clone(),
-                    format!(
-                        "node \"{node}\" cannot be heard and this node sees {} of {} nodes, no \
-                         majority: the pod may still run there, and at most one copy runs",
-                        quorum.alive, quorum.known
-                    ),
-                );
-                continue;
-            }
-            if nodes.known.contains(&node) && nodes.majority_settling {
-                out.held.insert(
-                    key.clone(),
-                    format!(
-                        "node \"{node}\" cannot be heard, and this node has seen a majority only \
-                         for a moment: the pod stays until it is clear that {node} is gone"
-                    ),
-                );
+            if let Some(why) = stays_on(&node, nodes, quorum) {
+                out.held.insert(key.clone(), why);
                 continue;
             }
             tracing::info!(pod = %key, from = %node, "moving a StatefulSet pod off a lost node");
