@@ -1340,6 +1340,27 @@ mod tests {
         }
     }
 
+    /// Runs [`keep_role`] for the controller role on `state` and `obs`, named, every 50 ms;
+    /// returns the epoch it holds the role at.
+    fn start_role(
+        state: &StateHandle,
+        obs: &ObservedHandle,
+        stop: &CancellationToken,
+    ) -> watch::Receiver<Option<u64>> {
+        let (held_tx, held) = watch::channel(None);
+        let (_named_tx, named) = watch::channel(true);
+        tokio::spawn(keep_role(
+            state.clone(),
+            obs.clone(),
+            CONTROLLER_ROLE,
+            held_tx,
+            named,
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        held
+    }
+
     /// keep_role on one node with scripted peers: it takes the role when membership picks it,
     /// keeps it when a peer with a lower peer id comes alive, gives it up (fenced) when that
     /// peer writes a newer epoch anyway (as after a healed partition), stays off while the
@@ -1355,17 +1376,7 @@ mod tests {
             obs,
             gossip,
         } = role_bench("n1", "p5");
-        let (held_tx, mut held) = watch::channel(None);
-        let (_named_tx, named) = watch::channel(true);
-        tokio::spawn(keep_role(
-            state.clone(),
-            obs.clone(),
-            CONTROLLER_ROLE,
-            held_tx,
-            named,
-            Duration::from_millis(50),
-            stop.clone(),
-        ));
+        let mut held = start_role(&state, &obs, &stop);
         let until = |held: &mut watch::Receiver<Option<u64>>, want: Option<u64>| {
             let mut held = held.clone();
             async move {
@@ -1486,17 +1497,7 @@ mod tests {
         })
         .await
         .expect("b never heard");
-        let (held_tx, held) = watch::channel(None);
-        let (_named_tx, named) = watch::channel(true);
-        tokio::spawn(keep_role(
-            state.clone(),
-            obs.clone(),
-            CONTROLLER_ROLE,
-            held_tx,
-            named,
-            Duration::from_millis(50),
-            stop.clone(),
-        ));
+        let held = start_role(&state, &obs, &stop);
         // Past A's start (dead_after) and the lease's hold (CLAIM_HOLD), with margin.
         let deadline = tokio::time::Instant::now() + timing.dead_after + CLAIM_HOLD * 2;
         while tokio::time::Instant::now() < deadline {
@@ -1532,17 +1533,7 @@ mod tests {
         let (obs, _reporter, hb) = observed::start(me, timing, 16);
         let (conditions, conditions_rx) = Conditions::new();
         tokio::spawn(hb.with_conditions(conditions_rx).run(stop.clone()));
-        let (held_tx, held) = watch::channel(None);
-        let (_named_tx, named) = watch::channel(true);
-        tokio::spawn(keep_role(
-            state.clone(),
-            obs.clone(),
-            CONTROLLER_ROLE,
-            held_tx,
-            named,
-            Duration::from_millis(50),
-            stop.clone(),
-        ));
+        let held = start_role(&state, &obs, &stop);
         let until = |want: Option<u64>| {
             let mut held = held.clone();
             async move {

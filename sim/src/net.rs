@@ -353,28 +353,24 @@ impl NodeLink {
         if !inner.current(&self.name, self.incarnation) {
             return Vec::new();
         }
-        let targets: Vec<Delivery> = inner
+        let others: Vec<String> = inner
             .endpoints
-            .iter()
-            .filter(|(n, _)| **n != self.name)
-            .map(|(n, e)| Delivery {
-                delay: Duration::ZERO,
-                to: n.clone(),
-                incarnation: e.incarnation,
-                replication: e.replication.clone(),
-                observed: e.observed.clone(),
-            })
+            .keys()
+            .filter(|n| **n != self.name)
+            .cloned()
             .collect();
         let mut out = Vec::new();
-        for t in targets {
-            for delay in inner.copies(&self.name, &t.to, duplicates) {
-                out.push(Delivery {
-                    delay,
-                    to: t.to.clone(),
-                    incarnation: t.incarnation,
-                    replication: t.replication.clone(),
-                    observed: t.observed.clone(),
-                });
+        for to in others {
+            for delay in inner.copies(&self.name, &to, duplicates) {
+                if let Some(e) = inner.endpoints.get(&to) {
+                    out.push(Delivery {
+                        delay,
+                        to: to.clone(),
+                        incarnation: e.incarnation,
+                        replication: e.replication.clone(),
+                        observed: e.observed.clone(),
+                    });
+                }
             }
         }
         out

@@ -242,10 +242,10 @@ pub struct Agent {
     last_mode: Mode,
     /// This node's StatefulSet pods, with when this agent first saw each assigned here.
     assigned: BTreeMap<String, Instant>,
-    /// The wall clock.
-    clock: crate::time::SharedClock,
     /// Those of them that some node has reported since: moving here, not new.
     ran_elsewhere: BTreeSet<String>,
+    /// The wall clock.
+    clock: crate::time::SharedClock,
     /// This node's peer id: when set, the agent acts only while the registry names it as the
     /// owner of the node name ([`nodes::acts_for_name`]).
     peer_id: Option<String>,
@@ -318,8 +318,8 @@ impl Agent {
             fencing: None,
             last_mode: Mode::Open,
             assigned: BTreeMap::new(),
-            clock: crate::time::system_clock(),
             ran_elsewhere: BTreeSet::new(),
+            clock: crate::time::system_clock(),
             peer_id: None,
             terminating: BTreeMap::new(),
             events: None,
@@ -796,7 +796,7 @@ impl Agent {
             self.network_ready = false;
             self.network_checked = None;
         }
-        let statuses: BTreeMap<String, PodStatus> = inputs
+        let mut statuses: BTreeMap<String, PodStatus> = inputs
             .iter()
             .map(|i| {
                 let st = status::engine_unavailable(
@@ -812,7 +812,6 @@ impl Agent {
         // StatefulSet pods no longer assigned here whose containers ran when the engine last
         // answered may still run (a hung engine keeps them): they stay reported, not ready,
         // so that their ordinal does not start elsewhere while a copy may run here.
-        let mut statuses = statuses;
         for key in &self.stateful_running {
             if !statuses.contains_key(key) {
                 let st = status::may_still_run(self.last_statuses.get(key), &down.message);
